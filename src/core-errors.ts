@@ -1,0 +1,69 @@
+import type { ErrorTable } from "./errors.js";
+
+/** Codes of the issuance core: request validation, sessions, issuance, admin, config. */
+export const CORE_ERRORS = {
+  // request shape
+  invalid_request: { status: 400, title: "The request is malformed" },
+  body_too_large: { status: 413, title: "The request body is too large" },
+  unsupported_media_type: { status: 415, title: "The request body must be JSON" },
+  not_found: { status: 404, title: "No such resource" },
+  method_not_allowed: { status: 405, title: "Method not allowed" },
+  // SPIFFE IDs
+  invalid_spiffe_id: { status: 400, title: "The SPIFFE ID is invalid" },
+  invalid_trust_domain: { status: 400, title: "The trust domain is invalid" },
+  spiffe_id_outside_trust_domain: { status: 403, title: "The SPIFFE ID is outside this trust domain" },
+  // attestation sessions
+  unknown_attestor: { status: 400, title: "Unknown attestor type" },
+  attestor_disabled: { status: 403, title: "This attestor is not enabled on this server" },
+  session_not_found: { status: 404, title: "No such attestation session" },
+  session_expired: { status: 403, title: "The attestation session has expired" },
+  session_used: { status: 403, title: "The attestation session was already used" },
+  session_attestor_mismatch: { status: 400, title: "The session was opened for another attestor" },
+  session_wrong_round: { status: 409, title: "The attestation session is not waiting for this step" },
+  invalid_evidence: { status: 400, title: "The evidence is malformed" },
+  evidence_too_large: { status: 413, title: "The evidence is too large" },
+  hardware_identity_changed: { status: 403, title: "This node previously attested with different hardware" },
+  node_evicted: { status: 403, title: "This node has been evicted" },
+  // join tokens
+  join_token_invalid: { status: 403, title: "The join token is unknown" },
+  join_token_expired: { status: 403, title: "The join token has expired" },
+  join_token_used: { status: 403, title: "The join token was already used" },
+  // CSRs and issuance
+  csr_malformed: { status: 400, title: "The CSR cannot be parsed" },
+  csr_signature_invalid: { status: 400, title: "The CSR signature does not verify" },
+  csr_key_unsupported: { status: 400, title: "The CSR key type is not accepted" },
+  csr_requests_ca: { status: 400, title: "The CSR asks for a CA certificate" },
+  csr_san_not_allowed: { status: 403, title: "The CSR names an identity the caller may not have" },
+  csr_key_not_bound: { status: 403, title: "The CSR key is not the key the evidence is bound to" },
+  not_entitled: { status: 403, title: "The caller is not entitled to this SPIFFE ID" },
+  no_entries: { status: 404, title: "No registration entry matches" },
+  invalid_audience: { status: 400, title: "The audience is invalid" },
+  ttl_invalid: { status: 400, title: "The TTL is invalid" },
+  // authentication
+  client_cert_required: { status: 401, title: "A client certificate is required" },
+  client_cert_invalid: { status: 401, title: "The client certificate is not valid for this trust domain" },
+  admin_required: { status: 403, title: "This endpoint is for administrators" },
+  // entries, nodes
+  entry_exists: { status: 409, title: "An identical registration entry exists" },
+  entry_not_found: { status: 404, title: "No such registration entry" },
+  node_not_found: { status: 404, title: "No such node" },
+  invalid_selector: { status: 400, title: "The selector is invalid" },
+  // CA and HSM
+  ca_not_ready: { status: 503, title: "The certificate authority is not ready" },
+  ca_rotation_in_progress: { status: 409, title: "A CA rotation step is already pending" },
+  ca_rotation_nothing_prepared: { status: 409, title: "No prepared key to activate" },
+  hsm_unavailable: { status: 503, title: "The HSM is unavailable" },
+  hsm_login_failed: { status: 500, title: "The HSM refused the PIN" },
+  hsm_key_not_found: { status: 500, title: "The HSM key was not found" },
+  hsm_module_not_found: { status: 500, title: "The PKCS#11 module was not found" },
+  hsm_token_not_found: { status: 500, title: "The PKCS#11 token was not found" },
+  hsm_error: { status: 500, title: "The HSM failed" },
+  // configuration
+  config_invalid: { status: 500, title: "The configuration is invalid" },
+  // audit
+  audit_chain_broken: { status: 500, title: "The audit chain does not verify" },
+  // catch-all, never exposed in detail
+  internal: { status: 500, title: "Internal error" },
+  unavailable: { status: 503, title: "Service unavailable" },
+  rate_limited: { status: 429, title: "Too many requests" },
+} as const satisfies ErrorTable;

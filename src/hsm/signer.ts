@@ -1,0 +1,40 @@
+import type { KeyObject } from "node:crypto";
+
+/**
+ * The signer seam. Everything that signs (the X.509 CA, the JWT-SVID issuer, an upstream CA)
+ * sees only this; only src/hsm knows PKCS#11. An HSM signer never holds private key bytes.
+ */
+
+export type KeyType = "ec-p256" | "ec-p384" | "rsa-2048" | "rsa-3072";
+
+/** How to sign: the signer hashes `data` itself (SoftHSM lacks CKM_ECDSA_SHA256). */
+export type SignatureScheme =
+  | "ecdsa-sha256"
+  | "ecdsa-sha384"
+  | "rsa-pkcs1-sha256"
+  | "rsa-pkcs1-sha384"
+  | "rsa-pss-sha256"
+  | "rsa-pss-sha384";
+
+export interface Signer {
+  /** Token label (or file path for a software signer); how the key is found again. */
+  readonly label: string;
+  readonly keyType: KeyType;
+  /** The public half, for certificates, bundles and verification. */
+  readonly publicKey: KeyObject;
+  /**
+   * Signs `data` (the message, not a digest). ECDSA signatures come back as raw r||s
+   * (IEEE P1363, what PKCS#11 returns and JWS wants); RSA signatures as the modulus-sized octets.
+   */
+  sign(data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array>;
+}
+
+export interface KeyStore {
+  /** Generates a non-extractable, sensitive key pair in the token under `label`. */
+  generate(label: string, keyType: KeyType): Promise<Signer>;
+  /** Finds a key pair by label after a restart; undefined when absent. */
+  find(label: string): Promise<Signer | undefined>;
+  /** Destroys both halves of the key pair under `label` (retired keys). */
+  destroy(label: string): Promise<void>;
+  close(): Promise<void>;
+}
