@@ -1,0 +1,193 @@
+/**
+ * The datastore seam: one small repository per entity, all async so that the PostgreSQL
+ * implementation fits the same interface as the embedded SQLite one. Only src/store knows SQL.
+ * Times are Date; binary values are Buffer; JSON-ish values are typed objects.
+ */
+import type { JsonObject } from "../attestors/types.js";
+
+export interface NodeRecord {
+  spiffeId: string;
+  attestorType: string;
+  /** Stable hardware identifier (EK hash, chip id…); undefined for join-token nodes. */
+  hardwareId?: string | undefined;
+  selectors: string[];
+  canReattest: boolean;
+  /** Serial and expiry of the node's current SVID. */
+  serial?: string | undefined;
+  expiresAt?: Date | undefined;
+  evicted: boolean;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface NodeRepository {
+  get(spiffeId: string): Promise<NodeRecord | undefined>;
+  /** Inserts or replaces the node's record (re-attestation updates selectors and SVID). */
+  upsert(node: NodeRecord): Promise<void>;
+  list(): Promise<NodeRecord[]>;
+  /** Marks evicted; returns false when absent. An evicted node must attest anew to return. */
+  evict(spiffeId: string, at: Date): Promise<boolean>;
+  delete(spiffeId: string): Promise<boolean>;
+}
+
+export interface EntryRecord {
+  id: string;
+  spiffeId: string;
+  parentId: string;
+  selectors: string[];
+  x509SvidTtlSeconds?: number | undefined;
+  jwtSvidTtlSeconds?: number | undefined;
+  dnsNames: string[];
+  /** Workloads with this identity may call the admin API over mTLS. */
+  admin: boolean;
+  createdAt: Date;
+}
+
+export interface EntryRepository {
+  create(entry: EntryRecord): Promise<void>;
+  get(id: string): Promise<EntryRecord | undefined>;
+  list(filter?: { parentId?: string; spiffeId?: string }): Promise<EntryRecord[]>;
+  delete(id: string): Promise<boolean>;
+}
+
+export interface JoinTokenRecord {
+  /** SHA-256 of the token, hex: the token itself is never stored. */
+  tokenHash: string;
+  spiffeId: string;
+  expiresAt: Date;
+  usedAt?: Date | undefined;
+  createdAt: Date;
+}
+
+export type ConsumeOutcome = "consumed" | "not_found" | "expired" | "used";
+
+export interface JoinTokenRepository {
+  create(token: JoinTokenRecord): Promise<void>;
+  /** Atomically marks the token used if it exists, is unexpired and unused. */
+  consume(tokenHash: string, now: Date): Promise<{ outcome: ConsumeOutcome; record?: JoinTokenRecord }>;
+  get(tokenHash: string): Promise<JoinTokenRecord | undefined>;
+  purgeExpired(now: Date): Promise<number>;
+}
+
+export type SessionStatus = "open" | "challenged" | "done";
+
+export interface AttestationSessionRecord {
+  id: string;
+  attestorType: string;
+  nonce: Buffer;
+  status: SessionStatus;
+  /** Set once evidence arrives: the key the evidence is bound to. */
+  boundSpki?: Buffer | undefined;
+  /** Attestor round state between challenge and answer. */
+  state?: JsonObject | undefined;
+  expiresAt: Date;
+  createdAt: Date;
+}
+
+export interface SessionRepository {
+  create(session: AttestationSessionRecord): Promise<void>;
+  get(id: string): Promise<AttestationSessionRecord | undefined>;
+  /**
+   * Compare-and-set: moves a session from `from` to `to` (with new state/boundSpki) only if it is
+   * in `from` and unexpired at `now`. This is what makes every nonce single use across replicas.
+   */
+  transition(
+    id: string,
+    from: SessionStatus,
+    to: SessionStatus,
+    now: Date,
+    update?: { state?: JsonObject | undefined; boundSpki?: Buffer | undefined },
+  ): Promise<ConsumeOutcome>;
+  purgeExpired(now: Date): Promise<number>;
+}
+
+export interface IssuedSvidRecord {
+  serial: string;
+  spiffeId: string;
+  kind: "x509" | "jwt";
+  /** The node that asked (undefined for the node's own SVID). */
+  nodeId?: string | undefined;
+  caKeyId: string;
+  issuedAt: Date;
+  notAfter: Date;
+}
+
+export interface SvidRepository {
+  record(svid: IssuedSvidRecord): Promise<void>;
+  get(serial: string): Promise<IssuedSvidRecord | undefined>;
+  /** Latest notAfter among SVIDs signed by this key: when it may retire. */
+  latestExpiry(caKeyId: string): Promise<Date | undefined>;
+  countByKind(): Promise<Record<string, number>>;
+}
+
+export type CaKeyKind = "x509" | "jwt";
+/** prepared: in the bundle, not signing. active: signing. previous: in the bundle until its last SVID expires. retired: gone. */
+export type CaKeyStatus = "prepared" | "active" | "previous" | "retired";
+
+export interface CaKeyRecord {
+  id: string;
+  kind: CaKeyKind;
+  /** HSM label of the key pair. */
+  label: string;
+  keyType: string;
+  status: CaKeyStatus;
+  /** X.509 CA: the CA certificate (DER) and its chain to the upstream root (DER, issuer first), if any. */
+  certificate?: Buffer | undefined;
+  upstreamChain?: Buffer[] | undefined;
+  /** JWT key: the `kid`. */
+  kid?: string | undefined;
+  notAfter?: Date | undefined;
+  createdAt: Date;
+  activatedAt?: Date | undefined;
+  retiredAt?: Date | undefined;
+}
+
+export interface CaKeyRepository {
+  list(kind?: CaKeyKind): Promise<CaKeyRecord[]>;
+  get(id: string): Promise<CaKeyRecord | undefined>;
+  insert(record: CaKeyRecord): Promise<void>;
+  /** Changes status (and the matching timestamp). */
+  setStatus(id: string, status: CaKeyStatus, at: Date): Promise<void>;
+  /** The bundle's sequence number: bumped on every change of published keys. */
+  bumpBundleSequence(): Promise<number>;
+  bundleSequence(): Promise<number>;
+}
+
+export interface AuditRecordInput {
+  time: Date;
+  /** attest, issue_x509, issue_jwt, refuse, token_create, entry_create, entry_delete, node_evict, ca_rotate… */
+  event: string;
+  outcome: "success" | "refused" | "error";
+  code?: string | undefined;
+  /** Who asked: node SPIFFE ID, "admin:socket", peer address… */
+  actor?: string | undefined;
+  spiffeId?: string | undefined;
+  attestor?: string | undefined;
+  serial?: string | undefined;
+  /** What was checked (claims, policy, evidence digest). Never secrets or raw evidence. */
+  details: Record<string, unknown>;
+}
+
+export interface AuditRecord extends AuditRecordInput {
+  seq: number;
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditRepository {
+  /** Appends atomically: reads the last hash and writes the new record in one transaction. */
+  append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord>;
+  /** In seq order, from `afterSeq`, at most `limit`. */
+  list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
+}
+
+export interface Store {
+  readonly nodes: NodeRepository;
+  readonly entries: EntryRepository;
+  readonly joinTokens: JoinTokenRepository;
+  readonly sessions: SessionRepository;
+  readonly svids: SvidRepository;
+  readonly caKeys: CaKeyRepository;
+  readonly audit: AuditRepository;
+  close(): Promise<void>;
+}
