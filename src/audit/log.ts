@@ -1,0 +1,68 @@
+import { createHash } from "node:crypto";
+import type { AuditRecord, AuditRecordInput, AuditRepository } from "../store/types.js";
+
+/**
+ * The issuance log: one record per issuance and per refusal, each chained to the one before by
+ * SHA-256, so that a deleted, reordered or edited record breaks the chain (`hallmark audit verify`).
+ *
+ *   hash_n = SHA-256( canonicalJson({ seq, prevHash, time, event, outcome, code, actor,
+ *                                     spiffeId, attestor, serial, details }) )
+ */
+export class AuditLog {
+  constructor(private readonly repo: AuditRepository) {}
+
+  append(input: AuditRecordInput): Promise<AuditRecord> {
+    return this.repo.append(input, (prevHash, seq) => auditRecordHash({ ...input, seq, prevHash }));
+  }
+}
+
+export function auditRecordHash(r: AuditRecordInput & { seq: number; prevHash: string }): string {
+  const body = {
+    seq: r.seq,
+    prevHash: r.prevHash,
+    time: r.time.toISOString(),
+    event: r.event,
+    outcome: r.outcome,
+    code: r.code ?? null,
+    actor: r.actor ?? null,
+    spiffeId: r.spiffeId ?? null,
+    attestor: r.attestor ?? null,
+    serial: r.serial ?? null,
+    details: r.details,
+  };
+  return createHash("sha256").update(canonicalJson(body)).digest("hex");
+}
+
+/** JSON with object keys sorted at every depth: the same record always hashes the same. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+}
+
+export type AuditVerification =
+  | { ok: true; records: number; head: string }
+  | { ok: false; records: number; brokenAt: number; reason: "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" };
+
+/** Walks the whole chain from the genesis record. */
+export async function verifyAuditChain(repo: AuditRepository, genesisHash: string): Promise<AuditVerification> {
+  let expectedSeq = 1;
+  let prevHash = genesisHash;
+  let count = 0;
+  const page = 1000;
+  for (;;) {
+    const batch = await repo.list(expectedSeq - 1, page);
+    for (const r of batch) {
+      if (r.seq !== expectedSeq) return { ok: false, records: count, brokenAt: expectedSeq, reason: "sequence_gap" };
+      if (r.prevHash !== prevHash) return { ok: false, records: count, brokenAt: r.seq, reason: "prev_hash_mismatch" };
+      if (auditRecordHash(r) !== r.hash) return { ok: false, records: count, brokenAt: r.seq, reason: "hash_mismatch" };
+      prevHash = r.hash;
+      expectedSeq += 1;
+      count += 1;
+    }
+    if (batch.length < page) return { ok: true, records: count, head: prevHash };
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * Schema migrations for the embedded SQLite store, applied in order, each once, in a
+ * transaction. Never edit a migration that has shipped: add a new one.
+ */
+export const SQLITE_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE nodes (
+    spiffe_id     TEXT PRIMARY KEY,
+    attestor_type TEXT NOT NULL,
+    hardware_id   TEXT,
+    selectors     TEXT NOT NULL,
+    can_reattest  INTEGER NOT NULL,
+    serial        TEXT,
+    expires_at    INTEGER,
+    evicted       INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+  );
+  CREATE TABLE entries (
+    id             TEXT PRIMARY KEY,
+    spiffe_id      TEXT NOT NULL,
+    parent_id      TEXT NOT NULL,
+    selectors      TEXT NOT NULL,
+    x509_ttl       INTEGER,
+    jwt_ttl        INTEGER,
+    dns_names      TEXT NOT NULL,
+    admin          INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL,
+    UNIQUE (spiffe_id, parent_id, selectors)
+  );
+  CREATE INDEX entries_parent ON entries(parent_id);
+  CREATE TABLE join_tokens (
+    token_hash TEXT PRIMARY KEY,
+    spiffe_id  TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE attestation_sessions (
+    id            TEXT PRIMARY KEY,
+    attestor_type TEXT NOT NULL,
+    nonce         BLOB NOT NULL,
+    status        TEXT NOT NULL,
+    bound_spki    BLOB,
+    state         TEXT,
+    expires_at    INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+  );
+  CREATE TABLE issued_svids (
+    serial     TEXT PRIMARY KEY,
+    spiffe_id  TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    node_id    TEXT,
+    ca_key_id  TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    not_after  INTEGER NOT NULL
+  );
+  CREATE INDEX issued_svids_key ON issued_svids(ca_key_id, not_after);
+  CREATE TABLE ca_keys (
+    id             TEXT PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    label          TEXT NOT NULL UNIQUE,
+    key_type       TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    certificate    BLOB,
+    upstream_chain TEXT,
+    kid            TEXT,
+    not_after      INTEGER,
+    created_at     INTEGER NOT NULL,
+    activated_at   INTEGER,
+    retired_at     INTEGER
+  );
+  CREATE TABLE bundle_state (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    sequence INTEGER NOT NULL
+  );
+  INSERT INTO bundle_state (id, sequence) VALUES (1, 0);
+  CREATE TABLE audit_log (
+    seq       INTEGER PRIMARY KEY,
+    time      INTEGER NOT NULL,
+    event     TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    code      TEXT,
+    actor     TEXT,
+    spiffe_id TEXT,
+    attestor  TEXT,
+    serial    TEXT,
+    details   TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL
+  );
+  -- The audit log is append-only for the application; the hash chain catches anyone who
+  -- bypasses these triggers with direct database access.
+  CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+  CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+  `,
+];

@@ -1,0 +1,526 @@
+import Database from "better-sqlite3";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { JsonObject } from "../attestors/types.js";
+import { HallmarkError } from "../errors.js";
+import { SQLITE_MIGRATIONS } from "./migrations.js";
+import type {
+  AttestationSessionRecord,
+  AuditRecord,
+  AuditRecordInput,
+  AuditRepository,
+  CaKeyKind,
+  CaKeyRecord,
+  CaKeyRepository,
+  CaKeyStatus,
+  ConsumeOutcome,
+  EntryRecord,
+  EntryRepository,
+  IssuedSvidRecord,
+  JoinTokenRecord,
+  JoinTokenRepository,
+  NodeRecord,
+  NodeRepository,
+  SessionRepository,
+  SessionStatus,
+  Store,
+  SvidRepository,
+} from "./types.js";
+
+type Row = Record<string, unknown>;
+type Db = Database.Database;
+
+const ms = (d: Date): number => d.getTime();
+const date = (v: unknown): Date => new Date(Number(v));
+const optDate = (v: unknown): Date | undefined => (v === null || v === undefined ? undefined : date(v));
+const optStr = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
+const optNum = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
+
+/**
+ * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
+ * throwaway one), in WAL mode, and applies pending migrations.
+ */
+export async function openSqliteStore(path: string): Promise<Store> {
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  let db: Db;
+  try {
+    db = new Database(path);
+  } catch (cause) {
+    throw new HallmarkError("unavailable", "the datastore cannot be opened", { cause, internal: path });
+  }
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.pragma("foreign_keys = ON");
+  // Several server replicas or CLI processes may share one file: wait rather than fail.
+  db.pragma("busy_timeout = 5000");
+  migrate(db);
+  return new SqliteStore(db);
+}
+
+function migrate(db: Db): void {
+  db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+  const row = db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as Row;
+  const current = Number(row.v ?? 0);
+  SQLITE_MIGRATIONS.forEach((sql, index) => {
+    const version = index + 1;
+    if (version <= current) return;
+    db.transaction(() => {
+      db.exec(sql);
+      db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(version);
+    })();
+  });
+}
+
+class SqliteStore implements Store {
+  readonly nodes: NodeRepository;
+  readonly entries: EntryRepository;
+  readonly joinTokens: JoinTokenRepository;
+  readonly sessions: SessionRepository;
+  readonly svids: SvidRepository;
+  readonly caKeys: CaKeyRepository;
+  readonly audit: AuditRepository;
+
+  constructor(private readonly db: Db) {
+    this.nodes = new SqliteNodes(db);
+    this.entries = new SqliteEntries(db);
+    this.joinTokens = new SqliteJoinTokens(db);
+    this.sessions = new SqliteSessions(db);
+    this.svids = new SqliteSvids(db);
+    this.caKeys = new SqliteCaKeys(db);
+    this.audit = new SqliteAudit(db);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
+
+class SqliteNodes implements NodeRepository {
+  constructor(private readonly db: Db) {}
+
+  async get(spiffeId: string): Promise<NodeRecord | undefined> {
+    const row = this.db.prepare("SELECT * FROM nodes WHERE spiffe_id = ?").get(spiffeId) as Row | undefined;
+    return row && nodeFromRow(row);
+  }
+
+  async upsert(n: NodeRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO nodes (spiffe_id, attestor_type, hardware_id, selectors, can_reattest, serial, expires_at, evicted, created_at, updated_at)
+         VALUES (@spiffeId, @attestorType, @hardwareId, @selectors, @canReattest, @serial, @expiresAt, @evicted, @createdAt, @updatedAt)
+         ON CONFLICT (spiffe_id) DO UPDATE SET attestor_type = excluded.attestor_type, hardware_id = excluded.hardware_id,
+           selectors = excluded.selectors, can_reattest = excluded.can_reattest, serial = excluded.serial,
+           expires_at = excluded.expires_at, evicted = excluded.evicted, updated_at = excluded.updated_at`,
+      )
+      .run({
+        spiffeId: n.spiffeId,
+        attestorType: n.attestorType,
+        hardwareId: n.hardwareId ?? null,
+        selectors: JSON.stringify(n.selectors),
+        canReattest: n.canReattest ? 1 : 0,
+        serial: n.serial ?? null,
+        expiresAt: n.expiresAt ? ms(n.expiresAt) : null,
+        evicted: n.evicted ? 1 : 0,
+        createdAt: ms(n.createdAt),
+        updatedAt: ms(n.updatedAt),
+      });
+  }
+
+  async list(): Promise<NodeRecord[]> {
+    return (this.db.prepare("SELECT * FROM nodes ORDER BY spiffe_id").all() as Row[]).map(nodeFromRow);
+  }
+
+  async evict(spiffeId: string, at: Date): Promise<boolean> {
+    const r = this.db.prepare("UPDATE nodes SET evicted = 1, updated_at = ? WHERE spiffe_id = ?").run(ms(at), spiffeId);
+    return r.changes > 0;
+  }
+
+  async delete(spiffeId: string): Promise<boolean> {
+    return this.db.prepare("DELETE FROM nodes WHERE spiffe_id = ?").run(spiffeId).changes > 0;
+  }
+}
+
+function nodeFromRow(r: Row): NodeRecord {
+  return {
+    spiffeId: String(r.spiffe_id),
+    attestorType: String(r.attestor_type),
+    hardwareId: optStr(r.hardware_id),
+    selectors: JSON.parse(String(r.selectors)) as string[],
+    canReattest: r.can_reattest === 1,
+    serial: optStr(r.serial),
+    expiresAt: optDate(r.expires_at),
+    evicted: r.evicted === 1,
+    createdAt: date(r.created_at),
+    updatedAt: date(r.updated_at),
+  };
+}
+
+class SqliteEntries implements EntryRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(e: EntryRecord): Promise<void> {
+    try {
+      this.db
+        .prepare(
+          `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          e.id,
+          e.spiffeId,
+          e.parentId,
+          JSON.stringify([...e.selectors].sort()),
+          e.x509SvidTtlSeconds ?? null,
+          e.jwtSvidTtlSeconds ?? null,
+          JSON.stringify(e.dnsNames),
+          e.admin ? 1 : 0,
+          ms(e.createdAt),
+        );
+    } catch (cause) {
+      if (isUniqueViolation(cause)) {
+        throw new HallmarkError("entry_exists", "an entry with this SPIFFE ID, parent and selectors exists");
+      }
+      throw cause;
+    }
+  }
+
+  async get(id: string): Promise<EntryRecord | undefined> {
+    const row = this.db.prepare("SELECT * FROM entries WHERE id = ?").get(id) as Row | undefined;
+    return row && entryFromRow(row);
+  }
+
+  async list(filter: { parentId?: string; spiffeId?: string } = {}): Promise<EntryRecord[]> {
+    const where: string[] = [];
+    const args: string[] = [];
+    if (filter.parentId !== undefined) {
+      where.push("parent_id = ?");
+      args.push(filter.parentId);
+    }
+    if (filter.spiffeId !== undefined) {
+      where.push("spiffe_id = ?");
+      args.push(filter.spiffeId);
+    }
+    const sql = `SELECT * FROM entries ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at, id`;
+    return (this.db.prepare(sql).all(...args) as Row[]).map(entryFromRow);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    return this.db.prepare("DELETE FROM entries WHERE id = ?").run(id).changes > 0;
+  }
+}
+
+function entryFromRow(r: Row): EntryRecord {
+  return {
+    id: String(r.id),
+    spiffeId: String(r.spiffe_id),
+    parentId: String(r.parent_id),
+    selectors: JSON.parse(String(r.selectors)) as string[],
+    x509SvidTtlSeconds: optNum(r.x509_ttl),
+    jwtSvidTtlSeconds: optNum(r.jwt_ttl),
+    dnsNames: JSON.parse(String(r.dns_names)) as string[],
+    admin: r.admin === 1,
+    createdAt: date(r.created_at),
+  };
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  return typeof e === "object" && e !== null && String((e as { code?: unknown }).code).startsWith("SQLITE_CONSTRAINT");
+}
+
+class SqliteJoinTokens implements JoinTokenRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(t: JoinTokenRecord): Promise<void> {
+    this.db
+      .prepare("INSERT INTO join_tokens (token_hash, spiffe_id, expires_at, used_at, created_at) VALUES (?, ?, ?, NULL, ?)")
+      .run(t.tokenHash, t.spiffeId, ms(t.expiresAt), ms(t.createdAt));
+  }
+
+  async get(tokenHash: string): Promise<JoinTokenRecord | undefined> {
+    const row = this.db.prepare("SELECT * FROM join_tokens WHERE token_hash = ?").get(tokenHash) as Row | undefined;
+    return row && tokenFromRow(row);
+  }
+
+  async consume(tokenHash: string, now: Date): Promise<{ outcome: ConsumeOutcome; record?: JoinTokenRecord }> {
+    // One statement decides: two racing callers cannot both see the token unused.
+    const changed = this.db
+      .prepare("UPDATE join_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?")
+      .run(ms(now), tokenHash, ms(now)).changes;
+    const record = await this.get(tokenHash);
+    if (changed === 1 && record) return { outcome: "consumed", record };
+    if (!record) return { outcome: "not_found" };
+    return { outcome: record.usedAt ? "used" : "expired", record };
+  }
+
+  async purgeExpired(now: Date): Promise<number> {
+    return this.db.prepare("DELETE FROM join_tokens WHERE expires_at <= ?").run(ms(now)).changes;
+  }
+}
+
+function tokenFromRow(r: Row): JoinTokenRecord {
+  return {
+    tokenHash: String(r.token_hash),
+    spiffeId: String(r.spiffe_id),
+    expiresAt: date(r.expires_at),
+    usedAt: optDate(r.used_at),
+    createdAt: date(r.created_at),
+  };
+}
+
+class SqliteSessions implements SessionRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(s: AttestationSessionRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO attestation_sessions (id, attestor_type, nonce, status, bound_spki, state, expires_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        s.id,
+        s.attestorType,
+        s.nonce,
+        s.status,
+        s.boundSpki ?? null,
+        s.state ? JSON.stringify(s.state) : null,
+        ms(s.expiresAt),
+        ms(s.createdAt),
+      );
+  }
+
+  async get(id: string): Promise<AttestationSessionRecord | undefined> {
+    const row = this.db.prepare("SELECT * FROM attestation_sessions WHERE id = ?").get(id) as Row | undefined;
+    return row && sessionFromRow(row);
+  }
+
+  async transition(
+    id: string,
+    from: SessionStatus,
+    to: SessionStatus,
+    now: Date,
+    update: { state?: JsonObject | undefined; boundSpki?: Buffer | undefined } = {},
+  ): Promise<ConsumeOutcome> {
+    const changed = this.db
+      .prepare(
+        `UPDATE attestation_sessions
+           SET status = @to,
+               state = CASE WHEN @setState THEN @state ELSE state END,
+               bound_spki = COALESCE(@boundSpki, bound_spki)
+         WHERE id = @id AND status = @from AND expires_at > @now`,
+      )
+      .run({
+        id,
+        from,
+        to,
+        now: ms(now),
+        setState: "state" in update ? 1 : 0,
+        state: update.state ? JSON.stringify(update.state) : null,
+        boundSpki: update.boundSpki ?? null,
+      }).changes;
+    if (changed === 1) return "consumed";
+    const s = await this.get(id);
+    if (!s) return "not_found";
+    if (s.status !== from) return "used";
+    return "expired";
+  }
+
+  async purgeExpired(now: Date): Promise<number> {
+    return this.db.prepare("DELETE FROM attestation_sessions WHERE expires_at <= ?").run(ms(now)).changes;
+  }
+}
+
+function sessionFromRow(r: Row): AttestationSessionRecord {
+  return {
+    id: String(r.id),
+    attestorType: String(r.attestor_type),
+    nonce: r.nonce as Buffer,
+    status: String(r.status) as SessionStatus,
+    boundSpki: (r.bound_spki as Buffer | null) ?? undefined,
+    state: r.state === null ? undefined : (JSON.parse(String(r.state)) as JsonObject),
+    expiresAt: date(r.expires_at),
+    createdAt: date(r.created_at),
+  };
+}
+
+class SqliteSvids implements SvidRepository {
+  constructor(private readonly db: Db) {}
+
+  async record(s: IssuedSvidRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter));
+  }
+
+  async get(serial: string): Promise<IssuedSvidRecord | undefined> {
+    const r = this.db.prepare("SELECT * FROM issued_svids WHERE serial = ?").get(serial) as Row | undefined;
+    if (!r) return undefined;
+    return {
+      serial: String(r.serial),
+      spiffeId: String(r.spiffe_id),
+      kind: String(r.kind) as "x509" | "jwt",
+      nodeId: optStr(r.node_id),
+      caKeyId: String(r.ca_key_id),
+      issuedAt: date(r.issued_at),
+      notAfter: date(r.not_after),
+    };
+  }
+
+  async latestExpiry(caKeyId: string): Promise<Date | undefined> {
+    const r = this.db.prepare("SELECT MAX(not_after) AS m FROM issued_svids WHERE ca_key_id = ?").get(caKeyId) as Row;
+    return optDate(r.m);
+  }
+
+  async countByKind(): Promise<Record<string, number>> {
+    const rows = this.db.prepare("SELECT kind, COUNT(*) AS n FROM issued_svids GROUP BY kind").all() as Row[];
+    return Object.fromEntries(rows.map((r) => [String(r.kind), Number(r.n)]));
+  }
+}
+
+const STATUS_TIME_COLUMN: Record<CaKeyStatus, string | undefined> = {
+  prepared: undefined,
+  active: "activated_at",
+  previous: undefined,
+  retired: "retired_at",
+};
+
+class SqliteCaKeys implements CaKeyRepository {
+  constructor(private readonly db: Db) {}
+
+  async list(kind?: CaKeyKind): Promise<CaKeyRecord[]> {
+    const rows = (
+      kind
+        ? this.db.prepare("SELECT * FROM ca_keys WHERE kind = ? ORDER BY created_at, id").all(kind)
+        : this.db.prepare("SELECT * FROM ca_keys ORDER BY created_at, id").all()
+    ) as Row[];
+    return rows.map(caKeyFromRow);
+  }
+
+  async get(id: string): Promise<CaKeyRecord | undefined> {
+    const row = this.db.prepare("SELECT * FROM ca_keys WHERE id = ?").get(id) as Row | undefined;
+    return row && caKeyFromRow(row);
+  }
+
+  async insert(k: CaKeyRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO ca_keys (id, kind, label, key_type, status, certificate, upstream_chain, kid, not_after, created_at, activated_at, retired_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        k.id,
+        k.kind,
+        k.label,
+        k.keyType,
+        k.status,
+        k.certificate ?? null,
+        k.upstreamChain ? JSON.stringify(k.upstreamChain.map((c) => c.toString("base64"))) : null,
+        k.kid ?? null,
+        k.notAfter ? ms(k.notAfter) : null,
+        ms(k.createdAt),
+        k.activatedAt ? ms(k.activatedAt) : null,
+        k.retiredAt ? ms(k.retiredAt) : null,
+      );
+  }
+
+  async setStatus(id: string, status: CaKeyStatus, at: Date): Promise<void> {
+    const column = STATUS_TIME_COLUMN[status];
+    const sql = column
+      ? `UPDATE ca_keys SET status = ?, ${column} = ? WHERE id = ?`
+      : "UPDATE ca_keys SET status = ? WHERE id = ?";
+    const args = column ? [status, ms(at), id] : [status, id];
+    if (this.db.prepare(sql).run(...args).changes !== 1) {
+      throw new HallmarkError("internal", "CA key record not found", { internal: id });
+    }
+  }
+
+  async bumpBundleSequence(): Promise<number> {
+    const row = this.db
+      .prepare("UPDATE bundle_state SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence")
+      .get() as Row;
+    return Number(row.sequence);
+  }
+
+  async bundleSequence(): Promise<number> {
+    const row = this.db.prepare("SELECT sequence FROM bundle_state WHERE id = 1").get() as Row;
+    return Number(row.sequence);
+  }
+}
+
+function caKeyFromRow(r: Row): CaKeyRecord {
+  return {
+    id: String(r.id),
+    kind: String(r.kind) as CaKeyKind,
+    label: String(r.label),
+    keyType: String(r.key_type),
+    status: String(r.status) as CaKeyStatus,
+    certificate: (r.certificate as Buffer | null) ?? undefined,
+    upstreamChain:
+      r.upstream_chain === null
+        ? undefined
+        : (JSON.parse(String(r.upstream_chain)) as string[]).map((b) => Buffer.from(b, "base64")),
+    kid: optStr(r.kid),
+    notAfter: optDate(r.not_after),
+    createdAt: date(r.created_at),
+    activatedAt: optDate(r.activated_at),
+    retiredAt: optDate(r.retired_at),
+  };
+}
+
+export const AUDIT_GENESIS_HASH = "0".repeat(64);
+
+class SqliteAudit implements AuditRepository {
+  constructor(private readonly db: Db) {}
+
+  async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord> {
+    // IMMEDIATE takes the write lock before reading the tail, so two writers cannot fork the chain.
+    const tx = this.db.transaction((): AuditRecord => {
+      const last = this.db.prepare("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").get() as Row | undefined;
+      const seq = last ? Number(last.seq) + 1 : 1;
+      const prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
+      const hash = hashRecord(prevHash, seq);
+      this.db
+        .prepare(
+          `INSERT INTO audit_log (seq, time, event, outcome, code, actor, spiffe_id, attestor, serial, details, prev_hash, hash)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          seq,
+          ms(input.time),
+          input.event,
+          input.outcome,
+          input.code ?? null,
+          input.actor ?? null,
+          input.spiffeId ?? null,
+          input.attestor ?? null,
+          input.serial ?? null,
+          JSON.stringify(input.details),
+          prevHash,
+          hash,
+        );
+      return { ...input, seq, prevHash, hash };
+    });
+    return tx.immediate();
+  }
+
+  async list(afterSeq: number, limit: number): Promise<AuditRecord[]> {
+    const rows = this.db
+      .prepare("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+      .all(afterSeq, limit) as Row[];
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      time: date(r.time),
+      event: String(r.event),
+      outcome: String(r.outcome) as AuditRecord["outcome"],
+      code: optStr(r.code),
+      actor: optStr(r.actor),
+      spiffeId: optStr(r.spiffe_id),
+      attestor: optStr(r.attestor),
+      serial: optStr(r.serial),
+      details: JSON.parse(String(r.details)) as Record<string, unknown>,
+      prevHash: String(r.prev_hash),
+      hash: String(r.hash),
+    }));
+  }
+}

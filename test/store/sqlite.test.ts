@@ -1,0 +1,83 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import Database from "better-sqlite3";
+import { join } from "node:path";
+import { openSqliteStore } from "../../src/store/sqlite.js";
+import type { Store } from "../../src/store/types.js";
+import { tempDir } from "../helpers/tmp.js";
+
+const dir = tempDir("store");
+const dbPath = join(dir.path, "hallmark.db");
+let store: Store;
+const t0 = new Date("2026-01-01T00:00:00Z");
+const later = (s: number) => new Date(t0.getTime() + s * 1000);
+
+beforeAll(async () => {
+  store = await openSqliteStore(dbPath);
+});
+afterAll(async () => {
+  await store.close();
+  dir.remove();
+});
+
+describe("SQLite store", () => {
+  it("consumes a join token exactly once and refuses expired ones", async () => {
+    await store.joinTokens.create({ tokenHash: "a".repeat(64), spiffeId: "spiffe://example.org/n1", expiresAt: later(60), createdAt: t0 });
+    await store.joinTokens.create({ tokenHash: "b".repeat(64), spiffeId: "spiffe://example.org/n2", expiresAt: later(60), createdAt: t0 });
+    expect((await store.joinTokens.consume("a".repeat(64), later(1))).outcome).toBe("consumed");
+    expect((await store.joinTokens.consume("a".repeat(64), later(2))).outcome).toBe("used");
+    expect((await store.joinTokens.consume("b".repeat(64), later(61))).outcome).toBe("expired");
+    expect((await store.joinTokens.consume("c".repeat(64), later(1))).outcome).toBe("not_found");
+  });
+
+  it("moves a session through its states only once each, and never after expiry", async () => {
+    const base = { attestorType: "tpm", nonce: Buffer.alloc(32, 1), status: "open" as const, createdAt: t0 };
+    await store.sessions.create({ ...base, id: "s1", expiresAt: later(60) });
+    await store.sessions.create({ ...base, id: "s2", expiresAt: later(60) });
+    const spki = Buffer.from("spki");
+    expect(await store.sessions.transition("s1", "open", "challenged", later(1), { state: { x: 1 }, boundSpki: spki })).toBe("consumed");
+    expect(await store.sessions.transition("s1", "open", "challenged", later(1))).toBe("used");
+    const s1 = await store.sessions.get("s1");
+    expect(s1?.state).toEqual({ x: 1 });
+    expect(s1?.boundSpki?.equals(spki)).toBe(true);
+    expect(await store.sessions.transition("s1", "challenged", "done", later(2), { state: undefined })).toBe("consumed");
+    expect((await store.sessions.get("s1"))?.state).toBeUndefined();
+    expect(await store.sessions.transition("s2", "open", "done", later(60))).toBe("expired");
+    expect(await store.sessions.transition("nope", "open", "done", later(1))).toBe("not_found");
+  });
+
+  it("refuses a duplicate registration entry and filters by parent", async () => {
+    const e = { id: "e1", spiffeId: "spiffe://example.org/w", parentId: "spiffe://example.org/n1", selectors: ["k:v", "a:b"], dnsNames: [], admin: false, createdAt: t0 };
+    await store.entries.create(e);
+    await expect(store.entries.create({ ...e, id: "e2", selectors: ["a:b", "k:v"] })).rejects.toMatchObject({ code: "entry_exists" });
+    expect((await store.entries.list({ parentId: "spiffe://example.org/n1" })).map((x) => x.id)).toEqual(["e1"]);
+    expect(await store.entries.list({ parentId: "spiffe://example.org/other" })).toEqual([]);
+    expect(await store.entries.delete("e1")).toBe(true);
+    expect(await store.entries.get("e1")).toBeUndefined();
+  });
+
+  it("keeps nodes, CA keys and the bundle sequence across a reopen", async () => {
+    await store.nodes.upsert({ spiffeId: "spiffe://example.org/n1", attestorType: "join_token", selectors: ["join_token:x"], canReattest: false, evicted: false, createdAt: t0, updatedAt: t0 });
+    await store.caKeys.insert({ id: "k1", kind: "x509", label: "hallmark-x509-k1", keyType: "ec-p256", status: "active", certificate: Buffer.from([1, 2]), upstreamChain: [Buffer.from([3])], createdAt: t0 });
+    const seq = await store.caKeys.bumpBundleSequence();
+    await store.close();
+    store = await openSqliteStore(dbPath);
+    expect((await store.nodes.get("spiffe://example.org/n1"))?.attestorType).toBe("join_token");
+    const k = await store.caKeys.get("k1");
+    expect(k?.certificate?.equals(Buffer.from([1, 2]))).toBe(true);
+    expect(k?.upstreamChain?.[0]?.equals(Buffer.from([3]))).toBe(true);
+    expect(await store.caKeys.bundleSequence()).toBe(seq);
+    await store.caKeys.setStatus("k1", "retired", later(5));
+    expect((await store.caKeys.get("k1"))?.retiredAt?.getTime()).toBe(later(5).getTime());
+  });
+
+  it("refuses UPDATE and DELETE on the audit log at the database level", async () => {
+    await store.audit.append({ time: t0, event: "test", outcome: "success", details: {} }, () => "f".repeat(64));
+    const db = new Database(dbPath);
+    try {
+      expect(() => db.prepare("DELETE FROM audit_log").run()).toThrow(/append-only/);
+      expect(() => db.prepare("UPDATE audit_log SET event = 'x'").run()).toThrow(/append-only/);
+    } finally {
+      db.close();
+    }
+  });
+});
