@@ -24,6 +24,8 @@ export const CORE_ERRORS = {
   evidence_too_large: { status: 413, title: "The evidence is too large" },
   hardware_identity_changed: { status: 403, title: "This node previously attested with different hardware" },
   node_evicted: { status: 403, title: "This node has been evicted" },
+  reattestation_required: { status: 403, title: "This node must attest again with fresh evidence to renew" },
+  ambiguous_spiffe_id: { status: 400, title: "Several entries match: name the SPIFFE ID" },
   // join tokens
   join_token_invalid: { status: 403, title: "The join token is unknown" },
   join_token_expired: { status: 403, title: "The join token has expired" },

@@ -1,0 +1,55 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
+import { registerProblemHandlers } from "./problem.js";
+import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
+
+export interface TlsMaterial {
+  key: string;
+  cert: string;
+  /** Trust bundle (PEM) that client certificates must chain to. */
+  ca: string;
+}
+
+export interface PublicAppOptions {
+  log: Logger;
+  bodyLimit: number;
+  /** Omit only for in-process tests with app.inject (no TLS, so no mTLS endpoints). */
+  tls?: TlsMaterial;
+}
+
+/**
+ * The public HTTPS API. Client certificates are requested but not required at the TLS layer,
+ * since attestation and bundle endpoints serve callers who have no SVID yet; node endpoints
+ * demand a verified one (src/api/peer.ts).
+ */
+export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: opts.bodyLimit,
+    return503OnClosing: true,
+    ...(opts.tls
+      ? {
+          https: {
+            key: opts.tls.key,
+            cert: opts.tls.cert,
+            ca: opts.tls.ca,
+            requestCert: true,
+            rejectUnauthorized: false,
+            minVersion: "TLSv1.2" as const,
+          },
+        }
+      : {}),
+  });
+  registerProblemHandlers(app, opts.log);
+  await app.register(publicRoutes, deps);
+  return app;
+}
+
+export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps): Promise<FastifyInstance> {
+  const app = Fastify({ loggerInstance: opts.log as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 });
+  registerProblemHandlers(app, opts.log);
+  await app.register(adminRoutes, deps);
+  return app;
+}

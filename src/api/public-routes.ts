@@ -1,0 +1,120 @@
+import type { FastifyInstance } from "fastify";
+import { z } from "zod";
+import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
+import type { Metrics } from "../service/metrics.js";
+import type { NodeIssuanceService } from "../service/node-issuance.js";
+import type { CaAdministration } from "../service/ports.js";
+import { pemChain } from "./pem.js";
+import { parseBody } from "./problem.js";
+import { peerSpiffeId } from "./peer.js";
+
+export interface PublicRouteDeps {
+  attestation: AttestationService;
+  nodes: NodeIssuanceService;
+  ca: CaAdministration;
+  metrics: Metrics;
+  ready: () => boolean;
+  /** `iss` and base URL of the OIDC discovery document. */
+  issuerUrl: string;
+}
+
+const MAX_CSR_CHARS = 16 * 1024;
+const sessionId = z.string().uuid();
+const csr = z.string().min(1).max(MAX_CSR_CHARS);
+const openSessionBody = z.object({ attestor: z.string().min(1).max(64) }).strict();
+const evidenceBody = z.object({ csr, evidence: z.unknown() }).strict();
+const answerBody = z.object({ response: z.unknown() }).strict();
+const renewBody = z.object({ csr }).strict();
+const x509Body = z.object({ csr, spiffe_id: z.string().max(2048).optional() }).strict();
+const jwtBody = z
+  .object({ audience: z.array(z.string()).min(1).max(16), spiffe_id: z.string().max(2048).optional() })
+  .strict();
+const params = z.object({ id: sessionId }).strict();
+
+export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps): Promise<void> {
+  const bundlePem = () => deps.ca.bundlePem();
+
+  const outcomeBody = async (o: AttestationOutcome) =>
+    o.status === "challenge"
+      ? { status: "challenge", challenge: o.challenge }
+      : {
+          status: "issued",
+          spiffe_id: o.spiffeId,
+          selectors: o.selectors,
+          svid: { cert_chain_pem: pemChain(o.svid.chain), serial: o.svid.serial, expires_at: o.svid.notAfter.toISOString() },
+          bundle_pem: await bundlePem(),
+        };
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_req, reply) => {
+    const ready = deps.ready();
+    return reply.code(ready ? 200 : 503).send({ status: ready ? "ready" : "not_ready" });
+  });
+  app.get("/metrics", async (_req, reply) => reply.type("text/plain; version=0.0.4").send(deps.metrics.render()));
+
+  app.post("/v1/attest/sessions", async (req, reply) => {
+    const body = parseBody(openSessionBody, req.body);
+    const s = await deps.attestation.openSession(body.attestor);
+    return reply.code(201).send({ session_id: s.sessionId, nonce: s.nonce.toString("base64"), expires_at: s.expiresAt.toISOString() });
+  });
+  app.post("/v1/attest/sessions/:id/evidence", async (req) => {
+    const { id } = parseBody(params, req.params);
+    const body = parseBody(evidenceBody, req.body);
+    return outcomeBody(await deps.attestation.submitEvidence(id, { csr: body.csr, evidence: body.evidence }, actorOf(req.ip)));
+  });
+  app.post("/v1/attest/sessions/:id/answer", async (req) => {
+    const { id } = parseBody(params, req.params);
+    const body = parseBody(answerBody, req.body);
+    return outcomeBody(await deps.attestation.answer(id, body.response, actorOf(req.ip)));
+  });
+
+  // Node endpoints: mutual TLS with the node's SVID.
+  app.post("/v1/node/renew", async (req) => {
+    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+    const body = parseBody(renewBody, req.body);
+    const svid = await deps.nodes.renew(node, body.csr);
+    return {
+      spiffe_id: node.spiffeId,
+      svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
+      bundle_pem: await bundlePem(),
+    };
+  });
+  app.post("/v1/svids/x509", async (req) => {
+    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+    const body = parseBody(x509Body, req.body);
+    const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
+    return {
+      spiffe_id: svid.spiffeId,
+      svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
+      bundle_pem: await bundlePem(),
+    };
+  });
+  app.post("/v1/svids/jwt", async (req) => {
+    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+    const body = parseBody(jwtBody, req.body);
+    const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
+    return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString() };
+  });
+  app.get("/v1/node/entries", async (req) => {
+    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+    const entries = await deps.nodes.entitledEntries(node);
+    return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })) };
+  });
+
+  // Trust bundle: public, as relying parties fetch it before they trust anything.
+  app.get("/v1/bundle", async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
+  app.get("/.well-known/spiffe-bundle", async (_req, reply) => reply.type("application/json").send(await deps.ca.spiffeBundle()));
+  app.get("/.well-known/openid-configuration", async () => ({
+    issuer: deps.issuerUrl,
+    jwks_uri: `${deps.issuerUrl}/.well-known/jwks.json`,
+    authorization_endpoint: `${deps.issuerUrl}/.well-known/no-authorization-endpoint`,
+    response_types_supported: ["id_token"],
+    subject_types_supported: ["public"],
+    id_token_signing_alg_values_supported: ["ES256", "ES384", "RS256", "PS256"],
+  }));
+  app.get("/.well-known/jwks.json", async () => deps.ca.jwtJwks());
+}
+
+function actorOf(ip: string): string {
+  return `peer:${ip}`;
+}

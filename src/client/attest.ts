@@ -1,0 +1,79 @@
+import type { EvidenceProducer, JsonObject } from "../attestors/types.js";
+import { HallmarkError } from "../errors.js";
+import { type ClientKeyType, newClientKey } from "./csr.js";
+import { ApiClient, expectOk, type ServerTls } from "./http.js";
+
+export interface SvidFiles {
+  spiffeId: string;
+  /** Leaf first, then intermediates. */
+  certChainPem: string;
+  privateKeyPem: string;
+  bundlePem: string;
+  expiresAt: string;
+  selectors: string[];
+}
+
+interface IssuedBody {
+  status: "issued";
+  spiffe_id: string;
+  selectors: string[];
+  svid: { cert_chain_pem: string; expires_at: string };
+  bundle_pem: string;
+}
+interface ChallengeBody {
+  status: "challenge";
+  challenge: JsonObject;
+}
+
+const MAX_ROUNDS = 4;
+
+/**
+ * The client side of attestation, for any agent runtime: open a session, make a key, have the
+ * producer bind evidence to the nonce and that key, answer further rounds, and return the
+ * SVID, its key and the bundle.
+ */
+export async function attest(opts: {
+  server: string;
+  tls: ServerTls;
+  producer: EvidenceProducer;
+  keyType?: ClientKeyType;
+}): Promise<SvidFiles> {
+  const client = new ApiClient(new URL(opts.server), opts.tls);
+  try {
+    const key = await newClientKey(opts.keyType);
+    const session = expectOk(await client.request("POST", "/v1/attest/sessions", { attestor: opts.producer.type })) as {
+      session_id: string;
+      nonce: string;
+    };
+    const nonce = Buffer.from(session.nonce, "base64");
+    const evidence = await opts.producer.evidence({ nonce, spki: key.spki });
+    let body = expectOk(
+      await client.request("POST", `/v1/attest/sessions/${session.session_id}/evidence`, { csr: key.csrPem, evidence }),
+    ) as IssuedBody | ChallengeBody;
+    for (let round = 0; body.status === "challenge"; round++) {
+      if (round >= MAX_ROUNDS || !opts.producer.answer) {
+        throw new HallmarkError("session_wrong_round", "the server asked for a round this client cannot answer");
+      }
+      const response = await opts.producer.answer(body.challenge);
+      body = expectOk(
+        await client.request("POST", `/v1/attest/sessions/${session.session_id}/answer`, { response }),
+      ) as IssuedBody | ChallengeBody;
+    }
+    return {
+      spiffeId: body.spiffe_id,
+      certChainPem: body.svid.cert_chain_pem,
+      privateKeyPem: key.privateKeyPem,
+      bundlePem: body.bundle_pem,
+      expiresAt: body.svid.expires_at,
+      selectors: body.selectors,
+    };
+  } finally {
+    client.close();
+    await opts.producer.close?.();
+  }
+}
+
+/** The join-token producer: the evidence is the token itself. */
+export function joinTokenProducer(token: string): EvidenceProducer {
+  return { type: "join_token", evidence: async () => ({ token }) };
+}

@@ -1,0 +1,133 @@
+import { request as httpRequest } from "node:http";
+import { Agent, request as httpsRequest } from "node:https";
+import type { PeerCertificate } from "node:tls";
+import { HallmarkError } from "../errors.js";
+
+/**
+ * A small JSON-over-HTTP(S) client for Hallmark's API, with the server authenticated the SPIFFE
+ * way: its certificate must chain to the trust bundle and carry the server's SPIFFE ID as its
+ * URI SAN (hostnames are not what identifies a SPIFFE server).
+ */
+export interface ServerTls {
+  /** PEM bundle to verify the server against; undefined only for insecure bootstrap. */
+  trustBundlePem?: string | undefined;
+  /** Expected server SPIFFE ID, e.g. spiffe://example.org/hallmark/server; any /hallmark/server when undefined. */
+  serverId?: string | undefined;
+  /** Client SVID for mutual TLS. */
+  certPem?: string | undefined;
+  keyPem?: string | undefined;
+}
+
+export interface ApiResponse {
+  status: number;
+  body: unknown;
+}
+
+const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+export class ApiClient {
+  private readonly agent: Agent;
+
+  constructor(
+    private readonly baseUrl: URL,
+    tls: ServerTls,
+  ) {
+    if (baseUrl.protocol !== "https:") throw new HallmarkError("invalid_request", "the server URL must be https://");
+    this.agent = new Agent({
+      keepAlive: true,
+      maxSockets: 64,
+      ca: tls.trustBundlePem,
+      rejectUnauthorized: tls.trustBundlePem !== undefined,
+      cert: tls.certPem,
+      key: tls.keyPem,
+      checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerSpiffeId(cert, tls.serverId),
+    });
+  }
+
+  request(method: string, path: string, body?: unknown): Promise<ApiResponse> {
+    const url = new URL(path, this.baseUrl);
+    return sendJson(
+      (opts, cb) => httpsRequest(url, { ...opts, agent: this.agent }, cb),
+      method,
+      body,
+    );
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** Admin API over the server's local Unix socket. */
+export function adminRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
+  return sendJson((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, body);
+}
+
+type Requester = (
+  opts: { method: string; headers: Record<string, string | number> },
+  cb: (res: import("node:http").IncomingMessage) => void,
+) => import("node:http").ClientRequest;
+
+function sendJson(requester: Requester, method: string, body: unknown): Promise<ApiResponse> {
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = requester(
+      {
+        method,
+        headers: payload
+          ? { "content-type": "application/json", "content-length": payload.length, accept: "application/json" }
+          : { accept: "application/json" },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_RESPONSE_BYTES) {
+            req.destroy(new HallmarkError("unavailable", "the server's answer is too large"));
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: unknown = text;
+          if (text.length > 0 && /json/.test(res.headers["content-type"] ?? "")) {
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              parsed = text;
+            }
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+        res.on("error", reject);
+      },
+    );
+    req.on("error", (e: NodeJS.ErrnoException) =>
+      reject(e instanceof HallmarkError ? e : new HallmarkError("unavailable", `cannot reach the server: ${e.code ?? e.message}`, { cause: e })),
+    );
+    req.setTimeout(30_000, () => req.destroy(new HallmarkError("unavailable", "the server did not answer in 30 s")));
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+export function checkServerSpiffeId(cert: PeerCertificate, expected: string | undefined): Error | undefined {
+  const uris = (cert.subjectaltname ?? "")
+    .split(", ")
+    .filter((s) => s.startsWith("URI:"))
+    .map((s) => s.slice(4));
+  const ok = expected ? uris.includes(expected) : uris.some((u) => /^spiffe:\/\/[^/]+\/hallmark\/server$/.test(u));
+  return ok ? undefined : new Error(`the server's certificate does not carry ${expected ?? "a Hallmark server SPIFFE ID"}`);
+}
+
+/** Turns a problem+json answer into a HallmarkError carrying the server's code. */
+export function expectOk(res: ApiResponse, ...okStatuses: number[]): unknown {
+  if ((okStatuses.length ? okStatuses : [200, 201, 204]).includes(res.status)) return res.body;
+  const p = res.body as { code?: string; detail?: string; title?: string } | string;
+  if (typeof p === "object" && p && typeof p.code === "string") {
+    throw new HallmarkError(p.code, p.detail ?? p.title ?? `HTTP ${res.status}`);
+  }
+  throw new HallmarkError("unavailable", `the server answered HTTP ${res.status}`);
+}

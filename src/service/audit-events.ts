@@ -1,0 +1,12 @@
+/** Audit event names, one place. */
+export const AUDIT_EVENTS = {
+  attest: "attest",
+  renewNode: "renew_node",
+  issueX509: "issue_x509",
+  issueJwt: "issue_jwt",
+  tokenCreate: "token_create",
+  entryCreate: "entry_create",
+  entryDelete: "entry_delete",
+  nodeEvict: "node_evict",
+  caRotate: "ca_rotate",
+} as const;

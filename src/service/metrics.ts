@@ -1,0 +1,64 @@
+/**
+ * Prometheus metrics, in the text exposition format, without a client library: the handful of
+ * series Hallmark exports do not justify a dependency.
+ */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+interface Histogram {
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
+export class Metrics {
+  private readonly attestations = new Map<string, number>();
+  private readonly issuances = new Map<string, number>();
+  private readonly latency = new Map<string, Histogram>();
+
+  /** `outcome` is "success" or the refusal code. */
+  attestation(attestor: string, outcome: string): void {
+    bump(this.attestations, labels({ attestor, outcome }));
+  }
+
+  issuance(kind: "x509" | "jwt" | "node", outcome: string, seconds?: number): void {
+    bump(this.issuances, labels({ kind, outcome }));
+    if (seconds === undefined) return;
+    const key = labels({ kind });
+    const h = this.latency.get(key) ?? { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
+    LATENCY_BUCKETS.forEach((le, i) => {
+      if (seconds <= le) h.buckets[i] = (h.buckets[i] ?? 0) + 1;
+    });
+    h.sum += seconds;
+    h.count += 1;
+    this.latency.set(key, h);
+  }
+
+  render(): string {
+    const out: string[] = [];
+    out.push("# HELP hallmark_attestations_total Attestation outcomes by attestor and outcome (success or refusal code).");
+    out.push("# TYPE hallmark_attestations_total counter");
+    for (const [l, v] of this.attestations) out.push(`hallmark_attestations_total{${l}} ${v}`);
+    out.push("# HELP hallmark_issuances_total SVID issuance outcomes by kind.");
+    out.push("# TYPE hallmark_issuances_total counter");
+    for (const [l, v] of this.issuances) out.push(`hallmark_issuances_total{${l}} ${v}`);
+    out.push("# HELP hallmark_issuance_duration_seconds Time to issue one SVID, signing included.");
+    out.push("# TYPE hallmark_issuance_duration_seconds histogram");
+    for (const [l, h] of this.latency) {
+      LATENCY_BUCKETS.forEach((le, i) => out.push(`hallmark_issuance_duration_seconds_bucket{${l},le="${le}"} ${h.buckets[i]}`));
+      out.push(`hallmark_issuance_duration_seconds_bucket{${l},le="+Inf"} ${h.count}`);
+      out.push(`hallmark_issuance_duration_seconds_sum{${l}} ${h.sum}`);
+      out.push(`hallmark_issuance_duration_seconds_count{${l}} ${h.count}`);
+    }
+    return `${out.join("\n")}\n`;
+  }
+}
+
+function bump(map: Map<string, number>, key: string): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+function labels(values: Record<string, string>): string {
+  return Object.entries(values)
+    .map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`)
+    .join(",");
+}

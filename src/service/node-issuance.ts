@@ -1,0 +1,167 @@
+import type { AuditLog } from "../audit/log.js";
+import { HallmarkError, isHallmarkError } from "../errors.js";
+import { SpiffeId, type TrustDomain } from "../spiffe/id.js";
+import type { EntryRecord, NodeRecord, Store } from "../store/types.js";
+import { checkCsrSans } from "./attestation.js";
+import { AUDIT_EVENTS } from "./audit-events.js";
+import type { Clock } from "./clock.js";
+import type { Metrics } from "./metrics.js";
+import type { CsrParser, IssuedJwt, IssuedX509, SvidIssuer } from "./ports.js";
+
+export interface NodeIssuanceDeps {
+  trustDomain: TrustDomain;
+  /** The server's own ID: entries parented to it apply to every node whose selectors match (node aliases). */
+  serverId: SpiffeId;
+  store: Store;
+  audit: AuditLog;
+  issuer: SvidIssuer;
+  parseCsr: CsrParser;
+  clock: Clock;
+  ttl: { node: number; x509: number; jwt: number; max: number };
+  metrics: Metrics;
+}
+
+const MAX_AUDIENCES = 16;
+const MAX_AUDIENCE_LENGTH = 512;
+
+/**
+ * What an attested node may do with its SVID (over mutual TLS): renew it (join-token nodes
+ * only; hardware nodes attest again with fresh evidence), and fetch X.509 and JWT SVIDs for the
+ * registration entries it is entitled to.
+ */
+export class NodeIssuanceService {
+  constructor(private readonly deps: NodeIssuanceDeps) {}
+
+  /** The node behind a verified client certificate, refused if unknown, evicted or superseded. */
+  async authenticate(peerId: string): Promise<NodeRecord> {
+    let id: SpiffeId;
+    try {
+      id = SpiffeId.parse(peerId);
+    } catch {
+      throw new HallmarkError("client_cert_invalid", "the client certificate has no valid SPIFFE ID");
+    }
+    if (!id.memberOf(this.deps.trustDomain)) {
+      throw new HallmarkError("client_cert_invalid", "the client certificate is from another trust domain");
+    }
+    const node = await this.deps.store.nodes.get(id.toString());
+    if (!node) throw new HallmarkError("client_cert_invalid", "the client certificate does not belong to an attested node");
+    if (node.evicted) throw new HallmarkError("node_evicted", "this node has been evicted");
+    return node;
+  }
+
+  async renew(node: NodeRecord, csrPem: string): Promise<IssuedX509> {
+    return this.audited(AUDIT_EVENTS.renewNode, "node", node, undefined, async (now) => {
+      if (node.canReattest) {
+        throw new HallmarkError("reattestation_required", "hardware-attested nodes renew by attesting again with fresh evidence");
+      }
+      const csr = this.deps.parseCsr(csrPem);
+      const id = SpiffeId.parse(node.spiffeId);
+      checkCsrSans(csr, id);
+      const svid = await this.deps.issuer.issueX509({ spki: csr.spki, spiffeId: id, ttlSeconds: this.deps.ttl.node, now });
+      await this.deps.store.nodes.upsert({ ...node, serial: svid.serial, expiresAt: svid.notAfter, updatedAt: now });
+      return { result: svid, spiffeId: id.toString(), serial: svid.serial };
+    });
+  }
+
+  async workloadX509(node: NodeRecord, csrPem: string, requested?: string): Promise<IssuedX509 & { spiffeId: string }> {
+    return this.audited(AUDIT_EVENTS.issueX509, "x509", node, requested, async (now) => {
+      const csr = this.deps.parseCsr(csrPem);
+      const wanted = requested ?? (csr.uriSans.length === 1 ? csr.uriSans[0] : undefined);
+      const entry = await this.entitledEntry(node, wanted);
+      const id = SpiffeId.parse(entry.spiffeId);
+      checkCsrSans(csr, id);
+      const ttlSeconds = Math.min(entry.x509SvidTtlSeconds ?? this.deps.ttl.x509, this.deps.ttl.max);
+      const svid = await this.deps.issuer.issueX509({
+        spki: csr.spki,
+        spiffeId: id,
+        ttlSeconds,
+        dnsNames: entry.dnsNames,
+        nodeId: node.spiffeId,
+        now,
+      });
+      return { result: { ...svid, spiffeId: id.toString() }, spiffeId: id.toString(), serial: svid.serial };
+    });
+  }
+
+  async workloadJwt(node: NodeRecord, audience: string[], requested?: string): Promise<IssuedJwt & { spiffeId: string }> {
+    return this.audited(AUDIT_EVENTS.issueJwt, "jwt", node, requested, async (now) => {
+      validateAudience(audience);
+      const entry = await this.entitledEntry(node, requested);
+      const id = SpiffeId.parse(entry.spiffeId);
+      const ttlSeconds = Math.min(entry.jwtSvidTtlSeconds ?? this.deps.ttl.jwt, this.deps.ttl.max);
+      const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, nodeId: node.spiffeId, now });
+      return { result: { ...jwt, spiffeId: id.toString() }, spiffeId: id.toString(), serial: undefined };
+    });
+  }
+
+  /** Entries the node may receive: its children, and aliases whose selectors the node has. */
+  async entitledEntries(node: NodeRecord): Promise<EntryRecord[]> {
+    const children = await this.deps.store.entries.list({ parentId: node.spiffeId });
+    const aliases = (await this.deps.store.entries.list({ parentId: this.deps.serverId.toString() })).filter(
+      (e) => e.selectors.length > 0 && e.selectors.every((s) => node.selectors.includes(s)),
+    );
+    return [...children, ...aliases];
+  }
+
+  private async entitledEntry(node: NodeRecord, requested: string | undefined): Promise<EntryRecord> {
+    if (requested !== undefined) {
+      const id = SpiffeId.parse(requested);
+      if (!id.memberOf(this.deps.trustDomain)) {
+        throw new HallmarkError("spiffe_id_outside_trust_domain", `${id} is not in trust domain ${this.deps.trustDomain}`);
+      }
+    }
+    const entries = await this.entitledEntries(node);
+    const matching = requested === undefined ? entries : entries.filter((e) => e.spiffeId === requested);
+    const [first, ...rest] = matching;
+    if (!first) {
+      throw requested === undefined
+        ? new HallmarkError("no_entries", "no registration entry is parented to this node")
+        : new HallmarkError("not_entitled", `this node is not entitled to ${requested}`);
+    }
+    if (rest.some((e) => e.spiffeId !== first.spiffeId)) {
+      throw new HallmarkError("ambiguous_spiffe_id", "several entries apply to this node: name the SPIFFE ID");
+    }
+    return first;
+  }
+
+  private async audited<T>(
+    event: string,
+    kind: "x509" | "jwt" | "node",
+    node: NodeRecord,
+    requested: string | undefined,
+    work: (now: Date) => Promise<{ result: T; spiffeId: string; serial: string | undefined }>,
+  ): Promise<T> {
+    const now = this.deps.clock();
+    const started = process.hrtime.bigint();
+    try {
+      const { result, spiffeId, serial } = await work(now);
+      await this.deps.audit.append({ time: now, event, outcome: "success", actor: node.spiffeId, spiffeId, serial, details: {} });
+      this.deps.metrics.issuance(kind, "success", Number(process.hrtime.bigint() - started) / 1e9);
+      return result;
+    } catch (e) {
+      const code = isHallmarkError(e) ? e.code : "internal";
+      await this.deps.audit.append({
+        time: now,
+        event,
+        outcome: isHallmarkError(e) ? "refused" : "error",
+        code,
+        actor: node.spiffeId,
+        spiffeId: requested,
+        details: { reason: isHallmarkError(e) ? e.message : "internal error" },
+      });
+      this.deps.metrics.issuance(kind, code);
+      throw e;
+    }
+  }
+}
+
+export function validateAudience(audience: string[]): void {
+  if (audience.length === 0 || audience.length > MAX_AUDIENCES) {
+    throw new HallmarkError("invalid_audience", `give between 1 and ${MAX_AUDIENCES} audiences`);
+  }
+  for (const a of audience) {
+    if (a.length === 0 || a.length > MAX_AUDIENCE_LENGTH || [...a].some((c) => c.charCodeAt(0) < 0x20)) {
+      throw new HallmarkError("invalid_audience", "an audience must be 1-512 printable characters");
+    }
+  }
+}
