@@ -1,0 +1,190 @@
+import { join, resolve } from "node:path";
+import { adminRequest, expectOk } from "../client/http.js";
+import { parseDurationSeconds } from "../config/duration.js";
+import { type Command, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
+
+const ADMIN_OPTIONS: OptionSpec = {
+  "data-dir": { type: "string" },
+  "admin-socket": { type: "string" },
+  json: { type: "boolean" },
+};
+const ADMIN_USAGE = "[--data-dir DIR | --admin-socket PATH] [--json]";
+
+function socketOf(v: Record<string, unknown>): string {
+  const explicit = optionalString(v, "admin-socket");
+  if (explicit) return resolve(explicit);
+  const dir = optionalString(v, "data-dir") ?? process.env.HALLMARK_DATA_DIR ?? ".data";
+  return join(resolve(dir), "admin.sock");
+}
+
+async function admin(v: Record<string, unknown>, method: string, path: string, body?: unknown): Promise<unknown> {
+  return expectOk(await adminRequest(socketOf(v), method, path, body));
+}
+
+function print(v: Record<string, unknown>, json: unknown, text: () => string): number {
+  console.log(v.json ? JSON.stringify(json, null, 2) : text());
+  return 0;
+}
+
+function seconds(value: string, flag: string): number {
+  const s = parseDurationSeconds(value);
+  if (s === undefined) throw new UsageError(`--${flag}: '${value}' is not a duration (e.g. 90s, 10m, 1h)`);
+  return s;
+}
+
+interface EntryJson {
+  id: string;
+  spiffe_id: string;
+  parent_id: string;
+  selectors: string[];
+}
+
+const entryLine = (e: EntryJson) => `${e.id}  ${e.spiffe_id}  parent=${e.parent_id}  selectors=${e.selectors.join(",") || "-"}`;
+
+export const adminCommands: Command[] = [
+  {
+    name: "token create",
+    summary: "create a one-time join token for a SPIFFE ID",
+    usage: `hallmark token create --spiffe-id ID [--ttl 10m] ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, "spiffe-id": { type: "string" }, ttl: { type: "string" } },
+    async run(v) {
+      const r = (await admin(v, "POST", "/admin/tokens", {
+        spiffe_id: requireString(v, "spiffe-id"),
+        ttl_seconds: seconds(optionalString(v, "ttl") ?? "10m", "ttl"),
+      })) as { token: string; spiffe_id: string; expires_at: string };
+      return print(v, r, () => r.token);
+    },
+  },
+  {
+    name: "entry create",
+    summary: "create a registration entry",
+    usage: `hallmark entry create --parent-id ID --spiffe-id ID [--selector type:value]... [--x509-ttl 1h] [--jwt-ttl 5m] [--dns NAME]... [--admin] ${ADMIN_USAGE}`,
+    options: {
+      ...ADMIN_OPTIONS,
+      "parent-id": { type: "string" },
+      "spiffe-id": { type: "string" },
+      selector: { type: "string", multiple: true },
+      "x509-ttl": { type: "string" },
+      "jwt-ttl": { type: "string" },
+      dns: { type: "string", multiple: true },
+      admin: { type: "boolean" },
+    },
+    async run(v) {
+      const x509 = optionalString(v, "x509-ttl");
+      const jwt = optionalString(v, "jwt-ttl");
+      const e = (await admin(v, "POST", "/admin/entries", {
+        parent_id: requireString(v, "parent-id"),
+        spiffe_id: requireString(v, "spiffe-id"),
+        selectors: stringList(v, "selector"),
+        ...(x509 ? { x509_ttl_seconds: seconds(x509, "x509-ttl") } : {}),
+        ...(jwt ? { jwt_ttl_seconds: seconds(jwt, "jwt-ttl") } : {}),
+        dns_names: stringList(v, "dns"),
+        admin: v.admin === true,
+      })) as EntryJson;
+      return print(v, e, () => entryLine(e));
+    },
+  },
+  {
+    name: "entry list",
+    summary: "list registration entries",
+    usage: `hallmark entry list [--parent-id ID] [--spiffe-id ID] ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, "parent-id": { type: "string" }, "spiffe-id": { type: "string" } },
+    async run(v) {
+      const q = new URLSearchParams();
+      const parent = optionalString(v, "parent-id");
+      const id = optionalString(v, "spiffe-id");
+      if (parent) q.set("parent_id", parent);
+      if (id) q.set("spiffe_id", id);
+      const r = (await admin(v, "GET", `/admin/entries${q.size ? `?${q}` : ""}`)) as { entries: EntryJson[] };
+      return print(v, r, () => r.entries.map(entryLine).join("\n") || "no entries");
+    },
+  },
+  {
+    name: "entry delete",
+    summary: "delete a registration entry",
+    usage: `hallmark entry delete --id ENTRY_ID ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, id: { type: "string" } },
+    async run(v) {
+      const id = requireString(v, "id");
+      await admin(v, "DELETE", `/admin/entries/${encodeURIComponent(id)}`);
+      return print(v, { deleted: id }, () => `deleted ${id}`);
+    },
+  },
+  {
+    name: "node list",
+    summary: "list attested nodes",
+    usage: `hallmark node list ${ADMIN_USAGE}`,
+    options: ADMIN_OPTIONS,
+    async run(v) {
+      const r = (await admin(v, "GET", "/admin/nodes")) as {
+        nodes: Array<{ spiffe_id: string; attestor: string; expires_at: string | null; evicted: boolean }>;
+      };
+      return print(v, r, () =>
+        r.nodes.map((n) => `${n.spiffe_id}  ${n.attestor}  expires=${n.expires_at ?? "-"}${n.evicted ? "  EVICTED" : ""}`).join("\n") || "no nodes",
+      );
+    },
+  },
+  {
+    name: "node evict",
+    summary: "evict a node: its SVID stops working and it must attest again",
+    usage: `hallmark node evict --spiffe-id ID ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, "spiffe-id": { type: "string" } },
+    async run(v) {
+      const id = requireString(v, "spiffe-id");
+      await admin(v, "POST", "/admin/nodes/evict", { spiffe_id: id });
+      return print(v, { evicted: id }, () => `evicted ${id}`);
+    },
+  },
+  {
+    name: "bundle show",
+    summary: "print the trust bundle as PEM or as a SPIFFE bundle (JWKS)",
+    usage: `hallmark bundle show [--format pem|spiffe] [--data-dir DIR | --admin-socket PATH]`,
+    options: { ...ADMIN_OPTIONS, format: { type: "string" } },
+    async run(v) {
+      const format = optionalString(v, "format") ?? "pem";
+      if (format !== "pem" && format !== "spiffe") throw new UsageError("--format must be pem or spiffe");
+      const r = (await admin(v, "GET", "/admin/bundle")) as { bundle_pem: string; spiffe_bundle: unknown };
+      process.stdout.write(format === "pem" ? r.bundle_pem : `${JSON.stringify(r.spiffe_bundle, null, 2)}\n`);
+      return 0;
+    },
+  },
+  {
+    name: "ca rotate",
+    summary: "rotate the X.509 CA or JWT key: prepare, activate, retire, or auto (the next due step)",
+    usage: `hallmark ca rotate [--kind x509|jwt] [--step prepare|activate|retire|auto] ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, kind: { type: "string" }, step: { type: "string" } },
+    async run(v) {
+      const kind = optionalString(v, "kind") ?? "x509";
+      const step = optionalString(v, "step") ?? "auto";
+      if (kind !== "x509" && kind !== "jwt") throw new UsageError("--kind must be x509 or jwt");
+      if (!["prepare", "activate", "retire", "auto"].includes(step)) throw new UsageError("--step must be prepare, activate, retire or auto");
+      const r = (await admin(v, "POST", "/admin/ca/rotate", { kind, step })) as { changed: string[] };
+      return print(v, r, () => (r.changed.length ? r.changed.join("\n") : "nothing to do"));
+    },
+  },
+  {
+    name: "ca show",
+    summary: "list CA and JWT keys with their rotation state",
+    usage: `hallmark ca show ${ADMIN_USAGE}`,
+    options: ADMIN_OPTIONS,
+    async run(v) {
+      const r = (await admin(v, "GET", "/admin/ca/keys")) as { keys: Array<{ id: string; kind: string; status: string; notAfter?: string }> };
+      return print(v, r, () => r.keys.map((k) => `${k.kind}  ${k.status}  ${k.id}  notAfter=${k.notAfter ?? "-"}`).join("\n"));
+    },
+  },
+  {
+    name: "audit verify",
+    summary: "verify the hash chain of the audit log",
+    usage: `hallmark audit verify ${ADMIN_USAGE}`,
+    options: ADMIN_OPTIONS,
+    async run(v) {
+      const r = (await admin(v, "GET", "/admin/audit/verify")) as
+        | { ok: true; records: number; head: string }
+        | { ok: false; records: number; brokenAt: number; reason: string };
+      print(v, r, () =>
+        r.ok ? `audit log intact: ${r.records} records, head ${r.head}` : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
+      );
+      return r.ok ? 0 : 1;
+    },
+  },
+];

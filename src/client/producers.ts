@@ -1,0 +1,28 @@
+import type { EvidenceProducer } from "../attestors/types.js";
+import { joinTokenProducer } from "./attest.js";
+
+/** Options of `hallmark attest` that choose and configure an evidence producer. */
+export interface ProducerOptions {
+  attestor: string;
+  joinToken?: string | undefined;
+  tpm?: string | undefined;
+  evidenceFile?: string | undefined;
+  evidenceCmd?: string | undefined;
+  vcekFile?: string | undefined;
+}
+
+/** One table: attestor type → how the client side gathers its evidence. */
+const PRODUCERS: Record<string, (o: ProducerOptions) => Promise<EvidenceProducer>> = {
+  join_token: async (o) => {
+    if (!o.joinToken) throw new Error("--join-token is required for the join_token attestor");
+    return joinTokenProducer(o.joinToken);
+  },
+};
+
+export const PRODUCER_TYPES = (): string[] => Object.keys(PRODUCERS);
+
+export async function createProducer(o: ProducerOptions): Promise<EvidenceProducer> {
+  const make = PRODUCERS[o.attestor];
+  if (!make) throw new Error(`unknown attestor '${o.attestor}' (one of: ${PRODUCER_TYPES().join(", ")})`);
+  return make(o);
+}

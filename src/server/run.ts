@@ -1,0 +1,151 @@
+import { chmodSync, existsSync, mkdirSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import { buildAdminApp, buildPublicApp } from "../api/app.js";
+import { AuditLog } from "../audit/log.js";
+import { buildAttestors } from "../attestors/registry.js";
+import { type ServerConfig, adminSocketPath } from "../config/server.js";
+import { HallmarkError } from "../errors.js";
+import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
+import type { KeyStore } from "../hsm/signer.js";
+import { ensureSoftHsmToken, findSoftHsmModule } from "../hsm/softhsm.js";
+import { AdminService } from "../service/admin.js";
+import { AttestationService } from "../service/attestation.js";
+import { openCertificateAuthority } from "../service/ca-adapter.js";
+import { type Clock, systemClock } from "../service/clock.js";
+import { Metrics } from "../service/metrics.js";
+import { NodeIssuanceService } from "../service/node-issuance.js";
+import { TrustDomain } from "../spiffe/id.js";
+import { openSqliteStore } from "../store/sqlite.js";
+import type { Store } from "../store/types.js";
+import { generatedSecretFile, readSecretFile } from "./secrets.js";
+import { ServerTlsIdentity } from "./tls-identity.js";
+
+export interface RunningServer {
+  /** https://host:port actually bound (port 0 resolves to the real port). */
+  url: string;
+  adminSocket: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens everything in dependency order (HSM, store, CA, attestors, APIs) and closes it in the
+ * reverse order. Used by `hallmark server`, the tests and the benchmarks alike.
+ */
+export async function startServer(config: ServerConfig, log: Logger, clock: Clock = systemClock): Promise<RunningServer> {
+  const closers: Array<() => Promise<void>> = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) {
+      await close().catch((e: unknown) => log.error({ err: e }, "error while closing"));
+    }
+  };
+  try {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const trustDomain = TrustDomain.parse(config.trustDomain);
+    const keyStore = await openHsm(config, log);
+    closers.push(() => keyStore.close());
+    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"));
+    closers.push(() => store.close());
+    const audit = new AuditLog(store.audit);
+    const metrics = new Metrics();
+    const ca = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
+    closers.push(() => ca.close());
+    const attestors = await buildAttestors(config, { trustDomain, store, log });
+    const serverId = trustDomain.id("/hallmark/server");
+
+    const attestation = new AttestationService({
+      trustDomain,
+      store,
+      audit,
+      issuer: ca.issuer,
+      parseCsr: ca.parseCsr,
+      attestors,
+      clock,
+      sessionTtlSeconds: config.attestation.sessionTtl,
+      nodeTtlSeconds: config.svid.nodeTtl,
+      metrics,
+    });
+    const nodes = new NodeIssuanceService({
+      trustDomain,
+      serverId,
+      store,
+      audit,
+      issuer: ca.issuer,
+      parseCsr: ca.parseCsr,
+      clock,
+      ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, max: config.svid.maxTtl },
+      metrics,
+    });
+    const admin = new AdminService({ trustDomain, store, audit, ca: ca.admin, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
+
+    const [host, port] = splitHostPort(config.listen);
+    const tls = new ServerTlsIdentity({ serverId, issuer: ca.issuer, bundlePem: () => ca.admin.bundlePem(), host, clock, log });
+    const material = await tls.issue();
+    const issuerUrl = config.jwt.issuer ?? `https://${config.listen}`;
+    let ready = false;
+    const publicApp = await buildPublicApp(
+      { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
+      { attestation, nodes, ca: ca.admin, metrics, ready: () => ready, issuerUrl },
+    );
+    closers.push(() => publicApp.close());
+    const adminApp = await buildAdminApp({ log }, { admin, ca: ca.admin });
+    closers.push(() => adminApp.close());
+
+    await publicApp.listen({ host, port });
+    tls.attach(publicApp.server as unknown as import("node:tls").Server);
+    closers.push(async () => tls.stop());
+    const adminSocket = adminSocketPath(config);
+    await listenOnSocket(adminApp, adminSocket);
+    ca.onBundleChange(() => void tls.refresh());
+    const stopRotation = ca.startScheduledRotation();
+    closers.push(async () => stopRotation());
+    ready = true;
+
+    const address = publicApp.server.address();
+    const boundPort = typeof address === "object" && address ? address.port : port;
+    const url = `https://${host.includes(":") ? `[${host}]` : host}:${boundPort}`;
+    log.info({ url, adminSocket, trustDomain: trustDomain.name, dataDir: config.dataDir }, "hallmark server ready");
+    return { url, adminSocket, close: closeAll };
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}
+
+async function openHsm(config: ServerConfig, log: Logger): Promise<KeyStore> {
+  const hsm = config.hsm;
+  let modulePath = hsm.modulePath;
+  let pin: string | undefined = hsm.pinFile ? readSecretFile(hsm.pinFile, "hsm.pinFile") : process.env[hsm.pinEnv] || undefined;
+  if (!modulePath && hsm.softhsmAutoInit) {
+    const dir = join(config.dataDir, "softhsm");
+    pin ??= generatedSecretFile(join(dir, "user.pin"));
+    const soPin = generatedSecretFile(join(dir, "so.pin"));
+    const token = await ensureSoftHsmToken({ dir, label: hsm.tokenLabel, pin, soPin });
+    modulePath = token.modulePath;
+    log.warn(
+      { tokenDir: dir },
+      "DEVELOPMENT DEFAULT: CA keys are in a SoftHSM2 token under the data directory, with its PIN beside it; configure hsm.modulePath and hsm.pinFile for a real HSM",
+    );
+  }
+  modulePath ??= findSoftHsmModule();
+  if (!pin) {
+    throw new HallmarkError("config_invalid", `no HSM PIN: set hsm.pinFile or the ${hsm.pinEnv} environment variable`);
+  }
+  return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions });
+}
+
+async function listenOnSocket(app: FastifyInstance, path: string): Promise<void> {
+  // A socket file left by a crashed server would block the bind; nothing else may own this path.
+  if (existsSync(path)) unlinkSync(path);
+  await app.listen({ path });
+  chmodSync(path, 0o600);
+}
+
+export function splitHostPort(listen: string): [string, number] {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(listen);
+  if (!m) throw new HallmarkError("config_invalid", `listen: '${listen}' must be HOST:PORT`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new HallmarkError("config_invalid", `listen: port ${port} is out of range`);
+  return [m[1] ?? "127.0.0.1", port];
+}

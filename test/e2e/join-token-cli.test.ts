@@ -1,0 +1,148 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { X509Certificate } from "node:crypto";
+import { createLocalJWKSet, jwtVerify, decodeProtectedHeader } from "jose";
+import { runCli, run } from "../helpers/cli.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { tempDir } from "../helpers/tmp.js";
+import { checkX509SvidConformance } from "../../src/issuer/conformance.js";
+import { TrustDomain } from "../../src/spiffe/id.js";
+
+let server: TestServer;
+const work = tempDir("cli");
+const nodeDir = join(work.path, "node");
+const workloadDir = join(work.path, "workload");
+const bundlePath = join(work.path, "bundle.pem");
+const td = TrustDomain.parse("example.org");
+const NODE_ID = "spiffe://example.org/node/n1";
+const WORKLOAD_ID = "spiffe://example.org/workload/w1";
+
+const admin = (...args: string[]) => runCli([...args, "--data-dir", server.dataDir]);
+const asNode = () => ["--server", server.url, "--svid", join(nodeDir, "svid.pem"), "--key", join(nodeDir, "svid.key"), "--trust-bundle", bundlePath];
+
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await server?.destroy();
+  work.remove();
+});
+
+describe("join-token quick start through the CLI", () => {
+  let token: string;
+
+  it("creates a join token and prints the bundle", async () => {
+    const t = await admin("token", "create", "--spiffe-id", NODE_ID, "--ttl", "10m");
+    expect(t.stderr).toBe("");
+    expect(t.code).toBe(0);
+    token = t.stdout.trim();
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const b = await admin("bundle", "show", "--format", "pem");
+    expect(b.code).toBe(0);
+    expect(b.stdout).toContain("-----BEGIN CERTIFICATE-----");
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(bundlePath, b.stdout);
+  });
+
+  it("attests with the token and writes an SVID that openssl verifies", async () => {
+    const r = await runCli(["attest", "--server", server.url, "--trust-bundle", bundlePath, "--join-token", token, "--out", nodeDir]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(statSync(join(nodeDir, "svid.key")).mode & 0o777).toBe(0o600);
+    const v = await run("openssl", ["verify", "-CAfile", join(nodeDir, "bundle.pem"), "-untrusted", join(nodeDir, "svid.pem"), join(nodeDir, "svid.pem")]);
+    expect(v.stdout).toContain(": OK");
+    const leaf = new X509Certificate(readFileSync(join(nodeDir, "svid.pem")));
+    expect(leaf.subjectAltName).toBe(`URI:${NODE_ID}`);
+    checkX509SvidConformance(leaf.raw, { trustDomain: td });
+  });
+
+  it("refuses the same token a second time, with its code and a non-zero exit", async () => {
+    const r = await runCli(["attest", "--server", server.url, "--trust-bundle", bundlePath, "--join-token", token, "--out", join(work.path, "again")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toMatch(/^hallmark: join_token_used: /);
+    expect(r.stderr.split("\n").filter(Boolean)).toHaveLength(1);
+  });
+
+  it("fetches a workload X.509-SVID for an entry parented to the node", async () => {
+    const e = await admin("entry", "create", "--parent-id", NODE_ID, "--spiffe-id", WORKLOAD_ID, "--selector", "unix:uid:1000", "--json");
+    expect(e.code).toBe(0);
+    expect(JSON.parse(e.stdout).spiffe_id).toBe(WORKLOAD_ID);
+    const r = await runCli(["fetch", "x509", ...asNode(), "--out", workloadDir]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const v = await run("openssl", ["verify", "-CAfile", bundlePath, "-untrusted", join(workloadDir, "svid.pem"), join(workloadDir, "svid.pem")]);
+    expect(v.stdout).toContain(": OK");
+    const leaf = new X509Certificate(readFileSync(join(workloadDir, "svid.pem")));
+    expect(leaf.subjectAltName).toBe(`URI:${WORKLOAD_ID}`);
+    checkX509SvidConformance(leaf.raw, { trustDomain: td });
+  });
+
+  it("refuses an identity the node is not entitled to", async () => {
+    const r = await runCli(["fetch", "x509", ...asNode(), "--spiffe-id", "spiffe://example.org/workload/other", "--out", join(work.path, "x")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^hallmark: not_entitled: /);
+  });
+
+  it("fetches a JWT-SVID that jose verifies against the served JWKS and the SPIFFE bundle", async () => {
+    const r = await runCli(["fetch", "jwt", ...asNode(), "--audience", "https://api.example.org", "--json"]);
+    expect(r.code).toBe(0);
+    const { token: jwt } = JSON.parse(r.stdout) as { token: string };
+    const header = decodeProtectedHeader(jwt);
+    expect(header.kid).toBeTruthy();
+    expect(["ES256", "ES384", "RS256", "PS256"]).toContain(header.alg);
+
+    const wellKnown = await fetchJson(`${server.url}/.well-known/openid-configuration`);
+    const jwks = await fetchJson(String(wellKnown.jwks_uri));
+    const fromOidc = await jwtVerify(jwt, createLocalJWKSet(jwks as never), { audience: "https://api.example.org" });
+    expect(fromOidc.payload.sub).toBe(WORKLOAD_ID);
+    expect(typeof fromOidc.payload.exp).toBe("number");
+    expect(typeof fromOidc.payload.iat).toBe("number");
+
+    const b = await admin("bundle", "show", "--format", "spiffe");
+    const bundle = JSON.parse(b.stdout) as { keys: Array<Record<string, unknown>>; spiffe_sequence: number; spiffe_refresh_hint: number };
+    expect(bundle.spiffe_sequence).toBeGreaterThan(0);
+    expect(bundle.spiffe_refresh_hint).toBeGreaterThan(0);
+    const jwtKeys = bundle.keys.filter((k) => k.use === "jwt-svid");
+    expect(jwtKeys.length).toBeGreaterThan(0);
+    const fromBundle = await jwtVerify(jwt, createLocalJWKSet({ keys: jwtKeys } as never), { audience: "https://api.example.org" });
+    expect(fromBundle.payload.sub).toBe(WORKLOAD_ID);
+    expect(bundle.keys.filter((k) => k.use === "x509-svid").every((k) => Array.isArray(k.x5c) && (k.x5c as unknown[]).length === 1)).toBe(true);
+  });
+
+  it("lists nodes and entries, verifies the audit chain, then evicts the node", async () => {
+    const nodes = await admin("node", "list", "--json");
+    expect(JSON.parse(nodes.stdout).nodes.map((n: { spiffe_id: string }) => n.spiffe_id)).toContain(NODE_ID);
+    const entries = await admin("entry", "list", "--parent-id", NODE_ID, "--json");
+    expect(JSON.parse(entries.stdout).entries).toHaveLength(1);
+    const audit = await admin("audit", "verify");
+    expect(audit.code).toBe(0);
+    expect(audit.stdout).toMatch(/audit log intact: \d+ records/);
+    expect((await admin("node", "evict", "--spiffe-id", NODE_ID)).code).toBe(0);
+    const r = await runCli(["fetch", "x509", ...asNode(), "--out", join(work.path, "y")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^hallmark: node_evicted: /);
+  });
+
+  it("answers usage errors with exit 2 and one line", async () => {
+    const r = await runCli(["token", "create", "--bogus"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    const h = await runCli(["entry", "create", "--help"]);
+    expect(h.code).toBe(0);
+    expect(h.stdout).toContain("--parent-id");
+  });
+});
+
+async function fetchJson(url: string): Promise<Record<string, unknown>> {
+  const { request } = await import("node:https");
+  return new Promise((resolve, reject) => {
+    request(url, { ca: readFileSync(bundlePath), checkServerIdentity: () => undefined }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += c));
+      res.on("end", () => resolve(JSON.parse(body)));
+    })
+      .on("error", reject)
+      .end();
+  });
+}

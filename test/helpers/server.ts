@@ -1,0 +1,43 @@
+import { join } from "node:path";
+import { loadServerConfig, type ServerConfig } from "../../src/config/server.js";
+import { createLogger } from "../../src/log.js";
+import { type RunningServer, startServer } from "../../src/server/run.js";
+import type { Clock } from "../../src/service/clock.js";
+import { tempDir } from "./tmp.js";
+
+export interface TestServer extends RunningServer {
+  dataDir: string;
+  config: ServerConfig;
+  /** Stops the server and removes its data directory. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * A real Hallmark server in this process: SoftHSM2 token and SQLite database in a fresh
+ * temporary data directory, HTTPS on a free loopback port, admin socket in the data dir.
+ * SoftHSM2 reads its configuration once per process, so one test file runs one data directory
+ * at a time (restart it with `startTestServer({ dataDir })`).
+ */
+export async function startTestServer(
+  opts: { dataDir?: string; overrides?: Record<string, unknown>; clock?: Clock; configFile?: string } = {},
+): Promise<TestServer> {
+  const dir = opts.dataDir ? undefined : tempDir("server");
+  const dataDir = opts.dataDir ?? dir!.path;
+  const config = loadServerConfig({ dataDir, listen: "127.0.0.1:0", config: opts.configFile }, {});
+  Object.assign(config, opts.overrides ?? {});
+  const log = createLogger(process.env.HALLMARK_TEST_LOG ?? "silent");
+  const server = await startServer(config, log, opts.clock);
+  return {
+    ...server,
+    dataDir,
+    config,
+    destroy: async () => {
+      await server.close();
+      dir?.remove();
+    },
+  };
+}
+
+export function adminSocketOf(dataDir: string): string {
+  return join(dataDir, "admin.sock");
+}
