@@ -1,5 +1,6 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
+import globals from "globals";
 
 export default tseslint.config(
   { ignores: ["dist/**", "node_modules/**", ".data/**", "coverage/**"] },
@@ -11,6 +12,10 @@ export default tseslint.config(
       "@typescript-eslint/no-explicit-any": "error",
       "no-console": ["error", { allow: ["error"] }],
     },
+  },
+  {
+    files: ["bin/**/*.js", "eslint.config.js"],
+    languageOptions: { globals: globals.node },
   },
   {
     files: ["src/cli/**", "bench/**", "bin/**", "scripts/**"],

@@ -1,0 +1,88 @@
+import "reflect-metadata";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { attest, joinTokenProducer } from "../src/client/attest.js";
+import { newClientKey } from "../src/client/csr.js";
+import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
+import { rawSignRate } from "./hsm-raw.js";
+import { closedLoop, openLoop, summary } from "./stats.js";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
+
+/**
+ * X.509- and JWT-SVID issuance over HTTPS with keep-alive from an mTLS-authenticated node,
+ * against `hallmark server` in its own process (so client and server don't share an event
+ * loop), next to the raw PKCS#11 ECDSA P-256 sign rate of the same SoftHSM2 token.
+ */
+export async function run(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-"));
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const server = spawn(process.execPath, [BIN, "server", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`], {
+    env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let err = "";
+      server.stderr.on("data", (c: Buffer) => {
+        err += c.toString();
+        if (err.includes("listening on")) resolve();
+      });
+      server.on("exit", (code) => reject(new Error(`server exited ${code}: ${err}`)));
+    });
+    const url = `https://127.0.0.1:${port}`;
+    const socket = join(dataDir, "admin.sock");
+
+    // Baseline first, on the same token, while the server idles.
+    const raw = await rawSignRate({
+      softhsmConf: join(dataDir, "softhsm", "softhsm2.conf"),
+      tokenLabel: "hallmark",
+      pin: readFileSync(join(dataDir, "softhsm", "user.pin"), "utf8").trim(),
+      seconds: SECONDS,
+    });
+
+    const nodeId = "spiffe://example.org/bench/node";
+    const { token } = expectOk(await adminRequest(socket, "POST", "/admin/tokens", { spiffe_id: nodeId, ttl_seconds: 600 })) as { token: string };
+    expectOk(
+      await adminRequest(socket, "POST", "/admin/entries", { parent_id: nodeId, spiffe_id: "spiffe://example.org/bench/w", selectors: ["bench:w"] }),
+    );
+    const { bundle_pem: bundlePem } = expectOk(await adminRequest(socket, "GET", "/admin/bundle")) as { bundle_pem: string };
+    const node = await attest({ server: url, tls: { trustBundlePem: bundlePem }, producer: joinTokenProducer(token) });
+    const client = new ApiClient(new URL(url), { trustBundlePem: bundlePem, certPem: node.certChainPem, keyPem: node.privateKeyPem });
+
+    // The client's keys and CSRs are made up front: the server does all its work on each call.
+    const csrs = await Promise.all(Array.from({ length: 64 }, () => newClientKey().then((k) => k.csrPem)));
+    let i = 0;
+    const x509 = async () => {
+      const r = await client.request("POST", "/v1/svids/x509", { csr: csrs[i++ % csrs.length] });
+      if (r.status !== 200) throw new Error(`x509 issuance failed: ${r.status} ${JSON.stringify(r.body)}`);
+    };
+    const jwt = async () => {
+      const r = await client.request("POST", "/v1/svids/jwt", { audience: ["bench"] });
+      if (r.status !== 200) throw new Error(`jwt issuance failed: ${r.status}`);
+    };
+    await closedLoop(x509, 8, 0.5); // warm-up: TLS sessions, JIT
+
+    const x509Peak = await closedLoop(x509, 16, SECONDS);
+    const jwtPeak = await closedLoop(jwt, 16, SECONDS);
+    const half = (x509Peak.ops / x509Peak.seconds) / 2;
+    const x509Half = await openLoop(x509, half, SECONDS);
+
+    console.log("\n== SVID issuance over HTTPS (mTLS node, keep-alive), one server process");
+    console.log(summary("baseline: raw pkcs11js C_Sign ECDSA P-256 (same token)", raw));
+    console.log(summary("X.509-SVID issuance, 16 in flight (peak)", x509Peak));
+    console.log(summary("JWT-SVID issuance, 16 in flight (peak)", jwtPeak));
+    console.log(summary(`X.509-SVID issuance at ${half.toFixed(0)}/s offered (half of peak)`, x509Half));
+    const ratio = x509Peak.ops / x509Peak.seconds / (raw.ops / raw.seconds);
+    console.log(`X.509-SVID peak / raw sign rate: ${(ratio * 100).toFixed(1)}% (target >= 25%)`);
+    client.close();
+  } finally {
+    server.kill("SIGTERM");
+    await new Promise((r) => server.once("exit", r));
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}

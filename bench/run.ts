@@ -1,0 +1,17 @@
+import "reflect-metadata";
+
+/**
+ * `npm run bench`: every benchmark in one run, each next to its baseline measured in the same
+ * run. BENCH_ONLY=issuance,tpm limits the set; BENCH_SECONDS sets each phase's length.
+ */
+const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
+  hsm: () => import("./hsm-raw.js"),
+  issuance: () => import("./issuance.js"),
+};
+
+const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
+for (const [name, load] of Object.entries(BENCHES)) {
+  if (only && !only.includes(name)) continue;
+  console.log(`\n##### ${name}`);
+  await (await load()).run();
+}
