@@ -51,6 +51,7 @@ export const CORE_ERRORS = {
   node_not_found: { status: 404, title: "No such node" },
   invalid_selector: { status: 400, title: "The selector is invalid" },
   // CA and HSM
+  svid_nonconformant: { status: 500, title: "An issued certificate failed the SPIFFE conformance check" },
   ca_not_ready: { status: 503, title: "The certificate authority is not ready" },
   ca_rotation_in_progress: { status: 409, title: "A CA rotation step is already pending" },
   ca_rotation_nothing_prepared: { status: 409, title: "No prepared key to activate" },

@@ -38,3 +38,16 @@ export interface KeyStore {
   destroy(label: string): Promise<void>;
   close(): Promise<void>;
 }
+
+/** What each scheme means, in one table for every Signer implementation. */
+export const SCHEME_PARAMETERS: Record<
+  SignatureScheme,
+  { hash: "sha256" | "sha384"; family: "ecdsa" | "pkcs1" | "pss"; saltLength?: number }
+> = {
+  "ecdsa-sha256": { hash: "sha256", family: "ecdsa" },
+  "ecdsa-sha384": { hash: "sha384", family: "ecdsa" },
+  "rsa-pkcs1-sha256": { hash: "sha256", family: "pkcs1" },
+  "rsa-pkcs1-sha384": { hash: "sha384", family: "pkcs1" },
+  "rsa-pss-sha256": { hash: "sha256", family: "pss", saltLength: 32 },
+  "rsa-pss-sha384": { hash: "sha384", family: "pss", saltLength: 48 },
+};

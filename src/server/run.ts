@@ -49,7 +49,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => store.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
-    const ca = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
+    const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
     closers.push(() => ca.close());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
     const serverId = trustDomain.id("/hallmark/server");
@@ -58,8 +58,8 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       trustDomain,
       store,
       audit,
-      issuer: ca.issuer,
-      parseCsr: ca.parseCsr,
+      issuer: ca,
+      parseCsr,
       attestors,
       clock,
       sessionTtlSeconds: config.attestation.sessionTtl,
@@ -71,25 +71,25 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       serverId,
       store,
       audit,
-      issuer: ca.issuer,
-      parseCsr: ca.parseCsr,
+      issuer: ca,
+      parseCsr,
       clock,
       ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, max: config.svid.maxTtl },
       metrics,
     });
-    const admin = new AdminService({ trustDomain, store, audit, ca: ca.admin, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
+    const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
 
     const [host, port] = splitHostPort(config.listen);
-    const tls = new ServerTlsIdentity({ serverId, issuer: ca.issuer, bundlePem: () => ca.admin.bundlePem(), host, clock, log });
+    const tls = new ServerTlsIdentity({ serverId, issuer: ca, bundlePem: () => ca.bundlePem(), host, clock, log });
     const material = await tls.issue();
     const issuerUrl = config.jwt.issuer ?? `https://${config.listen}`;
     let ready = false;
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
-      { attestation, nodes, ca: ca.admin, metrics, ready: () => ready, issuerUrl },
+      { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl },
     );
     closers.push(() => publicApp.close());
-    const adminApp = await buildAdminApp({ log }, { admin, ca: ca.admin });
+    const adminApp = await buildAdminApp({ log }, { admin, ca });
     closers.push(() => adminApp.close());
 
     await publicApp.listen({ host, port });
