@@ -14,11 +14,11 @@ export default tseslint.config(
     },
   },
   {
-    files: ["bin/**/*.js", "eslint.config.js"],
+    files: ["bin/**/*.js", "eslint.config.js", "test/**/*.mjs"],
     languageOptions: { globals: globals.node },
   },
   {
-    files: ["src/cli/**", "bench/**", "bin/**", "scripts/**"],
+    files: ["src/cli/**", "bench/**", "bin/**", "scripts/**", "test/**/*.mjs"],
     rules: { "no-console": "off" },
   },
 );

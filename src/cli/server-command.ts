@@ -1,6 +1,5 @@
 import { loadServerConfig } from "../config/server.js";
 import { createLogger } from "../log.js";
-import { startServer } from "../server/run.js";
 import { type Command, optionalString } from "./args.js";
 
 export const serverCommand: Command = {
@@ -21,6 +20,8 @@ export const serverCommand: Command = {
       trustDomain: optionalString(v, "trust-domain"),
     });
     const log = createLogger(config.log.level);
+    // Loaded only here: client and admin commands never load the PKCS#11 module or the database.
+    const { startServer } = await import("../server/run.js");
     const server = await startServer(config, log);
     console.error(`hallmark server listening on ${server.url} (admin socket ${server.adminSocket})`);
     await new Promise<void>((resolve) => {

@@ -86,6 +86,7 @@ describe("join-token quick start through the CLI", () => {
 
   it("fetches a JWT-SVID that jose verifies against the served JWKS and the SPIFFE bundle", async () => {
     const r = await runCli(["fetch", "jwt", ...asNode(), "--audience", "https://api.example.org", "--json"]);
+    expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     const { token: jwt } = JSON.parse(r.stdout) as { token: string };
     const header = decodeProtectedHeader(jwt);
