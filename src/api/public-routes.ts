@@ -14,8 +14,8 @@ export interface PublicRouteDeps {
   ca: CaAdministration;
   metrics: Metrics;
   ready: () => boolean;
-  /** `iss` and base URL of the OIDC discovery document. */
-  issuerUrl: string;
+  /** `iss` and base URL of the OIDC discovery document (known once the listener is bound). */
+  issuerUrl: () => string;
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
@@ -105,9 +105,9 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   app.get("/v1/bundle", async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
   app.get("/.well-known/spiffe-bundle", async (_req, reply) => reply.type("application/json").send(await deps.ca.spiffeBundle()));
   app.get("/.well-known/openid-configuration", async () => ({
-    issuer: deps.issuerUrl,
-    jwks_uri: `${deps.issuerUrl}/.well-known/jwks.json`,
-    authorization_endpoint: `${deps.issuerUrl}/.well-known/no-authorization-endpoint`,
+    issuer: deps.issuerUrl(),
+    jwks_uri: `${deps.issuerUrl()}/.well-known/jwks.json`,
+    authorization_endpoint: `${deps.issuerUrl()}/.well-known/no-authorization-endpoint`,
     response_types_supported: ["id_token"],
     subject_types_supported: ["public"],
     id_token_signing_alg_values_supported: ["ES256", "ES384", "RS256", "PS256"],

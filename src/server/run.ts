@@ -82,8 +82,9 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const [host, port] = splitHostPort(config.listen);
     const tls = new ServerTlsIdentity({ serverId, issuer: ca, bundlePem: () => ca.bundlePem(), host, clock, log });
     const material = await tls.issue();
-    const issuerUrl = config.jwt.issuer ?? `https://${config.listen}`;
     let ready = false;
+    let boundUrl = `https://${config.listen}`;
+    const issuerUrl = () => config.jwt.issuer ?? boundUrl;
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
       { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl },
@@ -105,6 +106,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const address = publicApp.server.address();
     const boundPort = typeof address === "object" && address ? address.port : port;
     const url = `https://${host.includes(":") ? `[${host}]` : host}:${boundPort}`;
+    boundUrl = url;
     log.info({ url, adminSocket, trustDomain: trustDomain.name, dataDir: config.dataDir }, "hallmark server ready");
     return { url, adminSocket, close: closeAll };
   } catch (e) {

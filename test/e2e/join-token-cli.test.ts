@@ -106,7 +106,9 @@ describe("join-token quick start through the CLI", () => {
     expect(bundle.spiffe_refresh_hint).toBeGreaterThan(0);
     const jwtKeys = bundle.keys.filter((k) => k.use === "jwt-svid");
     expect(jwtKeys.length).toBeGreaterThan(0);
-    const fromBundle = await jwtVerify(jwt, createLocalJWKSet({ keys: jwtKeys } as never), { audience: "https://api.example.org" });
+    // `use: jwt-svid` is SPIFFE's, not JOSE's: a SPIFFE-aware verifier selects by it, then verifies by kid.
+    const joseKeys = jwtKeys.map(({ use: _use, ...k }) => k);
+    const fromBundle = await jwtVerify(jwt, createLocalJWKSet({ keys: joseKeys } as never), { audience: "https://api.example.org" });
     expect(fromBundle.payload.sub).toBe(WORKLOAD_ID);
     expect(bundle.keys.filter((k) => k.use === "x509-svid").every((k) => Array.isArray(k.x5c) && (k.x5c as unknown[]).length === 1)).toBe(true);
   });
