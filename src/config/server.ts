@@ -72,11 +72,13 @@ export const serverConfigSchema = z
     jwt: z
       .object({
         keyType: keyType.default("ec-p256"),
+        /** RSA JWT keys sign RS256 (pkcs1) or PS256 (pss). */
+        rsaPadding: z.enum(["pkcs1", "pss"]).default("pkcs1"),
         /** `iss` of the OIDC discovery document; default https://<listen>. */
         issuer: z.string().url().optional(),
       })
       .strict()
-      .default({ keyType: "ec-p256" }),
+      .default({ keyType: "ec-p256", rsaPadding: "pkcs1" }),
     svid: z
       .object({
         nodeTtl: durationSeconds.default(3600),
