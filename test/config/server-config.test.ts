@@ -1,0 +1,62 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { loadServerConfig } from "../../src/config/server.js";
+import { parseDurationSeconds } from "../../src/config/duration.js";
+import { tempDir } from "../helpers/tmp.js";
+
+const dir = tempDir("config");
+afterAll(() => dir.remove());
+const file = (name: string, text: string) => {
+  const p = join(dir.path, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+describe("server configuration", () => {
+  it("works out of the box with documented defaults", () => {
+    const c = loadServerConfig({}, {});
+    expect(c.trustDomain).toBe("example.org");
+    expect(c.listen).toBe("127.0.0.1:8443");
+    expect(c.hsm.softhsmAutoInit).toBe(true);
+    expect(c.svid).toEqual({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, maxTtl: 86400 });
+  });
+
+  it("reads YAML and JSON, lets the environment override the file and flags override both", () => {
+    const yaml = file("c.yaml", "trustDomain: file.example\nlisten: 0.0.0.0:9000\nca:\n  ttl: 30d\n");
+    const c = loadServerConfig({ config: yaml, listen: "127.0.0.1:9001" }, { HALLMARK_TRUST_DOMAIN: "env.example" });
+    expect(c.trustDomain).toBe("env.example");
+    expect(c.listen).toBe("127.0.0.1:9001");
+    expect(c.ca.ttl).toBe(30 * 86400);
+    const json = file("c.json", JSON.stringify({ svid: { jwtTtl: "2m" } }));
+    expect(loadServerConfig({ config: json }, {}).svid.jwtTtl).toBe(120);
+  });
+
+  it("reports every bad field on its own line, with its path", () => {
+    const bad = file("bad.yaml", "trustDomain: Bad_Domain!\nca:\n  ttl: 1x\n  keyType: dsa\nlisten: nowhere\nsurprise: 1\n");
+    let message = "";
+    try {
+      loadServerConfig({ config: bad }, {});
+    } catch (e) {
+      expect(e).toMatchObject({ code: "config_invalid" });
+      message = (e as Error).message;
+    }
+    const lines = message.split("\n");
+    expect(lines.some((l) => l.startsWith(`${bad}: trustDomain: `))).toBe(true);
+    expect(lines.some((l) => l.startsWith(`${bad}: ca.ttl: '1x' is not a duration`))).toBe(true);
+    expect(lines.some((l) => l.startsWith(`${bad}: ca.keyType: `))).toBe(true);
+    expect(lines.some((l) => l.startsWith(`${bad}: listen: must be HOST:PORT`))).toBe(true);
+    expect(lines.some((l) => l.includes("surprise"))).toBe(true);
+  });
+
+  it("refuses unreadable, non-YAML and non-mapping files in one line", () => {
+    expect(() => loadServerConfig({ config: join(dir.path, "missing.yaml") }, {})).toThrowError(/cannot be read/);
+    expect(() => loadServerConfig({ config: file("x.yaml", "a: [1, 2\n") }, {})).toThrowError(/not valid YAML or JSON/);
+    expect(() => loadServerConfig({ config: file("y.yaml", "- 1\n- 2\n") }, {})).toThrowError(/must be a mapping/);
+  });
+
+  it("parses durations", () => {
+    expect([parseDurationSeconds("90"), parseDurationSeconds("10m"), parseDurationSeconds("1h"), parseDurationSeconds("2d"), parseDurationSeconds(5)]).toEqual([90, 600, 3600, 172800, 5]);
+    expect([parseDurationSeconds("0"), parseDurationSeconds("-1"), parseDurationSeconds("1.5h"), parseDurationSeconds("h"), parseDurationSeconds(0)]).toEqual([undefined, undefined, undefined, undefined, undefined]);
+  });
+});
