@@ -61,6 +61,9 @@ export const CORE_ERRORS = {
   hsm_module_not_found: { status: 500, title: "The PKCS#11 module was not found" },
   hsm_token_not_found: { status: 500, title: "The PKCS#11 token was not found" },
   hsm_error: { status: 500, title: "The HSM failed" },
+  hsm_key_exists: { status: 409, title: "A key with this label already exists" },
+  hsm_scheme_mismatch: { status: 500, title: "The signature scheme does not fit the key type" },
+  hsm_key_type_unsupported: { status: 500, title: "The key type is not supported by this HSM layer" },
   // configuration
   config_invalid: { status: 500, title: "The configuration is invalid" },
   // audit

@@ -74,7 +74,7 @@ export function readPublicKey(pkcs11: Pkcs11, session: Handle, handle: Handle): 
       { type: pkcs11js.CKA_EC_POINT },
     ]);
     const entry = Object.entries(EC_PARAMS).find(([, p]) => params?.value && p.der.equals(params.value));
-    if (!entry || !point?.value) throw new HallmarkError("hsm_error", "unsupported EC key in the HSM");
+    if (!entry || !point?.value) throw new HallmarkError("hsm_key_type_unsupported", "unsupported EC key in the HSM");
     const [keyType, curve] = entry;
     const raw = unwrapOctetString(point.value, curve.size * 2 + 1);
     if (raw[0] !== 0x04) throw new HallmarkError("hsm_error", "the HSM returned a compressed EC point");
@@ -94,11 +94,11 @@ export function readPublicKey(pkcs11: Pkcs11, session: Handle, handle: Handle): 
     if (!n?.value || !e?.value) throw new HallmarkError("hsm_error", "the HSM returned an incomplete RSA key");
     const bits = n.value.length * 8;
     const keyType = bits === 2048 ? "rsa-2048" : bits === 3072 ? "rsa-3072" : undefined;
-    if (!keyType) throw new HallmarkError("hsm_error", `unsupported RSA key size ${bits} in the HSM`);
+    if (!keyType) throw new HallmarkError("hsm_key_type_unsupported", `unsupported RSA key size ${bits} in the HSM`);
     const jwk = { kty: "RSA", n: n.value.toString("base64url"), e: e.value.toString("base64url") };
     return { keyType, publicKey: createPublicKey({ key: jwk, format: "jwk" }) };
   }
-  throw new HallmarkError("hsm_error", "unsupported key type in the HSM");
+  throw new HallmarkError("hsm_key_type_unsupported", "unsupported key type in the HSM");
 }
 
 /** CKA_EC_POINT is a DER OCTET STRING around the point (some modules return the bare point). */

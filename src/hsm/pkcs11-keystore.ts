@@ -4,14 +4,14 @@ import { isEcKeyType, keyPairTemplates, readPublicKey, signatureLength } from ".
 import {
   type Handle,
   type Pkcs11,
-  closeModule,
   hsmError,
   isPkcs11Error,
   openModule,
   openUserSession,
   pkcs11js,
+  releaseModule,
 } from "./pkcs11-module.js";
-import type { KeyStore, KeyType, SignatureScheme, Signer } from "./signer.js";
+import { type KeyStore, type KeyType, SCHEME_PARAMETERS, type SignatureScheme, type Signer } from "./signer.js";
 
 export interface Pkcs11KeyStoreOptions {
   modulePath: string;
@@ -20,7 +20,15 @@ export interface Pkcs11KeyStoreOptions {
   pin: string;
   /** Sessions in the signing pool (SoftHSM2 signs in parallel across sessions). */
   sessions?: number;
+  /**
+   * "async" (default): C_SignAsync on the libuv thread pool, leaving the event loop free for TLS
+   * and certificate building. "sync": C_Sign on the event loop, faster in isolation for cheap
+   * ECDSA signatures but blocking for the whole operation (see bench/hsm-raw.ts).
+   */
+  signing?: "async" | "sync";
 }
+
+const KEY_TYPES: readonly KeyType[] = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072"];
 
 /** Errors after which a session is reopened (and the user logged in again) and the call retried once. */
 const LOST_SESSION = [
@@ -32,25 +40,20 @@ const LOST_SESSION = [
   pkcs11js.CKR_KEY_HANDLE_INVALID,
 ];
 
-const SCHEMES: Record<SignatureScheme, { ec: boolean; hash?: "sha256" | "sha384"; mechanism: () => pkcs11js.Mechanism }> = {
-  "ecdsa-sha256": { ec: true, hash: "sha256", mechanism: () => ({ mechanism: pkcs11js.CKM_ECDSA }) },
-  "ecdsa-sha384": { ec: true, hash: "sha384", mechanism: () => ({ mechanism: pkcs11js.CKM_ECDSA }) },
-  "rsa-pkcs1-sha256": { ec: false, mechanism: () => ({ mechanism: pkcs11js.CKM_SHA256_RSA_PKCS }) },
-  "rsa-pkcs1-sha384": { ec: false, mechanism: () => ({ mechanism: pkcs11js.CKM_SHA384_RSA_PKCS }) },
-  "rsa-pss-sha256": {
-    ec: false,
-    mechanism: () => ({
-      mechanism: pkcs11js.CKM_SHA256_RSA_PKCS_PSS,
-      parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: pkcs11js.CKM_SHA256, mgf: pkcs11js.CKG_MGF1_SHA256, saltLen: 32 },
-    }),
-  },
-  "rsa-pss-sha384": {
-    ec: false,
-    mechanism: () => ({
-      mechanism: pkcs11js.CKM_SHA384_RSA_PKCS_PSS,
-      parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: pkcs11js.CKM_SHA384, mgf: pkcs11js.CKG_MGF1_SHA384, saltLen: 48 },
-    }),
-  },
+/** The PKCS#11 mechanism per scheme. ECDSA: hashed outside (SoftHSM2 lacks CKM_ECDSA_SHA256), CKM_ECDSA over the digest. */
+const MECHANISMS: Record<SignatureScheme, () => pkcs11js.Mechanism> = {
+  "ecdsa-sha256": () => ({ mechanism: pkcs11js.CKM_ECDSA }),
+  "ecdsa-sha384": () => ({ mechanism: pkcs11js.CKM_ECDSA }),
+  "rsa-pkcs1-sha256": () => ({ mechanism: pkcs11js.CKM_SHA256_RSA_PKCS }),
+  "rsa-pkcs1-sha384": () => ({ mechanism: pkcs11js.CKM_SHA384_RSA_PKCS }),
+  "rsa-pss-sha256": () => ({
+    mechanism: pkcs11js.CKM_SHA256_RSA_PKCS_PSS,
+    parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: pkcs11js.CKM_SHA256, mgf: pkcs11js.CKG_MGF1_SHA256, saltLen: 32 },
+  }),
+  "rsa-pss-sha384": () => ({
+    mechanism: pkcs11js.CKM_SHA384_RSA_PKCS_PSS,
+    parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: pkcs11js.CKM_SHA384, mgf: pkcs11js.CKG_MGF1_SHA384, saltLen: 48 },
+  }),
 };
 
 export interface KeyAttributes {
@@ -59,7 +62,7 @@ export interface KeyAttributes {
   neverExtractable: boolean;
   alwaysSensitive: boolean;
   token: boolean;
-  /** Whether reading CKA_VALUE of the private key was refused (it must be). */
+  /** Whether the token gave out the private key's secret (CKA_VALUE; RSA: CKA_PRIVATE_EXPONENT, CKA_PRIME_1). Must be false. */
   valueReadable: boolean;
 }
 
@@ -69,35 +72,51 @@ export interface KeyAttributes {
  */
 export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<Pkcs11KeyStore> {
   const { pkcs11, slot } = openModule(opts.modulePath, opts.tokenLabel);
+  const size = Math.max(1, opts.sessions ?? 4);
+  const sessions: Handle[] = [];
   try {
-    const size = Math.max(1, opts.sessions ?? 4);
-    const sessions: Handle[] = [];
     for (let i = 0; i < size; i++) sessions.push(openUserSession(pkcs11, slot, opts.pin));
-    return new Pkcs11KeyStore(pkcs11, slot, opts.pin, sessions);
+    return new Pkcs11KeyStore(pkcs11, slot, opts.pin, sessions, opts.signing ?? "async");
   } catch (e) {
-    closeModule(pkcs11);
+    for (const s of sessions) closeQuietly(pkcs11, s);
+    releaseModule(pkcs11);
     throw e;
   }
 }
 
 export class Pkcs11KeyStore implements KeyStore {
   private readonly idle: Handle[];
-  private readonly waiters: Array<(s: Handle) => void> = [];
+  /** Every session of this store, idle or busy: another store may share the module and slot. */
+  private readonly owned: Set<Handle>;
+  private readonly waiters: Array<{ resolve: (s: Handle) => void; reject: (e: Error) => void }> = [];
   private closed = false;
+  private reopened = 0;
 
   constructor(
     private readonly pkcs11: Pkcs11,
     private readonly slot: Handle,
     private readonly pin: string,
     sessions: Handle[],
+    private readonly signing: "async" | "sync",
   ) {
     this.idle = [...sessions];
+    this.owned = new Set(sessions);
   }
 
   async generate(label: string, keyType: KeyType): Promise<Signer> {
-    return this.withSession(async (session) => {
-      if (this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label)) {
-        throw new HallmarkError("hsm_error", `a key labelled '${label}' already exists in the token`);
+    if (!KEY_TYPES.includes(keyType)) throw new HallmarkError("hsm_key_type_unsupported", `unsupported key type ${String(keyType)}`);
+    // One generation at a time, so two calls for one label cannot both pass the existence check.
+    const result = this.generating.then(() => this.generateNow(label, keyType));
+    this.generating = result.catch(() => undefined);
+    return result;
+  }
+
+  private generating: Promise<unknown> = Promise.resolve();
+
+  private async generateNow(label: string, keyType: KeyType): Promise<Signer> {
+    return this.withSession("generate a key pair", async (session) => {
+      if (this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label) || this.findObject(session, pkcs11js.CKO_PUBLIC_KEY, label)) {
+        throw new HallmarkError("hsm_key_exists", `a key labelled '${label}' already exists in the token`);
       }
       const t = keyPairTemplates(keyType, label, randomBytes(16));
       try {
@@ -112,12 +131,12 @@ export class Pkcs11KeyStore implements KeyStore {
   }
 
   async find(label: string): Promise<Signer | undefined> {
-    return this.withSession(async (session) => this.signerFor(session, label));
+    return this.withSession("find a key", async (session) => this.signerFor(session, label));
   }
 
   async destroy(label: string): Promise<void> {
     this.handles.delete(label);
-    await this.withSession(async (session) => {
+    await this.withSession("destroy a key", async (session) => {
       for (const cls of [pkcs11js.CKO_PRIVATE_KEY, pkcs11js.CKO_PUBLIC_KEY]) {
         const h = this.findObject(session, cls, label);
         if (h) this.pkcs11.C_DestroyObject(session, h);
@@ -127,7 +146,7 @@ export class Pkcs11KeyStore implements KeyStore {
 
   /** The private key's protection attributes, read back from the token (tests assert them). */
   async describeKey(label: string): Promise<KeyAttributes> {
-    return this.withSession(async (session) => {
+    return this.withSession("read key attributes", async (session) => {
       const h = this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label);
       if (!h) throw new HallmarkError("hsm_key_not_found", `no key labelled '${label}'`);
       const attrs = this.pkcs11.C_GetAttributeValue(session, h, [
@@ -136,34 +155,45 @@ export class Pkcs11KeyStore implements KeyStore {
         { type: pkcs11js.CKA_NEVER_EXTRACTABLE },
         { type: pkcs11js.CKA_ALWAYS_SENSITIVE },
         { type: pkcs11js.CKA_TOKEN },
+        { type: pkcs11js.CKA_KEY_TYPE },
       ]);
       const bool = (i: number) => attrs[i]?.value?.[0] === 1;
-      let valueReadable = true;
-      try {
-        this.pkcs11.C_GetAttributeValue(session, h, [{ type: pkcs11js.CKA_VALUE }]);
-      } catch (e) {
-        if (isPkcs11Error(e, pkcs11js.CKR_ATTRIBUTE_SENSITIVE)) valueReadable = false;
-        else throw hsmError(e, "read key attributes");
+      const isRsa = attrs[5]?.value?.[0] === pkcs11js.CKK_RSA;
+      // The secret itself: the scalar of an EC key, the private exponent and a prime of an RSA key.
+      const secrets = isRsa ? [pkcs11js.CKA_PRIVATE_EXPONENT, pkcs11js.CKA_PRIME_1] : [pkcs11js.CKA_VALUE];
+      let valueReadable = false;
+      for (const type of secrets) {
+        try {
+          this.pkcs11.C_GetAttributeValue(session, h, [{ type }]);
+          valueReadable = true;
+        } catch (e) {
+          if (!isPkcs11Error(e, pkcs11js.CKR_ATTRIBUTE_SENSITIVE)) throw e;
+        }
       }
       return { sensitive: bool(0), extractable: bool(1), neverExtractable: bool(2), alwaysSensitive: bool(3), token: bool(4), valueReadable };
     });
   }
 
-  /** Test hook for the lost-session path: closes a pooled session behind the pool's back. */
-  dropIdleSessionForTest(): void {
-    const s = this.idle[0];
-    if (s) this.pkcs11.C_CloseSession(s);
+  /** How many pooled sessions were found lost and reopened since the store opened. */
+  get sessionsReopened(): number {
+    return this.reopened;
+  }
+
+  /** Test hook for the lost-session path: closes every idle pooled session behind the pool's back. */
+  dropIdleSessionsForTest(): number {
+    for (const s of this.idle) this.pkcs11.C_CloseSession(s);
+    return this.idle.length;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    try {
-      this.pkcs11.C_CloseAllSessions(this.slot);
-    } catch {
-      // the token may be gone already
-    }
-    closeModule(this.pkcs11);
+    for (const w of this.waiters.splice(0)) w.reject(closedError());
+    // Only our own sessions: C_CloseAllSessions would close those of a store sharing the slot.
+    for (const s of this.owned) closeQuietly(this.pkcs11, s);
+    this.owned.clear();
+    this.idle.length = 0;
+    releaseModule(this.pkcs11);
   }
 
   private signerFor(session: Handle, label: string): Signer | undefined {
@@ -176,16 +206,21 @@ export class Pkcs11KeyStore implements KeyStore {
 
   /** Signs with the key `label`; handles are looked up per call so a re-login cannot stale them. */
   async signWith(label: string, keyType: KeyType, data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array> {
-    const spec = SCHEMES[scheme];
-    if (!spec || spec.ec !== isEcKeyType(keyType)) {
-      throw new HallmarkError("hsm_error", `signature scheme ${scheme} does not fit a ${keyType} key`);
+    const params = SCHEME_PARAMETERS[scheme];
+    if (!params || (params.family === "ecdsa") !== isEcKeyType(keyType)) {
+      throw new HallmarkError("hsm_scheme_mismatch", `signature scheme ${scheme} does not fit a ${keyType} key`);
     }
-    const input = spec.hash ? createHash(spec.hash).update(data).digest() : Buffer.from(data);
+    const input = params.family === "ecdsa" ? createHash(params.hash).update(data).digest() : Buffer.from(data);
     const out = Buffer.alloc(signatureLength(keyType));
-    return this.withSession(async (session) => {
+    return this.withSession("sign", async (session) => {
       const key = this.cachedPrivateHandle(session, label);
-      this.pkcs11.C_SignInit(session, spec.mechanism(), key);
-      return this.pkcs11.C_SignAsync(session, input, out);
+      this.pkcs11.C_SignInit(session, MECHANISMS[scheme](), key);
+      // SoftHSM2 answers C_Sign over zero bytes with CKR_ARGUMENTS_BAD; a multi-part signature
+      // with no parts is the same signature.
+      if (input.length === 0) {
+        return this.signing === "sync" ? this.pkcs11.C_SignFinal(session, out) : this.pkcs11.C_SignFinalAsync(session, out);
+      }
+      return this.signing === "sync" ? this.pkcs11.C_Sign(session, input, out) : this.pkcs11.C_SignAsync(session, input, out);
     });
   }
 
@@ -215,44 +250,60 @@ export class Pkcs11KeyStore implements KeyStore {
     }
   }
 
-  /** Borrows a session for one operation; a lost session is reopened and the operation retried once. */
-  private async withSession<T>(op: (session: Handle) => Promise<T>): Promise<T> {
-    if (this.closed) throw new HallmarkError("hsm_unavailable", "the HSM connection is closed");
+  /**
+   * Borrows a session for one operation. A lost session is reopened and the operation retried
+   * once. After any other failure of the module the session is replaced too, without a retry: a
+   * failed C_Sign can leave its operation active, and every later C_SignInit on that session
+   * would fail with CKR_OPERATION_ACTIVE.
+   */
+  private async withSession<T>(what: string, op: (session: Handle) => Promise<T>): Promise<T> {
+    if (this.closed) throw closedError();
     let session = await this.acquire();
     try {
       try {
         return await op(session);
       } catch (e) {
-        if (!isPkcs11Error(e, ...LOST_SESSION)) throw e instanceof HallmarkError ? e : hsmError(e, "sign");
+        if (e instanceof HallmarkError) throw e;
+        const lost = isPkcs11Error(e, ...LOST_SESSION);
         session = this.reopen(session);
+        if (!lost) throw hsmError(e, what);
         this.handles.clear();
-        return await op(session).catch((e2: unknown) => {
-          throw e2 instanceof HallmarkError ? e2 : hsmError(e2, "sign after reopening its session");
-        });
+      }
+      try {
+        return await op(session);
+      } catch (e) {
+        if (!(e instanceof HallmarkError)) session = this.reopen(session);
+        throw hsmError(e, `${what} after reopening its session`);
       }
     } finally {
       this.release(session);
     }
   }
 
-  private reopen(lost: Handle): Handle {
-    try {
-      this.pkcs11.C_CloseSession(lost);
-    } catch {
-      // it is gone already
-    }
-    return openUserSession(this.pkcs11, this.slot, this.pin);
+  /** Replaces a session; when that fails the old handle stays pooled, so the next use tries again. */
+  private reopen(old: Handle): Handle {
+    if (this.closed) throw closedError();
+    const fresh = openUserSession(this.pkcs11, this.slot, this.pin);
+    this.owned.add(fresh);
+    this.owned.delete(old);
+    closeQuietly(this.pkcs11, old);
+    this.reopened++;
+    return fresh;
   }
 
   private acquire(): Promise<Handle> {
     const s = this.idle.pop();
     if (s) return Promise.resolve(s);
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
   private release(s: Handle): void {
+    if (this.closed) {
+      closeQuietly(this.pkcs11, s);
+      return;
+    }
     const next = this.waiters.shift();
-    if (next) next(s);
+    if (next) next.resolve(s);
     else this.idle.push(s);
   }
 }
@@ -267,5 +318,17 @@ class Pkcs11Signer implements Signer {
 
   sign(data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array> {
     return this.store.signWith(this.label, this.keyType, data, scheme);
+  }
+}
+
+function closedError(): HallmarkError {
+  return new HallmarkError("hsm_unavailable", "the HSM connection is closed");
+}
+
+function closeQuietly(pkcs11: Pkcs11, session: Handle): void {
+  try {
+    pkcs11.C_CloseSession(session);
+  } catch {
+    // already closed, or the token is gone: nothing left to release
   }
 }

@@ -1,3 +1,4 @@
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync } from "node:fs";
 import pkcs11js from "pkcs11js";
 import { HallmarkError } from "../errors.js";
@@ -38,11 +39,22 @@ export interface OpenedModule {
 }
 
 /**
- * Loads `modulePath` and initialises it with CKF_OS_LOCKING_OK: without it SoftHSM2 is not
- * thread-safe and concurrent asynchronous signing on several sessions crashes the process.
- * The token is selected by label, since slot ids are reassigned.
+ * A module is initialised once per process (C_Initialize is process-wide), so every keystore
+ * and the SoftHSM bootstrap share one loaded copy per path, finalised when the last lets go.
  */
-export function openModule(modulePath: string, tokenLabel: string): OpenedModule {
+const loaded = new Map<string, { pkcs11: Pkcs11; users: number }>();
+
+/**
+ * Loads `modulePath` (or shares the copy already loaded) and initialises it with
+ * CKF_OS_LOCKING_OK: without it SoftHSM2 is not thread-safe and concurrent asynchronous signing
+ * on several sessions crashes the process. Pair every call with releaseModule.
+ */
+export function acquireModule(modulePath: string): Pkcs11 {
+  const shared = loaded.get(modulePath);
+  if (shared) {
+    shared.users++;
+    return shared.pkcs11;
+  }
   if (!existsSync(modulePath)) {
     throw new HallmarkError("hsm_module_not_found", `no PKCS#11 module at ${modulePath}`);
   }
@@ -55,33 +67,71 @@ export function openModule(modulePath: string, tokenLabel: string): OpenedModule
   try {
     pkcs11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
   } catch (e) {
-    if (!isPkcs11Error(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw hsmError(e, "initialise");
-  }
-  try {
-    for (const slot of pkcs11.C_GetSlotList(true)) {
-      const label = pkcs11.C_GetTokenInfo(slot).label.trim();
-      if (label === tokenLabel) return { pkcs11, slot };
+    if (!isPkcs11Error(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+      pkcs11.close();
+      throw hsmError(e, "initialise");
     }
-  } catch (e) {
-    closeModule(pkcs11);
-    throw hsmError(e, "list tokens");
   }
-  closeModule(pkcs11);
-  throw new HallmarkError("hsm_token_not_found", `no PKCS#11 token labelled '${tokenLabel}'`);
+  loaded.set(modulePath, { pkcs11, users: 1 });
+  return pkcs11;
 }
 
-export function closeModule(pkcs11: Pkcs11): void {
-  try {
-    pkcs11.C_Finalize();
-  } catch {
-    // already finalised
-  }
-  try {
-    pkcs11.close();
-  } catch {
-    // already closed
+export function releaseModule(pkcs11: Pkcs11): void {
+  for (const [path, entry] of loaded) {
+    if (entry.pkcs11 !== pkcs11) continue;
+    if (--entry.users > 0) return;
+    loaded.delete(path);
+    try {
+      pkcs11.C_Finalize();
+    } catch {
+      // already finalised
+    }
+    try {
+      pkcs11.close();
+    } catch {
+      // already closed
+    }
+    return;
   }
 }
+
+/** Finds the initialised token labelled `tokenLabel`; slot ids are reassigned, labels are not. */
+export function findTokenSlot(pkcs11: Pkcs11, tokenLabel: string): Handle | undefined {
+  try {
+    return pkcs11.C_GetSlotList(true).find((slot) => {
+      const info = pkcs11.C_GetTokenInfo(slot);
+      return (info.flags & pkcs11js.CKF_TOKEN_INITIALIZED) !== 0 && info.label.trim() === tokenLabel;
+    });
+  } catch (e) {
+    throw hsmError(e, "list tokens");
+  }
+}
+
+/** acquireModule, then the token by label. */
+export function openModule(modulePath: string, tokenLabel: string): OpenedModule {
+  const pkcs11 = acquireModule(modulePath);
+  let slot: Handle | undefined;
+  try {
+    slot = findTokenSlot(pkcs11, tokenLabel);
+  } catch (e) {
+    releaseModule(pkcs11);
+    throw e;
+  }
+  if (!slot) {
+    releaseModule(pkcs11);
+    throw new HallmarkError("hsm_token_not_found", `no PKCS#11 token labelled '${tokenLabel}'`);
+  }
+  return { pkcs11, slot };
+}
+
+/**
+ * Login is per application and token, so a second keystore in this process finds the user
+ * logged in already and the token never checks its PIN. We check it ourselves against a keyed
+ * digest of the PIN that did log in (never the PIN itself).
+ */
+const pinKey = randomBytes(32);
+const loggedInPins = new WeakMap<Pkcs11, Map<string, Buffer>>();
+const pinDigest = (pin: string) => createHmac("sha256", pinKey).update(pin, "utf8").digest();
 
 /** Opens a read-write session and logs the user in (once per application: other sessions share it). */
 export function openUserSession(pkcs11: Pkcs11, slot: Handle, pin: string): Handle {
@@ -91,17 +141,30 @@ export function openUserSession(pkcs11: Pkcs11, slot: Handle, pin: string): Hand
   } catch (e) {
     throw hsmError(e, "open a session");
   }
+  const pins = loggedInPins.get(pkcs11) ?? new Map<string, Buffer>();
+  loggedInPins.set(pkcs11, pins);
+  const slotKey = slot.toString("hex");
+  let failure: HallmarkError | undefined;
   try {
     pkcs11.C_Login(session, pkcs11js.CKU_USER, pin);
+    pins.set(slotKey, pinDigest(pin));
   } catch (e) {
     if (!isPkcs11Error(e, pkcs11js.CKR_USER_ALREADY_LOGGED_IN)) {
-      try {
-        pkcs11.C_CloseSession(session);
-      } catch {
-        // the login error is the one to report
+      failure = hsmError(e, "log in");
+    } else {
+      const known = pins.get(slotKey);
+      if (known && !timingSafeEqual(known, pinDigest(pin))) {
+        failure = new HallmarkError("hsm_login_failed", "the HSM refused the PIN", { internal: "differs from the PIN this process logged in with" });
       }
-      throw hsmError(e, "log in");
     }
+  }
+  if (failure) {
+    try {
+      pkcs11.C_CloseSession(session);
+    } catch {
+      // the login error is the one to report
+    }
+    throw failure;
   }
   return session;
 }

@@ -1,10 +1,7 @@
-import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { HallmarkError } from "../errors.js";
-
-const run = promisify(execFile);
+import { type Handle, type Pkcs11, acquireModule, findTokenSlot, hsmError, pkcs11js, releaseModule } from "./pkcs11-module.js";
 
 const MODULE_CANDIDATES = [
   "/usr/lib/softhsm/libsofthsm2.so",
@@ -20,11 +17,17 @@ export function findSoftHsmModule(): string {
 }
 
 /**
- * Development and tests only: a SoftHSM2 token in a directory of our own. Writes
- * <dir>/softhsm2.conf, points SOFTHSM2_CONF at it (SoftHSM reads it at C_Initialize, once per
- * process), and initialises a token labelled `label` unless one exists. The PINs go to
- * softhsm2-util on its command line, visible to local `ps` for the 15 ms it runs: acceptable for
- * a development token, never used with a real HSM.
+ * Development and tests only, never with a real HSM: a SoftHSM2 token in a directory of our own.
+ *
+ * Writes <dir>/softhsm2.conf and points SOFTHSM2_CONF at it. SoftHSM reads that variable when
+ * the module is initialised, and a process has one initialised copy of the module: call this
+ * before the first openPkcs11KeyStore of the process (or after every keystore is closed), and
+ * use one token directory per process.
+ *
+ * The token is initialised through PKCS#11 itself (C_InitToken on the free slot, then
+ * C_InitPIN), not with `softhsm2-util --init-token`: softhsm2-util takes PINs only on its
+ * command line (visible to `ps`) or from a terminal, not from a pipe. Idempotent: a token with
+ * this label is reused, never initialised twice.
  */
 export async function ensureSoftHsmToken(opts: { dir: string; label: string; pin: string; soPin: string }): Promise<{ confPath: string; modulePath: string }> {
   const tokens = join(opts.dir, "tokens");
@@ -33,23 +36,41 @@ export async function ensureSoftHsmToken(opts: { dir: string; label: string; pin
   writeFileSync(confPath, `directories.tokendir = ${tokens}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`, { mode: 0o600 });
   process.env.SOFTHSM2_CONF = confPath;
   const modulePath = findSoftHsmModule();
-  const env = { ...process.env, SOFTHSM2_CONF: confPath };
-  let listing: string;
+
+  const pkcs11 = acquireModule(modulePath);
   try {
-    listing = (await run("softhsm2-util", ["--show-slots"], { env })).stdout;
+    const slot = findTokenSlot(pkcs11, opts.label) ?? initToken(pkcs11, opts);
+    // A token whose user PIN was never set (an earlier attempt failed half-way) is finished, not skipped.
+    if ((pkcs11.C_GetTokenInfo(slot).flags & pkcs11js.CKF_USER_PIN_INITIALIZED) === 0) initUserPin(pkcs11, slot, opts);
   } catch (e) {
-    throw new HallmarkError("hsm_module_not_found", "softhsm2-util failed; is softhsm2 installed?", { cause: e });
-  }
-  const labels = [...listing.matchAll(/^\s*Label:\s*(.*?)\s*$/gm)].map((m) => m[1]);
-  if (!labels.includes(opts.label)) {
-    try {
-      await run("softhsm2-util", ["--init-token", "--free", "--label", opts.label, "--pin", opts.pin, "--so-pin", opts.soPin], { env });
-    } catch (e) {
-      // The error text of softhsm2-util never contains the PIN; the argv is not logged.
-      throw new HallmarkError("hsm_error", `softhsm2-util could not initialise token '${opts.label}'`, {
-        internal: (e as { stderr?: string }).stderr?.trim(),
-      });
-    }
+    throw hsmError(e, `prepare SoftHSM2 token '${opts.label}'`);
+  } finally {
+    releaseModule(pkcs11);
   }
   return { confPath, modulePath };
+}
+
+function initToken(pkcs11: Pkcs11, opts: { label: string; soPin: string }): Handle {
+  const free = pkcs11.C_GetSlotList(true).find((slot) => (pkcs11.C_GetTokenInfo(slot).flags & pkcs11js.CKF_TOKEN_INITIALIZED) === 0);
+  if (!free) throw new HallmarkError("hsm_token_not_found", "SoftHSM2 offers no free slot for a new token");
+  // C_InitToken wants the label blank-padded to 32 bytes.
+  pkcs11.C_InitToken(free, opts.soPin, opts.label.padEnd(32, " "));
+  // SoftHSM moves the new token to a slot of its own: find it again by label.
+  const slot = findTokenSlot(pkcs11, opts.label);
+  if (!slot) throw new HallmarkError("hsm_token_not_found", `SoftHSM2 token '${opts.label}' vanished after initialisation`);
+  return slot;
+}
+
+function initUserPin(pkcs11: Pkcs11, slot: Handle, opts: { pin: string; soPin: string }): void {
+  const session = pkcs11.C_OpenSession(slot, pkcs11js.CKF_RW_SESSION | pkcs11js.CKF_SERIAL_SESSION);
+  try {
+    pkcs11.C_Login(session, pkcs11js.CKU_SO, opts.soPin);
+    try {
+      pkcs11.C_InitPIN(session, opts.pin);
+    } finally {
+      pkcs11.C_Logout(session);
+    }
+  } finally {
+    pkcs11.C_CloseSession(session);
+  }
 }

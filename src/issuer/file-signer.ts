@@ -17,7 +17,7 @@ export function createSoftwareSigner(privateKey: KeyObject, label: string): Sign
     async sign(data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array> {
       const p = SCHEME_PARAMETERS[scheme];
       if ((p.family === "ecdsa") !== keyType.startsWith("ec-")) {
-        throw new HallmarkError("hsm_error", `scheme ${scheme} does not fit a ${keyType} key`);
+        throw new HallmarkError("hsm_scheme_mismatch", `scheme ${scheme} does not fit a ${keyType} key`);
       }
       const options =
         p.family === "ecdsa"

@@ -1,19 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { verify } from "node:crypto";
+import fc from "fast-check";
+import { type KeyObject, type VerifyKeyObjectInput, constants, verify } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import pkcs11js from "pkcs11js";
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
-import type { KeyType, SignatureScheme } from "../../src/hsm/signer.js";
+import type { KeyType, SignatureScheme, Signer } from "../../src/hsm/signer.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
 import { tempDir } from "../helpers/tmp.js";
 
 const dir = tempDir("hsm");
 const PIN = "1234-test";
 let modulePath: string;
+let confPath: string;
 let ks: Pkcs11KeyStore;
 
 beforeAll(async () => {
-  ({ modulePath } = await ensureSoftHsmToken({ dir: dir.path, label: "test", pin: PIN, soPin: "5678-so" }));
+  ({ modulePath, confPath } = await ensureSoftHsmToken({ dir: dir.path, label: "test", pin: PIN, soPin: "5678-so" }));
   ks = await openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: PIN, sessions: 4 });
 });
 afterAll(async () => {
@@ -21,87 +24,247 @@ afterAll(async () => {
   dir.remove();
 });
 
-const VERIFY: Record<SignatureScheme, { hash: string; opts: Record<string, unknown> }> = {
-  "ecdsa-sha256": { hash: "sha256", opts: { dsaEncoding: "ieee-p1363" } },
-  "ecdsa-sha384": { hash: "sha384", opts: { dsaEncoding: "ieee-p1363" } },
-  "rsa-pkcs1-sha256": { hash: "sha256", opts: {} },
-  "rsa-pkcs1-sha384": { hash: "sha384", opts: {} },
-  "rsa-pss-sha256": { hash: "sha256", opts: { padding: 6, saltLength: 32 } },
-  "rsa-pss-sha384": { hash: "sha384", opts: { padding: 6, saltLength: 48 } },
-};
+/** How node:crypto verifies each scheme: written from the scheme definitions, not from our code. */
+function verifyInput(scheme: SignatureScheme, key: KeyObject): { hash: string; key: VerifyKeyObjectInput } {
+  switch (scheme) {
+    case "ecdsa-sha256":
+      return { hash: "sha256", key: { key, dsaEncoding: "ieee-p1363" } };
+    case "ecdsa-sha384":
+      return { hash: "sha384", key: { key, dsaEncoding: "ieee-p1363" } };
+    case "rsa-pkcs1-sha256":
+      return { hash: "sha256", key: { key, padding: constants.RSA_PKCS1_PADDING } };
+    case "rsa-pkcs1-sha384":
+      return { hash: "sha384", key: { key, padding: constants.RSA_PKCS1_PADDING } };
+    case "rsa-pss-sha256":
+      return { hash: "sha256", key: { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } };
+    case "rsa-pss-sha384":
+      return { hash: "sha384", key: { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 } };
+  }
+}
 
-const CASES: Array<[KeyType, SignatureScheme[]]> = [
-  ["ec-p256", ["ecdsa-sha256", "ecdsa-sha384"]],
-  ["ec-p384", ["ecdsa-sha384"]],
-  ["rsa-2048", ["rsa-pkcs1-sha256", "rsa-pss-sha256", "rsa-pss-sha384"]],
-  ["rsa-3072", ["rsa-pkcs1-sha384"]],
+function verifies(signer: Signer, scheme: SignatureScheme, data: Uint8Array, sig: Uint8Array): boolean {
+  const v = verifyInput(scheme, signer.publicKey);
+  return verify(v.hash, data, v.key, sig);
+}
+
+const ALL_SCHEMES: SignatureScheme[] = ["ecdsa-sha256", "ecdsa-sha384", "rsa-pkcs1-sha256", "rsa-pkcs1-sha384", "rsa-pss-sha256", "rsa-pss-sha384"];
+const CASES: Array<[KeyType, { size: number; curve?: string; bits?: number }]> = [
+  ["ec-p256", { size: 64, curve: "prime256v1" }],
+  ["ec-p384", { size: 96, curve: "secp384r1" }],
+  ["rsa-2048", { size: 256, bits: 2048 }],
+  ["rsa-3072", { size: 384, bits: 3072 }],
 ];
+const fits = (keyType: KeyType, scheme: SignatureScheme) => keyType.startsWith("ec-") === scheme.startsWith("ecdsa-");
 
 describe("PKCS#11 keystore on SoftHSM2", () => {
-  it.each(CASES)("generates a %s key whose signatures node:crypto verifies", async (keyType, schemes) => {
+  it.each(CASES)("generates a %s key that signs with every fitting scheme, node:crypto verifying", async (keyType, expected) => {
     const signer = await ks.generate(`k-${keyType}`, keyType);
     expect(signer.keyType).toBe(keyType);
-    for (const scheme of schemes) {
+    expect(signer.label).toBe(`k-${keyType}`);
+    const details = signer.publicKey.asymmetricKeyDetails;
+    if (expected.curve) expect(details?.namedCurve).toBe(expected.curve);
+    if (expected.bits) {
+      expect(details?.modulusLength).toBe(expected.bits);
+      expect(details?.publicExponent).toBe(65537n);
+    }
+    for (const scheme of ALL_SCHEMES.filter((s) => fits(keyType, s))) {
       const data = Buffer.from(`message for ${scheme}`);
       const sig = await signer.sign(data, scheme);
-      const v = VERIFY[scheme];
-      expect(verify(v.hash, data, { key: signer.publicKey, ...v.opts } as never, Buffer.from(sig))).toBe(true);
-      expect(verify(v.hash, Buffer.from("other"), { key: signer.publicKey, ...v.opts } as never, Buffer.from(sig))).toBe(false);
+      expect(sig.length).toBe(expected.size);
+      expect(verifies(signer, scheme, data, sig)).toBe(true);
+      expect(verifies(signer, scheme, Buffer.from("another message"), sig)).toBe(false);
     }
   });
 
-  it("keeps private keys sensitive and non-extractable, and refuses to read their value", async () => {
-    const a = await ks.describeKey("k-ec-p256");
-    expect(a).toEqual({ sensitive: true, extractable: false, neverExtractable: true, alwaysSensitive: true, token: true, valueReadable: false });
+  it("refuses every scheme that does not fit the key type", async () => {
+    for (const [keyType] of CASES) {
+      const signer = (await ks.find(`k-${keyType}`))!;
+      for (const scheme of ALL_SCHEMES.filter((s) => !fits(keyType, s))) {
+        await expect(signer.sign(Buffer.from("x"), scheme)).rejects.toMatchObject({ name: "HallmarkError", code: "hsm_scheme_mismatch" });
+      }
+    }
   });
 
-  it("refuses a scheme that does not fit the key, and a duplicate label", async () => {
-    const ec = await ks.find("k-ec-p256");
-    await expect(ec!.sign(Buffer.from("x"), "rsa-pss-sha256")).rejects.toMatchObject({ code: "hsm_error" });
-    await expect(ks.generate("k-ec-p256", "ec-p256")).rejects.toMatchObject({ code: "hsm_error" });
+  it("signatures over random messages verify, and fail once any bit of message or signature flips", async () => {
+    const ec = (await ks.find("k-ec-p256"))!;
+    const rsa = (await ks.find("k-rsa-2048"))!;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ minLength: 0, maxLength: 512 }),
+        fc.constantFrom<[Signer, SignatureScheme]>([ec, "ecdsa-sha256"], [rsa, "rsa-pss-sha256"], [rsa, "rsa-pkcs1-sha256"]),
+        fc.nat(),
+        async (data, [signer, scheme], flip) => {
+          const sig = await signer.sign(data, scheme);
+          expect(verifies(signer, scheme, data, sig)).toBe(true);
+          const badSig = Buffer.from(sig);
+          badSig[(flip >> 3) % badSig.length]! ^= 1 << (flip & 7);
+          expect(verifies(signer, scheme, data, badSig)).toBe(false);
+          if (data.length > 0) {
+            const badData = Buffer.from(data);
+            badData[(flip >> 3) % badData.length]! ^= 1 << (flip & 7);
+            expect(verifies(signer, scheme, badData, sig)).toBe(false);
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it.each(CASES)("keeps the %s private key sensitive and non-extractable; its value cannot be read", async (keyType) => {
+    expect(await ks.describeKey(`k-${keyType}`)).toEqual({
+      sensitive: true,
+      extractable: false,
+      neverExtractable: true,
+      alwaysSensitive: true,
+      token: true,
+      valueReadable: false,
+    });
+  });
+
+  it("describeKey reads the token, not constants: a key made sensitive=false, extractable=true shows it", async () => {
+    const other = new pkcs11js.PKCS11();
+    other.load(modulePath);
+    expect(() => other.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK })).toThrow(/CKR_CRYPTOKI_ALREADY_INITIALIZED/);
+    const slot = other.C_GetSlotList(true).find((s) => other.C_GetTokenInfo(s).label.trim() === "test")!;
+    const session = other.C_OpenSession(slot, pkcs11js.CKF_RW_SESSION | pkcs11js.CKF_SERIAL_SESSION);
+    const common = [
+      { type: pkcs11js.CKA_TOKEN, value: true },
+      { type: pkcs11js.CKA_LABEL, value: "weak" },
+    ];
+    other.C_GenerateKeyPair(
+      session,
+      { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+      [...common, { type: pkcs11js.CKA_EC_PARAMS, value: Buffer.from("06082a8648ce3d030107", "hex") }],
+      [...common, { type: pkcs11js.CKA_PRIVATE, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: false }, { type: pkcs11js.CKA_EXTRACTABLE, value: true }],
+    );
+    other.C_CloseSession(session);
+    other.close();
+    try {
+      expect(await ks.describeKey("weak")).toMatchObject({ sensitive: false, extractable: true, valueReadable: true });
+    } finally {
+      await ks.destroy("weak");
+    }
+  });
+
+  it("signs an empty message with RSA (SoftHSM2 refuses C_Sign over zero bytes)", async () => {
+    const rsa = (await ks.find("k-rsa-2048"))!;
+    for (const scheme of ["rsa-pkcs1-sha256", "rsa-pss-sha384"] as const) {
+      expect(verifies(rsa, scheme, Buffer.alloc(0), await rsa.sign(new Uint8Array(0), scheme))).toBe(true);
+    }
+  });
+
+  it("refuses a duplicate label and leaves the first key in place", async () => {
+    const before = (await ks.find("k-ec-p256"))!;
+    await expect(ks.generate("k-ec-p256", "ec-p256")).rejects.toMatchObject({ code: "hsm_key_exists" });
+    await expect(ks.generate("k-ec-p256", "rsa-2048")).rejects.toMatchObject({ code: "hsm_key_exists" });
+    const after = (await ks.find("k-ec-p256"))!;
+    expect(after.publicKey.equals(before.publicKey)).toBe(true);
+  });
+
+  it("lets only one of two concurrent generations of one label through, and refuses an unknown key type", async () => {
+    const results = await Promise.allSettled([ks.generate("raced", "ec-p256"), ks.generate("raced", "ec-p384")]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    expect(results.find((r) => r.status === "rejected")).toMatchObject({ reason: { code: "hsm_key_exists" } });
+    await ks.destroy("raced");
+    await expect(ks.generate("odd", "ec-p521" as KeyType)).rejects.toMatchObject({ code: "hsm_key_type_unsupported" });
+    expect(await ks.find("odd")).toBeUndefined();
   });
 
   it("signs 200 times concurrently across the pool, every signature valid", async () => {
     const signer = (await ks.find("k-ec-p256"))!;
     const sigs = await Promise.all(Array.from({ length: 200 }, (_, i) => signer.sign(Buffer.from(`m${i}`), "ecdsa-sha256")));
-    sigs.forEach((s, i) => expect(verify("sha256", Buffer.from(`m${i}`), { key: signer.publicKey, dsaEncoding: "ieee-p1363" }, Buffer.from(s))).toBe(true));
+    sigs.forEach((s, i) => expect(verifies(signer, "ecdsa-sha256", Buffer.from(`m${i}`), s)).toBe(true));
   });
 
-  it("reopens a session the token dropped and still signs", async () => {
+  it("reopens sessions closed behind its back and still signs", async () => {
     const signer = (await ks.find("k-ec-p256"))!;
-    ks.dropIdleSessionForTest();
-    const results = await Promise.all(Array.from({ length: 8 }, () => signer.sign(Buffer.from("after drop"), "ecdsa-sha256")));
-    expect(results).toHaveLength(8);
+    const reopenedBefore = ks.sessionsReopened;
+    const dropped = ks.dropIdleSessionsForTest();
+    expect(dropped).toBe(4);
+    const sigs = await Promise.all(Array.from({ length: 8 }, (_, i) => signer.sign(Buffer.from(`after drop ${i}`), "ecdsa-sha256")));
+    sigs.forEach((s, i) => expect(verifies(signer, "ecdsa-sha256", Buffer.from(`after drop ${i}`), s)).toBe(true));
+    expect(ks.sessionsReopened - reopenedBefore).toBe(dropped);
   });
 
-  it("finds the same key again from another process after a restart", async () => {
+  it("logs in again when the application was logged out behind its back", async () => {
+    const signer = (await ks.find("k-ec-p256"))!;
+    // A second handle on the same, already initialised module: logout is per application.
+    const other = new pkcs11js.PKCS11();
+    other.load(modulePath);
+    expect(() => other.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK })).toThrow(/CKR_CRYPTOKI_ALREADY_INITIALIZED/);
+    const slot = other.C_GetSlotList(true).find((s) => other.C_GetTokenInfo(s).label.trim() === "test")!;
+    const session = other.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+    other.C_Logout(session);
+    other.C_CloseSession(session);
+    other.close();
+    const reopenedBefore = ks.sessionsReopened;
+    const sig = await signer.sign(Buffer.from("after logout"), "ecdsa-sha256");
+    expect(verifies(signer, "ecdsa-sha256", Buffer.from("after logout"), sig)).toBe(true);
+    expect(ks.sessionsReopened).toBeGreaterThan(reopenedBefore);
+  });
+
+  it("signs synchronously when asked, sharing the module with the first store, and closes without disturbing it", async () => {
+    const sync = await openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: PIN, sessions: 2, signing: "sync" });
+    try {
+      const signer = (await sync.find("k-ec-p384"))!;
+      const sig = await signer.sign(Buffer.from("sync"), "ecdsa-sha384");
+      expect(verifies(signer, "ecdsa-sha384", Buffer.from("sync"), sig)).toBe(true);
+    } finally {
+      await sync.close();
+    }
+    // The user is logged in already, so the token would not check this PIN: the store does.
+    await expect(openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: "wrong-while-open" })).rejects.toMatchObject({ code: "hsm_login_failed" });
+    const first = (await ks.find("k-ec-p256"))!;
+    const sig = await first.sign(Buffer.from("still open"), "ecdsa-sha256");
+    expect(verifies(first, "ecdsa-sha256", Buffer.from("still open"), sig)).toBe(true);
+  });
+
+  it("finds the same key again from another process, which signs with it", async () => {
     const signer = (await ks.find("k-ec-p384"))!;
     const script = fileURLToPath(new URL("./find-key-child.mjs", import.meta.url));
-    const out = execFileSync(process.execPath, [script, modulePath, "test", PIN, "k-ec-p384"], { env: { ...process.env }, encoding: "utf8" });
-    expect(out.trim()).toBe(signer.publicKey.export({ type: "spki", format: "der" }).toString("base64"));
+    const out = execFileSync(process.execPath, [script, confPath, modulePath, "test", PIN, "k-ec-p384", "from the child"], { encoding: "utf8" });
+    const child = JSON.parse(out) as { found: boolean; keyType: string; spki: string; sig: string };
+    expect(child.found).toBe(true);
+    expect(child.keyType).toBe("ec-p384");
+    expect(child.spki).toBe(signer.publicKey.export({ type: "spki", format: "der" }).toString("base64"));
+    expect(verifies(signer, "ecdsa-sha384", Buffer.from("from the child"), Buffer.from(child.sig, "base64"))).toBe(true);
     expect(await ks.find("missing")).toBeUndefined();
   });
 
-  it("destroys a key", async () => {
-    await ks.generate("to-destroy", "ec-p256");
+  it("destroys a key: it is gone, and a signer still holding it fails with hsm_key_not_found", async () => {
+    const doomed = await ks.generate("to-destroy", "ec-p256");
     await ks.destroy("to-destroy");
     expect(await ks.find("to-destroy")).toBeUndefined();
+    await expect(doomed.sign(Buffer.from("x"), "ecdsa-sha256")).rejects.toMatchObject({ code: "hsm_key_not_found" });
+    await expect(ks.describeKey("to-destroy")).rejects.toMatchObject({ code: "hsm_key_not_found" });
+  });
+
+  it("finds the same keys after close and reopen in this process", async () => {
+    const before = await Promise.all(CASES.map(([t]) => ks.find(`k-${t}`)));
+    await ks.close();
+    await expect(before[0]!.sign(Buffer.from("x"), "ecdsa-sha256")).rejects.toMatchObject({ code: "hsm_unavailable" });
+    ks = await openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: PIN });
+    for (const [i, [t]] of CASES.entries()) {
+      const again = (await ks.find(`k-${t}`))!;
+      expect(again.keyType).toBe(t);
+      expect(again.publicKey.equals(before[i]!.publicKey)).toBe(true);
+    }
+    const ec = (await ks.find("k-ec-p256"))!;
+    expect(verifies(ec, "ecdsa-sha256", Buffer.from("reopened"), await ec.sign(Buffer.from("reopened"), "ecdsa-sha256"))).toBe(true);
   });
 
   it("reports a wrong PIN, a missing token and a missing module with their codes, never the PIN", async () => {
     await ks.close();
-    const wrong = openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: "not-the-pin" });
-    await expect(wrong).rejects.toMatchObject({ code: "hsm_login_failed" });
-    await expect(wrong).rejects.not.toThrow(/not-the-pin/);
+    const wrong = await openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: "not-the-pin" }).catch((e: unknown) => e);
+    expect(wrong).toMatchObject({ name: "HallmarkError", code: "hsm_login_failed" });
+    expect(JSON.stringify({ message: (wrong as Error).message, internal: (wrong as { internal?: string }).internal })).not.toContain("not-the-pin");
     await expect(openPkcs11KeyStore({ modulePath, tokenLabel: "absent", pin: PIN })).rejects.toMatchObject({ code: "hsm_token_not_found" });
-    await expect(openPkcs11KeyStore({ modulePath: "/nonexistent/libpkcs11.so", tokenLabel: "test", pin: PIN })).rejects.toMatchObject({ code: "hsm_module_not_found" });
+    await expect(openPkcs11KeyStore({ modulePath: "/nonexistent/libpkcs11.so", tokenLabel: "test", pin: PIN })).rejects.toMatchObject({
+      code: "hsm_module_not_found",
+    });
+    // A file that is not a PKCS#11 module.
+    await expect(openPkcs11KeyStore({ modulePath: confPath, tokenLabel: "test", pin: PIN })).rejects.toMatchObject({ code: "hsm_module_not_found" });
     ks = await openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: PIN });
-    expect(await ks.find("k-ec-p256")).toBeDefined();
-  });
-
-  it("initialises a token once and reuses it", async () => {
-    const again = await ensureSoftHsmToken({ dir: dir.path, label: "test", pin: PIN, soPin: "5678-so" });
-    expect(again.modulePath).toBe(modulePath);
     expect(await ks.find("k-ec-p256")).toBeDefined();
   });
 });
