@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import type { AdminService } from "../service/admin.js";
 import type { CaAdministration } from "../service/ports.js";
+import type { EntryRecord } from "../store/types.js";
 import { parseBody } from "./problem.js";
 
 export interface AdminRouteDeps {
@@ -88,17 +89,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
   app.get("/admin/audit/verify", async () => deps.admin.verifyAudit());
 }
 
-function entryJson(e: {
-  id: string;
-  spiffeId: string;
-  parentId: string;
-  selectors: string[];
-  x509SvidTtlSeconds?: number | undefined;
-  jwtSvidTtlSeconds?: number | undefined;
-  dnsNames: string[];
-  admin: boolean;
-  createdAt: Date;
-}) {
+function entryJson(e: EntryRecord) {
   return {
     id: e.id,
     spiffe_id: e.spiffeId,

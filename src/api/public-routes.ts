@@ -3,7 +3,7 @@ import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
 import type { NodeIssuanceService } from "../service/node-issuance.js";
-import type { CaAdministration } from "../service/ports.js";
+import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import { pemChain } from "./pem.js";
 import { parseBody } from "./problem.js";
 import { peerSpiffeId } from "./peer.js";
@@ -34,16 +34,16 @@ const params = z.object({ id: sessionId }).strict();
 export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps): Promise<void> {
   const bundlePem = () => deps.ca.bundlePem();
 
+  const svidBody = async (spiffeId: string, svid: IssuedX509) => ({
+    spiffe_id: spiffeId,
+    svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
+    bundle_pem: await bundlePem(),
+  });
+
   const outcomeBody = async (o: AttestationOutcome) =>
     o.status === "challenge"
       ? { status: "challenge", challenge: o.challenge }
-      : {
-          status: "issued",
-          spiffe_id: o.spiffeId,
-          selectors: o.selectors,
-          svid: { cert_chain_pem: pemChain(o.svid.chain), serial: o.svid.serial, expires_at: o.svid.notAfter.toISOString() },
-          bundle_pem: await bundlePem(),
-        };
+      : { status: "issued", selectors: o.selectors, ...(await svidBody(o.spiffeId, o.svid)) };
 
   app.get("/healthz", async () => ({ status: "ok" }));
   app.get("/readyz", async (_req, reply) => {
@@ -72,22 +72,13 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   app.post("/v1/node/renew", async (req) => {
     const node = await deps.nodes.authenticate(peerSpiffeId(req));
     const body = parseBody(renewBody, req.body);
-    const svid = await deps.nodes.renew(node, body.csr);
-    return {
-      spiffe_id: node.spiffeId,
-      svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
-      bundle_pem: await bundlePem(),
-    };
+    return svidBody(node.spiffeId, await deps.nodes.renew(node, body.csr));
   });
   app.post("/v1/svids/x509", async (req) => {
     const node = await deps.nodes.authenticate(peerSpiffeId(req));
     const body = parseBody(x509Body, req.body);
     const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
-    return {
-      spiffe_id: svid.spiffeId,
-      svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
-      bundle_pem: await bundlePem(),
-    };
+    return svidBody(svid.spiffeId, svid);
   });
   app.post("/v1/svids/jwt", async (req) => {
     const node = await deps.nodes.authenticate(peerSpiffeId(req));
