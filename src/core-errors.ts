@@ -21,6 +21,7 @@ export const CORE_ERRORS = {
   session_attestor_mismatch: { status: 400, title: "The session was opened for another attestor" },
   session_wrong_round: { status: 409, title: "The attestation session is not waiting for this step" },
   invalid_evidence: { status: 400, title: "The evidence is malformed" },
+  cbor_malformed: { status: 400, title: "The CBOR encoding is malformed" },
   evidence_too_large: { status: 413, title: "The evidence is too large" },
   hardware_identity_changed: { status: 403, title: "This node previously attested with different hardware" },
   node_evicted: { status: 403, title: "This node has been evicted" },
@@ -52,6 +53,7 @@ export const CORE_ERRORS = {
   invalid_selector: { status: 400, title: "The selector is invalid" },
   // CA and HSM
   svid_nonconformant: { status: 500, title: "An issued certificate failed the SPIFFE conformance check" },
+  bundle_malformed: { status: 400, title: "The SPIFFE bundle is malformed" },
   ca_not_ready: { status: 503, title: "The certificate authority is not ready" },
   ca_rotation_in_progress: { status: 409, title: "A CA rotation step is already pending" },
   ca_rotation_nothing_prepared: { status: 409, title: "No prepared key to activate" },

@@ -1,23 +1,26 @@
-import { createHash, createPublicKey, randomUUID, X509Certificate } from "node:crypto";
+import { X509Certificate, createHash, randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { HallmarkError } from "../errors.js";
 import type { KeyStore, KeyType, Signer } from "../hsm/signer.js";
-import type { CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
 import type { Clock } from "../service/clock.js";
+import type { CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
-import type { CaKeyKind, CaKeyRecord, CaKeyRepository, SvidRepository } from "../store/types.js";
+import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
 import { type JwtAuthority, bundlePem, jwtJwks, spiffeBundleJwks } from "./bundle.js";
-import { createIntermediateCa, createRootCa, issueLeafSvid } from "./certificates.js";
-import { checkSigningCertConformance, checkX509SvidConformance } from "./conformance.js";
+import { checkSigningCertConformance } from "./conformance.js";
 import { mintJwtSvid } from "./jwt-svid.js";
 import { SCHEMES, jwtSchemeFor } from "./signature-formats.js";
+import { createIntermediateCa, createRootCa } from "./x509-ca.js";
+import { issueX509Svid } from "./x509-svid.js";
 
 export interface UpstreamCa {
-  /** The upstream CA certificate first, then its chain up to and including the root. */
+  /** The upstream CA certificate first, then its chain up to and including the root (DER). */
   chain: Buffer[];
+  /** The upstream CA's key: an HSM key found by label, or a file signer. */
   signer: Signer;
 }
 
+/** Rotation by age: prepare the next key at `prepareAt` of the active key's life, activate it at `activateAt` (fractions, 0..1). */
 export interface RotationSchedule {
   prepareAt: number;
   activateAt: number;
@@ -31,61 +34,89 @@ export interface AuthorityOptions {
   svids: SvidRepository;
   clock: Clock;
   log: Logger;
+  /** `ttlSeconds`: life of each CA certificate. `upstream`: intermediate mode; absent: self-signed root. */
   x509: { keyType: KeyType; ttlSeconds: number; upstream?: UpstreamCa | undefined };
-  jwt: { keyType: KeyType; rsaPadding?: "pkcs1" | "pss" };
+  /** `keyTtlSeconds`: how long a JWT key signs before scheduled rotation (default: the CA TTL). */
+  jwt: { keyType: KeyType; rsaPadding?: "pkcs1" | "pss"; keyTtlSeconds?: number; maxTtlSeconds?: number };
   refreshHintSeconds: number;
   rotation?: RotationSchedule | undefined;
 }
 
-interface LoadedKey {
+export interface LoadedKey {
   record: CaKeyRecord;
   signer: Signer;
 }
 
-const PUBLISHED = new Set(["prepared", "active", "previous"]);
+export interface BundleContents {
+  x509Authorities: Buffer[];
+  jwtAuthorities: JwtAuthority[];
+  sequence: number;
+}
+
+const PUBLISHED: ReadonlySet<CaKeyStatus> = new Set(["prepared", "active", "previous"]);
+const KINDS: readonly CaKeyKind[] = ["x509", "jwt"];
+const DEFAULT_SCHEDULE: RotationSchedule = { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 };
+
+/** The HSM label of a CA key: found again by it after a restart. */
+export const caKeyLabel = (kind: CaKeyKind, id: string): string => `hallmark-${kind}-${id}`;
 
 /**
- * The certificate authority: the X.509 CA key and the JWT-SVID key, both in the HSM, found again
- * by label after a restart; SVID issuance with validation after signing; the bundle; and key
- * rotation (prepare → published; activate → signing, old key kept in the bundle; retire → gone
- * once its last SVID has expired).
+ * The certificate authority: the X.509 CA key and the JWT-SVID key, both in the KeyStore (never
+ * in process memory), found again by label after a restart; SVID issuance, each SVID checked
+ * after signing and recorded; the bundle; and key rotation: prepare (new key published, not
+ * signing) → activate (signing; the old key stays published as "previous") → retire (once the
+ * last SVID it signed has expired, it leaves the bundle and is destroyed in the KeyStore).
+ * Every change of the published keys bumps the bundle sequence.
  */
 export class CertificateAuthority implements SvidIssuer, CaAdministration {
-  private loaded = new Map<string, LoadedKey>();
+  private readonly loaded = new Map<string, LoadedKey>();
   private readonly listeners: Array<() => void> = [];
+  /** Rotation steps run one at a time: two concurrent prepares must not both create a key. */
+  private rotationQueue: Promise<unknown> = Promise.resolve();
 
-  private constructor(private readonly o: AuthorityOptions) {}
+  constructor(private readonly o: AuthorityOptions) {}
 
   static async open(o: AuthorityOptions): Promise<CertificateAuthority> {
     const ca = new CertificateAuthority(o);
-    await ca.load();
-    for (const kind of ["x509", "jwt"] as const) {
-      if (!ca.key(kind, "active")) {
-        await ca.prepare(kind);
-        await ca.activate(kind);
-        o.log.info({ kind }, "created a new signing key in the HSM");
-      }
-    }
+    await ca.init();
     return ca;
   }
 
-  // --- SvidIssuer ---
+  /** Loads the published keys from the repository and the KeyStore; creates and activates missing ones on first start. */
+  async init(): Promise<void> {
+    await this.serialized(async () => {
+      this.loaded.clear();
+      for (const record of await this.o.caKeys.list()) {
+        if (!PUBLISHED.has(record.status)) continue;
+        const signer = await this.o.keyStore.find(record.label);
+        if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
+        if (record.kind === "x509" && !sameKey(signer, record.certificate)) {
+          throw new HallmarkError("hsm_key_not_found", `the key labelled '${record.label}' does not match its CA certificate`);
+        }
+        this.loaded.set(record.id, { record, signer });
+      }
+    });
+    for (const kind of KINDS) {
+      if (this.key(kind, "active")) continue;
+      const now = this.o.clock();
+      if (!this.key(kind, "prepared")) await this.prepare(kind, now);
+      await this.activate(kind, now);
+      this.o.log.info({ kind }, "created a new signing key in the KeyStore");
+    }
+  }
+
+  // --- issuance (SvidIssuer) ---
 
   async issueX509(input: { spki: Buffer; spiffeId: SpiffeId; ttlSeconds: number; dnsNames?: string[]; nodeId?: string; now: Date }): Promise<IssuedX509> {
     const active = this.requireActive("x509");
-    const certificate = active.record.certificate!;
-    const rsaKey = createPublicKey({ key: input.spki, format: "der", type: "spki" }).asymmetricKeyType === "rsa";
-    const leaf = await issueLeafSvid({
-      ca: { signer: active.signer, certificate },
+    const leaf = await issueX509Svid({
+      ca: { signer: active.signer, certificate: active.record.certificate! },
       spki: input.spki,
-      rsaKey,
-      spiffeId: input.spiffeId,
+      spiffeId: this.member(input.spiffeId),
       dnsNames: input.dnsNames,
       ttlSeconds: input.ttlSeconds,
       now: input.now,
     });
-    // Validate after signing: a certificate that breaks a SPIFFE MUST is never handed out.
-    checkX509SvidConformance(leaf.der, { trustDomain: this.o.trustDomain });
     await this.o.svids.record({
       serial: leaf.serialHex,
       spiffeId: input.spiffeId.toString(),
@@ -104,12 +135,14 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       signer: active.signer,
       scheme: this.jwtScheme(active),
       kid: active.record.kid!,
-      spiffeId: input.spiffeId,
+      spiffeId: this.member(input.spiffeId),
       audience: input.audience,
       ttlSeconds: input.ttlSeconds,
       now: input.now,
+      maxTtlSeconds: this.o.jwt.maxTtlSeconds,
     });
     await this.o.svids.record({
+      // JWT-SVIDs have no serial; a random one keys the record (the repository's primary key).
       serial: `jwt-${randomUUID()}`,
       spiffeId: input.spiffeId.toString(),
       kind: "jwt",
@@ -123,35 +156,35 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   /** Trust anchors: our CA certificates (root mode) or the upstream root (intermediate mode). */
   async x509Authorities(): Promise<Buffer[]> {
-    if (this.o.x509.upstream) {
-      const root = this.o.x509.upstream.chain[this.o.x509.upstream.chain.length - 1];
+    const upstream = this.o.x509.upstream;
+    if (upstream) {
+      const root = upstream.chain[upstream.chain.length - 1];
       return root ? [root] : [];
     }
     return this.published("x509").map((k) => k.record.certificate!);
   }
 
-  // --- CaAdministration ---
+  // --- the bundle (CaAdministration) ---
+
+  /** Everything relying parties need: prepared, active and previous keys, and the sequence. */
+  async bundle(): Promise<BundleContents> {
+    return { x509Authorities: await this.x509Authorities(), jwtAuthorities: this.jwtAuthorities(), sequence: await this.o.caKeys.bundleSequence() };
+  }
 
   async bundlePem(): Promise<string> {
     return bundlePem(await this.x509Authorities());
   }
 
   async spiffeBundle(): Promise<Record<string, unknown>> {
-    return spiffeBundleJwks({
-      x509Authorities: await this.x509Authorities(),
-      jwtAuthorities: this.jwtAuthorities(),
-      sequence: await this.o.caKeys.bundleSequence(),
-      refreshHintSeconds: this.o.refreshHintSeconds,
-      publicKeyOf: (der) => new X509Certificate(der).publicKey,
-    });
+    return spiffeBundleJwks({ ...(await this.bundle()), refreshHintSeconds: this.o.refreshHintSeconds });
   }
 
   async jwtJwks(): Promise<Record<string, unknown>> {
     return jwtJwks(this.jwtAuthorities());
   }
 
-  async keys() {
-    return [...this.loaded.values()].map((k) => ({
+  async keys(): Promise<Array<{ id: string; kind: string; status: string; notAfter?: string | undefined; kid?: string | undefined }>> {
+    return [...this.loaded.values()].sort(byAge).map((k) => ({
       id: k.record.id,
       kind: k.record.kind,
       status: k.record.status,
@@ -160,6 +193,17 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     }));
   }
 
+  /** The signing key and certificate of a kind, for benches and diagnostics (the key stays in the KeyStore). */
+  activeKey(kind: CaKeyKind): LoadedKey {
+    return this.requireActive(kind);
+  }
+
+  onBundleChange(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  // --- rotation ---
+
   async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[] }> {
     switch (step) {
       case "prepare":
@@ -167,57 +211,78 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       case "activate":
         return { changed: [await this.activate(kind)] };
       case "retire":
-        return { changed: await this.retireExpired(kind) };
+        return { changed: await this.retireExpired(this.o.clock(), kind) };
       default:
-        return { changed: await this.rotateIfDue(kind) };
+        return { changed: await this.rotateIfDue(this.o.clock(), this.o.rotation, kind) };
     }
   }
 
-  onBundleChange(listener: () => void): void {
-    this.listeners.push(listener);
-  }
-
-  /** Runs `auto` rotation for both kinds every checkInterval, when a schedule is configured. */
+  /** Runs `rotateIfDue` every checkInterval, when a schedule is configured. Returns the stop function. */
   startScheduledRotation(): () => void {
     const schedule = this.o.rotation;
     if (!schedule) return () => undefined;
     const timer = setInterval(() => {
-      void (async () => {
-        for (const kind of ["x509", "jwt"] as const) {
-          try {
-            const changed = await this.rotateIfDue(kind);
-            if (changed.length) this.o.log.info({ kind, changed }, "scheduled rotation");
-          } catch (e) {
-            this.o.log.error({ err: e, kind }, "scheduled rotation failed");
-          }
-        }
-      })();
+      this.rotateIfDue(this.o.clock(), schedule).then(
+        (changed) => {
+          if (changed.length) this.o.log.info({ changed }, "scheduled rotation");
+        },
+        (e: unknown) => this.o.log.error({ err: e }, "scheduled rotation failed"),
+      );
     }, schedule.checkIntervalSeconds * 1000);
     timer.unref();
     return () => clearInterval(timer);
   }
 
-  // --- rotation steps ---
+  /** Creates the next key of `kind` in the KeyStore (and, for X.509, its CA certificate) and publishes it. */
+  async prepare(kind: CaKeyKind, now: Date = this.o.clock()): Promise<string> {
+    return this.serialized(() => this.prepareNow(kind, now));
+  }
 
-  async prepare(kind: CaKeyKind): Promise<string> {
+  /** The prepared key starts signing; the active one becomes "previous" and stays in the bundle. */
+  async activate(kind: CaKeyKind, now: Date = this.o.clock()): Promise<string> {
+    return this.serialized(() => this.activateNow(kind, now));
+  }
+
+  /** Previous keys whose last SVID has expired at `now` leave the bundle and are destroyed in the KeyStore. */
+  async retireExpired(now: Date = this.o.clock(), kind?: CaKeyKind): Promise<string[]> {
+    return this.serialized(() => this.retireNow(now, kind));
+  }
+
+  /** Whatever the schedule calls for at `now`: retire expired previous keys, prepare at prepareAt, activate at activateAt. */
+  async rotateIfDue(now: Date = this.o.clock(), schedule: RotationSchedule = this.o.rotation ?? DEFAULT_SCHEDULE, kind?: CaKeyKind): Promise<string[]> {
+    return this.serialized(async () => {
+      const changed = await this.retireNow(now, kind);
+      for (const k of kind ? [kind] : KINDS) {
+        const active = this.requireActive(k);
+        const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
+        const end = active.record.notAfter?.getTime() ?? start;
+        const elapsed = end > start ? (now.getTime() - start) / (end - start) : 1;
+        if (elapsed >= schedule.prepareAt && !this.key(k, "prepared")) changed.push(await this.prepareNow(k, now));
+        if (elapsed >= schedule.activateAt && this.key(k, "prepared")) changed.push(await this.activateNow(k, now));
+      }
+      return changed;
+    });
+  }
+
+  async close(): Promise<void> {
+    this.listeners.length = 0;
+    await this.rotationQueue.catch(() => undefined);
+  }
+
+  // --- internals ---
+
+  /** The rotation steps themselves, called only inside `serialized`. */
+  private async prepareNow(kind: CaKeyKind, now: Date): Promise<string> {
     if (this.key(kind, "prepared")) throw new HallmarkError("ca_rotation_in_progress", `a ${kind} key is already prepared; activate it first`);
-    const now = this.o.clock();
     const id = randomUUID();
-    const label = `hallmark-${kind}-${id}`;
+    const label = caKeyLabel(kind, id);
     const keyType = kind === "x509" ? this.o.x509.keyType : this.o.jwt.keyType;
     const signer = await this.o.keyStore.generate(label, keyType);
     const record: CaKeyRecord = { id, kind, label, keyType, status: "prepared", createdAt: now };
-    if (kind === "x509") {
-      const upstream = this.o.x509.upstream;
-      record.certificate = upstream
-        ? await createIntermediateCa({ signer, upstream: { signer: upstream.signer, certificate: upstream.chain[0]! }, trustDomain: this.o.trustDomain, keyId: id.slice(0, 8), ttlSeconds: this.o.x509.ttlSeconds, now })
-        : await createRootCa({ signer, trustDomain: this.o.trustDomain, keyId: id.slice(0, 8), ttlSeconds: this.o.x509.ttlSeconds, now });
-      checkSigningCertConformance(record.certificate, { trustDomain: this.o.trustDomain });
-      record.notAfter = new Date(new X509Certificate(record.certificate).validTo);
-      record.upstreamChain = upstream?.chain;
-    } else {
+    if (kind === "x509") Object.assign(record, await this.newCaCertificate(signer, now));
+    else {
       record.kid = createHash("sha256").update(signer.publicKey.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 32);
-      record.notAfter = new Date(now.getTime() + this.o.x509.ttlSeconds * 1000);
+      record.notAfter = new Date(now.getTime() + (this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds) * 1000);
     }
     await this.o.caKeys.insert(record);
     this.loaded.set(id, { record, signer });
@@ -225,10 +290,9 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return `prepared ${kind} key ${id}`;
   }
 
-  async activate(kind: CaKeyKind): Promise<string> {
+  private async activateNow(kind: CaKeyKind, now: Date): Promise<string> {
     const next = this.key(kind, "prepared");
     if (!next) throw new HallmarkError("ca_rotation_nothing_prepared", `no prepared ${kind} key to activate; prepare one first`);
-    const now = this.o.clock();
     const current = this.key(kind, "active");
     if (current) await this.setStatus(current, "previous", now);
     await this.setStatus(next, "active", now);
@@ -236,51 +300,42 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return `activated ${kind} key ${next.record.id}`;
   }
 
-  /** Previous keys whose last SVID has expired leave the bundle and are destroyed in the HSM. */
-  async retireExpired(kind: CaKeyKind): Promise<string[]> {
-    const now = this.o.clock();
+  private async retireNow(now: Date, kind?: CaKeyKind): Promise<string[]> {
     const changed: string[] = [];
-    for (const k of [...this.loaded.values()].filter((k) => k.record.kind === kind && k.record.status === "previous")) {
+    for (const k of [...this.loaded.values()].filter((k) => k.record.status === "previous" && (!kind || k.record.kind === kind))) {
       const last = await this.o.svids.latestExpiry(k.record.id);
       if (last && last.getTime() > now.getTime()) continue;
       await this.setStatus(k, "retired", now);
-      await this.o.keyStore.destroy(k.record.label);
       this.loaded.delete(k.record.id);
-      changed.push(`retired ${kind} key ${k.record.id}`);
+      await this.o.keyStore.destroy(k.record.label);
+      changed.push(`retired ${k.record.kind} key ${k.record.id}`);
     }
     if (changed.length) await this.bundleChanged();
     return changed;
   }
 
-  /** The next step the schedule calls for, if any: retire, prepare at prepareAt, activate at activateAt. */
-  async rotateIfDue(kind: CaKeyKind): Promise<string[]> {
-    const changed = await this.retireExpired(kind);
-    const schedule = this.o.rotation ?? { prepareAt: 0.5, activateAt: 0.75 };
-    const active = this.requireActive(kind);
-    const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
-    const end = active.record.notAfter?.getTime() ?? start;
-    const elapsed = end > start ? (this.o.clock().getTime() - start) / (end - start) : 1;
-    if (elapsed >= schedule.prepareAt && !this.key(kind, "prepared")) changed.push(await this.prepare(kind));
-    if (elapsed >= schedule.activateAt && this.key(kind, "prepared")) changed.push(await this.activate(kind));
-    return changed;
+  private async newCaCertificate(signer: Signer, now: Date): Promise<Pick<CaKeyRecord, "certificate" | "notAfter" | "upstreamChain">> {
+    const { trustDomain, x509 } = this.o;
+    const upstream = x509.upstream;
+    const certificate = upstream
+      ? await createIntermediateCa({ signer, upstream: { signer: upstream.signer, certificate: upstream.chain[0]! }, trustDomain, ttlSeconds: x509.ttlSeconds, now })
+      : await createRootCa({ signer, trustDomain, ttlSeconds: x509.ttlSeconds, now });
+    checkSigningCertConformance(certificate, { trustDomain, issuerCertificate: upstream ? upstream.chain[0] : certificate });
+    return { certificate, notAfter: new Date(new X509Certificate(certificate).validTo), upstreamChain: upstream?.chain };
   }
 
-  async close(): Promise<void> {
-    this.listeners.length = 0;
+  private serialized<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.rotationQueue.then(step, step);
+    this.rotationQueue = run.catch(() => undefined);
+    return run;
   }
 
-  // --- internals ---
-
-  private async load(): Promise<void> {
-    for (const record of await this.o.caKeys.list()) {
-      if (!PUBLISHED.has(record.status)) continue;
-      const signer = await this.o.keyStore.find(record.label);
-      if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the HSM token`);
-      this.loaded.set(record.id, { record, signer });
-    }
+  private member(id: SpiffeId): SpiffeId {
+    if (!id.memberOf(this.o.trustDomain)) throw new HallmarkError("spiffe_id_outside_trust_domain", `${id} is not a workload or node ID of ${this.o.trustDomain.name}`);
+    return id;
   }
 
-  private key(kind: CaKeyKind, status: CaKeyRecord["status"]): LoadedKey | undefined {
+  private key(kind: CaKeyKind, status: CaKeyStatus): LoadedKey | undefined {
     return [...this.loaded.values()].find((k) => k.record.kind === kind && k.record.status === status);
   }
 
@@ -290,8 +345,9 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return k;
   }
 
+  /** Oldest first: the bundle reads the same before and after a restart. */
   private published(kind: CaKeyKind): LoadedKey[] {
-    return [...this.loaded.values()].filter((k) => k.record.kind === kind && PUBLISHED.has(k.record.status));
+    return [...this.loaded.values()].filter((k) => k.record.kind === kind && PUBLISHED.has(k.record.status)).sort(byAge);
   }
 
   private jwtAuthorities(): JwtAuthority[] {
@@ -302,20 +358,41 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return jwtSchemeFor(k.signer.keyType, this.o.jwt.rsaPadding);
   }
 
-  /** Intermediate mode: our CA certificate, then the upstream chain without its root. */
+  /** What follows the leaf: in intermediate mode our CA certificate, then the upstream chain without its root. */
   private intermediates(record: CaKeyRecord): Buffer[] {
     if (!record.upstreamChain) return [];
     return [record.certificate!, ...record.upstreamChain.slice(0, -1)];
   }
 
-  private async setStatus(k: LoadedKey, status: CaKeyRecord["status"], at: Date): Promise<void> {
+  private async setStatus(k: LoadedKey, status: CaKeyStatus, at: Date): Promise<void> {
     await this.o.caKeys.setStatus(k.record.id, status, at);
     k.record.status = status;
     if (status === "active") k.record.activatedAt = at;
+    if (status === "retired") k.record.retiredAt = at;
   }
 
   private async bundleChanged(): Promise<void> {
     await this.o.caKeys.bumpBundleSequence();
     for (const l of this.listeners) l();
+  }
+}
+
+/** Within one creation instant, a previous key is older than the active one, which is older than a prepared one. */
+const LIFECYCLE: Record<CaKeyStatus, number> = { retired: 0, previous: 1, active: 2, prepared: 3 };
+
+function byAge(a: LoadedKey, b: LoadedKey): number {
+  return (
+    a.record.createdAt.getTime() - b.record.createdAt.getTime() ||
+    LIFECYCLE[a.record.status] - LIFECYCLE[b.record.status] ||
+    (a.record.id < b.record.id ? -1 : a.record.id > b.record.id ? 1 : 0)
+  );
+}
+
+function sameKey(signer: Signer, certificate: Buffer | undefined): boolean {
+  if (!certificate) return false;
+  try {
+    return new X509Certificate(certificate).publicKey.equals(signer.publicKey);
+  } catch {
+    return false;
   }
 }

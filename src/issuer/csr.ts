@@ -1,96 +1,114 @@
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
-import { type KeyObject, constants, createPublicKey, verify } from "node:crypto";
-import { pemBlocks } from "../api/pem.js";
+import { type KeyObject, constants, verify } from "node:crypto";
 import { HallmarkError } from "../errors.js";
-import { oid, readTlv } from "./der.js";
+import { KEY_USAGE_BIT, TAG, children, decodeBasicConstraints, decodeGeneralNames, decodeKeyUsage, oidString, readExtensions, whole } from "./der-reader.js";
+import { ACCEPTED_KEYS, isAcceptedKey, publicKeyOf, readSpki } from "./spki.js";
 
 export interface ParsedCsr {
+  /** The SubjectPublicKeyInfo DER, exactly as in the request. */
   spki: Buffer;
   publicKey: KeyObject;
   keyType: "ec-p256" | "ec-p384" | "rsa";
   uriSans: string[];
   dnsSans: string[];
+  /** Whether the CSR asked for a CA certificate (only ever true with `allowCaRequest`). */
+  requestsCa: boolean;
+}
+
+export interface ParseCsrOptions {
+  /** Largest DER accepted (the PEM text may be 4/3 of this plus line breaks). */
+  maxBytes?: number;
+  /** Report a CA request in `requestsCa` instead of refusing it with csr_requests_ca. */
+  allowCaRequest?: boolean;
 }
 
 export const MAX_CSR_BYTES = 8 * 1024;
 
-/** CSR signature algorithms accepted: OID DER → how node:crypto verifies it. */
-const SIGNATURE_ALGORITHMS: Array<{ oid: Buffer; hash: string; pss?: boolean }> = [
-  { oid: oid("1.2.840.10045.4.3.2"), hash: "sha256" },
-  { oid: oid("1.2.840.10045.4.3.3"), hash: "sha384" },
-  { oid: oid("1.2.840.10045.4.3.4"), hash: "sha512" },
-  { oid: oid("1.2.840.113549.1.1.11"), hash: "sha256" },
-  { oid: oid("1.2.840.113549.1.1.12"), hash: "sha384" },
-  { oid: oid("1.2.840.113549.1.1.13"), hash: "sha512" },
-];
+/** CSR signature algorithms accepted, by the DER of their AlgorithmIdentifier. */
+const SIGNATURE_ALGORITHMS = new Map<string, { hash: string; rsa: boolean }>([
+  ["300a06082a8648ce3d040302", { hash: "sha256", rsa: false }],
+  ["300a06082a8648ce3d040303", { hash: "sha384", rsa: false }],
+  ["300a06082a8648ce3d040304", { hash: "sha512", rsa: false }],
+  ["300d06092a864886f70d01010b0500", { hash: "sha256", rsa: true }],
+  ["300d06092a864886f70d01010c0500", { hash: "sha384", rsa: true }],
+  ["300d06092a864886f70d01010d0500", { hash: "sha512", rsa: true }],
+]);
+
+const EXTENSION_REQUEST = "1.2.840.113549.1.9.14";
+const OID = { basicConstraints: "2.5.29.19", keyUsage: "2.5.29.15", subjectAltName: "2.5.29.17" } as const;
+
+const PEM_CSR = /^\s*-----BEGIN (NEW )?CERTIFICATE REQUEST-----\r?\n([A-Za-z0-9+/=\s]+)-----END \1CERTIFICATE REQUEST-----\s*$/;
 
 const malformed = (why: string) => new HallmarkError("csr_malformed", `the CSR cannot be parsed: ${why}`);
 
 /**
- * Parses a PKCS#10 CSR (PEM or DER) from an untrusted caller and checks what issuance relies on:
- * proof of possession (its signature, verified over the exact bytes received), an accepted key
- * (EC P-256/P-384, RSA 2048-4096), and that it does not ask to be a CA.
+ * Parses a PKCS#10 CSR (RFC 2986; PEM or DER) from an untrusted caller and checks what issuance
+ * relies on: proof of possession (its signature, verified over the exact bytes received), an
+ * accepted key (EC P-256/P-384, RSA 2048-4096), and that it does not ask to be a CA. Read by a
+ * DER walk (a few microseconds; a schema parse and OpenSSL's DER key decoder cost a hundred
+ * times more on a path every workload takes).
  */
-export function parseCsr(input: string | Uint8Array, maxBytes = MAX_CSR_BYTES): ParsedCsr {
-  const der = toDer(input, maxBytes);
-  const outer = readTlv(der, 0);
-  if (!outer || outer.tag !== 0x30 || outer.end !== der.length) throw malformed("not a DER SEQUENCE, or trailing bytes");
-  const info = readTlv(der, outer.start);
-  const alg = info && readTlv(der, info.end);
-  const sig = alg && readTlv(der, alg.end);
-  if (!info || info.tag !== 0x30 || !alg || alg.tag !== 0x30 || !sig || sig.tag !== 0x03 || sig.end !== outer.end) {
-    throw malformed("unexpected structure");
+export function parseCsr(input: string | Uint8Array, opts: ParseCsrOptions = {}): ParsedCsr {
+  const der = toDer(input, opts.maxBytes ?? MAX_CSR_BYTES);
+  const outer = whole(der, TAG.sequence);
+  const [info, algorithm, signature, ...rest] = (outer && children(der, outer)) ?? [];
+  if (info?.tag !== TAG.sequence || algorithm?.tag !== TAG.sequence || signature?.tag !== TAG.bitString || rest.length) {
+    throw malformed("not a DER CertificationRequest, or trailing bytes");
   }
-  let req: x509.Pkcs10CertificateRequest;
-  try {
-    req = new x509.Pkcs10CertificateRequest(der);
-  } catch {
-    throw malformed("invalid PKCS#10 structure");
-  }
+  const [version, subject, spkiTlv, attributes, ...more] = children(der, info) ?? [];
+  if (version?.tag !== TAG.integer || version.end - version.start !== 1 || der[version.start] !== 0) throw malformed("unsupported version");
+  if (subject?.tag !== TAG.sequence || spkiTlv?.tag !== TAG.sequence || attributes?.tag !== 0xa0 || more.length) throw malformed("unexpected structure");
 
-  const spki = Buffer.from(req.publicKey.rawData);
+  const spki = Buffer.from(der.subarray(spkiTlv.headerStart, spkiTlv.end));
+  const keyInfo = readSpki(spki);
+  if (!keyInfo) throw malformed("malformed public key");
+  if (!isAcceptedKey(keyInfo)) throw new HallmarkError("csr_key_unsupported", `accepted keys are ${ACCEPTED_KEYS}`);
   let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey({ key: spki, format: "der", type: "spki" });
+    publicKey = publicKeyOf(keyInfo);
   } catch {
-    throw new HallmarkError("csr_key_unsupported", "the CSR's public key is not a supported key");
+    throw new HallmarkError("csr_key_unsupported", "the CSR's public key is not a valid key");
   }
-  const keyType = acceptedKeyType(publicKey);
 
-  const algOid = readTlv(der, alg.start);
-  const algorithm = algOid && SIGNATURE_ALGORITHMS.find((a) => a.oid.equals(der.subarray(algOid.headerStart, algOid.end)));
-  if (!algorithm) throw new HallmarkError("csr_signature_invalid", "the CSR's signature algorithm is not accepted");
-  const signature = der.subarray(sig.start + 1, sig.end);
-  const signed = der.subarray(info.headerStart, info.end);
+  const scheme = SIGNATURE_ALGORITHMS.get(Buffer.from(der.subarray(algorithm.headerStart, algorithm.end)).toString("hex"));
+  if (!scheme) throw new HallmarkError("csr_signature_invalid", "the CSR's signature algorithm is not accepted");
+  if (signature.end - signature.start < 2 || der[signature.start] !== 0) throw malformed("malformed signature");
   const ok = (() => {
     try {
-      return verify(algorithm.hash, signed, keyType === "rsa" ? { key: publicKey, padding: constants.RSA_PKCS1_PADDING } : publicKey, signature);
+      const key = scheme.rsa ? { key: publicKey, padding: constants.RSA_PKCS1_PADDING } : { key: publicKey, dsaEncoding: "der" as const };
+      return scheme.rsa === (keyInfo.kind === "rsa") && verify(scheme.hash, der.subarray(info.headerStart, info.end), key, der.subarray(signature.start + 1, signature.end));
     } catch {
       return false;
     }
   })();
   if (!ok) throw new HallmarkError("csr_signature_invalid", "the CSR's signature does not verify (no proof of possession)");
 
-  let uriSans: string[] = [];
-  let dnsSans: string[] = [];
-  try {
-    const bcRaw = req.getExtension("2.5.29.19");
-    const kuRaw = req.getExtension("2.5.29.15");
-    const sanRaw = req.getExtension("2.5.29.17");
-    const bc = bcRaw && new x509.BasicConstraintsExtension(bcRaw.rawData);
-    const ku = kuRaw && new x509.KeyUsagesExtension(kuRaw.rawData);
-    if (bc?.ca || (ku && ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign))) {
-      throw new HallmarkError("csr_requests_ca", "the CSR asks for a CA certificate");
-    }
-    const names = sanRaw ? new x509.SubjectAlternativeNameExtension(sanRaw.rawData).names.items : [];
-    uriSans = names.filter((n) => n.type === "url").map((n) => n.value);
-    dnsSans = names.filter((n) => n.type === "dns").map((n) => n.value);
-  } catch (e) {
-    if (e instanceof HallmarkError) throw e;
-    throw malformed("invalid extension request");
+  const requested = requestedExtensions(der, children(der, attributes));
+  const bc = requested.get(OID.basicConstraints);
+  const ku = requested.get(OID.keyUsage);
+  const san = requested.get(OID.subjectAltName);
+  const cA = bc && decodeBasicConstraints(bc.value);
+  const usage = ku && decodeKeyUsage(ku.value);
+  const names = san && decodeGeneralNames(san.value);
+  if ((bc && !cA) || (ku && usage === undefined) || (san && !names)) throw malformed("invalid extension request");
+  const requestsCa = Boolean(cA?.cA || (usage ?? 0) & (KEY_USAGE_BIT.keyCertSign | KEY_USAGE_BIT.cRLSign));
+  if (requestsCa && !opts.allowCaRequest) throw new HallmarkError("csr_requests_ca", "the CSR asks for a CA certificate");
+  const keyType = keyInfo.kind === "rsa" ? "rsa" : keyInfo.curve === "P-256" ? "ec-p256" : "ec-p384";
+  return { spki, publicKey, keyType, uriSans: names?.uris ?? [], dnsSans: names?.dnsNames ?? [], requestsCa };
+}
+
+/** Attributes ::= SET OF SEQUENCE { type OID, values SET OF ANY }: the Extensions of an extensionRequest (RFC 2985 §5.4.2). */
+function requestedExtensions(der: Uint8Array, attributes: ReturnType<typeof children>) {
+  if (!attributes) throw malformed("invalid attributes");
+  for (const attribute of attributes) {
+    const [type, values, ...rest] = (attribute.tag === TAG.sequence && children(der, attribute)) || [];
+    if (!type || values?.tag !== TAG.set || rest.length) throw malformed("invalid attribute");
+    if (oidString(der, type) !== EXTENSION_REQUEST) continue;
+    const [extensions, ...others] = children(der, values) ?? [];
+    const map = extensions && !others.length ? readExtensions(der, extensions) : undefined;
+    if (!map || map === "duplicate") throw malformed("invalid extension request");
+    return map;
   }
-  return { spki, publicKey, keyType, uriSans, dnsSans };
+  return new Map<string, { critical: boolean; value: Uint8Array }>();
 }
 
 function toDer(input: string | Uint8Array, maxBytes: number): Buffer {
@@ -99,16 +117,11 @@ function toDer(input: string | Uint8Array, maxBytes: number): Buffer {
     return Buffer.from(input);
   }
   if (input.length > maxBytes * 2) throw malformed(`larger than ${maxBytes} bytes`);
-  const blocks = [...pemBlocks(input, "CERTIFICATE REQUEST"), ...pemBlocks(input, "NEW CERTIFICATE REQUEST")];
-  if (blocks.length !== 1 || !blocks[0] || blocks[0].length === 0) throw malformed("expected exactly one PEM 'CERTIFICATE REQUEST' block");
-  if (blocks[0].length > maxBytes) throw malformed(`larger than ${maxBytes} bytes`);
-  return blocks[0];
-}
-
-function acceptedKeyType(key: KeyObject): ParsedCsr["keyType"] {
-  const d = key.asymmetricKeyDetails ?? {};
-  if (key.asymmetricKeyType === "ec" && d.namedCurve === "prime256v1") return "ec-p256";
-  if (key.asymmetricKeyType === "ec" && d.namedCurve === "secp384r1") return "ec-p384";
-  if (key.asymmetricKeyType === "rsa" && (d.modulusLength ?? 0) >= 2048 && (d.modulusLength ?? 0) <= 4096) return "rsa";
-  throw new HallmarkError("csr_key_unsupported", "accepted keys are EC P-256, EC P-384 and RSA 2048-4096");
+  // Exactly one block and nothing around it but whitespace; canonical base64 only.
+  const m = PEM_CSR.exec(input);
+  const body = m?.[2]?.replace(/\s+/g, "") ?? "";
+  const der = Buffer.from(body, "base64");
+  if (!m || der.length === 0 || der.toString("base64") !== body) throw malformed("expected exactly one PEM 'CERTIFICATE REQUEST' block");
+  if (der.length > maxBytes) throw malformed(`larger than ${maxBytes} bytes`);
+  return der;
 }

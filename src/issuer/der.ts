@@ -1,8 +1,10 @@
 /**
- * A minimal DER encoder for the certificates Hallmark signs. Building the TBSCertificate
- * ourselves keeps every byte we sign under our control and lets the HSM signer plug in
- * directly; parsing (CSRs, conformance checks) uses independent libraries.
+ * The few DER pieces that the ASN.1 schema library does not give us byte-exact control over:
+ * the outer Certificate SEQUENCE (so the signed TBS bytes are embedded untouched), ECDSA
+ * signature values, RSASSA-PSS parameters, and a bounds-checked TLV reader for untrusted input.
  */
+import { HallmarkError } from "../errors.js";
+
 export type Der = Buffer;
 
 function length(n: number): Buffer {
@@ -16,35 +18,33 @@ export function tlv(tag: number, content: Uint8Array): Der {
   return Buffer.concat([Buffer.from([tag]), length(content.length), content]);
 }
 
-export const sequence = (...items: Der[]): Der => tlv(0x30, Buffer.concat(items));
-export const set = (...items: Der[]): Der => tlv(0x31, Buffer.concat(items));
-export const octetString = (b: Uint8Array): Der => tlv(0x04, b);
-export const bitString = (b: Uint8Array, unusedBits = 0): Der => tlv(0x03, Buffer.concat([Buffer.from([unusedBits]), b]));
-export const boolean = (v: boolean): Der => tlv(0x01, Buffer.from([v ? 0xff : 0x00]));
-export const utf8String = (s: string): Der => tlv(0x0c, Buffer.from(s, "utf8"));
+export const sequence = (...items: Uint8Array[]): Der => tlv(0x30, Buffer.concat(items));
+export const bitString = (b: Uint8Array): Der => tlv(0x03, Buffer.concat([Buffer.from([0]), b]));
 export const nullValue = (): Der => Buffer.from([0x05, 0x00]);
 /** [n] EXPLICIT */
 export const explicit = (n: number, inner: Der): Der => tlv(0xa0 | n, inner);
-/** [n] IMPLICIT primitive (e.g. GeneralName uniformResourceIdentifier [6], dNSName [2], keyIdentifier [0]). */
-export const implicitPrimitive = (n: number, content: Uint8Array): Der => tlv(0x80 | n, content);
 
-/** A non-negative INTEGER from big-endian magnitude bytes (a leading 0x00 is added when needed). */
-export function unsignedInteger(magnitude: Uint8Array): Der {
+/** Big-endian magnitude bytes → the content octets of a positive, minimally encoded INTEGER. */
+export function positiveIntegerBytes(magnitude: Uint8Array): Buffer {
   let start = 0;
   while (start < magnitude.length - 1 && magnitude[start] === 0) start++;
-  let body = Buffer.from(magnitude.subarray(start));
-  if ((body[0] ?? 0) & 0x80) body = Buffer.concat([Buffer.from([0]), body]);
-  return tlv(0x02, body);
+  const body = Buffer.from(magnitude.subarray(start));
+  return (body[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), body]) : body;
 }
 
+export const unsignedInteger = (magnitude: Uint8Array): Der => tlv(0x02, positiveIntegerBytes(magnitude));
 export function smallInteger(n: number): Der {
   const bytes: number[] = [];
-  let v = n;
-  do {
-    bytes.unshift(v & 0xff);
-    v = Math.floor(v / 256);
-  } while (v > 0);
+  for (let v = n; bytes.length === 0 || v > 0; v = Math.floor(v / 256)) bytes.unshift(v & 0xff);
   return unsignedInteger(Buffer.from(bytes));
+}
+
+/** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; whole seconds, Zulu. */
+export function time(d: Date): Der {
+  const year = d.getUTCFullYear();
+  if (!(year >= 1950 && year <= 9999)) throw new HallmarkError("ttl_invalid", "a certificate time must fall in the years 1950 to 9999");
+  const digits = d.toISOString().slice(0, 19).replace(/[-T:]/g, "");
+  return year < 2050 ? tlv(0x17, Buffer.from(`${digits.slice(2)}Z`, "ascii")) : tlv(0x18, Buffer.from(`${digits}Z`, "ascii"));
 }
 
 export function oid(dotted: string): Der {
@@ -59,43 +59,6 @@ export function oid(dotted: string): Der {
   return tlv(0x06, Buffer.from(bytes));
 }
 
-/** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050. Seconds precision, Zulu. */
-export function time(d: Date): Der {
-  const iso = d.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ
-  const digits = iso.slice(0, 19).replace(/[-T:]/g, "");
-  const year = d.getUTCFullYear();
-  if (year >= 1950 && year < 2050) return tlv(0x17, Buffer.from(`${digits.slice(2)}Z`, "ascii"));
-  return tlv(0x18, Buffer.from(`${digits}Z`, "ascii"));
-}
-
-/** A Name of RDNs, each one attribute (OID, UTF8String value). */
-export function name(attributes: ReadonlyArray<[string, string]>): Der {
-  return sequence(...attributes.map(([type, value]) => set(sequence(oid(type), utf8String(value)))));
-}
-
-export const OID = {
-  organization: "2.5.4.10",
-  commonName: "2.5.4.3",
-  countryName: "2.5.4.6",
-  serialNumber: "2.5.4.5",
-  basicConstraints: "2.5.29.19",
-  keyUsage: "2.5.29.15",
-  extKeyUsage: "2.5.29.37",
-  subjectAltName: "2.5.29.17",
-  subjectKeyIdentifier: "2.5.29.14",
-  authorityKeyIdentifier: "2.5.29.35",
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-  clientAuth: "1.3.6.1.5.5.7.3.2",
-  ecdsaWithSha256: "1.2.840.10045.4.3.2",
-  ecdsaWithSha384: "1.2.840.10045.4.3.3",
-  sha256WithRsa: "1.2.840.113549.1.1.11",
-  sha384WithRsa: "1.2.840.113549.1.1.12",
-  rsassaPss: "1.2.840.113549.1.1.10",
-  sha256: "2.16.840.1.101.3.4.2.1",
-  sha384: "2.16.840.1.101.3.4.2.2",
-  mgf1: "1.2.840.113549.1.1.8",
-} as const;
-
 export interface Tlv {
   tag: number;
   /** Offset of the tag byte. */
@@ -106,10 +69,14 @@ export interface Tlv {
   end: number;
 }
 
-/** Reads one DER TLV at `at`, checking its length against the buffer; undefined when malformed. */
+/**
+ * Reads one DER TLV at `at`, checking its length against the buffer; undefined when malformed.
+ * Only single-byte tags and definite lengths: DER has nothing else in the structures we read.
+ */
 export function readTlv(b: Uint8Array, at: number): Tlv | undefined {
   if (at + 2 > b.length) return undefined;
   const tag = b[at] ?? 0;
+  if ((tag & 0x1f) === 0x1f) return undefined;
   const first = b[at + 1] ?? 0;
   let start = at + 2;
   let len = first;
@@ -118,6 +85,8 @@ export function readTlv(b: Uint8Array, at: number): Tlv | undefined {
     if (n === 0 || n > 4 || start + n > b.length) return undefined;
     len = 0;
     for (let i = 0; i < n; i++) len = len * 256 + (b[start + i] ?? 0);
+    // DER: the long form only when needed, without leading zero octets.
+    if (len < 0x80 || b[start] === 0) return undefined;
     start += n;
   }
   const end = start + len;

@@ -1,28 +1,61 @@
-import type { Signer, SignatureScheme } from "../hsm/signer.js";
+import { HallmarkError } from "../errors.js";
+import type { SignatureScheme, Signer } from "../hsm/signer.js";
 import type { SpiffeId } from "../spiffe/id.js";
-import { SCHEMES } from "./signature-formats.js";
+import { SCHEMES, jwtSchemeFor } from "./signature-formats.js";
+import { requireTtl } from "./validity.js";
+
+export const MAX_AUDIENCES = 16;
+export const MAX_AUDIENCE_LENGTH = 512;
+/** The default ceiling on a JWT-SVID's life (JWT-SVID §3 asks for short-lived tokens; bearer tokens leak). */
+export const DEFAULT_MAX_JWT_TTL_SECONDS = 86400;
+
+const printable = (s: string): boolean => [...s].every((c) => c.charCodeAt(0) >= 0x20 && c.charCodeAt(0) !== 0x7f);
+
+/** Audiences: 1..16 non-empty printable strings of at most 512 characters, no duplicates. */
+export function validateAudience(audience: unknown): string[] {
+  const ok =
+    Array.isArray(audience) &&
+    audience.length > 0 &&
+    audience.length <= MAX_AUDIENCES &&
+    new Set(audience).size === audience.length &&
+    audience.every((a) => typeof a === "string" && a.length > 0 && a.length <= MAX_AUDIENCE_LENGTH && printable(a));
+  if (!ok) {
+    throw new HallmarkError(
+      "invalid_audience",
+      `the audience must be 1 to ${MAX_AUDIENCES} distinct non-empty strings of at most ${MAX_AUDIENCE_LENGTH} printable characters`,
+    );
+  }
+  return audience as string[];
+}
 
 /**
- * A JWT-SVID (spiffe/spiffe standards/JWT-SVID.md): a JWS compact serialisation with `alg` and
- * `kid` in the header (§2.1, §2.2; `typ` JWT is allowed) and `sub`, `aud`, `exp` in the claims
- * (§3; `iat` added). Assembled here around the Signer, since JOSE libraries sign only with keys
- * they hold in memory; ECDSA signers return r||s, which is exactly the JWS form.
+ * A JWT-SVID (spiffe/spiffe standards/JWT-SVID.md): JWS compact serialisation with `alg` and `kid`
+ * in the header (§2; `typ` JWT is allowed) and `sub`, `aud`, `exp` in the claims (§3; `iat`
+ * added). Assembled here around the Signer, since JOSE libraries sign only with keys they hold
+ * in memory; ECDSA signers return r||s, which is exactly the JWS form (RFC 7518 §3.4).
  */
 export async function mintJwtSvid(o: {
   signer: Signer;
-  scheme: SignatureScheme;
   kid: string;
   spiffeId: SpiffeId;
   audience: string[];
   ttlSeconds: number;
   now: Date;
+  /** Default: ES256/ES384 for EC keys, RS256 for RSA keys. */
+  scheme?: SignatureScheme;
+  maxTtlSeconds?: number;
 }): Promise<{ token: string; expiresAt: Date }> {
+  const audience = validateAudience(o.audience);
+  requireTtl(o.ttlSeconds, o.maxTtlSeconds ?? DEFAULT_MAX_JWT_TTL_SECONDS);
+  if (o.spiffeId.path === "") throw new HallmarkError("invalid_spiffe_id", "a JWT-SVID subject needs a path");
+  if (o.kid.length === 0) throw new HallmarkError("ca_not_ready", "the JWT key has no kid");
+  const scheme = o.scheme ?? jwtSchemeFor(o.signer.keyType);
   const iat = Math.floor(o.now.getTime() / 1000);
   const exp = iat + o.ttlSeconds;
-  const header = { alg: SCHEMES[o.scheme].jwsAlg, kid: o.kid, typ: "JWT" };
-  const claims = { sub: o.spiffeId.toString(), aud: o.audience.length === 1 ? o.audience[0] : o.audience, exp, iat };
+  const header = { alg: SCHEMES[scheme].jwsAlg, kid: o.kid, typ: "JWT" };
+  const claims = { sub: o.spiffeId.toString(), aud: audience.length === 1 ? audience[0] : audience, exp, iat };
   const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
-  const signature = await o.signer.sign(Buffer.from(signingInput, "ascii"), o.scheme);
+  const signature = await o.signer.sign(Buffer.from(signingInput, "ascii"), scheme);
   return { token: `${signingInput}.${Buffer.from(signature).toString("base64url")}`, expiresAt: new Date(exp * 1000) };
 }
 

@@ -8,9 +8,10 @@ import { openPkcs11KeyStore, type Pkcs11KeyStore } from "../../src/hsm/pkcs11-ke
 import type { KeyType } from "../../src/hsm/signer.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
 import { CertificateAuthority, type AuthorityOptions } from "../../src/issuer/authority.js";
-import { createRootCa } from "../../src/issuer/certificates.js";
+import { createRootCa } from "../../src/issuer/x509-ca.js";
 import { checkSigningCertConformance, checkX509SvidConformance } from "../../src/issuer/conformance.js";
 import { createSoftwareSigner } from "../../src/issuer/file-signer.js";
+import { parseSpiffeBundle } from "../../src/issuer/bundle.js";
 import { createLogger } from "../../src/log.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
@@ -156,12 +157,141 @@ describe("certificate authority on SoftHSM2", () => {
     const store = await newStore("intermediate");
     const upstreamKey = generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey;
     const upstreamSigner = createSoftwareSigner(upstreamKey, "upstream");
-    const upstreamRoot = await createRootCa({ signer: upstreamSigner, trustDomain: TrustDomain.parse("upstream.example"), keyId: "root", ttlSeconds: 365 * 86400, now });
+    const upstreamRoot = await createRootCa({ signer: upstreamSigner, trustDomain: TrustDomain.parse("upstream.example"), ttlSeconds: 365 * 86400, now });
     const ca = await CertificateAuthority.open(options(store, { x509: { keyType: "ec-p256", ttlSeconds: 86400, upstream: { chain: [upstreamRoot], signer: upstreamSigner } } }));
     expect(await ca.x509Authorities()).toEqual([upstreamRoot]);
     const svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now });
     expect(svid.chain).toHaveLength(2);
     checkSigningCertConformance(svid.chain[1]!, { trustDomain: td });
     expect(await opensslVerify([upstreamRoot], svid.chain)).toContain(": OK");
+  });
+});
+
+describe("certificate authority: bundle, rotation and restart in detail", () => {
+  /** Each test its own clock, so the shared `now` of the tests above is left alone. */
+  function localClock(start = "2032-01-01T00:00:00Z") {
+    const c = { t: new Date(start) };
+    return { c, clock: () => c.t };
+  }
+
+  it("records every SVID it issues against the signing key, and names keys hallmark-<kind>-<id>", async () => {
+    const store = await newStore("records");
+    const { c, clock: ck } = localClock();
+    const ca = await CertificateAuthority.open(options(store, { clock: ck }));
+    const svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 600, nodeId: "spiffe://example.org/node/1", now: c.t });
+    const active = ca.activeKey("x509");
+    expect(await store.svids.get(svid.serial)).toMatchObject({ spiffeId: "spiffe://example.org/w", kind: "x509", caKeyId: active.record.id, notAfter: svid.notAfter });
+    await ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 60, now: c.t });
+    expect(await store.svids.countByKind()).toEqual({ x509: 1, jwt: 1 });
+    expect(await store.svids.latestExpiry(ca.activeKey("jwt").record.id)).toEqual(new Date(c.t.getTime() + 60_000));
+    for (const k of await store.caKeys.list()) expect(k.label).toBe(`hallmark-${k.kind}-${k.id}`);
+    await expect(ca.issueX509({ spki: leafKey(), spiffeId: TrustDomain.parse("other.org").id("/w"), ttlSeconds: 60, now: c.t })).rejects.toMatchObject({
+      code: "spiffe_id_outside_trust_domain",
+    });
+  });
+
+  it("publishes prepared, active and previous keys of both kinds, bumping the sequence on each change", async () => {
+    const store = await newStore("bundle");
+    const { c, clock: ck } = localClock();
+    const ca = await CertificateAuthority.open(options(store, { clock: ck }));
+    const seq = async () => (await ca.bundle()).sequence;
+    const s0 = await seq();
+    const oldJwt = await ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 300, now: c.t });
+    await ca.prepare("x509", c.t);
+    await ca.prepare("jwt", c.t);
+    expect(await seq()).toBe(s0 + 2);
+    const parsed = parseSpiffeBundle(JSON.stringify(await ca.spiffeBundle()));
+    expect(parsed.x509Authorities).toHaveLength(2);
+    expect(parsed.jwtAuthorities).toHaveLength(2);
+    expect(parsed.sequence).toBe(s0 + 2);
+    expect(parsed.refreshHintSeconds).toBe(300);
+
+    await ca.activate("jwt", c.t);
+    expect(await seq()).toBe(s0 + 3);
+    const newJwt = await ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 300, now: c.t });
+    const jwks = createLocalJWKSet((await ca.jwtJwks()) as never);
+    const kidOf = async (t: string) => (await jwtVerify(t, jwks, { currentDate: c.t })).protectedHeader.kid;
+    expect(await kidOf(oldJwt.token)).not.toBe(await kidOf(newJwt.token)); // both verify, under different keys
+
+    // The old JWT key retires once its last token has expired, and its tokens stop verifying.
+    expect(await ca.retireExpired(c.t, "jwt")).toEqual([]);
+    c.t = new Date(c.t.getTime() + 301_000);
+    expect(await ca.retireExpired(c.t, "jwt")).toHaveLength(1);
+    expect(await seq()).toBe(s0 + 4);
+    const after = createLocalJWKSet((await ca.jwtJwks()) as never);
+    await expect(jwtVerify(oldJwt.token, after, { currentDate: new Date(c.t.getTime() - 10_000) })).rejects.toMatchObject({ code: "ERR_JWKS_NO_MATCHING_KEY" });
+    expect((await ca.bundle()).jwtAuthorities).toHaveLength(1);
+  });
+
+  it("comes back after a restart mid-rotation with the same keys in the same states", async () => {
+    const store = await newStore("restart-rotation");
+    const { c, clock: ck } = localClock();
+    const first = await CertificateAuthority.open(options(store, { clock: ck }));
+    await first.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 600, now: c.t });
+    await first.prepare("x509", c.t);
+    await first.activate("x509", c.t);
+    await first.prepare("x509", c.t);
+    const keysBefore = await first.keys();
+    const bundleBefore = await first.spiffeBundle();
+    await first.close();
+
+    const second = await CertificateAuthority.open(options(store, { clock: ck }));
+    expect(new Set((await second.keys()).map((k) => `${k.id}:${k.status}`))).toEqual(new Set(keysBefore.map((k) => `${k.id}:${k.status}`)));
+    expect(await second.spiffeBundle()).toEqual(bundleBefore);
+    expect(second.activeKey("x509").record.certificate).toEqual(first.activeKey("x509").record.certificate);
+    // The restarted CA signs with the very same HSM key.
+    const svid = await second.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 600, now: c.t });
+    expect(new X509Certificate(svid.chain[0]!).verify(new X509Certificate(first.activeKey("x509").record.certificate!).publicKey)).toBe(true);
+  });
+
+  it("refuses to start when a recorded key is missing from the HSM", async () => {
+    const store = await newStore("missing");
+    const { clock: ck } = localClock();
+    const ca = await CertificateAuthority.open(options(store, { clock: ck }));
+    await keyStore.destroy(ca.activeKey("x509").record.label);
+    await expect(CertificateAuthority.open(options(store, { clock: ck }))).rejects.toMatchObject({ code: "hsm_key_not_found" });
+  });
+
+  it("runs rotation steps one at a time: of two concurrent prepares, one wins", async () => {
+    const store = await newStore("concurrent");
+    const { clock: ck } = localClock();
+    const ca = await CertificateAuthority.open(options(store, { clock: ck }));
+    const results = await Promise.allSettled([ca.prepare("x509"), ca.prepare("x509")]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    expect(results.find((r) => r.status === "rejected")).toMatchObject({ reason: { code: "ca_rotation_in_progress" } });
+    expect((await store.caKeys.list("x509")).filter((k) => k.status === "prepared")).toHaveLength(1);
+  });
+
+  it("rotates both kinds on schedule through rotateIfDue(now, schedule), then retires the old keys", async () => {
+    const store = await newStore("schedule-both");
+    const { c, clock: ck } = localClock();
+    const ca = await CertificateAuthority.open(options(store, { clock: ck, x509: { keyType: "ec-p256", ttlSeconds: 1000 } }));
+    const schedule = { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 };
+    const oldX509 = ca.activeKey("x509").record.id;
+    const svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 100, now: c.t });
+    c.t = new Date(c.t.getTime() + 800_000);
+    const changed = await ca.rotateIfDue(c.t, schedule);
+    expect(changed.filter((s) => s.startsWith("prepared"))).toHaveLength(2);
+    expect(changed.filter((s) => s.startsWith("activated"))).toHaveLength(2);
+    expect(ca.activeKey("x509").record.id).not.toBe(oldX509);
+    // The old SVID (100 s) has long expired: the next check retires both previous keys.
+    const next = await ca.rotateIfDue(c.t, schedule);
+    expect(next.filter((s) => s.startsWith("retired"))).toHaveLength(2);
+    expect(await ca.x509Authorities()).toHaveLength(1);
+    expect(svid.chain).toHaveLength(1);
+  });
+
+  it("uses an upstream CA key held in the HSM under its label", async () => {
+    const store = await newStore("hsm-upstream");
+    const { c, clock: ck } = localClock();
+    const upstreamSigner = await keyStore.generate("corp-root-ca", "ec-p384");
+    const upstreamRoot = await createRootCa({ signer: upstreamSigner, trustDomain: TrustDomain.parse("corp.example"), ttlSeconds: 365 * 86400, now: c.t });
+    const found = await keyStore.find("corp-root-ca");
+    const ca = await CertificateAuthority.open(options(store, { clock: ck, x509: { keyType: "ec-p256", ttlSeconds: 86400, upstream: { chain: [upstreamRoot], signer: found! } } }));
+    const svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 600, now: c.t });
+    expect(svid.chain).toHaveLength(2);
+    now = c.t; // opensslVerify checks at the shared clock
+    expect(await opensslVerify([upstreamRoot], svid.chain)).toContain(": OK");
+    expect(await ca.bundlePem()).toBe(pemChain([upstreamRoot]));
   });
 });
