@@ -14,6 +14,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ["test/**"],
+    rules: { "no-console": ["error", { allow: ["error", "warn"] }] },
+  },
+  {
     files: ["bin/**/*.js", "eslint.config.js", "test/**/*.mjs"],
     languageOptions: { globals: globals.node },
   },
