@@ -5,6 +5,7 @@ import { configError } from "../config/errors.js";
 import { HallmarkError } from "../errors.js";
 import type { TrustDomain } from "../spiffe/id.js";
 import type { Store } from "../store/types.js";
+import { type NitroAttestorConfig, createNitroAttestor, nitroAttestorConfigSchema } from "./aws-nitro/attestor.js";
 import { JoinTokenAttestor } from "./join-token/attestor.js";
 import type { Attestor } from "./types.js";
 
@@ -21,7 +22,9 @@ interface AttestorPlugin {
 }
 
 /** Every attestor Hallmark ships, configured under `attestors.<type>` in the server config. */
-const PLUGINS: AttestorPlugin[] = [];
+const PLUGINS: AttestorPlugin[] = [
+  { type: "aws_nitro", schema: nitroAttestorConfigSchema, create: (c) => createNitroAttestor(c as NitroAttestorConfig) },
+];
 
 /**
  * The enabled attestors: join_token unless disabled, and each one configured under

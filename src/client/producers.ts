@@ -1,4 +1,5 @@
 import type { EvidenceProducer } from "../attestors/types.js";
+import { createNitroEvidenceProducer } from "../attestors/aws-nitro/producer.js";
 import { joinTokenProducer } from "./attest.js";
 
 /** Options of `hallmark attest` that choose and configure an evidence producer. */
@@ -17,6 +18,7 @@ const PRODUCERS: Record<string, (o: ProducerOptions) => Promise<EvidenceProducer
     if (!o.joinToken) throw new Error("--join-token is required for the join_token attestor");
     return joinTokenProducer(o.joinToken);
   },
+  aws_nitro: async (o) => createNitroEvidenceProducer({ documentFile: o.evidenceFile, evidenceCmd: o.evidenceCmd }),
 };
 
 export const PRODUCER_TYPES = (): string[] => Object.keys(PRODUCERS);
