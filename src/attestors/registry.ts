@@ -6,6 +6,7 @@ import { HallmarkError } from "../errors.js";
 import type { TrustDomain } from "../spiffe/id.js";
 import type { Store } from "../store/types.js";
 import { type NitroAttestorConfig, createNitroAttestor, nitroAttestorConfigSchema } from "./aws-nitro/attestor.js";
+import { type SnpAttestorConfig, createSnpAttestor, snpAttestorConfigSchema } from "./amd-sev-snp/attestor.js";
 import { JoinTokenAttestor } from "./join-token/attestor.js";
 import type { Attestor } from "./types.js";
 
@@ -24,6 +25,7 @@ interface AttestorPlugin {
 /** Every attestor Hallmark ships, configured under `attestors.<type>` in the server config. */
 const PLUGINS: AttestorPlugin[] = [
   { type: "aws_nitro", schema: nitroAttestorConfigSchema, create: (c) => createNitroAttestor(c as NitroAttestorConfig) },
+  { type: "amd_sev_snp", schema: snpAttestorConfigSchema, create: (c) => createSnpAttestor(c as SnpAttestorConfig) },
 ];
 
 /**

@@ -1,4 +1,5 @@
 import type { EvidenceProducer } from "../attestors/types.js";
+import { createSnpEvidenceProducer } from "../attestors/amd-sev-snp/producer.js";
 import { createNitroEvidenceProducer } from "../attestors/aws-nitro/producer.js";
 import { joinTokenProducer } from "./attest.js";
 
@@ -19,6 +20,7 @@ const PRODUCERS: Record<string, (o: ProducerOptions) => Promise<EvidenceProducer
     return joinTokenProducer(o.joinToken);
   },
   aws_nitro: async (o) => createNitroEvidenceProducer({ documentFile: o.evidenceFile, evidenceCmd: o.evidenceCmd }),
+  amd_sev_snp: async (o) => createSnpEvidenceProducer({ reportFile: o.evidenceFile, evidenceCmd: o.evidenceCmd, vcekFile: o.vcekFile }),
 };
 
 export const PRODUCER_TYPES = (): string[] => Object.keys(PRODUCERS);
