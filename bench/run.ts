@@ -7,6 +7,7 @@ import "reflect-metadata";
 const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   hsm: () => import("./hsm-raw.js"),
   issuance: () => import("./issuance.js"),
+  attestors: () => import("./attestors.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
