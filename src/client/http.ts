@@ -16,6 +16,8 @@ export interface ServerTls {
   /** Client SVID for mutual TLS. */
   certPem?: string | undefined;
   keyPem?: string | undefined;
+  /** Connections kept open to the server (default 64). */
+  maxSockets?: number | undefined;
 }
 
 export interface ApiResponse {
@@ -35,7 +37,7 @@ export class ApiClient {
     if (baseUrl.protocol !== "https:") throw new HallmarkError("invalid_request", "the server URL must be https://");
     this.agent = new Agent({
       keepAlive: true,
-      maxSockets: 64,
+      maxSockets: tls.maxSockets ?? 64,
       ca: tls.trustBundlePem,
       rejectUnauthorized: tls.trustBundlePem !== undefined,
       cert: tls.certPem,
