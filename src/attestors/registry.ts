@@ -8,6 +8,7 @@ import type { Store } from "../store/types.js";
 import { type NitroAttestorConfig, createNitroAttestor, nitroAttestorConfigSchema } from "./aws-nitro/attestor.js";
 import { type SnpAttestorConfig, createSnpAttestor, snpAttestorConfigSchema } from "./amd-sev-snp/attestor.js";
 import { JoinTokenAttestor } from "./join-token/attestor.js";
+import { type TpmAttestorConfig, createTpmAttestor, tpmAttestorConfigSchema } from "./tpm/attestor.js";
 import type { Attestor } from "./types.js";
 
 export interface AttestorDeps {
@@ -26,6 +27,7 @@ interface AttestorPlugin {
 const PLUGINS: AttestorPlugin[] = [
   { type: "aws_nitro", schema: nitroAttestorConfigSchema, create: (c) => createNitroAttestor(c as NitroAttestorConfig) },
   { type: "amd_sev_snp", schema: snpAttestorConfigSchema, create: (c) => createSnpAttestor(c as SnpAttestorConfig) },
+  { type: "tpm", schema: tpmAttestorConfigSchema, create: (c) => createTpmAttestor(c as TpmAttestorConfig) },
 ];
 
 /**

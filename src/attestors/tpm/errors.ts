@@ -2,6 +2,19 @@ import { errorFactory, type ErrorTable } from "../../errors.js";
 
 /** Codes of the TPM node attestor. */
 export const TPM_ATTESTOR_ERRORS = {
+  tpm_ek_untrusted: { status: 403, title: "The EK certificate does not chain to a configured manufacturer root" },
+  tpm_ek_missing_certificate: { status: 403, title: "The EK has no certificate and is not in the allow-list" },
+  tpm_ek_mismatch: { status: 403, title: "The EK certificate's key is not the EK public key" },
+  tpm_ak_not_restricted: { status: 403, title: "The AK is not a restricted signing key" },
+  tpm_ak_attributes: { status: 403, title: "The AK lacks fixedTPM, fixedParent or sensitiveDataOrigin" },
+  tpm_quote_wrong_type: { status: 400, title: "The attestation is not a quote" },
+  tpm_quote_signature_invalid: { status: 403, title: "The quote signature does not verify with the AK" },
+  tpm_quote_nonce_mismatch: { status: 403, title: "The quote's extraData does not commit to the nonce and key" },
+  tpm_pcr_digest_mismatch: { status: 403, title: "The quote's PCR digest is not the digest of the reported PCR values" },
+  tpm_pcr_values_malformed: { status: 400, title: "The reported PCR values do not match the quote's selection" },
+  tpm_pcr_missing: { status: 403, title: "A PCR required by policy is not quoted" },
+  tpm_pcr_policy_violation: { status: 403, title: "A PCR does not match policy" },
+  tpm_activation_failed: { status: 403, title: "Credential activation was answered wrongly" },
 } as const satisfies ErrorTable;
 
 export const tpmAttestorError = errorFactory(TPM_ATTESTOR_ERRORS);
