@@ -1,0 +1,123 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { TPM_ALG } from "../../src/tpm/constants.js";
+import { kdfa, kdfe } from "../../src/tpm/kdf.js";
+import {
+  type TpmtPublic,
+  decodeTpm2bPublic,
+  decodeTpmsAttest,
+  decodeTpmtSignature,
+  encodeTpm2bPublic,
+  encodeTpmtSignature,
+} from "../../src/tpm/structures.js";
+import { haveSharedFixtures, sharedFixture, warnIfNoSharedFixtures } from "../helpers/fixtures.js";
+
+const HASH: Record<number, string> = { 4: "sha1", 11: "sha256", 12: "sha384", 13: "sha512" };
+
+describe("KDFa and KDFe known answers (go-tpm test vectors)", () => {
+  warnIfNoSharedFixtures("KDF known-answer vectors");
+  it.skipIf(!haveSharedFixtures)("KDFa matches every vector", () => {
+    const vectors = JSON.parse(sharedFixture("tpm/go-tpm-testvectors-kdfa.json").toString()) as Array<Record<string, string | number>>;
+    expect(vectors.length).toBeGreaterThan(5);
+    for (const v of vectors) {
+      const got = kdfa(HASH[v.HashAlg as number]!, Buffer.from(String(v.Key), "hex"), String(v.Label), Buffer.from(String(v.ContextU), "hex"), Buffer.from(String(v.ContextV), "hex"), Number(v.Bits));
+      expect(got.toString("hex"), String(v.Name)).toBe(String(v.Result));
+    }
+  });
+  it.skipIf(!haveSharedFixtures)("KDFe matches every vector", () => {
+    const vectors = JSON.parse(sharedFixture("tpm/go-tpm-testvectors-kdfe.json").toString()) as Array<Record<string, string | number>>;
+    for (const v of vectors) {
+      const got = kdfe(HASH[v.HashAlg as number]!, Buffer.from(String(v.Z), "hex"), String(v.Label), Buffer.from(String(v.ContextU), "hex"), Buffer.from(String(v.ContextV), "hex"), Number(v.Bits));
+      expect(got.toString("hex"), String(v.Name)).toBe(String(v.Result));
+    }
+  });
+});
+
+const eccPublic = fc.record({
+  nameAlg: fc.constantFrom(TPM_ALG.SHA256, TPM_ALG.SHA384),
+  objectAttributes: fc.integer({ min: 0, max: 0xffffffff }),
+  authPolicy: fc.uint8Array({ maxLength: 48 }),
+  x: fc.uint8Array({ minLength: 32, maxLength: 32 }),
+  y: fc.uint8Array({ minLength: 32, maxLength: 32 }),
+}).map((r): TpmtPublic => ({
+  type: TPM_ALG.ECC,
+  nameAlg: r.nameAlg,
+  objectAttributes: r.objectAttributes,
+  authPolicy: Buffer.from(r.authPolicy),
+  symmetric: { algorithm: TPM_ALG.NULL },
+  scheme: { scheme: TPM_ALG.ECDSA, hashAlg: TPM_ALG.SHA256 },
+  curveId: 3,
+  kdf: { scheme: TPM_ALG.NULL },
+  x: Buffer.from(r.x),
+  y: Buffer.from(r.y),
+  raw: Buffer.alloc(0),
+}));
+
+describe("TPM structures", () => {
+  it("round-trips TPM2B_PUBLIC and keeps the exact bytes", () => {
+    fc.assert(
+      fc.property(eccPublic, (p) => {
+        const bytes = encodeTpm2bPublic(p);
+        const back = decodeTpm2bPublic(bytes);
+        expect(encodeTpm2bPublic(back)).toEqual(bytes);
+        expect(back.raw).toEqual(bytes.subarray(2));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("round-trips TPMT_SIGNATURE", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 1, maxLength: 48 }), fc.uint8Array({ minLength: 1, maxLength: 48 }), (r, s) => {
+        const bytes = encodeTpmtSignature({ sigAlg: TPM_ALG.ECDSA, hashAlg: TPM_ALG.SHA256, ecc: { r: Buffer.from(r), s: Buffer.from(s) } });
+        expect(encodeTpmtSignature(decodeTpmtSignature(bytes))).toEqual(bytes);
+      }),
+    );
+  });
+
+  it("only ever raises its own typed errors on random bytes", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        for (const decode of [decodeTpm2bPublic, decodeTpmsAttest, decodeTpmtSignature]) {
+          try {
+            decode(Buffer.from(bytes));
+          } catch (e) {
+            expect((e as { name?: string }).name).toBe("HallmarkError");
+            expect((e as { code: string }).code).toMatch(/^tpm_/);
+          }
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("refuses trailing bytes, a short size and unknown tags", () => {
+    const p = encodeTpm2bPublic(fc.sample(eccPublic, 1)[0]!);
+    expect(() => decodeTpm2bPublic(Buffer.concat([p, Buffer.from([0])]))).toThrowError(expect.objectContaining({ code: "tpm_trailing_bytes" }));
+    expect(() => decodeTpm2bPublic(p.subarray(0, p.length - 1))).toThrowError(expect.objectContaining({ code: "tpm_truncated" }));
+    const keyedHash = Buffer.from(p);
+    keyedHash.writeUInt16BE(TPM_ALG.KEYEDHASH, 2);
+    expect(() => decodeTpm2bPublic(keyedHash)).toThrowError(expect.objectContaining({ code: "tpm_unknown_tag" }));
+    expect(() => decodeTpmsAttest(Buffer.from("ff544347801800", "hex"))).toThrowError(expect.objectContaining({ code: "tpm_truncated" }));
+    expect(() => decodeTpmsAttest(Buffer.alloc(64))).toThrowError(expect.objectContaining({ code: "tpm_quote_bad_magic" }));
+  });
+
+  it.skipIf(!haveSharedFixtures)("parses a real GCP vTPM quote and AK (go-attestation test data), and refuses every truncation", () => {
+    const gcp = JSON.parse(sharedFixture("tpm/go-attestation-windows_gcp_shielded_vm.json").toString()) as Record<string, unknown>;
+    const find = (o: unknown, key: string): string | undefined => {
+      if (!o || typeof o !== "object") return undefined;
+      for (const [k, v] of Object.entries(o)) {
+        if (k.toLowerCase() === key && typeof v === "string") return v;
+        const inner = find(v, key);
+        if (inner) return inner;
+      }
+      return undefined;
+    };
+    const quoteB64 = find(gcp, "quote");
+    expect(quoteB64, "the fixture has a quote").toBeTruthy();
+    const quote = Buffer.from(quoteB64!, "base64");
+    const attest = decodeTpmsAttest(quote);
+    expect(attest.quote?.pcrSelect[0]?.pcrs.length).toBe(24);
+    for (let n = 0; n < quote.length; n++) expect(() => decodeTpmsAttest(quote.subarray(0, n))).toThrowError(expect.objectContaining({ name: "HallmarkError" }));
+  });
+});
