@@ -8,6 +8,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   hsm: () => import("./hsm-raw.js"),
   issuance: () => import("./issuance.js"),
   attestors: () => import("./attestors.js"),
+  tpm: () => import("./tpm.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);

@@ -117,3 +117,38 @@ describe("TPM attestation with tpm2-tools on swtpm (the README's worked example)
     expect(await outcome(tampered)).toBe("tpm_ak_not_restricted");
   });
 });
+
+describe("TPM evidence bytes under attack", () => {
+  it("refuses every single-byte corruption of a real quote and its signature, never crashing", async () => {
+    const { createTpmAttestor } = await import("../../../src/attestors/tpm/attestor.js");
+    const { TrustDomain } = await import("../../../src/spiffe/id.js");
+    const attestor = createTpmAttestor({ ekRootsDir: roots.path, trustedEkHashes: [], pcrPolicy: {}, idTemplate: "/t/{ek_pubhash}" });
+    const nonce = Buffer.alloc(32, 3);
+    const spki = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004" + "11".repeat(64), "hex");
+    const evidence = await tpm2ToolsNode(tpmA, { pcrs: "sha256:1,7" }).evidence({ nonce, spki });
+    const ctx = { trustDomain: TrustDomain.parse("example.org"), sessionId: "s", nonce, boundKeySpki: spki, now: new Date() };
+    expect((await attestor.attest(evidence, ctx)).kind).toBe("challenge");
+    const codes = new Set<string>();
+    for (const field of ["quote", "quote_signature"] as const) {
+      const raw = Buffer.from(String(evidence[field]), "base64");
+      for (let i = 0; i < raw.length; i++) {
+        const bad = Buffer.from(raw);
+        bad.writeUInt8(bad.readUInt8(i) ^ 0x5a, i);
+        try {
+          await attestor.attest({ ...evidence, [field]: bad.toString("base64") }, ctx);
+          codes.add("accepted");
+        } catch (e) {
+          expect((e as { name?: string }).name).toBe("HallmarkError");
+          codes.add((e as { code: string }).code);
+        }
+      }
+      for (let n = 0; n < raw.length; n += 3) {
+        await expect(attestor.attest({ ...evidence, [field]: raw.subarray(0, n).toString("base64") || "AA==" }, ctx)).rejects.toMatchObject({ name: "HallmarkError" });
+      }
+      await expect(attestor.attest({ ...evidence, [field]: Buffer.concat([raw, Buffer.alloc(1)]).toString("base64") }, ctx)).rejects.toMatchObject({ name: "HallmarkError" });
+    }
+    expect(codes.has("accepted")).toBe(false);
+    expect(codes.has("tpm_quote_signature_invalid")).toBe(true);
+    expect(codes.has("tpm_quote_bad_magic")).toBe(true);
+  });
+});
