@@ -1,6 +1,7 @@
 import type { EvidenceProducer } from "../attestors/types.js";
 import { createSnpEvidenceProducer } from "../attestors/amd-sev-snp/producer.js";
 import { createNitroEvidenceProducer } from "../attestors/aws-nitro/producer.js";
+import { createTpmEvidenceProducer } from "../attestors/tpm/producer.js";
 import { joinTokenProducer } from "./attest.js";
 
 /** Options of `hallmark attest` that choose and configure an evidence producer. */
@@ -20,6 +21,10 @@ const PRODUCERS: Record<string, (o: ProducerOptions) => Promise<EvidenceProducer
     return joinTokenProducer(o.joinToken);
   },
   aws_nitro: async (o) => createNitroEvidenceProducer({ documentFile: o.evidenceFile, evidenceCmd: o.evidenceCmd }),
+  tpm: async (o) => {
+    if (!o.tpm) throw new Error("--tpm is required for the tpm attestor (swtpm:host=H,port=P or /dev/tpmrm0)");
+    return createTpmEvidenceProducer({ tpm: o.tpm });
+  },
   amd_sev_snp: async (o) => createSnpEvidenceProducer({ reportFile: o.evidenceFile, evidenceCmd: o.evidenceCmd, vcekFile: o.vcekFile }),
 };
 
