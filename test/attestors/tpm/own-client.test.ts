@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
 import { createTpmEvidenceProducer } from "../../../src/attestors/tpm/producer.js";
@@ -17,7 +17,7 @@ const work = tempDir("tpm-client");
 beforeAll(async () => {
   tpm = await startSwtpm();
   writeFileSync(join(work.path, "root.pem"), tpm.rootCertPem + tpm.issuerCertPem);
-  server = await startTestServer({ overrides: { attestors: { tpm: { ekRoots: [join(work.path, "root.pem")], pcrPolicy: { sha256: { "7": "00".repeat(32) } } } } } });
+  server = await startTestServer({ overrides: { attestors: { tpm: { ekRoots: [join(work.path, "root.pem")], pcrPolicy: { sha256: { "7": "00".repeat(32) } }, idTemplate: "/hallmark/agent/tpm/node-1" } } } });
   writeFileSync(join(work.path, "bundle.pem"), (expectOk(await adminRequest(server.adminSocket, "GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem);
 }, 60_000);
 afterAll(async () => {
@@ -33,15 +33,24 @@ describe("TPM attestation with Hallmark's own TPM client (swtpm TCP transport)",
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     const summary = JSON.parse(r.stdout) as { spiffe_id: string; selectors: string[] };
-    expect(summary.spiffe_id).toMatch(/\/hallmark\/agent\/tpm\/[0-9a-f]{64}$/);
+    expect(summary.spiffe_id).toBe("spiffe://example.org/hallmark/agent/tpm/node-1");
     expect(summary.selectors).toContain(`tpm:pcr:sha256:7:${"00".repeat(32)}`);
     const v = await run("openssl", ["verify", "-CAfile", join(out, "bundle.pem"), "-untrusted", join(out, "svid.pem"), join(out, "svid.pem")]);
     expect(v.stdout).toContain(": OK");
     expect(new X509Certificate(await import("node:fs").then((f) => f.readFileSync(join(out, "svid.pem")))).subjectAltName).toBe(`URI:${summary.spiffe_id}`);
   });
 
-  it("attests again with the ECC P-384 EK: same TPM, another EK is another node", async () => {
-    const svid = await attest({ server: server.url, tls: { trustBundlePem: (await import("node:fs")).readFileSync(join(work.path, "bundle.pem"), "utf8") }, producer: createTpmEvidenceProducer({ tpm: tpm.tcti, ek: "ecc-p384" }) });
-    expect(svid.spiffeId).toMatch(/\/hallmark\/agent\/tpm\/[0-9a-f]{64}$/);
+  it("refuses renewal by SVID (a fresh quote is required), and re-attests with the same EK", async () => {
+    const out = join(work.path, "node");
+    const r = await runCli(["renew", "--server", server.url, "--svid", join(out, "svid.pem"), "--key", join(out, "svid.key"), "--trust-bundle", join(work.path, "bundle.pem"), "--out", join(work.path, "renewed")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^hallmark: reattestation_required: /);
+    const again = await attest({ server: server.url, tls: { trustBundlePem: readFileSync(join(work.path, "bundle.pem"), "utf8") }, producer: createTpmEvidenceProducer({ tpm: tpm.tcti }) });
+    expect(again.spiffeId).toBe("spiffe://example.org/hallmark/agent/tpm/node-1");
+  });
+
+  it("refuses the same node ID from another EK (the ECC P-384 EK of this TPM stands in for a swapped chip)", async () => {
+    const producer = createTpmEvidenceProducer({ tpm: tpm.tcti, ek: "ecc-p384" });
+    await expect(attest({ server: server.url, tls: { trustBundlePem: readFileSync(join(work.path, "bundle.pem"), "utf8") }, producer })).rejects.toMatchObject({ code: "hardware_identity_changed" });
   });
 });

@@ -118,6 +118,31 @@ describe("TPM attestation with tpm2-tools on swtpm (the README's worked example)
   });
 });
 
+describe("an uncertified ECC P-256 EK (tpm2_createek -G ecc)", () => {
+  it("is refused until its hash is allow-listed, then attests (ECDH P-256 + KDFe credential)", async () => {
+    const { createTpmAttestor } = await import("../../../src/attestors/tpm/attestor.js");
+    const { TrustDomain } = await import("../../../src/spiffe/id.js");
+    const { spkiOf } = await import("../../../src/tpm/keys.js");
+    const { decodeTpm2bPublic } = await import("../../../src/tpm/structures.js");
+    const { sha256Fingerprint } = await import("../../../src/pki/certificate.js");
+    const nonce = Buffer.alloc(32, 4);
+    const spki = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004" + "22".repeat(64), "hex");
+    const node = tpm2ToolsNode(tpmA, { ek: "ecc256", pcrs: "sha256:7" });
+    const evidence = await node.evidence({ nonce, spki });
+    const ctx = { trustDomain: TrustDomain.parse("example.org"), sessionId: "s", nonce, boundKeySpki: spki, now: new Date() };
+    const strict = createTpmAttestor({ ekRootsDir: roots.path, trustedEkHashes: [], pcrPolicy: {}, idTemplate: "/t/{ek_pubhash}" });
+    await expect(strict.attest(evidence, ctx)).rejects.toMatchObject({ code: "tpm_ek_missing_certificate" });
+    const ekHash = sha256Fingerprint(spkiOf(decodeTpm2bPublic(Buffer.from(String(evidence.ek_public), "base64"))));
+    const allowing = createTpmAttestor({ ekRootsDir: roots.path, trustedEkHashes: [ekHash], pcrPolicy: {}, idTemplate: "/t/{ek_pubhash}" });
+    const step = await allowing.attest(evidence, ctx);
+    if (step.kind !== "challenge") throw new Error("expected a challenge");
+    const answer = await node.answer!(step.challenge);
+    const done = await allowing.answer!(step.state, answer, ctx);
+    expect(done.kind).toBe("attested");
+    if (done.kind === "attested") expect(done.result.hardwareId).toBe(ekHash);
+  });
+});
+
 describe("TPM evidence bytes under attack", () => {
   it("refuses every single-byte corruption of a real quote and its signature, never crashing", async () => {
     const { createTpmAttestor } = await import("../../../src/attestors/tpm/attestor.js");
