@@ -2,31 +2,18 @@ import "reflect-metadata";
 import { X509Certificate, createSign, generateKeyPairSync, verify } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { pemBlocks } from "../src/api/pem.js";
+import { pemBlocks } from "../src/pki/pem.js";
 import { checkNitroPolicy } from "../src/attestors/aws-nitro/attestor.js";
 import { parseNitroDocument } from "../src/attestors/aws-nitro/document.js";
 import { verifyNitroDocument } from "../src/attestors/aws-nitro/verify.js";
 import { parseSnpReport } from "../src/attestors/amd-sev-snp/report.js";
 import { verifySnpReport } from "../src/attestors/amd-sev-snp/verify.js";
-import { type Measured, summary } from "./stats.js";
+import { serialLoop, summary } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 const FIXTURES = fileURLToPath(new URL("../../../shared/fixtures/real/", import.meta.url));
 
-/** Runs `op` back to back on this one thread for `seconds`. */
-function loop(op: () => void, seconds = SECONDS): Measured {
-  const latenciesMs: number[] = [];
-  const start = performance.now();
-  const end = start + seconds * 1000;
-  let ops = 0;
-  while (performance.now() < end) {
-    const t = performance.now();
-    op();
-    latenciesMs.push(performance.now() - t);
-    ops++;
-  }
-  return { ops, seconds: (performance.now() - start) / 1000, latenciesMs };
-}
+const loop = (op: () => void) => serialLoop(op, SECONDS);
 
 /**
  * Server-side verification cost of one Nitro document and one SEV-SNP report on one core

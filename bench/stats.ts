@@ -60,3 +60,18 @@ export async function openLoop(op: () => Promise<unknown>, rate: number, seconds
   await Promise.all(inFlight);
   return { ops: total, seconds: (performance.now() - start) / 1000, latenciesMs };
 }
+
+/** Runs a synchronous `op` back to back on this thread for `seconds`: CPU cost on one core. */
+export function serialLoop(op: () => void, seconds: number): Measured {
+  const latenciesMs: number[] = [];
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  let ops = 0;
+  while (performance.now() < end) {
+    const t = performance.now();
+    op();
+    latenciesMs.push(performance.now() - t);
+    ops++;
+  }
+  return { ops, seconds: (performance.now() - start) / 1000, latenciesMs };
+}

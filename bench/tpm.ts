@@ -7,23 +7,11 @@ import { TrustDomain } from "../src/spiffe/id.js";
 import { startSwtpm } from "../test/helpers/swtpm.js";
 import { tempDir } from "../test/helpers/tmp.js";
 import { tpm2ToolsNode } from "../test/helpers/tpm2-tools-node.js";
-import { type Measured, summary } from "./stats.js";
+import { closedLoop, summary } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 
-async function loop(op: () => Promise<unknown>, seconds = SECONDS): Promise<Measured> {
-  const latenciesMs: number[] = [];
-  const start = performance.now();
-  const end = start + seconds * 1000;
-  let ops = 0;
-  while (performance.now() < end) {
-    const t = performance.now();
-    await op();
-    latenciesMs.push(performance.now() - t);
-    ops++;
-  }
-  return { ops, seconds: (performance.now() - start) / 1000, latenciesMs };
-}
+const loop = (op: () => Promise<unknown>) => closedLoop(op, 1, SECONDS);
 
 /**
  * Server-side cost of one full TPM attestation on one core: EK certificate chain (remembered per

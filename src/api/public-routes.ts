@@ -4,7 +4,7 @@ import type { AttestationOutcome, AttestationService } from "../service/attestat
 import type { Metrics } from "../service/metrics.js";
 import type { NodeIssuanceService } from "../service/node-issuance.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
-import { pemChain } from "./pem.js";
+import { pemChain } from "../pki/pem.js";
 import { parseBody } from "./problem.js";
 import { peerSpiffeId } from "./peer.js";
 

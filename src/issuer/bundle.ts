@@ -1,5 +1,5 @@
 import { type KeyObject, X509Certificate, createPublicKey } from "node:crypto";
-import { pemChain } from "../api/pem.js";
+import { pemChain } from "../pki/pem.js";
 import { HallmarkError } from "../errors.js";
 import type { KeyType } from "../hsm/signer.js";
 import { SCHEMES, jwtSchemeFor } from "./signature-formats.js";

@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import type { Server as TlsServer } from "node:tls";
 import type { Logger } from "pino";
 import type { TlsMaterial } from "../api/app.js";
-import { pemChain } from "../api/pem.js";
+import { pemChain } from "../pki/pem.js";
 import type { Clock } from "../service/clock.js";
 import type { SvidIssuer } from "../service/ports.js";
 import type { SpiffeId } from "../spiffe/id.js";

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
-import { pemBlocks } from "../api/pem.js";
+import { pemBlocks } from "../pki/pem.js";
 import type { ServerConfig } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import type { KeyStore, Signer } from "../hsm/signer.js";

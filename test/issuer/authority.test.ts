@@ -3,7 +3,7 @@ import { X509Certificate, generateKeyPairSync } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createLocalJWKSet, jwtVerify } from "jose";
-import { pemChain } from "../../src/api/pem.js";
+import { pemChain } from "../../src/pki/pem.js";
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
 import type { KeyType } from "../../src/hsm/signer.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";

@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { X509Certificate, generateKeyPairSync } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { pemChain } from "../../src/api/pem.js";
+import { pemChain } from "../../src/pki/pem.js";
 import { checkSigningCertConformance, checkX509SvidConformance } from "../../src/issuer/conformance.js";
 import { createSoftwareSigner } from "../../src/issuer/file-signer.js";
 import { createIntermediateCa, createRootCa } from "../../src/issuer/x509-ca.js";

@@ -4,7 +4,7 @@ import { validateChain } from "../../src/pki/chain.js";
 import { parseFingerprint, sha256Fingerprint } from "../../src/pki/certificate.js";
 import { haveSharedFixtures, sharedFixture, warnIfNoSharedFixtures } from "../helpers/fixtures.js";
 import { type TestCa, testCert } from "../helpers/test-pki.js";
-import { pemBlocks } from "../../src/api/pem.js";
+import { pemBlocks } from "../../src/pki/pem.js";
 
 let root: TestCa;
 let inter: TestCa;

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { pemBlocks } from "../../api/pem.js";
+import { pemBlocks, readCertificateFiles } from "../../pki/pem.js";
 import { HallmarkError } from "../../errors.js";
 import { parseCertificate, parseFingerprint, sha256Fingerprint } from "../../pki/certificate.js";
 import { hexAllowed } from "../../policy/match.js";
@@ -65,13 +65,7 @@ const evidenceSchema = z
   .strict();
 
 export function createSnpAttestor(config: SnpAttestorConfig): SnpAttestor {
-  const certs = (config.chainFiles ?? SHIPPED_CHAINS).flatMap((f) => {
-    try {
-      return pemBlocks(readFileSync(f, "utf8"));
-    } catch {
-      throw new HallmarkError("config_invalid", `attestors.amd_sev_snp.chainFiles: cannot read ${f}`);
-    }
-  });
+  const certs = readCertificateFiles(config.chainFiles ?? SHIPPED_CHAINS, "attestors.amd_sev_snp.chainFiles");
   const pins = (config.arkFingerprints ?? (config.chainFiles ? [] : Object.values(AMD_ARK_SHA256))).map(parseFingerprint);
   const anchors = pins.length ? certs.filter((c) => pins.includes(sha256Fingerprint(c))) : certs.filter((c) => isSelfSigned(c));
   for (const pin of pins) {

@@ -1,6 +1,5 @@
-import { readFileSync } from "node:fs";
 import { z } from "zod";
-import { pemBlocks } from "../../api/pem.js";
+import { readCertificateFiles } from "../../pki/pem.js";
 import { shippedFile } from "../../project-files.js";
 import { durationSeconds } from "../../config/duration.js";
 import { HallmarkError } from "../../errors.js";
@@ -39,15 +38,7 @@ export type NitroAttestorConfig = z.infer<typeof nitroAttestorConfigSchema>;
 const evidenceSchema = z.object({ document: z.string().min(1).max(64 * 1024) }).strict();
 
 export function createNitroAttestor(config: NitroAttestorConfig): NitroAttestor {
-  const anchors = (config.rootFiles ?? [DEFAULT_ROOT_FILE]).flatMap((f) => {
-    let text: string;
-    try {
-      text = readFileSync(f, "utf8");
-    } catch {
-      throw new HallmarkError("config_invalid", `attestors.aws_nitro.rootFiles: cannot read ${f}`);
-    }
-    return pemBlocks(text);
-  });
+  const anchors = readCertificateFiles(config.rootFiles ?? [DEFAULT_ROOT_FILE], "attestors.aws_nitro.rootFiles");
   const pins = (config.rootFingerprints ?? (config.rootFiles ? [] : [AWS_NITRO_ROOT_G1_SHA256])).map(parseFingerprint);
   for (const pin of pins) {
     if (!anchors.some((a) => sha256Fingerprint(a) === pin)) {

@@ -1,8 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { readFileSync, readdirSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { pemBlocks } from "../../api/pem.js";
+import { readCertificateFiles } from "../../pki/pem.js";
 import { HallmarkError } from "../../errors.js";
 import { validateChainCached } from "../../pki/chain-cache.js";
 import { parseCertificate, sha256Fingerprint } from "../../pki/certificate.js";
@@ -57,13 +57,7 @@ export function createTpmAttestor(config: TpmAttestorConfig): TpmAttestor {
     ...(config.ekRoots ?? []),
     ...(config.ekRootsDir ? readdirSync(config.ekRootsDir).filter((f) => f.endsWith(".pem")).map((f) => join(config.ekRootsDir!, f)) : []),
   ];
-  const certs = files.flatMap((f) => {
-    try {
-      return pemBlocks(readFileSync(f, "utf8"));
-    } catch {
-      throw new HallmarkError("config_invalid", `attestors.tpm: cannot read ${f}`);
-    }
-  });
+  const certs = readCertificateFiles(files, "attestors.tpm");
   const anchors = certs.filter((c) => parseCertificate(c).subject === parseCertificate(c).issuer);
   return new TpmAttestor(config, anchors, certs);
 }

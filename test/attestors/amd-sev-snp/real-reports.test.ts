@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { X509Certificate } from "node:crypto";
-import { pemBlocks } from "../../../src/api/pem.js";
+import { pemBlocks } from "../../../src/pki/pem.js";
 import { parseSnpReport } from "../../../src/attestors/amd-sev-snp/report.js";
 import { verifySnpReport } from "../../../src/attestors/amd-sev-snp/verify.js";
 import { haveSharedFixtures, sharedFixture, warnIfNoSharedFixtures } from "../../helpers/fixtures.js";

@@ -4,7 +4,7 @@ import { encodeCbor } from "../../../src/cbor/encode.js";
 import { checkNitroPolicy } from "../../../src/attestors/aws-nitro/attestor.js";
 import { parseNitroDocument } from "../../../src/attestors/aws-nitro/document.js";
 import { verifyNitroDocument } from "../../../src/attestors/aws-nitro/verify.js";
-import { pemBlocks } from "../../../src/api/pem.js";
+import { pemBlocks } from "../../../src/pki/pem.js";
 import { haveSharedFixtures, sharedFixture, warnIfNoSharedFixtures } from "../../helpers/fixtures.js";
 
 const DOCS = [
