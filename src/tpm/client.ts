@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { TPMA_OBJECT, TPM_ALG } from "./constants.js";
 import { tpmError } from "./errors.js";
+import { responseCodeName } from "./rc.js";
 import { type PcrSelection, encodePcrSelections, readPcrSelections } from "./structures.js";
 import { type TpmTransport, openTransport } from "./transport.js";
 import { TpmReader, TpmWriter } from "./wire.js";
@@ -202,7 +203,7 @@ export class TpmClient {
     const rc = r.u32();
     if (size !== resp.length) throw tpmError("tpm_size_mismatch", "the TPM's response size is wrong");
     if (rc !== 0) {
-      throw Object.assign(tpmError("tpm_command_failed", `TPM command 0x${code.toString(16)} failed with response code 0x${rc.toString(16)}`), { rc });
+      throw Object.assign(tpmError("tpm_command_failed", `TPM command 0x${code.toString(16)} failed: ${responseCodeName(rc)} (0x${rc.toString(16)})`), { rc });
     }
     const outHandles = code === CC.StartAuthSession || code === CC.Load ? [r.u32()] : [];
     let out: Buffer;

@@ -121,3 +121,16 @@ describe("TPM structures", () => {
     for (let n = 0; n < quote.length; n++) expect(() => decodeTpmsAttest(quote.subarray(0, n))).toThrowError(expect.objectContaining({ name: "HallmarkError" }));
   });
 });
+
+describe("TPM response codes", () => {
+  it("names format-one and format-zero codes with their handle, session or parameter", async () => {
+    const { responseCodeName } = await import("../../src/tpm/rc.js");
+    expect(responseCodeName(0x99d)).toBe("TPM_RC_POLICY_FAIL (session 1)"); // 0x800 session bit | n=1 << 8 | 0x09d
+    expect(responseCodeName(0xa9d)).toBe("TPM_RC_POLICY_FAIL (session 2)");
+    expect(responseCodeName(0x1c4)).toBe("TPM_RC_VALUE (parameter 1)");
+    expect(responseCodeName(0x18b)).toBe("TPM_RC_HANDLE (handle 1)");
+    expect(responseCodeName(0x902)).toBe("TPM_RC_OBJECT_MEMORY");
+    expect(responseCodeName(0x922)).toBe("TPM_RC_RETRY");
+    expect(responseCodeName(0x14a)).toBe("TPM_RC_NV_UNINITIALIZED");
+  });
+});
