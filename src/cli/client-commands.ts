@@ -37,7 +37,7 @@ export const clientCommands: Command[] = [
     summary: "attest this node and write its SVID (svid.pem, svid.key, bundle.pem) to --out",
     usage:
       "hallmark attest --server https://HOST:PORT [--trust-bundle bundle.pem] [--server-id ID] --out DIR\n" +
-      "       [--attestor join_token|tpm|aws_nitro|amd_sev_snp] [--join-token T] [--tpm SPEC]\n" +
+      "       [--attestor join_token|tpm|aws_nitro|amd_sev_snp] [--join-token T] [--tpm SPEC] [--tpm-ek rsa2048|ecc-p256|ecc-p384]\n" +
       "       [--evidence-file F] [--evidence-cmd CMD] [--vcek F] [--json]",
     options: {
       ...SERVER_OPTIONS,
@@ -45,6 +45,7 @@ export const clientCommands: Command[] = [
       attestor: { type: "string" },
       "join-token": { type: "string" },
       tpm: { type: "string" },
+      "tpm-ek": { type: "string" },
       "evidence-file": { type: "string" },
       "evidence-cmd": { type: "string" },
       vcek: { type: "string" },
@@ -65,6 +66,7 @@ export const clientCommands: Command[] = [
           attestor,
           joinToken,
           tpm: optionalString(v, "tpm"),
+          tpmEk: optionalString(v, "tpm-ek"),
           evidenceFile: optionalString(v, "evidence-file"),
           evidenceCmd: optionalString(v, "evidence-cmd"),
           vcekFile: optionalString(v, "vcek"),

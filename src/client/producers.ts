@@ -9,6 +9,7 @@ export interface ProducerOptions {
   attestor: string;
   joinToken?: string | undefined;
   tpm?: string | undefined;
+  tpmEk?: string | undefined;
   evidenceFile?: string | undefined;
   evidenceCmd?: string | undefined;
   vcekFile?: string | undefined;
@@ -23,7 +24,9 @@ const PRODUCERS: Record<string, (o: ProducerOptions) => Promise<EvidenceProducer
   aws_nitro: async (o) => createNitroEvidenceProducer({ documentFile: o.evidenceFile, evidenceCmd: o.evidenceCmd }),
   tpm: async (o) => {
     if (!o.tpm) throw new Error("--tpm is required for the tpm attestor (swtpm:host=H,port=P or /dev/tpmrm0)");
-    return createTpmEvidenceProducer({ tpm: o.tpm });
+    const ek = o.tpmEk ?? "rsa2048";
+    if (ek !== "rsa2048" && ek !== "ecc-p256" && ek !== "ecc-p384") throw new Error("--tpm-ek must be rsa2048, ecc-p256 or ecc-p384");
+    return createTpmEvidenceProducer({ tpm: o.tpm, ek });
   },
   amd_sev_snp: async (o) => createSnpEvidenceProducer({ reportFile: o.evidenceFile, evidenceCmd: o.evidenceCmd, vcekFile: o.vcekFile }),
 };

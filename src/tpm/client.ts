@@ -9,6 +9,7 @@ import { TpmReader, TpmWriter } from "./wire.js";
 /** TPM 2.0 command codes and handles used by the node side (Part 2 §6.5, §7). */
 const CC = {
   ActivateCredential: 0x147,
+  CreatePrimary: 0x131,
   NV_Read: 0x14e,
   PolicySecret: 0x151,
   Create: 0x153,
@@ -43,6 +44,19 @@ const AK_TEMPLATE = new TpmWriter()
   .tpm2b(Buffer.alloc(0))
   .finish();
 
+/** TCG EK Credential Profile 2.0 §B.3.3 low-range templates: policy = PolicySecret(TPM_RH_ENDORSEMENT). */
+const EK_POLICY = Buffer.from("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa", "hex");
+const EK_ATTRIBUTES =
+  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.adminWithPolicy | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt;
+const ekTemplateHead = (type: number) =>
+  new TpmWriter().u16(type).u16(TPM_ALG.SHA256).u32(EK_ATTRIBUTES).tpm2b(EK_POLICY).u16(TPM_ALG.AES).u16(128).u16(TPM_ALG.CFB).u16(TPM_ALG.NULL);
+export const EK_TEMPLATES = {
+  /** L-1: RSA 2048, exponent 0 (65537), unique = 256 zero bytes. */
+  rsa2048: ekTemplateHead(TPM_ALG.RSA).u16(2048).u32(0).tpm2b(Buffer.alloc(256)).finish(),
+  /** L-2: ECC NIST P-256, unique = two 32-byte zero coordinates. */
+  "ecc-p256": ekTemplateHead(TPM_ALG.ECC).u16(0x0003).u16(TPM_ALG.NULL).tpm2b(Buffer.alloc(32)).tpm2b(Buffer.alloc(32)).finish(),
+} as const;
+
 type Auth = { kind: "password" } | { kind: "policy"; handle: number };
 
 /**
@@ -60,6 +74,19 @@ export class TpmClient {
 
   close(): Promise<void> {
     return this.transport.close();
+  }
+
+  /** TPM2_CreatePrimary of an EK from its TCG template in the endorsement hierarchy: the same seed gives the same key. */
+  async createEk(template: keyof typeof EK_TEMPLATES): Promise<{ handle: number; public: Buffer }> {
+    const params = new TpmWriter()
+      .tpm2b(new TpmWriter().tpm2b(Buffer.alloc(0)).tpm2b(Buffer.alloc(0)).finish())
+      .tpm2b(EK_TEMPLATES[template])
+      .tpm2b(Buffer.alloc(0))
+      .u32(0)
+      .finish();
+    const r = await this.command(CC.CreatePrimary, [RH_ENDORSEMENT], [{ kind: "password" }], params);
+    const size = r.params.readUInt16BE(0);
+    return { handle: r.handles[0]!, public: r.params.subarray(0, 2 + size) };
   }
 
   /** TPM2_ReadPublic: the TPM2B_PUBLIC of a loaded or persistent object. */
@@ -205,7 +232,7 @@ export class TpmClient {
     if (rc !== 0) {
       throw Object.assign(tpmError("tpm_command_failed", `TPM command 0x${code.toString(16)} failed: ${responseCodeName(rc)} (0x${rc.toString(16)})`), { rc });
     }
-    const outHandles = code === CC.StartAuthSession || code === CC.Load ? [r.u32()] : [];
+    const outHandles = code === CC.StartAuthSession || code === CC.Load || code === CC.CreatePrimary ? [r.u32()] : [];
     let out: Buffer;
     if (tag === ST_SESSIONS) {
       const paramSize = r.u32();

@@ -27,6 +27,46 @@ afterAll(async () => {
 });
 
 describe("TPM attestation with Hallmark's own TPM client (swtpm TCP transport)", () => {
+  it("creates the RSA EK from the TCG L-1 template: the same key swtpm_setup persisted and certified", async () => {
+    const { TpmClient } = await import("../../../src/tpm/client.js");
+    const client = await TpmClient.open(tpm.tcti);
+    try {
+      const created = await client.createEk("rsa2048");
+      expect(created.public.equals(await client.readPublic(0x81010001))).toBe(true);
+      await client.flush(created.handle);
+      await expect(client.readPublic(0x81000999)).rejects.toMatchObject({ code: "tpm_command_failed", message: expect.stringMatching(/TPM_RC_/) });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("attests with an ECC P-256 EK created from the TCG L-2 template, admitted by its hash (swtpm certifies none)", async () => {
+    const { TpmClient } = await import("../../../src/tpm/client.js");
+    const { decodeTpm2bPublic } = await import("../../../src/tpm/structures.js");
+    const { spkiOf } = await import("../../../src/tpm/keys.js");
+    const { sha256Fingerprint } = await import("../../../src/pki/certificate.js");
+    const { createTpmAttestor } = await import("../../../src/attestors/tpm/attestor.js");
+    const { TrustDomain } = await import("../../../src/spiffe/id.js");
+    const client = await TpmClient.open(tpm.tcti);
+    const ek = await client.createEk("ecc-p256");
+    await client.flush(ek.handle);
+    await client.close();
+    const ekHash = sha256Fingerprint(spkiOf(decodeTpm2bPublic(ek.public)));
+    const attestor = createTpmAttestor({ trustedEkHashes: [ekHash], pcrPolicy: {}, idTemplate: "/p256/{ek_pubhash}" });
+    const producer = createTpmEvidenceProducer({ tpm: tpm.tcti, ek: "ecc-p256", pcrs: [7] });
+    const nonce = Buffer.alloc(32, 6);
+    const spki = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004" + "33".repeat(64), "hex");
+    const ctx = { trustDomain: TrustDomain.parse("example.org"), sessionId: "s", nonce, boundKeySpki: spki, now: new Date() };
+    try {
+      const step = await attestor.attest(await producer.evidence({ nonce, spki }), ctx);
+      if (step.kind !== "challenge") throw new Error("expected a challenge");
+      const done = await attestor.answer!(step.state, await producer.answer!(step.challenge), ctx);
+      expect(done.kind === "attested" && done.result.agentId.toString()).toBe(`spiffe://example.org/p256/${ekHash}`);
+    } finally {
+      await producer.close?.();
+    }
+  });
+
   it("attests through `hallmark attest --attestor tpm --tpm swtpm:…` and writes an SVID openssl verifies", async () => {
     const out = join(work.path, "node");
     const r = await runCli(["attest", "--server", server.url, "--trust-bundle", join(work.path, "bundle.pem"), "--attestor", "tpm", "--tpm", tpm.tcti, "--out", out, "--json"]);
