@@ -151,3 +151,29 @@ describe("amd_sev_snp attestation through the server", () => {
     expect(certificateFromTable(Buffer.alloc(48))).toBeUndefined();
   });
 });
+
+describe("VCEKs from the local cache", () => {
+  it("finds the VCEK by chip ID and reported TCB when the evidence carries none, and says so when absent", async () => {
+    const { createSnpAttestor } = await import("../../../src/attestors/amd-sev-snp/attestor.js");
+    const { TrustDomain } = await import("../../../src/spiffe/id.js");
+    const pki = pkis.Genoa!;
+    const cache = tempDir("vcek-cache");
+    const chain = join(cache.path, "chain.pem");
+    writeFileSync(chain, pki.ask.cert.toString("pem") + pki.ark.cert.toString("pem"));
+    try {
+      const attestor = createSnpAttestor(snpAttestorConfigSchema.parse({ chainFiles: [chain], vcekCacheDir: cache.path, minGuestSvn: 0 }));
+      const nonce = Buffer.alloc(32, 8);
+      const spki = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004" + "44".repeat(64), "hex");
+      const reportData = keyBindingCommitment("sha512", BINDING_DOMAINS.sevSnpReport, nonce, spki);
+      const report = await signReport(pki, { reportData });
+      const ctx = { trustDomain: TrustDomain.parse("example.org"), sessionId: "s", nonce, boundKeySpki: spki, now: new Date() };
+      await expect(attestor.attest({ report: report.toString("base64") }, ctx)).rejects.toMatchObject({ code: "snp_vcek_missing" });
+      const name = `${report.subarray(0x1a0, 0x1e0).toString("hex")}-${report.readBigUInt64LE(0x180).toString(16).padStart(16, "0")}.der`;
+      writeFileSync(join(cache.path, name), pki.signer.der);
+      const step = await attestor.attest({ report: report.toString("base64") }, ctx);
+      expect(step.kind).toBe("attested");
+    } finally {
+      cache.remove();
+    }
+  });
+});
