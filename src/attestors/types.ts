@@ -64,6 +64,11 @@ export interface Attestor {
  */
 export interface EvidenceProducer {
   readonly type: string;
+  /**
+   * A key the producer holds itself (a TPM-resident key) and its CSR; without it the client makes
+   * a software key. `keyFiles` are written beside the SVID instead of svid.key (e.g. a TPM key blob).
+   */
+  key?(): Promise<{ csrPem: string; spki: Buffer; keyFiles: Record<string, string> }>;
   evidence(binding: { nonce: Uint8Array; spki: Uint8Array }): Promise<JsonObject>;
   answer?(challenge: JsonObject): Promise<JsonObject>;
   close?(): Promise<void>;

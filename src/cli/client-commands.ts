@@ -37,7 +37,7 @@ export const clientCommands: Command[] = [
     summary: "attest this node and write its SVID (svid.pem, svid.key, bundle.pem) to --out",
     usage:
       "hallmark attest --server https://HOST:PORT [--trust-bundle bundle.pem] [--server-id ID] --out DIR\n" +
-      "       [--attestor join_token|tpm|aws_nitro|amd_sev_snp] [--join-token T] [--tpm SPEC] [--tpm-ek rsa2048|ecc-p256|ecc-p384]\n" +
+      "       [--attestor join_token|tpm|aws_nitro|amd_sev_snp] [--join-token T] [--tpm SPEC] [--tpm-ek rsa2048|ecc-p256|ecc-p384] [--tpm-key-resident]\n" +
       "       [--evidence-file F] [--evidence-cmd CMD] [--vcek F] [--json]",
     options: {
       ...SERVER_OPTIONS,
@@ -46,6 +46,7 @@ export const clientCommands: Command[] = [
       "join-token": { type: "string" },
       tpm: { type: "string" },
       "tpm-ek": { type: "string" },
+      "tpm-key-resident": { type: "boolean" },
       "evidence-file": { type: "string" },
       "evidence-cmd": { type: "string" },
       vcek: { type: "string" },
@@ -67,6 +68,7 @@ export const clientCommands: Command[] = [
           joinToken,
           tpm: optionalString(v, "tpm"),
           tpmEk: optionalString(v, "tpm-ek"),
+          tpmKeyResident: v["tpm-key-resident"] === true,
           evidenceFile: optionalString(v, "evidence-file"),
           evidenceCmd: optionalString(v, "evidence-cmd"),
           vcekFile: optionalString(v, "vcek"),

@@ -7,7 +7,9 @@ export interface SvidFiles {
   spiffeId: string;
   /** Leaf first, then intermediates. */
   certChainPem: string;
-  privateKeyPem: string;
+  /** The software key; absent when the key stays in hardware (see keyFiles). */
+  privateKeyPem?: string | undefined;
+  keyFiles?: Record<string, string> | undefined;
   bundlePem: string;
   expiresAt: string;
   selectors: string[];
@@ -40,7 +42,7 @@ export async function attest(opts: {
 }): Promise<SvidFiles> {
   const client = new ApiClient(new URL(opts.server), opts.tls);
   try {
-    const key = await newClientKey(opts.keyType);
+    const key = opts.producer.key ? await opts.producer.key() : await newClientKey(opts.keyType);
     const session = expectOk(await client.request("POST", "/v1/attest/sessions", { attestor: opts.producer.type })) as {
       session_id: string;
       nonce: string;
@@ -62,7 +64,8 @@ export async function attest(opts: {
     return {
       spiffeId: body.spiffe_id,
       certChainPem: body.svid.cert_chain_pem,
-      privateKeyPem: key.privateKeyPem,
+      privateKeyPem: "privateKeyPem" in key ? key.privateKeyPem : undefined,
+      keyFiles: "keyFiles" in key ? key.keyFiles : undefined,
       bundlePem: body.bundle_pem,
       expiresAt: body.svid.expires_at,
       selectors: body.selectors,

@@ -10,6 +10,7 @@ export interface ProducerOptions {
   joinToken?: string | undefined;
   tpm?: string | undefined;
   tpmEk?: string | undefined;
+  tpmKeyResident?: boolean | undefined;
   evidenceFile?: string | undefined;
   evidenceCmd?: string | undefined;
   vcekFile?: string | undefined;
@@ -26,7 +27,7 @@ const PRODUCERS: Record<string, (o: ProducerOptions) => Promise<EvidenceProducer
     if (!o.tpm) throw new Error("--tpm is required for the tpm attestor (swtpm:host=H,port=P or /dev/tpmrm0)");
     const ek = o.tpmEk ?? "rsa2048";
     if (ek !== "rsa2048" && ek !== "ecc-p256" && ek !== "ecc-p384") throw new Error("--tpm-ek must be rsa2048, ecc-p256 or ecc-p384");
-    return createTpmEvidenceProducer({ tpm: o.tpm, ek });
+    return createTpmEvidenceProducer({ tpm: o.tpm, ek, keyResident: o.tpmKeyResident });
   },
   amd_sev_snp: async (o) => createSnpEvidenceProducer({ reportFile: o.evidenceFile, evidenceCmd: o.evidenceCmd, vcekFile: o.vcekFile }),
 };

@@ -9,6 +9,8 @@ import { TpmReader, TpmWriter } from "./wire.js";
 /** TPM 2.0 command codes and handles used by the node side (Part 2 §6.5, §7). */
 const CC = {
   ActivateCredential: 0x147,
+  Certify: 0x148,
+  Sign: 0x15d,
   CreatePrimary: 0x131,
   NV_Read: 0x14e,
   PolicySecret: 0x151,
@@ -56,6 +58,22 @@ export const EK_TEMPLATES = {
   /** L-2: ECC NIST P-256, unique = two 32-byte zero coordinates. */
   "ecc-p256": ekTemplateHead(TPM_ALG.ECC).u16(0x0003).u16(TPM_ALG.NULL).tpm2b(Buffer.alloc(32)).tpm2b(Buffer.alloc(32)).finish(),
 } as const;
+
+/** An unrestricted ECC P-256 ECDSA-SHA256 signing key fixed to the TPM: an SVID key that never leaves the chip. */
+const SIGNING_KEY_TEMPLATE = new TpmWriter()
+  .u16(TPM_ALG.ECC)
+  .u16(TPM_ALG.SHA256)
+  .u32(TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth | TPMA_OBJECT.sign)
+  .tpm2b(Buffer.alloc(0))
+  .u16(TPM_ALG.NULL)
+  .u16(TPM_ALG.ECDSA)
+  .u16(TPM_ALG.SHA256)
+  .u16(0x0003)
+  .u16(TPM_ALG.NULL)
+  .tpm2b(Buffer.alloc(0))
+  .tpm2b(Buffer.alloc(0))
+  .finish();
+const ST_HASHCHECK = 0x8024;
 
 type Auth = { kind: "password" } | { kind: "policy"; handle: number };
 
@@ -117,15 +135,38 @@ export class TpmClient {
   }
 
   /** Creates and loads an AK under the EK (which needs PolicySecret(TPM_RH_ENDORSEMENT) for each use). */
-  async createAk(ekHandle: number): Promise<{ handle: number; public: Buffer }> {
+  createAk(ekHandle: number): Promise<{ handle: number; public: Buffer; private: Buffer }> {
+    return this.createUnderEk(ekHandle, AK_TEMPLATE);
+  }
+
+  /** Creates and loads a TPM-resident ECC P-256 signing key under the EK. */
+  createSigningKey(ekHandle: number): Promise<{ handle: number; public: Buffer; private: Buffer }> {
+    return this.createUnderEk(ekHandle, SIGNING_KEY_TEMPLATE);
+  }
+
+  /** TPM2_Certify: `signHandle` (the AK) attests the Name of `objectHandle`, with `qualifyingData` as extraData. */
+  async certify(objectHandle: number, signHandle: number, qualifyingData: Buffer): Promise<{ attest: Buffer; signature: Buffer }> {
+    const r = await this.command(CC.Certify, [objectHandle, signHandle], [{ kind: "password" }, { kind: "password" }], new TpmWriter().tpm2b(qualifyingData).u16(TPM_ALG.NULL).finish());
+    const rr = new TpmReader(r.params);
+    const attest = rr.tpm2b();
+    return { attest, signature: rr.bytes(rr.remaining) };
+  }
+
+  /** TPM2_Sign of a digest with an unrestricted key (a NULL hash-check ticket suffices for it). */
+  async sign(keyHandle: number, digest: Buffer): Promise<Buffer> {
+    const r = await this.command(CC.Sign, [keyHandle], [{ kind: "password" }], new TpmWriter().tpm2b(digest).u16(TPM_ALG.NULL).u16(ST_HASHCHECK).u32(RH_NULL).tpm2b(Buffer.alloc(0)).finish());
+    return r.params;
+  }
+
+  private async createUnderEk(ekHandle: number, template: Buffer): Promise<{ handle: number; public: Buffer; private: Buffer }> {
     const created = await this.withEkPolicy((policy) =>
-      this.command(CC.Create, [ekHandle], [policy], new TpmWriter().tpm2b(new TpmWriter().tpm2b(Buffer.alloc(0)).tpm2b(Buffer.alloc(0)).finish()).tpm2b(AK_TEMPLATE).tpm2b(Buffer.alloc(0)).u32(0).finish()),
+      this.command(CC.Create, [ekHandle], [policy], new TpmWriter().tpm2b(new TpmWriter().tpm2b(Buffer.alloc(0)).tpm2b(Buffer.alloc(0)).finish()).tpm2b(template).tpm2b(Buffer.alloc(0)).u32(0).finish()),
     );
     const r = new TpmReader(created.params);
     const priv = r.tpm2b();
     const pub = r.tpm2b();
     const loaded = await this.withEkPolicy((policy) => this.command(CC.Load, [ekHandle], [policy], new TpmWriter().tpm2b(priv).tpm2b(pub).finish()));
-    return { handle: loaded.handles[0]!, public: new TpmWriter().tpm2b(pub).finish() };
+    return { handle: loaded.handles[0]!, public: new TpmWriter().tpm2b(pub).finish(), private: new TpmWriter().tpm2b(priv).finish() };
   }
 
   /** TPM2_Quote with the AK's own scheme: the TPMS_ATTEST bytes and the TPMT_SIGNATURE bytes. */

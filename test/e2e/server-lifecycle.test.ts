@@ -44,7 +44,7 @@ describe("server lifecycle", () => {
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/^hallmark: ca_rotation_nothing_prepared: /);
     // The node's SVID from the old key still authenticates; new SVIDs come from the new key.
-    const client = new NodeClient(s.url, { certPem: svid.certChainPem, keyPem: svid.privateKeyPem, trustBundlePem: bundle });
+    const client = new NodeClient(s.url, { certPem: svid.certChainPem, keyPem: svid.privateKeyPem!, trustBundlePem: bundle });
     try {
       const renewed = await client.renew();
       expect(renewed.spiffeId).toBe("spiffe://example.org/node");

@@ -11,7 +11,7 @@ import { SpiffeId } from "../../spiffe/id.js";
 import { HASH_ALGS, TPMA_OBJECT, TPM_ST } from "../../tpm/constants.js";
 import { makeCredential, tpm2ToolsCredentialFile } from "../../tpm/credential.js";
 import { objectName, publicKeyFromTpmtPublic, spkiOf, verifyTpmSignature } from "../../tpm/keys.js";
-import { type TpmsAttest, decodeTpm2bPublic, decodeTpmsAttest, decodeTpmtSignature } from "../../tpm/structures.js";
+import { type TpmsAttest, type TpmtPublic, decodeTpm2bPublic, decodeTpmsAttest, decodeTpmtSignature } from "../../tpm/structures.js";
 import { BINDING_DOMAINS, keyBindingCommitment } from "../binding.js";
 import type { AttestationContext, AttestationStep, Attestor, JsonObject } from "../types.js";
 import { tpmAttestorError } from "./errors.js";
@@ -28,6 +28,8 @@ export const tpmAttestorConfigSchema = z
     trustedEkHashes: z.array(hex).default([]),
     /** PCR policy: bank → index → one value or a set of values. Every listed PCR must be quoted. */
     pcrPolicy: z.partialRecord(z.enum(["sha1", "sha256", "sha384", "sha512"]), z.record(z.string().regex(/^\d{1,2}$/), z.union([hex, z.array(hex).min(1)]))).default({}),
+    /** Require a TPM2_Certify proving the SVID key is TPM-resident (fixedTPM, fixedParent). */
+    requireKeyResident: z.boolean().default(false),
     /** Placeholders: {ek_pubhash}. */
     idTemplate: z.string().default("/hallmark/agent/tpm/{ek_pubhash}"),
   })
@@ -46,13 +48,16 @@ const evidenceSchema = z
     /** bank → index → hex value; or `pcr_values`: the values concatenated in the quote's selection order (tpm2_pcrread -o). */
     pcrs: z.record(z.string(), z.record(z.string(), hex)).optional(),
     pcr_values: b64.optional(),
+    /** Optional: the SVID key is a TPM key, certified by the AK (TPM2_Certify). */
+    certify: z.object({ public: b64, attest: b64, signature: b64 }).strict().optional(),
   })
   .strict();
 const answerSchema = z.object({ secret: z.string().min(1).max(256) }).strict();
 
 const AK_REQUIRED = TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin;
 
-export function createTpmAttestor(config: TpmAttestorConfig): TpmAttestor {
+export function createTpmAttestor(input: z.input<typeof tpmAttestorConfigSchema>): TpmAttestor {
+  const config = tpmAttestorConfigSchema.parse(input);
   const files = [
     ...(config.ekRoots ?? []),
     ...(config.ekRootsDir ? readdirSync(config.ekRootsDir).filter((f) => f.endsWith(".pem")).map((f) => join(config.ekRootsDir!, f)) : []),
@@ -102,6 +107,8 @@ export class TpmAttestor implements Attestor {
     if (!quote.extraData.equals(expected)) throw tpmAttestorError("tpm_quote_nonce_mismatch", "the quote's extraData does not commit to this session's nonce and the CSR's key");
     const pcrs = quotedPcrs(quote, e.pcrs, e.pcr_values, signature.hashAlg);
     this.checkPcrPolicy(pcrs);
+    const keyResident = e.certify ? checkCertify(e.certify, ak, expected, ctx.boundKeySpki) : false;
+    if (this.config.requireKeyResident && !keyResident) throw tpmAttestorError("tpm_key_not_resident", "policy requires the SVID key to be TPM-resident (send a TPM2_Certify)");
 
     const secret = randomBytes(32);
     const akName = objectName(ak);
@@ -111,6 +118,7 @@ export class TpmAttestor implements Attestor {
       ...(ekClaims.issuer ? [`ek_cert_issuer:${ekClaims.issuer}`] : []),
       ...(ekClaims.manufacturer ? [`manufacturer:${ekClaims.manufacturer}`] : []),
       ...[...pcrs.entries()].map(([k, v]) => `pcr:${k}:${v}`),
+      ...(keyResident ? ["key_resident:true"] : []),
     ];
     const state: JsonObject = {
       secret_sha256: createHash("sha256").update(secret).digest("hex"),
@@ -176,6 +184,26 @@ export class TpmAttestor implements Attestor {
       }
     }
   }
+}
+
+/**
+ * TPM2_Certify by the AK over the SVID key: the certified Name is the key's, the key is the CSR's,
+ * it is fixed to the TPM, and extraData carries the same binding commitment as the quote.
+ */
+function checkCertify(c: { public: string; attest: string; signature: string }, ak: TpmtPublic, commitment: Buffer, csrSpki: Uint8Array): boolean {
+  const key = decodeTpm2bPublic(Buffer.from(c.public, "base64"));
+  if (!spkiOf(key).equals(Buffer.from(csrSpki))) throw tpmAttestorError("tpm_certify_key_mismatch", "the certified TPM key is not the key in the CSR");
+  if ((key.objectAttributes & (TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin)) !== (TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin)) {
+    throw tpmAttestorError("tpm_key_not_resident", "the certified key is not fixedTPM, fixedParent and sensitiveDataOrigin");
+  }
+  const attest = decodeTpmsAttest(Buffer.from(c.attest, "base64"));
+  if (attest.type !== TPM_ST.ATTEST_CERTIFY || !attest.certify) throw tpmAttestorError("tpm_certify_invalid", "the certification is not a TPM2_Certify");
+  if (!verifyTpmSignature(publicKeyFromTpmtPublic(ak), decodeTpmtSignature(Buffer.from(c.signature, "base64")), attest.raw)) {
+    throw tpmAttestorError("tpm_certify_invalid", "the certification's signature does not verify with the AK");
+  }
+  if (!attest.certify.name.equals(objectName(key))) throw tpmAttestorError("tpm_certify_invalid", "the certification names another object");
+  if (!attest.extraData.equals(commitment)) throw tpmAttestorError("tpm_certify_invalid", "the certification's extraData does not commit to this session");
+  return true;
 }
 
 /**

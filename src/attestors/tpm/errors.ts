@@ -14,6 +14,9 @@ export const TPM_ATTESTOR_ERRORS = {
   tpm_pcr_values_malformed: { status: 400, title: "The reported PCR values do not match the quote's selection" },
   tpm_pcr_missing: { status: 403, title: "A PCR required by policy is not quoted" },
   tpm_pcr_policy_violation: { status: 403, title: "A PCR does not match policy" },
+  tpm_key_not_resident: { status: 403, title: "The certified key is not fixed to the TPM" },
+  tpm_certify_invalid: { status: 403, title: "The TPM2_Certify of the SVID key does not verify" },
+  tpm_certify_key_mismatch: { status: 403, title: "The certified key is not the CSR's key" },
   tpm_activation_failed: { status: 403, title: "Credential activation was answered wrongly" },
 } as const satisfies ErrorTable;
 

@@ -93,4 +93,47 @@ describe("TPM attestation with Hallmark's own TPM client (swtpm TCP transport)",
     const producer = createTpmEvidenceProducer({ tpm: tpm.tcti, ek: "ecc-p384" });
     await expect(attest({ server: server.url, tls: { trustBundlePem: readFileSync(join(work.path, "bundle.pem"), "utf8") }, producer })).rejects.toMatchObject({ code: "hardware_identity_changed" });
   });
+
+  it("certifies a TPM-resident SVID key (TPM2_Certify by the AK, CSR signed in the TPM): no svid.key is written", async () => {
+    const out = join(work.path, "resident");
+    const r = await runCli(["attest", "--server", server.url, "--trust-bundle", join(work.path, "bundle.pem"), "--attestor", "tpm", "--tpm", tpm.tcti, "--tpm-key-resident", "--out", out, "--json"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).selectors).toContain("tpm:key_resident:true");
+    const { existsSync, statSync } = await import("node:fs");
+    expect(existsSync(join(out, "svid.key"))).toBe(false);
+    expect(statSync(join(out, "svid.tpmkey")).mode & 0o777).toBe(0o600);
+    const blob = JSON.parse(readFileSync(join(out, "svid.tpmkey"), "utf8")) as { public: string };
+    const { decodeTpm2bPublic } = await import("../../../src/tpm/structures.js");
+    const { spkiOf } = await import("../../../src/tpm/keys.js");
+    const leaf = new X509Certificate(readFileSync(join(out, "svid.pem")));
+    expect(leaf.publicKey.export({ type: "spki", format: "der" }).equals(spkiOf(decodeTpm2bPublic(Buffer.from(blob.public, "base64"))))).toBe(true);
+  });
+
+  it("refuses a software key when policy requires a TPM-resident one, and a certification of another key", async () => {
+    const { createTpmAttestor } = await import("../../../src/attestors/tpm/attestor.js");
+    const { TrustDomain } = await import("../../../src/spiffe/id.js");
+    const strict = createTpmAttestor({ ekRoots: [join(work.path, "root.pem")], requireKeyResident: true });
+    const nonce = Buffer.alloc(32, 5);
+    const software = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004" + "55".repeat(64), "hex");
+    const ctx = { trustDomain: TrustDomain.parse("example.org"), sessionId: "s", nonce, boundKeySpki: software, now: new Date() };
+    const plain = createTpmEvidenceProducer({ tpm: tpm.tcti, pcrs: [7] });
+    try {
+      await expect(strict.attest(await plain.evidence({ nonce, spki: software }), ctx)).rejects.toMatchObject({ code: "tpm_key_not_resident" });
+    } finally {
+      await plain.close?.();
+    }
+    const resident = createTpmEvidenceProducer({ tpm: tpm.tcti, pcrs: [7], keyResident: true });
+    try {
+      const key = await resident.key!();
+      // Evidence certifying the TPM key, presented for a CSR with another (software) key.
+      const evidence = await resident.evidence({ nonce, spki: software });
+      await expect(strict.attest(evidence, ctx)).rejects.toMatchObject({ code: "tpm_certify_key_mismatch" });
+      // And evidence made for the TPM key is admitted for it.
+      const honest = await resident.evidence({ nonce, spki: key.spki });
+      expect((await strict.attest(honest, { ...ctx, boundKeySpki: key.spki })).kind).toBe("challenge");
+    } finally {
+      await resident.close?.();
+    }
+  });
 });
