@@ -31,20 +31,26 @@ const RS_PW = 0x40000009;
 const RH_ENDORSEMENT = 0x4000000b;
 const SE_POLICY = 0x01;
 
-/** A restricted ECC P-256 signing key with ECDSA-SHA256: the attestation key template. */
-const AK_TEMPLATE = new TpmWriter()
-  .u16(TPM_ALG.ECC)
-  .u16(TPM_ALG.SHA256)
-  .u32(TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth | TPMA_OBJECT.restricted | TPMA_OBJECT.sign)
-  .tpm2b(Buffer.alloc(0))
-  .u16(TPM_ALG.NULL)
-  .u16(TPM_ALG.ECDSA)
-  .u16(TPM_ALG.SHA256)
-  .u16(0x0003)
-  .u16(TPM_ALG.NULL)
-  .tpm2b(Buffer.alloc(0))
-  .tpm2b(Buffer.alloc(0))
-  .finish();
+/** An ECC NIST P-256 ECDSA-SHA256 signing key template with the given attributes. */
+const p256SigningTemplate = (attributes: number): Buffer =>
+  new TpmWriter()
+    .u16(TPM_ALG.ECC)
+    .u16(TPM_ALG.SHA256)
+    .u32(attributes)
+    .tpm2b(Buffer.alloc(0))
+    .u16(TPM_ALG.NULL)
+    .u16(TPM_ALG.ECDSA)
+    .u16(TPM_ALG.SHA256)
+    .u16(0x0003)
+    .u16(TPM_ALG.NULL)
+    .tpm2b(Buffer.alloc(0))
+    .tpm2b(Buffer.alloc(0))
+    .finish();
+const FIXED_KEY = TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth | TPMA_OBJECT.sign;
+/** The attestation key: restricted, so it signs only TPM-generated structures. */
+const AK_TEMPLATE = p256SigningTemplate(FIXED_KEY | TPMA_OBJECT.restricted);
+/** An unrestricted signing key fixed to the TPM: an SVID key that never leaves the chip. */
+const SIGNING_KEY_TEMPLATE = p256SigningTemplate(FIXED_KEY);
 
 /** TCG EK Credential Profile 2.0 §B.3.3 low-range templates: policy = PolicySecret(TPM_RH_ENDORSEMENT). */
 const EK_POLICY = Buffer.from("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa", "hex");
@@ -59,20 +65,6 @@ export const EK_TEMPLATES = {
   "ecc-p256": ekTemplateHead(TPM_ALG.ECC).u16(0x0003).u16(TPM_ALG.NULL).tpm2b(Buffer.alloc(32)).tpm2b(Buffer.alloc(32)).finish(),
 } as const;
 
-/** An unrestricted ECC P-256 ECDSA-SHA256 signing key fixed to the TPM: an SVID key that never leaves the chip. */
-const SIGNING_KEY_TEMPLATE = new TpmWriter()
-  .u16(TPM_ALG.ECC)
-  .u16(TPM_ALG.SHA256)
-  .u32(TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth | TPMA_OBJECT.sign)
-  .tpm2b(Buffer.alloc(0))
-  .u16(TPM_ALG.NULL)
-  .u16(TPM_ALG.ECDSA)
-  .u16(TPM_ALG.SHA256)
-  .u16(0x0003)
-  .u16(TPM_ALG.NULL)
-  .tpm2b(Buffer.alloc(0))
-  .tpm2b(Buffer.alloc(0))
-  .finish();
 const ST_HASHCHECK = 0x8024;
 
 type Auth = { kind: "password" } | { kind: "policy"; handle: number };

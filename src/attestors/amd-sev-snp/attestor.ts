@@ -12,6 +12,7 @@ import type { AttestationContext, AttestationStep, Attestor } from "../types.js"
 import { snpError } from "./errors.js";
 import { POLICY_BITS, type Product, type SnpReport, type Tcb, parseSnpReport } from "./report.js";
 import { type VerifiedSnpReport, verifySnpReport } from "./verify.js";
+import { parseEvidence } from "../evidence.js";
 
 /** The AMD roots (ARK) shipped in fixtures/amd and their published SHA-256 fingerprints. */
 export const AMD_ARK_SHA256: Record<Product, string> = {
@@ -98,11 +99,10 @@ export class SnpAttestor implements Attestor {
   ) {}
 
   async attest(evidence: unknown, ctx: AttestationContext): Promise<AttestationStep> {
-    const parsed = evidenceSchema.safeParse(evidence);
-    if (!parsed.success) throw new HallmarkError("invalid_evidence", "amd_sev_snp evidence must be { report: base64, vcek?: base64|PEM, cert_chain?: PEM }");
-    const report = parseSnpReport(Buffer.from(parsed.data.report, "base64"));
-    const signingCert = this.signingCertificate(report, parsed.data.vcek);
-    const chain = parsed.data.cert_chain ? pemBlocks(parsed.data.cert_chain) : this.certificates;
+    const e = parseEvidence(evidenceSchema, evidence, this.type);
+    const report = parseSnpReport(Buffer.from(e.report, "base64"));
+    const signingCert = this.signingCertificate(report, e.vcek);
+    const chain = e.cert_chain ? pemBlocks(e.cert_chain) : this.certificates;
     const verified = verifySnpReport(report, { signingCert, chain, anchors: this.anchors, at: ctx.now, product: this.config.product });
     const expected = keyBindingCommitment("sha512", BINDING_DOMAINS.sevSnpReport, ctx.nonce, ctx.boundKeySpki);
     if (!report.reportData.equals(expected)) throw snpError("snp_report_data_mismatch", "report_data does not commit to this session's nonce and the CSR's key");

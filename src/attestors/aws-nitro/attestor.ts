@@ -10,6 +10,7 @@ import type { AttestationContext, AttestationStep, Attestor } from "../types.js"
 import { type NitroDocument, parseNitroDocument } from "./document.js";
 import { nitroError } from "./errors.js";
 import { verifyNitroDocument } from "./verify.js";
+import { parseEvidence } from "../evidence.js";
 
 /** AWS Nitro Enclaves Root-G1, shipped in fixtures/ and pinned by its published fingerprint. */
 export const AWS_NITRO_ROOT_G1_SHA256 = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b";
@@ -65,9 +66,8 @@ export class NitroAttestor implements Attestor {
   ) {}
 
   async attest(evidence: unknown, ctx: AttestationContext): Promise<AttestationStep> {
-    const parsed = evidenceSchema.safeParse(evidence);
-    if (!parsed.success) throw new HallmarkError("invalid_evidence", "aws_nitro evidence must be { document: base64 }");
-    const doc = parseNitroDocument(Buffer.from(parsed.data.document, "base64"));
+    const { document } = parseEvidence(evidenceSchema, evidence, this.type);
+    const doc = parseNitroDocument(Buffer.from(document, "base64"));
     const { rootFingerprint } = verifyNitroDocument(doc, { anchors: this.anchors });
     this.checkFreshness(doc, ctx.now);
     if (!doc.nonce || !Buffer.from(doc.nonce).equals(Buffer.from(ctx.nonce))) {

@@ -4,6 +4,7 @@ import { joinTokenHash, looksLikeJoinToken } from "../../join-tokens/token.js";
 import { SpiffeId } from "../../spiffe/id.js";
 import type { JoinTokenRepository } from "../../store/types.js";
 import type { AttestationContext, AttestationStep, Attestor } from "../types.js";
+import { parseEvidence } from "../evidence.js";
 
 const evidenceSchema = z.object({ token: z.string().max(256) }).strict();
 
@@ -18,9 +19,7 @@ export class JoinTokenAttestor implements Attestor {
   constructor(private readonly tokens: JoinTokenRepository) {}
 
   async attest(evidence: unknown, ctx: AttestationContext): Promise<AttestationStep> {
-    const parsed = evidenceSchema.safeParse(evidence);
-    if (!parsed.success) throw new HallmarkError("invalid_evidence", "join_token evidence must be { token: string }");
-    const { token } = parsed.data;
+    const { token } = parseEvidence(evidenceSchema, evidence, this.type);
     if (!looksLikeJoinToken(token)) throw new HallmarkError("join_token_invalid", "the join token is unknown");
     const tokenHash = joinTokenHash(token);
     const { outcome, record } = await this.tokens.consume(tokenHash, ctx.now);

@@ -15,6 +15,7 @@ import { type TpmsAttest, type TpmtPublic, decodeTpm2bPublic, decodeTpmsAttest, 
 import { BINDING_DOMAINS, keyBindingCommitment } from "../binding.js";
 import type { AttestationContext, AttestationStep, Attestor, JsonObject } from "../types.js";
 import { tpmAttestorError } from "./errors.js";
+import { parseEvidence } from "../evidence.js";
 
 const hex = z.string().regex(/^(0x)?[0-9a-fA-F]+$/, "must be hex");
 
@@ -83,9 +84,7 @@ export class TpmAttestor implements Attestor {
   ) {}
 
   async attest(evidence: unknown, ctx: AttestationContext): Promise<AttestationStep> {
-    const parsed = evidenceSchema.safeParse(evidence);
-    if (!parsed.success) throw new HallmarkError("invalid_evidence", `tpm evidence: ${parsed.error.issues[0]?.path.join(".") ?? ""} ${parsed.error.issues[0]?.message ?? ""}`.trim());
-    const e = parsed.data;
+    const e = parseEvidence(evidenceSchema, evidence, this.type);
     const ek = decodeTpm2bPublic(Buffer.from(e.ek_public, "base64"));
     const ekSpki = spkiOf(ek);
     const ekPubHash = sha256Fingerprint(ekSpki);
@@ -138,9 +137,8 @@ export class TpmAttestor implements Attestor {
   }
 
   async answer(state: JsonObject, response: unknown, ctx: AttestationContext): Promise<AttestationStep> {
-    const parsed = answerSchema.safeParse(response);
-    if (!parsed.success) throw new HallmarkError("invalid_evidence", "tpm answer must be { secret: base64 }");
-    const got = createHash("sha256").update(Buffer.from(parsed.data.secret, "base64")).digest();
+    const { secret } = parseEvidence(answerSchema, response, "tpm answer");
+    const got = createHash("sha256").update(Buffer.from(secret, "base64")).digest();
     const want = Buffer.from(String(state.secret_sha256), "hex");
     if (got.length !== want.length || !timingSafeEqual(got, want)) throw tpmAttestorError("tpm_activation_failed", "the activated credential is not the one sent");
     const ekPubHash = String(state.ek_pubhash);
