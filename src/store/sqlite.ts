@@ -30,6 +30,17 @@ import type {
 type Row = Record<string, unknown>;
 type Db = Database.Database;
 
+const statements = new WeakMap<Db, Map<string, Database.Statement>>();
+
+/** Statements are compiled once per database: preparing costs more than running on the hot path. */
+function prepared(db: Db, sql: string): Database.Statement {
+  let cache = statements.get(db);
+  if (!cache) statements.set(db, (cache = new Map()));
+  let st = cache.get(sql);
+  if (!st) cache.set(sql, (st = db.prepare(sql)));
+  return st;
+}
+
 const ms = (d: Date): number => d.getTime();
 const date = (v: unknown): Date => new Date(Number(v));
 const optDate = (v: unknown): Date | undefined => (v === null || v === undefined ? undefined : date(v));
@@ -99,7 +110,7 @@ class SqliteNodes implements NodeRepository {
   constructor(private readonly db: Db) {}
 
   async get(spiffeId: string): Promise<NodeRecord | undefined> {
-    const row = this.db.prepare("SELECT * FROM nodes WHERE spiffe_id = ?").get(spiffeId) as Row | undefined;
+    const row = prepared(this.db, "SELECT * FROM nodes WHERE spiffe_id = ?").get(spiffeId) as Row | undefined;
     return row && nodeFromRow(row);
   }
 
@@ -127,16 +138,16 @@ class SqliteNodes implements NodeRepository {
   }
 
   async list(): Promise<NodeRecord[]> {
-    return (this.db.prepare("SELECT * FROM nodes ORDER BY spiffe_id").all() as Row[]).map(nodeFromRow);
+    return (prepared(this.db, "SELECT * FROM nodes ORDER BY spiffe_id").all() as Row[]).map(nodeFromRow);
   }
 
   async evict(spiffeId: string, at: Date): Promise<boolean> {
-    const r = this.db.prepare("UPDATE nodes SET evicted = 1, updated_at = ? WHERE spiffe_id = ?").run(ms(at), spiffeId);
+    const r = prepared(this.db, "UPDATE nodes SET evicted = 1, updated_at = ? WHERE spiffe_id = ?").run(ms(at), spiffeId);
     return r.changes > 0;
   }
 
   async delete(spiffeId: string): Promise<boolean> {
-    return this.db.prepare("DELETE FROM nodes WHERE spiffe_id = ?").run(spiffeId).changes > 0;
+    return prepared(this.db, "DELETE FROM nodes WHERE spiffe_id = ?").run(spiffeId).changes > 0;
   }
 }
 
@@ -185,7 +196,7 @@ class SqliteEntries implements EntryRepository {
   }
 
   async get(id: string): Promise<EntryRecord | undefined> {
-    const row = this.db.prepare("SELECT * FROM entries WHERE id = ?").get(id) as Row | undefined;
+    const row = prepared(this.db, "SELECT * FROM entries WHERE id = ?").get(id) as Row | undefined;
     return row && entryFromRow(row);
   }
 
@@ -201,11 +212,11 @@ class SqliteEntries implements EntryRepository {
       args.push(filter.spiffeId);
     }
     const sql = `SELECT * FROM entries ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at, id`;
-    return (this.db.prepare(sql).all(...args) as Row[]).map(entryFromRow);
+    return (prepared(this.db, sql).all(...args) as Row[]).map(entryFromRow);
   }
 
   async delete(id: string): Promise<boolean> {
-    return this.db.prepare("DELETE FROM entries WHERE id = ?").run(id).changes > 0;
+    return prepared(this.db, "DELETE FROM entries WHERE id = ?").run(id).changes > 0;
   }
 }
 
@@ -237,7 +248,7 @@ class SqliteJoinTokens implements JoinTokenRepository {
   }
 
   async get(tokenHash: string): Promise<JoinTokenRecord | undefined> {
-    const row = this.db.prepare("SELECT * FROM join_tokens WHERE token_hash = ?").get(tokenHash) as Row | undefined;
+    const row = prepared(this.db, "SELECT * FROM join_tokens WHERE token_hash = ?").get(tokenHash) as Row | undefined;
     return row && tokenFromRow(row);
   }
 
@@ -253,7 +264,7 @@ class SqliteJoinTokens implements JoinTokenRepository {
   }
 
   async purgeExpired(now: Date): Promise<number> {
-    return this.db.prepare("DELETE FROM join_tokens WHERE expires_at <= ?").run(ms(now)).changes;
+    return prepared(this.db, "DELETE FROM join_tokens WHERE expires_at <= ?").run(ms(now)).changes;
   }
 }
 
@@ -289,7 +300,7 @@ class SqliteSessions implements SessionRepository {
   }
 
   async get(id: string): Promise<AttestationSessionRecord | undefined> {
-    const row = this.db.prepare("SELECT * FROM attestation_sessions WHERE id = ?").get(id) as Row | undefined;
+    const row = prepared(this.db, "SELECT * FROM attestation_sessions WHERE id = ?").get(id) as Row | undefined;
     return row && sessionFromRow(row);
   }
 
@@ -325,7 +336,7 @@ class SqliteSessions implements SessionRepository {
   }
 
   async purgeExpired(now: Date): Promise<number> {
-    return this.db.prepare("DELETE FROM attestation_sessions WHERE expires_at <= ?").run(ms(now)).changes;
+    return prepared(this.db, "DELETE FROM attestation_sessions WHERE expires_at <= ?").run(ms(now)).changes;
   }
 }
 
@@ -354,7 +365,7 @@ class SqliteSvids implements SvidRepository {
   }
 
   async get(serial: string): Promise<IssuedSvidRecord | undefined> {
-    const r = this.db.prepare("SELECT * FROM issued_svids WHERE serial = ?").get(serial) as Row | undefined;
+    const r = prepared(this.db, "SELECT * FROM issued_svids WHERE serial = ?").get(serial) as Row | undefined;
     if (!r) return undefined;
     return {
       serial: String(r.serial),
@@ -368,12 +379,12 @@ class SqliteSvids implements SvidRepository {
   }
 
   async latestExpiry(caKeyId: string): Promise<Date | undefined> {
-    const r = this.db.prepare("SELECT MAX(not_after) AS m FROM issued_svids WHERE ca_key_id = ?").get(caKeyId) as Row;
+    const r = prepared(this.db, "SELECT MAX(not_after) AS m FROM issued_svids WHERE ca_key_id = ?").get(caKeyId) as Row;
     return optDate(r.m);
   }
 
   async countByKind(): Promise<Record<string, number>> {
-    const rows = this.db.prepare("SELECT kind, COUNT(*) AS n FROM issued_svids GROUP BY kind").all() as Row[];
+    const rows = prepared(this.db, "SELECT kind, COUNT(*) AS n FROM issued_svids GROUP BY kind").all() as Row[];
     return Object.fromEntries(rows.map((r) => [String(r.kind), Number(r.n)]));
   }
 }
@@ -391,14 +402,14 @@ class SqliteCaKeys implements CaKeyRepository {
   async list(kind?: CaKeyKind): Promise<CaKeyRecord[]> {
     const rows = (
       kind
-        ? this.db.prepare("SELECT * FROM ca_keys WHERE kind = ? ORDER BY created_at, id").all(kind)
-        : this.db.prepare("SELECT * FROM ca_keys ORDER BY created_at, id").all()
+        ? prepared(this.db, "SELECT * FROM ca_keys WHERE kind = ? ORDER BY created_at, id").all(kind)
+        : prepared(this.db, "SELECT * FROM ca_keys ORDER BY created_at, id").all()
     ) as Row[];
     return rows.map(caKeyFromRow);
   }
 
   async get(id: string): Promise<CaKeyRecord | undefined> {
-    const row = this.db.prepare("SELECT * FROM ca_keys WHERE id = ?").get(id) as Row | undefined;
+    const row = prepared(this.db, "SELECT * FROM ca_keys WHERE id = ?").get(id) as Row | undefined;
     return row && caKeyFromRow(row);
   }
 
@@ -430,7 +441,7 @@ class SqliteCaKeys implements CaKeyRepository {
       ? `UPDATE ca_keys SET status = ?, ${column} = ? WHERE id = ?`
       : "UPDATE ca_keys SET status = ? WHERE id = ?";
     const args = column ? [status, ms(at), id] : [status, id];
-    if (this.db.prepare(sql).run(...args).changes !== 1) {
+    if (prepared(this.db, sql).run(...args).changes !== 1) {
       throw new HallmarkError("internal", "CA key record not found", { internal: id });
     }
   }
@@ -443,7 +454,7 @@ class SqliteCaKeys implements CaKeyRepository {
   }
 
   async bundleSequence(): Promise<number> {
-    const row = this.db.prepare("SELECT sequence FROM bundle_state WHERE id = 1").get() as Row;
+    const row = prepared(this.db, "SELECT sequence FROM bundle_state WHERE id = 1").get() as Row;
     return Number(row.sequence);
   }
 }
@@ -476,7 +487,7 @@ class SqliteAudit implements AuditRepository {
   async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord> {
     // IMMEDIATE takes the write lock before reading the tail, so two writers cannot fork the chain.
     const tx = this.db.transaction((): AuditRecord => {
-      const last = this.db.prepare("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").get() as Row | undefined;
+      const last = prepared(this.db, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").get() as Row | undefined;
       const seq = last ? Number(last.seq) + 1 : 1;
       const prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
       const hash = hashRecord(prevHash, seq);
