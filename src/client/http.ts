@@ -2,6 +2,7 @@ import { request as httpRequest } from "node:http";
 import { Agent, request as httpsRequest } from "node:https";
 import type { PeerCertificate } from "node:tls";
 import { HallmarkError } from "../errors.js";
+import { SpiffeId } from "../spiffe/id.js";
 
 /**
  * A small JSON-over-HTTP(S) client for Hallmark's API, with the server authenticated the SPIFFE
@@ -120,8 +121,16 @@ export function checkServerSpiffeId(cert: PeerCertificate, expected: string | un
     .split(", ")
     .filter((s) => s.startsWith("URI:"))
     .map((s) => s.slice(4));
-  const ok = expected ? uris.includes(expected) : uris.some((u) => /^spiffe:\/\/[^/]+\/hallmark\/server$/.test(u));
+  const ok = expected ? uris.includes(expected) : uris.some(isHallmarkServerId);
   return ok ? undefined : new Error(`the server's certificate does not carry ${expected ?? "a Hallmark server SPIFFE ID"}`);
+}
+
+function isHallmarkServerId(uri: string): boolean {
+  try {
+    return SpiffeId.parse(uri).path === "/hallmark/server";
+  } catch {
+    return false;
+  }
 }
 
 /** Turns a problem+json answer into a HallmarkError carrying the server's code. */
