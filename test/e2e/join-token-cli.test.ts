@@ -127,6 +127,16 @@ describe("join-token quick start through the CLI", () => {
     expect(r.stderr).toMatch(/^hallmark: node_evicted: /);
   });
 
+  it("bootstraps without a trust bundle (insecure, said on stderr), as the quick start allows", async () => {
+    const t = await admin("token", "create", "--spiffe-id", "spiffe://example.org/node/insecure", "--ttl", "1m");
+    const out = join(work.path, "insecure");
+    const r = await runCli(["attest", "--server", server.url, "--join-token", t.stdout.trim(), "--out", out]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/insecure bootstrap/);
+    const v = await run("openssl", ["verify", "-CAfile", join(out, "bundle.pem"), "-untrusted", join(out, "svid.pem"), join(out, "svid.pem")]);
+    expect(v.stdout).toContain(": OK");
+  });
+
   it("answers usage errors with exit 2 and one line", async () => {
     const r = await runCli(["token", "create", "--bogus"]);
     expect(r.code).toBe(2);
