@@ -26,21 +26,20 @@ const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
  */
 export async function run(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-"));
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const server = spawn(process.execPath, [BIN, "server", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`], {
+  const server = spawn(process.execPath, [BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
     env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "pipe"],
   });
   try {
-    await new Promise<void>((resolve, reject) => {
+    const url = await new Promise<string>((resolve, reject) => {
       let err = "";
       server.stderr.on("data", (c: Buffer) => {
         err += c.toString();
-        if (err.includes("listening on")) resolve();
+        const m = /listening on (https:\/\/\S+)/.exec(err);
+        if (m?.[1]) resolve(m[1]);
       });
       server.on("exit", (code) => reject(new Error(`server exited ${code}: ${err}`)));
     });
-    const url = `https://127.0.0.1:${port}`;
     const socket = join(dataDir, "admin.sock");
 
     // Baseline first, on the same token, while the server idles.
@@ -94,8 +93,10 @@ export async function run(): Promise<void> {
     console.log(`X.509-SVID peak / raw sign rate: ${(ratio * 100).toFixed(1)}% (target >= 25%)`);
     client.close();
   } finally {
-    server.kill("SIGTERM");
-    await new Promise((r) => server.once("exit", r));
+    if (server.exitCode === null && server.signalCode === null) {
+      server.kill("SIGTERM");
+      await new Promise((r) => server.once("exit", r));
+    }
     rmSync(dataDir, { recursive: true, force: true });
   }
 }
