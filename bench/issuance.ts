@@ -26,7 +26,7 @@ const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
  */
 export async function run(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-"));
-  const server = spawn(process.execPath, [BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
+  const server = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? []), BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
     env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "pipe"],
   });

@@ -66,12 +66,26 @@ function findIssuer(cert: ParsedCertificate, pool: ParsedCertificate[], path: Pa
   return signer;
 }
 
+/**
+ * Whether `issuer` signed `cert`: a pure function of the two certificates, so it is remembered per
+ * pair. A new leaf under known intermediates then costs one signature check, not one per link.
+ */
+const verifiedLinks = new Map<string, boolean>();
+const LINK_CACHE_LIMIT = 4096;
+
 function safeVerify(cert: ParsedCertificate, issuer: ParsedCertificate): boolean {
+  const key = `${cert.fingerprint}.${issuer.fingerprint}`;
+  const hit = verifiedLinks.get(key);
+  if (hit !== undefined) return hit;
+  let ok: boolean;
   try {
-    return cert.node.verify(issuer.publicKey);
+    ok = cert.node.verify(issuer.publicKey);
   } catch {
-    return false;
+    ok = false;
   }
+  if (verifiedLinks.size >= LINK_CACHE_LIMIT) verifiedLinks.clear();
+  verifiedLinks.set(key, ok);
+  return ok;
 }
 
 function checkValidity(c: ParsedCertificate, at: Date): void {

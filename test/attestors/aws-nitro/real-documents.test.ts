@@ -49,29 +49,17 @@ describe("real AWS Nitro attestation documents", () => {
     expect(outcome(tagged)).toBe("ok");
   });
 
-  it.skipIf(!haveSharedFixtures)("refuses every single-bit flip of the signature and of the signed part outside the certificates, and a spread inside them", { timeout: 120_000 }, () => {
+  it.skipIf(!haveSharedFixtures)("refuses every single-bit flip of the document: signature, framing, payload and the embedded certificates", { timeout: 300_000 }, () => {
     const raw = sharedFixture(`aws-nitro/${DOCS[2][0]}`);
-    const doc = parseNitroDocument(raw);
-    const sigStart = raw.length - doc.signature.length;
     const flipped = (byte: number, bit: number) => {
       const b = Buffer.from(raw);
       b.writeUInt8(b.readUInt8(byte) ^ (1 << bit), byte);
       return outcome(b);
     };
+    // All ~37,000 bits: the 768 of the signature, the COSE framing and protected header, and every
+    // payload field including the certificates (each flipped certificate is parsed afresh, ~1 ms).
     const codes = new Set<string>();
-    // All 768 bits of the signature.
-    for (let i = sigStart; i < raw.length; i++) for (let bit = 0; bit < 8; bit++) codes.add(flipped(i, bit));
-    // Every bit of the COSE framing, protected header and payload fields (module id, digest, timestamp, PCRs, nonce…);
-    // inside the embedded certificates (parsed afresh on every flip, ~1 ms each) every bit of every 8th byte.
-    const certRanges = [doc.certificate, ...doc.cabundle].map((c) => {
-      const at = raw.indexOf(Buffer.from(c));
-      return [at, at + c.length] as const;
-    });
-    const inCert = (i: number) => certRanges.some(([a, b]) => i >= a && i < b);
-    for (let i = 0; i < sigStart; i++) {
-      if (inCert(i) && i % 8 !== 0) continue;
-      for (let bit = 0; bit < 8; bit++) codes.add(flipped(i, bit));
-    }
+    for (let i = 0; i < raw.length; i++) for (let bit = 0; bit < 8; bit++) codes.add(flipped(i, bit));
     expect(codes.has("ok")).toBe(false);
     expect(codes.has("nitro_signature_invalid")).toBe(true);
     expect(codes.has("nitro_document_malformed")).toBe(true);
