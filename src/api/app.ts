@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
 import { registerProblemHandlers } from "./problem.js";
 import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
+import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
 export interface TlsMaterial {
   key: string;
@@ -51,5 +52,22 @@ export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps)
   const app = Fastify({ loggerInstance: opts.log as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 });
   registerProblemHandlers(app, opts.log);
   await app.register(adminRoutes, deps);
+  return app;
+}
+
+/**
+ * The https_web federation bundle endpoint: only the well-known documents, over TLS with a Web PKI
+ * certificate and no client authentication (SPIFFE Federation §5.2.1.3).
+ */
+export async function buildWebBundleApp(opts: { log: Logger; tls: { key: string; cert: string } }, deps: WellKnownRouteDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 1024,
+    return503OnClosing: true,
+    https: { key: opts.tls.key, cert: opts.tls.cert, minVersion: "TLSv1.2" as const },
+  });
+  registerProblemHandlers(app, opts.log);
+  await app.register(wellKnownRoutes, deps);
   return app;
 }

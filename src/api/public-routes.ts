@@ -7,15 +7,14 @@ import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import { pemChain } from "../pki/pem.js";
 import { parseBody } from "./problem.js";
 import { peerSpiffeId } from "./peer.js";
+import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
-export interface PublicRouteDeps {
+export interface PublicRouteDeps extends WellKnownRouteDeps {
   attestation: AttestationService;
   nodes: NodeIssuanceService;
   ca: CaAdministration;
   metrics: Metrics;
   ready: () => boolean;
-  /** `iss` and base URL of the OIDC discovery document (known once the listener is bound). */
-  issuerUrl: () => string;
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
@@ -94,16 +93,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
 
   // Trust bundle: public, as relying parties fetch it before they trust anything.
   app.get("/v1/bundle", async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
-  app.get("/.well-known/spiffe-bundle", async (_req, reply) => reply.type("application/json").send(await deps.ca.spiffeBundle()));
-  app.get("/.well-known/openid-configuration", async () => ({
-    issuer: deps.issuerUrl(),
-    jwks_uri: `${deps.issuerUrl()}/.well-known/jwks.json`,
-    authorization_endpoint: `${deps.issuerUrl()}/.well-known/no-authorization-endpoint`,
-    response_types_supported: ["id_token"],
-    subject_types_supported: ["public"],
-    id_token_signing_alg_values_supported: ["ES256", "ES384", "RS256", "PS256"],
-  }));
-  app.get("/.well-known/jwks.json", async () => deps.ca.jwtJwks());
+  await wellKnownRoutes(app, deps);
 }
 
 function actorOf(ip: string): string {

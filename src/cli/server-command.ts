@@ -24,6 +24,7 @@ export const serverCommand: Command = {
     const { startServer } = await import("../server/run.js");
     const server = await startServer(config, log);
     console.error(`hallmark server listening on ${server.url} (admin socket ${server.adminSocket})`);
+    if (server.webBundleUrl) console.error(`hallmark federation bundle endpoint (https_web) at ${server.webBundleUrl}`);
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info({ signal }, "shutting down");

@@ -105,6 +105,27 @@ export const serverConfigSchema = z
       .object({ refreshHint: durationSeconds.default(300) })
       .strict()
       .default({ refreshHint: 300 }),
+    federation: z
+      .object({
+        /**
+         * The SPIFFE federation bundle endpoint under the https_web profile: its own listener with a
+         * Web PKI certificate (e.g. from an ACME CA), re-read when the files change. The main
+         * listener already serves the https_spiffe profile with the server's X509-SVID.
+         */
+        bundleEndpoint: z
+          .object({
+            listen: hostPort,
+            /** PEM: the certificate first, then its intermediates. */
+            certFile: z.string().min(1),
+            keyFile: z.string().min(1),
+            /** How often the files are checked for a renewed certificate. */
+            reloadInterval: durationSeconds.default(60),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .default({}),
     log: z
       .object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
       .strict()

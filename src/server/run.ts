@@ -19,13 +19,17 @@ import { NodeIssuanceService } from "../service/node-issuance.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
+import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { generatedSecretFile, readSecretFile } from "./secrets.js";
+import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
 import { ServerTlsIdentity } from "./tls-identity.js";
 
 export interface RunningServer {
   /** https://host:port actually bound (port 0 resolves to the real port). */
   url: string;
   adminSocket: string;
+  /** The https_web federation bundle endpoint, when configured. */
+  webBundleUrl?: string;
   close(): Promise<void>;
 }
 
@@ -103,12 +107,16 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(async () => stopRotation());
     ready = true;
 
-    const address = publicApp.server.address();
-    const boundPort = typeof address === "object" && address ? address.port : port;
-    const url = `https://${host.includes(":") ? `[${host}]` : host}:${boundPort}`;
+    const url = boundHttpsUrl(publicApp.server, host, port);
     boundUrl = url;
-    log.info({ url, adminSocket, trustDomain: trustDomain.name, dataDir: config.dataDir }, "hallmark server ready");
-    return { url, adminSocket, close: closeAll };
+    let webBundleUrl: string | undefined;
+    if (config.federation.bundleEndpoint) {
+      const web = await startWebBundleEndpoint(config.federation.bundleEndpoint, { ca, issuerUrl, log, clock });
+      closers.push(() => web.close());
+      webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
+    }
+    log.info({ url, adminSocket, webBundleUrl, trustDomain: trustDomain.name, dataDir: config.dataDir }, "hallmark server ready");
+    return { url, adminSocket, ...(webBundleUrl ? { webBundleUrl } : {}), close: closeAll };
   } catch (e) {
     await closeAll();
     throw e;
@@ -142,12 +150,4 @@ async function listenOnSocket(app: FastifyInstance, path: string): Promise<void>
   if (existsSync(path)) unlinkSync(path);
   await app.listen({ path });
   chmodSync(path, 0o600);
-}
-
-export function splitHostPort(listen: string): [string, number] {
-  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(listen);
-  if (!m) throw new HallmarkError("config_invalid", `listen: '${listen}' must be HOST:PORT`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new HallmarkError("config_invalid", `listen: port ${port} is out of range`);
-  return [m[1] ?? "127.0.0.1", port];
 }
