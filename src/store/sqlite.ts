@@ -115,8 +115,8 @@ class SqliteNodes implements NodeRepository {
   }
 
   async upsert(n: NodeRecord): Promise<void> {
-    this.db
-      .prepare(
+    prepared(
+        this.db,
         `INSERT INTO nodes (spiffe_id, attestor_type, hardware_id, selectors, can_reattest, serial, expires_at, evicted, created_at, updated_at)
          VALUES (@spiffeId, @attestorType, @hardwareId, @selectors, @canReattest, @serial, @expiresAt, @evicted, @createdAt, @updatedAt)
          ON CONFLICT (spiffe_id) DO UPDATE SET attestor_type = excluded.attestor_type, hardware_id = excluded.hardware_id,
@@ -171,8 +171,8 @@ class SqliteEntries implements EntryRepository {
 
   async create(e: EntryRecord): Promise<void> {
     try {
-      this.db
-        .prepare(
+      prepared(
+          this.db,
           `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
@@ -242,8 +242,7 @@ class SqliteJoinTokens implements JoinTokenRepository {
   constructor(private readonly db: Db) {}
 
   async create(t: JoinTokenRecord): Promise<void> {
-    this.db
-      .prepare("INSERT INTO join_tokens (token_hash, spiffe_id, expires_at, used_at, created_at) VALUES (?, ?, ?, NULL, ?)")
+    prepared(this.db, "INSERT INTO join_tokens (token_hash, spiffe_id, expires_at, used_at, created_at) VALUES (?, ?, ?, NULL, ?)")
       .run(t.tokenHash, t.spiffeId, ms(t.expiresAt), ms(t.createdAt));
   }
 
@@ -254,8 +253,7 @@ class SqliteJoinTokens implements JoinTokenRepository {
 
   async consume(tokenHash: string, now: Date): Promise<{ outcome: ConsumeOutcome; record?: JoinTokenRecord }> {
     // One statement decides: two racing callers cannot both see the token unused.
-    const changed = this.db
-      .prepare("UPDATE join_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?")
+    const changed = prepared(this.db, "UPDATE join_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?")
       .run(ms(now), tokenHash, ms(now)).changes;
     const record = await this.get(tokenHash);
     if (changed === 1 && record) return { outcome: "consumed", record };
@@ -282,8 +280,8 @@ class SqliteSessions implements SessionRepository {
   constructor(private readonly db: Db) {}
 
   async create(s: AttestationSessionRecord): Promise<void> {
-    this.db
-      .prepare(
+    prepared(
+        this.db,
         `INSERT INTO attestation_sessions (id, attestor_type, nonce, status, bound_spki, state, expires_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       )
@@ -311,8 +309,8 @@ class SqliteSessions implements SessionRepository {
     now: Date,
     update: { state?: JsonObject | undefined; boundSpki?: Buffer | undefined } = {},
   ): Promise<ConsumeOutcome> {
-    const changed = this.db
-      .prepare(
+    const changed = prepared(
+        this.db,
         `UPDATE attestation_sessions
            SET status = @to,
                state = CASE WHEN @setState THEN @state ELSE state END,
@@ -357,8 +355,8 @@ class SqliteSvids implements SvidRepository {
   constructor(private readonly db: Db) {}
 
   async record(s: IssuedSvidRecord): Promise<void> {
-    this.db
-      .prepare(
+    prepared(
+        this.db,
         `INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES (?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter));
@@ -414,8 +412,8 @@ class SqliteCaKeys implements CaKeyRepository {
   }
 
   async insert(k: CaKeyRecord): Promise<void> {
-    this.db
-      .prepare(
+    prepared(
+        this.db,
         `INSERT INTO ca_keys (id, kind, label, key_type, status, certificate, upstream_chain, kid, not_after, created_at, activated_at, retired_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
@@ -447,8 +445,7 @@ class SqliteCaKeys implements CaKeyRepository {
   }
 
   async bumpBundleSequence(): Promise<number> {
-    const row = this.db
-      .prepare("UPDATE bundle_state SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence")
+    const row = prepared(this.db, "UPDATE bundle_state SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence")
       .get() as Row;
     return Number(row.sequence);
   }
@@ -491,8 +488,8 @@ class SqliteAudit implements AuditRepository {
       const seq = last ? Number(last.seq) + 1 : 1;
       const prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
       const hash = hashRecord(prevHash, seq);
-      this.db
-        .prepare(
+      prepared(
+          this.db,
           `INSERT INTO audit_log (seq, time, event, outcome, code, actor, spiffe_id, attestor, serial, details, prev_hash, hash)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
@@ -516,8 +513,7 @@ class SqliteAudit implements AuditRepository {
   }
 
   async list(afterSeq: number, limit: number): Promise<AuditRecord[]> {
-    const rows = this.db
-      .prepare("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+    const rows = prepared(this.db, "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
       .all(afterSeq, limit) as Row[];
     return rows.map((r) => ({
       seq: Number(r.seq),
