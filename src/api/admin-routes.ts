@@ -27,6 +27,10 @@ const entryQuery = z.object({ parent_id: z.string().max(2048).optional(), spiffe
 const entryParams = z.object({ id: z.string().uuid() }).strict();
 const evictBody = z.object({ spiffe_id: z.string().max(2048) }).strict();
 const rotateBody = z.object({ kind: z.enum(["x509", "jwt"]), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict();
+const auditVerifyQuery = z
+  .object({ checkpoint_seq: z.coerce.number().int().positive().optional(), checkpoint_hash: z.string().regex(/^[0-9a-f]{64}$/).optional() })
+  .strict()
+  .refine((q) => (q.checkpoint_seq === undefined) === (q.checkpoint_hash === undefined), "give checkpoint_seq and checkpoint_hash together");
 
 /**
  * The admin API. It listens only on the local admin Unix socket (mode 0600 in the data
@@ -86,7 +90,10 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
     const b = parseBody(rotateBody, req.body);
     return deps.admin.rotate(b.kind, b.step);
   });
-  app.get("/admin/audit/verify", async () => deps.admin.verifyAudit());
+  app.get("/admin/audit/verify", async (req) => {
+    const q = parseBody(auditVerifyQuery, req.query);
+    return deps.admin.verifyAudit(q.checkpoint_seq !== undefined && q.checkpoint_hash !== undefined ? { seq: q.checkpoint_seq, hash: q.checkpoint_hash } : undefined);
+  });
 }
 
 function entryJson(e: EntryRecord) {

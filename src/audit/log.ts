@@ -43,12 +43,27 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
 }
 
+/** A record's position and hash, kept outside the database, so that a cut-off tail is noticed. */
+export interface AuditCheckpoint {
+  seq: number;
+  hash: string;
+}
+
 export type AuditVerification =
   | { ok: true; records: number; head: string }
-  | { ok: false; records: number; brokenAt: number; reason: "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" };
+  | {
+      ok: false;
+      records: number;
+      brokenAt: number;
+      reason: "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" | "checkpoint_missing" | "checkpoint_mismatch";
+    };
 
-/** Walks the whole chain from the genesis record. */
-export async function verifyAuditChain(repo: AuditRepository, genesisHash: string): Promise<AuditVerification> {
+/**
+ * Walks the whole chain from the genesis record. A chain only proves what is still in it: records
+ * deleted from the end leave a shorter, intact chain. A checkpoint taken earlier (the head printed
+ * by a previous verification) closes that gap: its record must still be there with the same hash.
+ */
+export async function verifyAuditChain(repo: AuditRepository, genesisHash: string, checkpoint?: AuditCheckpoint): Promise<AuditVerification> {
   let expectedSeq = 1;
   let prevHash = genesisHash;
   let count = 0;
@@ -59,10 +74,16 @@ export async function verifyAuditChain(repo: AuditRepository, genesisHash: strin
       if (r.seq !== expectedSeq) return { ok: false, records: count, brokenAt: expectedSeq, reason: "sequence_gap" };
       if (r.prevHash !== prevHash) return { ok: false, records: count, brokenAt: r.seq, reason: "prev_hash_mismatch" };
       if (auditRecordHash(r) !== r.hash) return { ok: false, records: count, brokenAt: r.seq, reason: "hash_mismatch" };
+      if (checkpoint && r.seq === checkpoint.seq && r.hash !== checkpoint.hash) {
+        return { ok: false, records: count, brokenAt: r.seq, reason: "checkpoint_mismatch" };
+      }
       prevHash = r.hash;
       expectedSeq += 1;
       count += 1;
     }
-    if (batch.length < page) return { ok: true, records: count, head: prevHash };
+    if (batch.length < page) {
+      if (checkpoint && count < checkpoint.seq) return { ok: false, records: count, brokenAt: count + 1, reason: "checkpoint_missing" };
+      return { ok: true, records: count, head: prevHash };
+    }
   }
 }

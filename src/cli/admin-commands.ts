@@ -1,4 +1,6 @@
+import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { writeFileAtomic } from "../client/files.js";
 import { adminRequest, expectOk } from "../client/http.js";
 import { parseDurationSeconds } from "../config/duration.js";
 import { type Command, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
@@ -174,17 +176,40 @@ export const adminCommands: Command[] = [
   },
   {
     name: "audit verify",
-    summary: "verify the hash chain of the audit log",
-    usage: `hallmark audit verify ${ADMIN_USAGE}`,
-    options: ADMIN_OPTIONS,
+    summary: "verify the hash chain of the audit log (and, with --checkpoint, that no record was cut off its end)",
+    usage: `hallmark audit verify [--checkpoint FILE] ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, checkpoint: { type: "string" } },
     async run(v) {
-      const r = (await admin(v, "GET", "/admin/audit/verify")) as
+      const file = optionalString(v, "checkpoint");
+      const previous = file ? readCheckpoint(file) : undefined;
+      const query = previous ? `?checkpoint_seq=${previous.seq}&checkpoint_hash=${previous.hash}` : "";
+      const r = (await admin(v, "GET", `/admin/audit/verify${query}`)) as
         | { ok: true; records: number; head: string }
         | { ok: false; records: number; brokenAt: number; reason: string };
+      // Written only after a clean walk: a broken log never moves the checkpoint forward.
+      if (file && r.ok && r.records > 0) writeFileAtomic(file, `${JSON.stringify({ seq: r.records, hash: r.head })}\n`, 0o644);
       print(v, r, () =>
-        r.ok ? `audit log intact: ${r.records} records, head ${r.head}` : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
+        r.ok
+          ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}`
+          : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
       );
       return r.ok ? 0 : 1;
     },
   },
 ];
+
+/** A checkpoint file from an earlier `audit verify --checkpoint`; absent on the first run. */
+function readCheckpoint(file: string): { seq: number; hash: string } | undefined {
+  if (!existsSync(file)) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    throw new UsageError(`--checkpoint: ${file} is not a checkpoint written by 'hallmark audit verify'`);
+  }
+  const c = parsed as { seq?: unknown; hash?: unknown };
+  if (!Number.isSafeInteger(c.seq) || (c.seq as number) < 1 || typeof c.hash !== "string" || !/^[0-9a-f]{64}$/.test(c.hash)) {
+    throw new UsageError(`--checkpoint: ${file} is not a checkpoint written by 'hallmark audit verify'`);
+  }
+  return { seq: c.seq as number, hash: c.hash };
+}

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { type AuditLog, type AuditVerification, verifyAuditChain } from "../audit/log.js";
+import { type AuditCheckpoint, type AuditLog, type AuditVerification, verifyAuditChain } from "../audit/log.js";
 import { HallmarkError } from "../errors.js";
 import { joinTokenHash, newJoinToken } from "../join-tokens/token.js";
 import { SpiffeId, parseMemberId, type TrustDomain } from "../spiffe/id.js";
@@ -103,8 +103,8 @@ export class AdminService {
     return result;
   }
 
-  verifyAudit(): Promise<AuditVerification> {
-    return verifyAuditChain(this.deps.store.audit, AUDIT_GENESIS_HASH);
+  verifyAudit(checkpoint?: AuditCheckpoint): Promise<AuditVerification> {
+    return verifyAuditChain(this.deps.store.audit, AUDIT_GENESIS_HASH, checkpoint);
   }
 
   private async audit(event: string, spiffeId: string | undefined, details: Record<string, unknown>): Promise<void> {

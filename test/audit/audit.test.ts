@@ -50,3 +50,50 @@ describe("audit chain", () => {
     expect(await verifyAuditChain(store.audit, AUDIT_GENESIS_HASH)).toMatchObject({ ok: false, brokenAt: 2, reason: "sequence_gap" });
   });
 });
+
+describe("audit checkpoints: a cut-off tail", () => {
+  const tailDir = tempDir("audit-tail");
+  const tailDb = join(tailDir.path, "hallmark.db");
+  let tailStore: Store;
+  let log: AuditLog;
+  const append = (i: number) => log.append({ time: new Date(1_700_000_000_000 + i), event: "issue_x509", outcome: "success", spiffeId: `spiffe://example.org/t${i}`, details: { n: i } });
+
+  beforeAll(async () => {
+    tailStore = await openSqliteStore(tailDb);
+    log = new AuditLog(tailStore.audit);
+    for (let i = 0; i < 6; i++) await append(i);
+  });
+  afterAll(async () => {
+    await tailStore.close();
+    tailDir.remove();
+  });
+
+  const cut = (sql: string) => {
+    const db = new Database(tailDb);
+    db.exec("DROP TRIGGER audit_log_no_delete;");
+    db.exec(sql);
+    db.exec("CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;");
+    db.close();
+  };
+
+  it("a chain whose last records were deleted still verifies alone, and fails against the checkpoint taken before", async () => {
+    const before = await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH);
+    if (!before.ok) throw new Error("chain should verify");
+    const checkpoint = { seq: before.records, hash: before.head };
+    expect(await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH, checkpoint)).toMatchObject({ ok: true, records: 6 });
+    cut("DELETE FROM audit_log WHERE seq >= 5");
+    expect(await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH)).toMatchObject({ ok: true, records: 4 });
+    expect(await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH, checkpoint)).toMatchObject({ ok: false, brokenAt: 5, reason: "checkpoint_missing" });
+  });
+
+  it("a tail cut and appended again to the old length fails against the checkpoint too", async () => {
+    // Now 4 records; the attacker appends two new ones, so the count matches a checkpoint at 6.
+    const checkpointAt6 = { seq: 6, hash: "ab".repeat(32) };
+    await append(100);
+    await append(101);
+    const v = await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH);
+    expect(v).toMatchObject({ ok: true, records: 6 });
+    expect(await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH, checkpointAt6)).toMatchObject({ ok: false, brokenAt: 6, reason: "checkpoint_mismatch" });
+    if (v.ok) expect(await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH, { seq: 6, hash: v.head })).toMatchObject({ ok: true });
+  });
+});

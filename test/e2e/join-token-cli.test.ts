@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
 import { createLocalJWKSet, jwtVerify, decodeProtectedHeader } from "jose";
@@ -121,6 +121,25 @@ describe("join-token quick start through the CLI", () => {
     const audit = await admin("audit", "verify");
     expect(audit.code).toBe(0);
     expect(audit.stdout).toMatch(/audit log intact: \d+ records/);
+    // A checkpoint file: written on the first run, checked and advanced on the next.
+    const checkpoint = join(work.path, "audit.checkpoint");
+    expect((await admin("audit", "verify", "--checkpoint", checkpoint)).code).toBe(0);
+    const first = JSON.parse(readFileSync(checkpoint, "utf8")) as { seq: number; hash: string };
+    expect(first.seq).toBeGreaterThan(0);
+    await admin("token", "create", "--spiffe-id", "spiffe://example.org/node/later", "--ttl", "1m"); // one more record
+    const again = await admin("audit", "verify", "--checkpoint", checkpoint);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain(`checkpoint record ${first.seq} still in place`);
+    // A checkpoint past the end of the log is what a cut-off tail looks like.
+    writeFileSync(checkpoint, JSON.stringify({ seq: first.seq + 1000, hash: first.hash }));
+    const cut = await admin("audit", "verify", "--checkpoint", checkpoint);
+    expect(cut.code).toBe(1);
+    expect(cut.stdout).toMatch(/audit log BROKEN at record \d+: checkpoint_missing/);
+    expect(JSON.parse(readFileSync(checkpoint, "utf8")).seq).toBe(first.seq + 1000);
+    writeFileSync(checkpoint, "not json");
+    const bad = await admin("audit", "verify", "--checkpoint", checkpoint);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim().split("\n")).toHaveLength(1);
     expect((await admin("node", "evict", "--spiffe-id", NODE_ID)).code).toBe(0);
     const r = await runCli(["fetch", "x509", ...asNode(), "--out", join(work.path, "y")]);
     expect(r.code).toBe(1);
