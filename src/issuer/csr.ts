@@ -23,14 +23,24 @@ export interface ParseCsrOptions {
 
 export const MAX_CSR_BYTES = 8 * 1024;
 
+/**
+ * RSASSA-PSS parameters (RFC 4055) as OpenSSL and Go encode them: hash H, MGF1 with H, salt the
+ * length of H, default trailer. Other parameter sets are refused rather than interpreted.
+ */
+const pssAlgorithm = (hashOid: string, saltLength: number): string =>
+  `304106092a864886f70d01010a3034a00f300d0609608648016503040${hashOid}0500a11c301a06092a864886f70d010108300d0609608648016503040${hashOid}0500a2030201${saltLength.toString(16)}`;
+
 /** CSR signature algorithms accepted, by the DER of their AlgorithmIdentifier. */
-const SIGNATURE_ALGORITHMS = new Map<string, { hash: string; rsa: boolean }>([
+const SIGNATURE_ALGORITHMS = new Map<string, { hash: string; rsa: boolean; pssSaltLength?: number }>([
   ["300a06082a8648ce3d040302", { hash: "sha256", rsa: false }],
   ["300a06082a8648ce3d040303", { hash: "sha384", rsa: false }],
   ["300a06082a8648ce3d040304", { hash: "sha512", rsa: false }],
   ["300d06092a864886f70d01010b0500", { hash: "sha256", rsa: true }],
   ["300d06092a864886f70d01010c0500", { hash: "sha384", rsa: true }],
   ["300d06092a864886f70d01010d0500", { hash: "sha512", rsa: true }],
+  [pssAlgorithm("201", 32), { hash: "sha256", rsa: true, pssSaltLength: 32 }],
+  [pssAlgorithm("202", 48), { hash: "sha384", rsa: true, pssSaltLength: 48 }],
+  [pssAlgorithm("203", 64), { hash: "sha512", rsa: true, pssSaltLength: 64 }],
 ]);
 
 const EXTENSION_REQUEST = "1.2.840.113549.1.9.14";
@@ -74,7 +84,11 @@ export function parseCsr(input: string | Uint8Array, opts: ParseCsrOptions = {})
   if (signature.end - signature.start < 2 || der[signature.start] !== 0) throw malformed("malformed signature");
   const ok = (() => {
     try {
-      const key = scheme.rsa ? { key: publicKey, padding: constants.RSA_PKCS1_PADDING } : { key: publicKey, dsaEncoding: "der" as const };
+      const key = !scheme.rsa
+        ? { key: publicKey, dsaEncoding: "der" as const }
+        : scheme.pssSaltLength !== undefined
+          ? { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: scheme.pssSaltLength }
+          : { key: publicKey, padding: constants.RSA_PKCS1_PADDING };
       return scheme.rsa === (keyInfo.kind === "rsa") && verify(scheme.hash, der.subarray(info.headerStart, info.end), key, der.subarray(signature.start + 1, signature.end));
     } catch {
       return false;

@@ -16,10 +16,10 @@ afterAll(() => dir.remove());
 
 let n = 0;
 /** A CSR made by openssl (an independent implementation), PEM. */
-function opensslCsr(privateKey: KeyObject, extensions: string[] = []): string {
+function opensslCsr(privateKey: KeyObject, extensions: string[] = [], signing: string[] = []): string {
   const keyPath = join(dir.path, `k${n++}.pem`);
   writeFileSync(keyPath, privateKey.export({ type: "pkcs8", format: "pem" }));
-  const args = ["req", "-new", "-key", keyPath, "-subj", "/O=test", ...extensions.flatMap((e) => ["-addext", e])];
+  const args = ["req", "-new", "-key", keyPath, "-subj", "/O=test", ...signing, ...extensions.flatMap((e) => ["-addext", e])];
   return execFileSync("openssl", args, { encoding: "utf8" });
 }
 const derOf = (pem: string) => Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ""), "base64");
@@ -93,6 +93,23 @@ describe("parseCsr", () => {
       expect(parseCsr(pem, { allowCaRequest: true }).requestsCa).toBe(true);
     },
   );
+
+  it.each(["sha256", "sha384", "sha512"])("accepts an RSA CSR that openssl signed with RSASSA-PSS over %s (salt = hash length)", (hash) => {
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const pem = opensslCsr(rsa.privateKey, [], [`-${hash}`, "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:digest"]);
+    const csr = parseCsr(pem);
+    expect(spkiHex(csr.publicKey)).toBe(spkiHex(rsa.publicKey));
+    // The same request with one signature bit flipped no longer proves possession.
+    const der = derOf(pem);
+    der[der.length - 7] = (der[der.length - 7] ?? 0) ^ 0x10;
+    expect(code(() => parseCsr(der))).toBe("csr_signature_invalid");
+  });
+
+  it("refuses RSASSA-PSS with parameters other than salt = hash length", () => {
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const pem = opensslCsr(rsa.privateKey, [], ["-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:20"]);
+    expect(code(() => parseCsr(pem))).toBe("csr_signature_invalid");
+  });
 
   it("refuses a CSR whose signature does not verify (no proof of possession)", () => {
     const der = derOf(goodPem);
