@@ -98,23 +98,22 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => adminApp.close());
 
     await publicApp.listen({ host, port });
-    tls.attach(publicApp.server as unknown as import("node:tls").Server);
-    closers.push(async () => tls.stop());
-    const adminSocket = adminSocketPath(config);
-    await listenOnSocket(adminApp, adminSocket);
-    ca.onBundleChange(() => void tls.refresh());
-    const stopRotation = ca.startScheduledRotation();
-    closers.push(async () => stopRotation());
-    ready = true;
-
     const url = boundHttpsUrl(publicApp.server, host, port);
     boundUrl = url;
+    tls.attach(publicApp.server as unknown as import("node:tls").Server);
+    closers.push(async () => tls.stop());
     let webBundleUrl: string | undefined;
     if (config.federation.bundleEndpoint) {
       const web = await startWebBundleEndpoint(config.federation.bundleEndpoint, { ca, issuerUrl, log, clock });
       closers.push(() => web.close());
       webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
     }
+    const adminSocket = adminSocketPath(config);
+    await listenOnSocket(adminApp, adminSocket);
+    ca.onBundleChange(() => void tls.refresh());
+    const stopRotation = ca.startScheduledRotation();
+    closers.push(async () => stopRotation());
+    ready = true;
     log.info({ url, adminSocket, webBundleUrl, trustDomain: trustDomain.name, dataDir: config.dataDir }, "hallmark server ready");
     return { url, adminSocket, ...(webBundleUrl ? { webBundleUrl } : {}), close: closeAll };
   } catch (e) {

@@ -1,13 +1,14 @@
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import type { Server as TlsServer } from "node:tls";
 import type { Logger } from "pino";
 import { buildWebBundleApp } from "../api/app.js";
 import type { WellKnownRouteDeps } from "../api/well-known-routes.js";
 import { HallmarkError } from "../errors.js";
-import { pemBlocks } from "../pki/pem.js";
+import { pemChain, readCertificateFiles } from "../pki/pem.js";
 import type { Clock } from "../service/clock.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
+import { readSecretFile } from "./secrets.js";
 
 export interface WebBundleEndpointConfig {
   listen: string;
@@ -17,51 +18,38 @@ export interface WebBundleEndpointConfig {
 }
 
 interface WebTlsFiles {
+  /** PEM: the certificate, then its intermediates. */
   cert: string;
   key: string;
   /** What the log may say about the certificate (never the key). */
   summary: { subject: string; subjectAltName: string | undefined; notAfter: string; fingerprint256: string };
-  notAfter: Date;
 }
 
 /**
  * Reads and checks the Web PKI certificate chain and its key: a PEM chain, the leaf first, whose
  * key is the one in keyFile. A bad pair is refused with one line naming the file, not the content.
  */
-export function readWebTlsFiles(certFile: string, keyFile: string): WebTlsFiles {
-  const what = "federation.bundleEndpoint";
-  let cert: string;
-  let key: string;
-  try {
-    cert = readFileSync(certFile, "utf8");
-  } catch {
-    throw new HallmarkError("config_invalid", `${what}.certFile: cannot read ${certFile}`);
-  }
-  try {
-    key = readFileSync(keyFile, "utf8");
-  } catch {
-    throw new HallmarkError("config_invalid", `${what}.keyFile: cannot read ${keyFile}`);
-  }
+function readWebTlsFiles(certFile: string, keyFile: string): WebTlsFiles {
+  const where = "federation.bundleEndpoint";
+  const chain = readCertificateFiles([certFile], `${where}.certFile`);
+  const key = readSecretFile(keyFile, `${where}.keyFile`);
   let leaf: X509Certificate;
   try {
-    const first = pemBlocks(cert)[0];
-    if (!first) throw new Error("no certificate");
-    leaf = new X509Certificate(first);
+    leaf = new X509Certificate(chain[0] ?? Buffer.alloc(0));
   } catch {
-    throw new HallmarkError("config_invalid", `${what}.certFile: ${certFile} holds no PEM certificate`);
+    throw new HallmarkError("config_invalid", `${where}.certFile: ${certFile} holds no PEM certificate`);
   }
   let matches: boolean;
   try {
     matches = leaf.checkPrivateKey(createPrivateKey(key));
   } catch {
-    throw new HallmarkError("config_invalid", `${what}.keyFile: ${keyFile} holds no readable unencrypted PEM private key`);
+    throw new HallmarkError("config_invalid", `${where}.keyFile: ${keyFile} holds no readable unencrypted PEM private key`);
   }
-  if (!matches) throw new HallmarkError("config_invalid", `${what}: the key in ${keyFile} is not the key of the first certificate in ${certFile}`);
+  if (!matches) throw new HallmarkError("config_invalid", `${where}: the key in ${keyFile} is not the key of the first certificate in ${certFile}`);
   return {
-    cert,
+    cert: pemChain(chain),
     key,
     summary: { subject: leaf.subject, subjectAltName: leaf.subjectAltName, notAfter: leaf.validTo, fingerprint256: leaf.fingerprint256 },
-    notAfter: new Date(leaf.validTo),
   };
 }
 
@@ -83,7 +71,7 @@ export async function startWebBundleEndpoint(
   const log = deps.log.child({ component: "web-bundle-endpoint" });
   let files = readWebTlsFiles(config.certFile, config.keyFile);
   const warnIfExpired = () => {
-    if (files.notAfter.getTime() <= deps.clock().getTime()) log.warn({ certificate: files.summary }, "the Web PKI certificate has expired; federation peers will refuse it");
+    if (new Date(files.summary.notAfter).getTime() <= deps.clock().getTime()) log.warn({ certificate: files.summary }, "the Web PKI certificate has expired; federation peers will refuse it");
   };
   warnIfExpired();
   const app = await buildWebBundleApp({ log, tls: files }, deps);
