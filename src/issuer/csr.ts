@@ -27,8 +27,10 @@ export const MAX_CSR_BYTES = 8 * 1024;
  * RSASSA-PSS parameters (RFC 4055) as OpenSSL and Go encode them: hash H, MGF1 with H, salt the
  * length of H, default trailer. Other parameter sets are refused rather than interpreted.
  */
-const pssAlgorithm = (hashOid: string, saltLength: number): string =>
-  `304106092a864886f70d01010a3034a00f300d0609608648016503040${hashOid}0500a11c301a06092a864886f70d010108300d0609608648016503040${hashOid}0500a2030201${saltLength.toString(16)}`;
+const pssAlgorithm = (hashAlgorithm: string, saltLength: number): string =>
+  `304106092a864886f70d01010a3034a00f${hashAlgorithm}a11c301a06092a864886f70d010108${hashAlgorithm}a2030201${saltLength.toString(16).padStart(2, "0")}`;
+/** AlgorithmIdentifier { id-sha256 | id-sha384 | id-sha512, NULL }. */
+const SHA2 = { sha256: "300d06096086480165030402010500", sha384: "300d06096086480165030402020500", sha512: "300d06096086480165030402030500" };
 
 /** CSR signature algorithms accepted, by the DER of their AlgorithmIdentifier. */
 const SIGNATURE_ALGORITHMS = new Map<string, { hash: string; rsa: boolean; pssSaltLength?: number }>([
@@ -38,9 +40,9 @@ const SIGNATURE_ALGORITHMS = new Map<string, { hash: string; rsa: boolean; pssSa
   ["300d06092a864886f70d01010b0500", { hash: "sha256", rsa: true }],
   ["300d06092a864886f70d01010c0500", { hash: "sha384", rsa: true }],
   ["300d06092a864886f70d01010d0500", { hash: "sha512", rsa: true }],
-  [pssAlgorithm("201", 32), { hash: "sha256", rsa: true, pssSaltLength: 32 }],
-  [pssAlgorithm("202", 48), { hash: "sha384", rsa: true, pssSaltLength: 48 }],
-  [pssAlgorithm("203", 64), { hash: "sha512", rsa: true, pssSaltLength: 64 }],
+  [pssAlgorithm(SHA2.sha256, 32), { hash: "sha256", rsa: true, pssSaltLength: 32 }],
+  [pssAlgorithm(SHA2.sha384, 48), { hash: "sha384", rsa: true, pssSaltLength: 48 }],
+  [pssAlgorithm(SHA2.sha512, 64), { hash: "sha512", rsa: true, pssSaltLength: 64 }],
 ]);
 
 const EXTENSION_REQUEST = "1.2.840.113549.1.9.14";
