@@ -12,6 +12,7 @@ export const CORE_ERRORS = {
   invalid_spiffe_id: { status: 400, title: "The SPIFFE ID is invalid" },
   invalid_trust_domain: { status: 400, title: "The trust domain is invalid" },
   spiffe_id_outside_trust_domain: { status: 403, title: "The SPIFFE ID is outside this trust domain" },
+  spiffe_id_reserved: { status: 403, title: "The SPIFFE ID is reserved for the server or a node" },
   // attestation sessions
   unknown_attestor: { status: 400, title: "Unknown attestor type" },
   attestor_disabled: { status: 403, title: "This attestor is not enabled on this server" },
@@ -25,6 +26,9 @@ export const CORE_ERRORS = {
   evidence_too_large: { status: 413, title: "The evidence is too large" },
   hardware_identity_changed: { status: 403, title: "This node previously attested with different hardware" },
   node_evicted: { status: 403, title: "This node has been evicted" },
+  node_banned: { status: 403, title: "This node is banned from attesting" },
+  node_svid_superseded: { status: 401, title: "This node SVID was replaced by a newer one" },
+  node_svid_expired: { status: 401, title: "This node SVID has expired" },
   reattestation_required: { status: 403, title: "This node must attest again with fresh evidence to renew" },
   ambiguous_spiffe_id: { status: 400, title: "Several entries match: name the SPIFFE ID" },
   // join tokens

@@ -25,7 +25,7 @@ const entryBody = z
   .strict();
 const entryQuery = z.object({ parent_id: z.string().max(2048).optional(), spiffe_id: z.string().max(2048).optional() }).strict();
 const entryParams = z.object({ id: z.string().uuid() }).strict();
-const evictBody = z.object({ spiffe_id: z.string().max(2048) }).strict();
+const nodeBody = z.object({ spiffe_id: z.string().max(2048) }).strict();
 const rotateBody = z.object({ kind: z.enum(["x509", "jwt"]), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict();
 const auditVerifyQuery = z
   .object({ checkpoint_seq: z.coerce.number().int().positive().optional(), checkpoint_hash: z.string().regex(/^[0-9a-f]{64}$/).optional() })
@@ -68,20 +68,35 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
     await deps.admin.deleteEntry(id);
     return reply.code(204).send();
   });
-  app.get("/admin/nodes", async () => ({
-    nodes: (await deps.admin.listNodes()).map((n) => ({
-      spiffe_id: n.spiffeId,
-      attestor: n.attestorType,
-      selectors: n.selectors,
-      serial: n.serial ?? null,
-      expires_at: n.expiresAt?.toISOString() ?? null,
-      evicted: n.evicted,
-      can_reattest: n.canReattest,
-    })),
-  }));
+  app.get("/admin/nodes", async () => {
+    const banned = new Set((await deps.admin.listNodeBans()).map((b) => b.spiffeId));
+    return {
+      nodes: (await deps.admin.listNodes()).map((n) => ({
+        spiffe_id: n.spiffeId,
+        attestor: n.attestorType,
+        selectors: n.selectors,
+        serial: n.serial ?? null,
+        expires_at: n.expiresAt?.toISOString() ?? null,
+        evicted: n.evicted,
+        evicted_at: n.evictedAt?.toISOString() ?? null,
+        banned: banned.has(n.spiffeId),
+        can_reattest: n.canReattest,
+      })),
+    };
+  });
   app.post("/admin/nodes/evict", async (req, reply) => {
-    const b = parseBody(evictBody, req.body);
+    const b = parseBody(nodeBody, req.body);
     await deps.admin.evictNode(b.spiffe_id);
+    return reply.code(204).send();
+  });
+  app.post("/admin/nodes/ban", async (req, reply) => {
+    const b = parseBody(nodeBody, req.body);
+    await deps.admin.banNode(b.spiffe_id);
+    return reply.code(204).send();
+  });
+  app.post("/admin/nodes/unban", async (req, reply) => {
+    const b = parseBody(nodeBody, req.body);
+    await deps.admin.unbanNode(b.spiffe_id);
     return reply.code(204).send();
   });
   app.get("/admin/bundle", async () => ({ bundle_pem: await deps.ca.bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));

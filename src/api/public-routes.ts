@@ -1,4 +1,4 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
@@ -6,7 +6,7 @@ import type { NodeIssuanceService } from "../service/node-issuance.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import { pemChain } from "../pki/pem.js";
 import { parseBody } from "./problem.js";
-import { peerSpiffeId } from "./peer.js";
+import { authenticatedNode, presentedSvid } from "./peer.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
 export interface PublicRouteDeps extends WellKnownRouteDeps {
@@ -68,25 +68,26 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   });
 
   // Node endpoints: mutual TLS with the node's SVID.
-  app.post("/v1/node/renew", async (req) => {
-    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+  const nodeOf = (req: FastifyRequest, reply: FastifyReply) => authenticatedNode(reply, () => deps.nodes.authenticate(presentedSvid(req)));
+  app.post("/v1/node/renew", async (req, reply) => {
+    const node = await nodeOf(req, reply);
     const body = parseBody(renewBody, req.body);
     return svidBody(node.spiffeId, await deps.nodes.renew(node, body.csr));
   });
-  app.post("/v1/svids/x509", async (req) => {
-    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+  app.post("/v1/svids/x509", async (req, reply) => {
+    const node = await nodeOf(req, reply);
     const body = parseBody(x509Body, req.body);
     const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
     return svidBody(svid.spiffeId, svid);
   });
-  app.post("/v1/svids/jwt", async (req) => {
-    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+  app.post("/v1/svids/jwt", async (req, reply) => {
+    const node = await nodeOf(req, reply);
     const body = parseBody(jwtBody, req.body);
     const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
     return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString() };
   });
-  app.get("/v1/node/entries", async (req) => {
-    const node = await deps.nodes.authenticate(peerSpiffeId(req));
+  app.get("/v1/node/entries", async (req, reply) => {
+    const node = await nodeOf(req, reply);
     const entries = await deps.nodes.entitledEntries(node);
     return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })) };
   });

@@ -119,24 +119,18 @@ export const adminCommands: Command[] = [
     options: ADMIN_OPTIONS,
     async run(v) {
       const r = (await admin(v, "GET", "/admin/nodes")) as {
-        nodes: Array<{ spiffe_id: string; attestor: string; expires_at: string | null; evicted: boolean }>;
+        nodes: Array<{ spiffe_id: string; attestor: string; expires_at: string | null; evicted: boolean; banned: boolean }>;
       };
       return print(v, r, () =>
-        r.nodes.map((n) => `${n.spiffe_id}  ${n.attestor}  expires=${n.expires_at ?? "-"}${n.evicted ? "  EVICTED" : ""}`).join("\n") || "no nodes",
+        r.nodes
+          .map((n) => `${n.spiffe_id}  ${n.attestor}  expires=${n.expires_at ?? "-"}${n.evicted ? "  EVICTED" : ""}${n.banned ? "  BANNED" : ""}`)
+          .join("\n") || "no nodes",
       );
     },
   },
-  {
-    name: "node evict",
-    summary: "evict a node: its SVID stops working and it must attest again",
-    usage: `hallmark node evict --spiffe-id ID ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, "spiffe-id": { type: "string" } },
-    async run(v) {
-      const id = requireString(v, "spiffe-id");
-      await admin(v, "POST", "/admin/nodes/evict", { spiffe_id: id });
-      return print(v, { evicted: id }, () => `evicted ${id}`);
-    },
-  },
+  nodeCommand("evict", "evict a node: every SVID it holds stops working at once; it may attest again", "evicted"),
+  nodeCommand("ban", "evict a node and refuse its re-attestation (by SPIFFE ID and hardware identity) until unbanned", "banned"),
+  nodeCommand("unban", "lift a node's ban: it may attest again", "unbanned"),
   {
     name: "bundle show",
     summary: "print the trust bundle as PEM or as a SPIFFE bundle (JWKS)",
@@ -197,6 +191,21 @@ export const adminCommands: Command[] = [
     },
   },
 ];
+
+/** `hallmark node evict|ban|unban --spiffe-id ID`: one admin call each, the same shape. */
+function nodeCommand(verb: "evict" | "ban" | "unban", summary: string, done: string): Command {
+  return {
+    name: `node ${verb}`,
+    summary,
+    usage: `hallmark node ${verb} --spiffe-id ID ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, "spiffe-id": { type: "string" } },
+    async run(v) {
+      const id = requireString(v, "spiffe-id");
+      await admin(v, "POST", `/admin/nodes/${verb}`, { spiffe_id: id });
+      return print(v, { [done]: id }, () => `${done} ${id}`);
+    },
+  };
+}
 
 /** A checkpoint file from an earlier `audit verify --checkpoint`; absent on the first run. */
 function readCheckpoint(file: string): { seq: number; hash: string } | undefined {

@@ -85,9 +85,14 @@ export const serverConfigSchema = z
         x509Ttl: durationSeconds.default(3600),
         jwtTtl: durationSeconds.default(300),
         maxTtl: durationSeconds.default(86400),
+        /**
+         * After a node renews or attests again, its previous SVID keeps working this long, so
+         * requests already in flight on other connections finish. 0 retires it at once.
+         */
+        nodeRenewalOverlap: z.union([z.literal(0), durationSeconds]).default(30),
       })
       .strict()
-      .default({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, maxTtl: 86400 }),
+      .default({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, maxTtl: 86400, nodeRenewalOverlap: 30 }),
     attestation: z
       .object({
         sessionTtl: durationSeconds.default(120),

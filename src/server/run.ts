@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
+import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
 import { AuditLog } from "../audit/log.js";
 import { buildAttestors } from "../attestors/registry.js";
 import { type ServerConfig, adminSocketPath } from "../config/server.js";
@@ -68,6 +69,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       clock,
       sessionTtlSeconds: config.attestation.sessionTtl,
       nodeTtlSeconds: config.svid.nodeTtl,
+      renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
     });
     const nodes = new NodeIssuanceService({
@@ -79,6 +81,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       parseCsr,
       clock,
       ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, max: config.svid.maxTtl },
+      renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
     });
     const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
@@ -101,6 +104,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const url = boundHttpsUrl(publicApp.server, host, port);
     boundUrl = url;
     tls.attach(publicApp.server as unknown as import("node:tls").Server);
+    closeConnectionsAtCertificateExpiry(publicApp.server as unknown as import("node:tls").Server, clock);
     closers.push(async () => tls.stop());
     let webBundleUrl: string | undefined;
     if (config.federation.bundleEndpoint) {

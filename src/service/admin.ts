@@ -1,10 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { type AuditCheckpoint, type AuditLog, type AuditVerification, verifyAuditChain } from "../audit/log.js";
+import { JOIN_TOKEN_ATTESTOR } from "../attestors/join-token/attestor.js";
 import { HallmarkError } from "../errors.js";
 import { joinTokenHash, newJoinToken } from "../join-tokens/token.js";
-import { SpiffeId, parseMemberId, type TrustDomain } from "../spiffe/id.js";
+import { HALLMARK_NAMESPACE, SpiffeId, inHallmarkNamespace, parseMemberId, type TrustDomain } from "../spiffe/id.js";
 import { AUDIT_GENESIS_HASH } from "../store/sqlite.js";
-import type { EntryRecord, NodeRecord, Store } from "../store/types.js";
+import type { EntryRecord, NodeBanRecord, NodeRecord, Store } from "../store/types.js";
 import { AUDIT_EVENTS } from "./audit-events.js";
 import type { Clock } from "./clock.js";
 import type { CaAdministration, RotationStep } from "./ports.js";
@@ -37,6 +38,7 @@ export class AdminService {
 
   async createJoinToken(spiffeId: string, ttlSeconds: number): Promise<{ token: string; spiffeId: string; expiresAt: Date }> {
     const id = parseMemberId(spiffeId, this.deps.trustDomain);
+    await this.refuseReservedForJoinToken(id);
     if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0 || ttlSeconds > this.deps.maxJoinTokenTtlSeconds) {
       throw new HallmarkError("ttl_invalid", `the TTL must be between 1 s and ${this.deps.maxJoinTokenTtlSeconds} s`);
     }
@@ -53,6 +55,7 @@ export class AdminService {
     const id = parseMemberId(input.spiffeId, this.deps.trustDomain);
     const parent = parseMemberId(input.parentId, this.deps.trustDomain);
     if (id.equals(parent)) throw new HallmarkError("invalid_request", "an entry cannot be its own parent");
+    await this.refuseReservedForWorkload(id);
     for (const s of input.selectors) {
       if (!SELECTOR.test(s)) throw new HallmarkError("invalid_selector", `selector '${s.slice(0, 80)}' must be type:value`);
     }
@@ -91,10 +94,35 @@ export class AdminService {
     return this.deps.store.nodes.list();
   }
 
+  listNodeBans(): Promise<NodeBanRecord[]> {
+    return this.deps.store.nodes.listBans();
+  }
+
+  /** Every SVID the node holds stops working; it may attest again (a ban also refuses that). */
   async evictNode(spiffeId: string): Promise<void> {
     const id = SpiffeId.parse(spiffeId).toString();
     if (!(await this.deps.store.nodes.evict(id, this.deps.clock()))) throw new HallmarkError("node_not_found", "no such node");
     await this.audit(AUDIT_EVENTS.nodeEvict, id, {});
+  }
+
+  /**
+   * Evicts the node and refuses its re-attestation, by SPIFFE ID and by hardware identity, until
+   * `unbanNode`: what SPIRE calls a ban, for a node that must not come back with a new token.
+   */
+  async banNode(spiffeId: string): Promise<void> {
+    const id = SpiffeId.parse(spiffeId).toString();
+    const node = await this.deps.store.nodes.get(id);
+    if (!node) throw new HallmarkError("node_not_found", "no such node");
+    const now = this.deps.clock();
+    await this.deps.store.nodes.ban({ spiffeId: id, attestorType: node.attestorType, hardwareId: node.hardwareId, createdAt: now });
+    await this.deps.store.nodes.evict(id, now);
+    await this.audit(AUDIT_EVENTS.nodeBan, id, { attestor: node.attestorType, hardwareId: node.hardwareId ?? null });
+  }
+
+  async unbanNode(spiffeId: string): Promise<void> {
+    const id = SpiffeId.parse(spiffeId).toString();
+    if (!(await this.deps.store.nodes.unban(id))) throw new HallmarkError("node_not_found", "no ban on this node");
+    await this.audit(AUDIT_EVENTS.nodeUnban, id, {});
   }
 
   async rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[] }> {
@@ -105,6 +133,33 @@ export class AdminService {
 
   verifyAudit(checkpoint?: AuditCheckpoint): Promise<AuditVerification> {
     return verifyAuditChain(this.deps.store.audit, AUDIT_GENESIS_HASH, checkpoint);
+  }
+
+  /** A workload ID may not be Hallmark's own or a node's: its SVID would pose as them. */
+  private async refuseReservedForWorkload(id: SpiffeId): Promise<void> {
+    if (inHallmarkNamespace(id)) {
+      throw new HallmarkError("spiffe_id_reserved", `${id} is in ${HALLMARK_NAMESPACE}/, which only the server assigns`);
+    }
+    if (await this.deps.store.nodes.get(id.toString())) {
+      throw new HallmarkError("spiffe_id_reserved", `${id} is an attested node's ID`);
+    }
+  }
+
+  /**
+   * A join token may re-admit a join-token node (after an eviction, say), but never names
+   * Hallmark's namespace, a hardware-attested node, or a workload's ID.
+   */
+  private async refuseReservedForJoinToken(id: SpiffeId): Promise<void> {
+    if (inHallmarkNamespace(id)) {
+      throw new HallmarkError("spiffe_id_reserved", `${id} is in ${HALLMARK_NAMESPACE}/, which only the server assigns`);
+    }
+    const node = await this.deps.store.nodes.get(id.toString());
+    if (node && node.attestorType !== JOIN_TOKEN_ATTESTOR) {
+      throw new HallmarkError("spiffe_id_reserved", `${id} is a ${node.attestorType}-attested node's ID`);
+    }
+    if ((await this.deps.store.entries.list({ spiffeId: id.toString() })).length > 0) {
+      throw new HallmarkError("spiffe_id_reserved", `${id} is a registration entry's workload ID`);
+    }
   }
 
   private async audit(event: string, spiffeId: string | undefined, details: Record<string, unknown>): Promise<void> {

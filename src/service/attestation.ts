@@ -5,6 +5,7 @@ import { HallmarkError, isHallmarkError } from "../errors.js";
 import { SpiffeId, type TrustDomain } from "../spiffe/id.js";
 import type { AttestationSessionRecord, ConsumeOutcome, Store } from "../store/types.js";
 import { AUDIT_EVENTS } from "./audit-events.js";
+import { supersede } from "./node-svid.js";
 import type { Clock } from "./clock.js";
 import type { Metrics } from "./metrics.js";
 import type { CsrParser, IssuedX509, SvidIssuer, VerifiedCsr } from "./ports.js";
@@ -19,6 +20,8 @@ export interface AttestationServiceDeps {
   clock: Clock;
   sessionTtlSeconds: number;
   nodeTtlSeconds: number;
+  /** How long a re-attested node's previous SVID keeps working (see NodeIssuanceDeps). */
+  renewalOverlapSeconds: number;
   metrics: Metrics;
 }
 
@@ -126,6 +129,12 @@ export class AttestationService {
         { internal: `was ${existing.attestorType}/${existing.hardwareId ?? "-"}, now ${attestorType}/${result.hardwareId ?? "-"}` },
       );
     }
+    const ban = await this.deps.store.nodes.findBan(agentId.toString(), attestorType, result.hardwareId);
+    if (ban) {
+      throw new HallmarkError("node_banned", `${agentId} is banned from attesting until an administrator lifts the ban`, {
+        internal: `ban on ${ban.spiffeId} (${ban.attestorType}/${ban.hardwareId ?? "-"}) since ${ban.createdAt.toISOString()}`,
+      });
+    }
     const selectors = result.selectors.map((s) => `${attestorType}:${s}`);
     const svid = await this.deps.issuer.issueX509({ spki: csr.spki, spiffeId: agentId, ttlSeconds: this.deps.nodeTtlSeconds, now });
     await this.deps.store.nodes.upsert({
@@ -134,9 +143,9 @@ export class AttestationService {
       hardwareId: result.hardwareId,
       selectors,
       canReattest: result.canReattest,
-      serial: svid.serial,
-      expiresAt: svid.notAfter,
+      ...supersede(existing, svid, now, this.deps.renewalOverlapSeconds),
       evicted: false,
+      evictedAt: existing?.evictedAt,
       createdAt: existing?.createdAt ?? now,
       updatedAt: now,
     });

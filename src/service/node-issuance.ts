@@ -6,7 +6,8 @@ import { checkCsrSans } from "./attestation.js";
 import { AUDIT_EVENTS } from "./audit-events.js";
 import type { Clock } from "./clock.js";
 import type { Metrics } from "./metrics.js";
-import type { CsrParser, IssuedJwt, IssuedX509, SvidIssuer } from "./ports.js";
+import { isCurrentNodeSvid, supersede } from "./node-svid.js";
+import type { CsrParser, IssuedJwt, IssuedX509, PresentedSvid, SvidIssuer } from "./ports.js";
 
 export interface NodeIssuanceDeps {
   trustDomain: TrustDomain;
@@ -18,6 +19,8 @@ export interface NodeIssuanceDeps {
   parseCsr: CsrParser;
   clock: Clock;
   ttl: { node: number; x509: number; jwt: number; max: number };
+  /** How long a renewed node's previous SVID keeps working, for requests already in flight. */
+  renewalOverlapSeconds: number;
   metrics: Metrics;
 }
 
@@ -32,20 +35,51 @@ const MAX_AUDIENCE_LENGTH = 512;
 export class NodeIssuanceService {
   constructor(private readonly deps: NodeIssuanceDeps) {}
 
-  /** The node behind a verified client certificate, refused if unknown, evicted or superseded. */
-  async authenticate(peerId: string): Promise<NodeRecord> {
+  /**
+   * The node behind a verified client certificate, checked at request time: the certificate must
+   * be unexpired now, and be the node's current SVID (or the one it just replaced, within the
+   * renewal overlap); the node must be neither evicted nor unknown. Any other SVID with the node's
+   * ID (an older one, one from before an eviction, a workload SVID for the same ID) is refused.
+   */
+  async authenticate(presented: PresentedSvid): Promise<NodeRecord> {
+    const now = this.deps.clock();
+    try {
+      return await this.checkNodeSvid(presented, now);
+    } catch (e) {
+      const code = isHallmarkError(e) ? e.code : "internal";
+      await this.deps.audit.append({
+        time: now,
+        event: AUDIT_EVENTS.authenticateNode,
+        outcome: isHallmarkError(e) ? "refused" : "error",
+        code,
+        actor: presented.spiffeId.slice(0, 2048),
+        serial: presented.serial,
+        details: { reason: isHallmarkError(e) ? e.message : "internal error" },
+      });
+      this.deps.metrics.issuance("node", code);
+      throw e;
+    }
+  }
+
+  private async checkNodeSvid(presented: PresentedSvid, now: Date): Promise<NodeRecord> {
     let id: SpiffeId;
     try {
-      id = SpiffeId.parse(peerId);
+      id = SpiffeId.parse(presented.spiffeId);
     } catch {
       throw new HallmarkError("client_cert_invalid", "the client certificate has no valid SPIFFE ID");
     }
     if (!id.memberOf(this.deps.trustDomain)) {
       throw new HallmarkError("client_cert_invalid", "the client certificate is from another trust domain");
     }
+    if (now >= presented.notAfter || now < presented.notBefore) {
+      throw new HallmarkError("node_svid_expired", `this node SVID is valid only until ${presented.notAfter.toISOString()}: attest or renew`);
+    }
     const node = await this.deps.store.nodes.get(id.toString());
     if (!node) throw new HallmarkError("client_cert_invalid", "the client certificate does not belong to an attested node");
     if (node.evicted) throw new HallmarkError("node_evicted", "this node has been evicted");
+    if (!isCurrentNodeSvid(node, presented.serial, now)) {
+      throw new HallmarkError("node_svid_superseded", "this node SVID was replaced by a newer one: use the current SVID");
+    }
     return node;
   }
 
@@ -58,7 +92,7 @@ export class NodeIssuanceService {
       const id = SpiffeId.parse(node.spiffeId);
       checkCsrSans(csr, id);
       const svid = await this.deps.issuer.issueX509({ spki: csr.spki, spiffeId: id, ttlSeconds: this.deps.ttl.node, now });
-      await this.deps.store.nodes.upsert({ ...node, serial: svid.serial, expiresAt: svid.notAfter, updatedAt: now });
+      await this.deps.store.nodes.upsert({ ...node, ...supersede(node, svid, now, this.deps.renewalOverlapSeconds), updatedAt: now });
       return { result: svid, spiffeId: id.toString(), serial: svid.serial };
     });
   }

@@ -30,6 +30,23 @@ export interface SvidIssuer {
   x509Authorities(): Promise<Buffer[]>;
 }
 
+/**
+ * The X509-SVID a caller presented over mutual TLS (its chain already verified by the TLS layer
+ * against the bundle at handshake time): what request-time checks need from it.
+ */
+export interface PresentedSvid {
+  spiffeId: string;
+  /** Lowercase hex without leading zeros, as `normalizeSerial` makes it. */
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** One spelling of a certificate serial in hex, whichever tool printed it. */
+export function normalizeSerial(hex: string): string {
+  return hex.toLowerCase().replace(/^0+(?=.)/, "");
+}
+
 /** A parsed, verified CSR (proof of possession checked). */
 export interface VerifiedCsr {
   spki: Buffer;

@@ -112,6 +112,17 @@ function validatePath(path: string, fail: (why: string) => never): void {
   }
 }
 
+/**
+ * Hallmark's own namespace, `/hallmark/...`: the server's ID (`/hallmark/server`) and the IDs
+ * attestors give hardware nodes (`/hallmark/agent/...`). Only the server mints IDs here; no
+ * registration entry or join token may name one, or a workload could pose as the server or a node.
+ */
+export const HALLMARK_NAMESPACE = "/hallmark";
+
+export function inHallmarkNamespace(id: SpiffeId): boolean {
+  return id.path === HALLMARK_NAMESPACE || id.path.startsWith(`${HALLMARK_NAMESPACE}/`);
+}
+
 /** Parses an ID and requires it to belong to `td`; the refusal says which rule failed. */
 export function parseMemberId(input: string, td: TrustDomain): SpiffeId {
   const id = SpiffeId.parse(input);

@@ -96,4 +96,17 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
   `,
+  // 2: node SVID supersession (the replaced SVID's short overlap, the eviction time) and bans.
+  `
+  ALTER TABLE nodes ADD COLUMN previous_serial TEXT;
+  ALTER TABLE nodes ADD COLUMN previous_valid_until INTEGER;
+  ALTER TABLE nodes ADD COLUMN evicted_at INTEGER;
+  CREATE TABLE node_bans (
+    spiffe_id     TEXT PRIMARY KEY,
+    attestor_type TEXT NOT NULL,
+    hardware_id   TEXT,
+    created_at    INTEGER NOT NULL
+  );
+  CREATE INDEX node_bans_hardware ON node_bans(attestor_type, hardware_id);
+  `,
 ];

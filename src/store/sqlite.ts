@@ -19,6 +19,7 @@ import type {
   IssuedSvidRecord,
   JoinTokenRecord,
   JoinTokenRepository,
+  NodeBanRecord,
   NodeRecord,
   NodeRepository,
   SessionRepository,
@@ -117,11 +118,15 @@ class SqliteNodes implements NodeRepository {
   async upsert(n: NodeRecord): Promise<void> {
     prepared(
         this.db,
-        `INSERT INTO nodes (spiffe_id, attestor_type, hardware_id, selectors, can_reattest, serial, expires_at, evicted, created_at, updated_at)
-         VALUES (@spiffeId, @attestorType, @hardwareId, @selectors, @canReattest, @serial, @expiresAt, @evicted, @createdAt, @updatedAt)
+        `INSERT INTO nodes (spiffe_id, attestor_type, hardware_id, selectors, can_reattest, serial, expires_at,
+           previous_serial, previous_valid_until, evicted, evicted_at, created_at, updated_at)
+         VALUES (@spiffeId, @attestorType, @hardwareId, @selectors, @canReattest, @serial, @expiresAt,
+           @previousSerial, @previousValidUntil, @evicted, @evictedAt, @createdAt, @updatedAt)
          ON CONFLICT (spiffe_id) DO UPDATE SET attestor_type = excluded.attestor_type, hardware_id = excluded.hardware_id,
            selectors = excluded.selectors, can_reattest = excluded.can_reattest, serial = excluded.serial,
-           expires_at = excluded.expires_at, evicted = excluded.evicted, updated_at = excluded.updated_at`,
+           expires_at = excluded.expires_at, previous_serial = excluded.previous_serial,
+           previous_valid_until = excluded.previous_valid_until, evicted = excluded.evicted,
+           evicted_at = excluded.evicted_at, updated_at = excluded.updated_at`,
       )
       .run({
         spiffeId: n.spiffeId,
@@ -131,7 +136,10 @@ class SqliteNodes implements NodeRepository {
         canReattest: n.canReattest ? 1 : 0,
         serial: n.serial ?? null,
         expiresAt: n.expiresAt ? ms(n.expiresAt) : null,
+        previousSerial: n.previousSerial ?? null,
+        previousValidUntil: n.previousValidUntil ? ms(n.previousValidUntil) : null,
         evicted: n.evicted ? 1 : 0,
+        evictedAt: n.evictedAt ? ms(n.evictedAt) : null,
         createdAt: ms(n.createdAt),
         updatedAt: ms(n.updatedAt),
       });
@@ -142,13 +150,52 @@ class SqliteNodes implements NodeRepository {
   }
 
   async evict(spiffeId: string, at: Date): Promise<boolean> {
-    const r = prepared(this.db, "UPDATE nodes SET evicted = 1, updated_at = ? WHERE spiffe_id = ?").run(ms(at), spiffeId);
+    const r = prepared(
+      this.db,
+      `UPDATE nodes SET evicted = 1, evicted_at = @at, previous_serial = NULL, previous_valid_until = NULL, updated_at = @at
+       WHERE spiffe_id = @spiffeId`,
+    ).run({ at: ms(at), spiffeId });
     return r.changes > 0;
   }
 
   async delete(spiffeId: string): Promise<boolean> {
     return prepared(this.db, "DELETE FROM nodes WHERE spiffe_id = ?").run(spiffeId).changes > 0;
   }
+
+  async ban(b: NodeBanRecord): Promise<void> {
+    prepared(
+      this.db,
+      `INSERT INTO node_bans (spiffe_id, attestor_type, hardware_id, created_at) VALUES (@spiffeId, @attestorType, @hardwareId, @createdAt)
+       ON CONFLICT (spiffe_id) DO UPDATE SET attestor_type = excluded.attestor_type, hardware_id = excluded.hardware_id,
+         created_at = excluded.created_at`,
+    ).run({ spiffeId: b.spiffeId, attestorType: b.attestorType, hardwareId: b.hardwareId ?? null, createdAt: ms(b.createdAt) });
+  }
+
+  async unban(spiffeId: string): Promise<boolean> {
+    return prepared(this.db, "DELETE FROM node_bans WHERE spiffe_id = ?").run(spiffeId).changes > 0;
+  }
+
+  async findBan(spiffeId: string, attestorType: string, hardwareId: string | undefined): Promise<NodeBanRecord | undefined> {
+    const row = prepared(
+      this.db,
+      `SELECT * FROM node_bans WHERE spiffe_id = @spiffeId
+         OR (@hardwareId IS NOT NULL AND attestor_type = @attestorType AND hardware_id = @hardwareId) LIMIT 1`,
+    ).get({ spiffeId, attestorType, hardwareId: hardwareId ?? null }) as Row | undefined;
+    return row && banFromRow(row);
+  }
+
+  async listBans(): Promise<NodeBanRecord[]> {
+    return (prepared(this.db, "SELECT * FROM node_bans ORDER BY spiffe_id").all() as Row[]).map(banFromRow);
+  }
+}
+
+function banFromRow(r: Row): NodeBanRecord {
+  return {
+    spiffeId: String(r.spiffe_id),
+    attestorType: String(r.attestor_type),
+    hardwareId: optStr(r.hardware_id),
+    createdAt: date(r.created_at),
+  };
 }
 
 function nodeFromRow(r: Row): NodeRecord {
@@ -160,7 +207,10 @@ function nodeFromRow(r: Row): NodeRecord {
     canReattest: r.can_reattest === 1,
     serial: optStr(r.serial),
     expiresAt: optDate(r.expires_at),
+    previousSerial: optStr(r.previous_serial),
+    previousValidUntil: optDate(r.previous_valid_until),
     evicted: r.evicted === 1,
+    evictedAt: optDate(r.evicted_at),
     createdAt: date(r.created_at),
     updatedAt: date(r.updated_at),
   };

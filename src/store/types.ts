@@ -12,12 +12,31 @@ export interface NodeRecord {
   hardwareId?: string | undefined;
   selectors: string[];
   canReattest: boolean;
-  /** Serial and expiry of the node's current SVID. */
+  /** Serial and expiry of the node's current SVID: the only node SVID the server accepts. */
   serial?: string | undefined;
   expiresAt?: Date | undefined;
+  /**
+   * The SVID this one replaced, still accepted until `previousValidUntil` so that requests in
+   * flight during a rotation finish (svid.nodeRenewalOverlap). Never set across an eviction.
+   */
+  previousSerial?: string | undefined;
+  previousValidUntil?: Date | undefined;
   evicted: boolean;
+  evictedAt?: Date | undefined;
   createdAt: Date;
   updatedAt: Date;
+}
+
+/**
+ * A ban refuses re-attestation of a node: by its SPIFFE ID (join-token nodes, whose ID is all
+ * they have) and, for hardware nodes, by the attestor's stable hardware identifier, so a banned
+ * TPM cannot come back under another ID template either.
+ */
+export interface NodeBanRecord {
+  spiffeId: string;
+  attestorType: string;
+  hardwareId?: string | undefined;
+  createdAt: Date;
 }
 
 export interface NodeRepository {
@@ -25,9 +44,19 @@ export interface NodeRepository {
   /** Inserts or replaces the node's record (re-attestation updates selectors and SVID). */
   upsert(node: NodeRecord): Promise<void>;
   list(): Promise<NodeRecord[]>;
-  /** Marks evicted; returns false when absent. An evicted node must attest anew to return. */
+  /**
+   * Marks evicted and forgets the overlap SVID; returns false when absent. An evicted node must
+   * attest anew to return, and then only its new SVID is accepted.
+   */
   evict(spiffeId: string, at: Date): Promise<boolean>;
   delete(spiffeId: string): Promise<boolean>;
+  /** Records a ban (replacing one for the same SPIFFE ID). */
+  ban(ban: NodeBanRecord): Promise<void>;
+  /** Lifts the ban on this SPIFFE ID; false when there was none. */
+  unban(spiffeId: string): Promise<boolean>;
+  /** The ban that covers this SPIFFE ID or this attestor's hardware identifier, if any. */
+  findBan(spiffeId: string, attestorType: string, hardwareId: string | undefined): Promise<NodeBanRecord | undefined>;
+  listBans(): Promise<NodeBanRecord[]>;
 }
 
 export interface EntryRecord {

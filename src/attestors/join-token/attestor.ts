@@ -6,6 +6,9 @@ import type { JoinTokenRepository } from "../../store/types.js";
 import type { AttestationContext, AttestationStep, Attestor } from "../types.js";
 import { parseEvidence } from "../evidence.js";
 
+/** The join-token attestor's type: selector prefix and the `attestor` of its nodes. */
+export const JOIN_TOKEN_ATTESTOR = "join_token";
+
 const evidenceSchema = z.object({ token: z.string().max(256) }).strict();
 
 /**
@@ -14,7 +17,7 @@ const evidenceSchema = z.object({ token: z.string().max(256) }).strict();
  * about hardware, so such nodes cannot re-attest: they renew with their SVID or get a new token.
  */
 export class JoinTokenAttestor implements Attestor {
-  readonly type = "join_token";
+  readonly type = JOIN_TOKEN_ATTESTOR;
 
   constructor(private readonly tokens: JoinTokenRepository) {}
 
