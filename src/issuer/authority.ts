@@ -71,6 +71,8 @@ export const caKeyLabel = (kind: CaKeyKind, id: string): string => `hallmark-${k
 export class CertificateAuthority implements SvidIssuer, CaAdministration {
   private readonly loaded = new Map<string, LoadedKey>();
   private readonly listeners: Array<() => void> = [];
+  /** The active CA certificate cross-signed by the previous key, by "active/previous" key ids. */
+  private readonly crossCertificates = new Map<string, Buffer>();
   /** Rotation steps run one at a time: two concurrent prepares must not both create a key. */
   private rotationQueue: Promise<unknown> = Promise.resolve();
 
@@ -191,6 +193,35 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       notAfter: k.record.notAfter?.toISOString(),
       kid: k.record.kid,
     }));
+  }
+
+  /**
+   * What the server's own TLS chain carries after its SVID, in root mode while a previous X.509
+   * key is still published: the active CA certificate cross-signed by that previous key. A client
+   * whose bundle predates the rotation (it holds only the old root) then still verifies the
+   * server, and learns the new root from the bundle the server returns; a client that holds the
+   * new root verifies directly. In intermediate mode the upstream root never changes: nothing.
+   */
+  async crossSignedCertificates(now: Date = this.o.clock()): Promise<Buffer[]> {
+    if (this.o.x509.upstream) return [];
+    const active = this.key("x509", "active");
+    const previous = this.key("x509", "previous");
+    if (!active || !previous || !active.record.notAfter || !previous.record.notAfter) return [];
+    const cacheKey = `${active.record.id}/${previous.record.id}`;
+    const cached = this.crossCertificates.get(cacheKey);
+    if (cached) return [cached];
+    const remaining = Math.floor((active.record.notAfter.getTime() - now.getTime()) / 1000);
+    if (remaining <= 0 || previous.record.notAfter.getTime() <= now.getTime()) return [];
+    const cross = await createIntermediateCa({
+      signer: active.signer,
+      upstream: { signer: previous.signer, certificate: previous.record.certificate! },
+      trustDomain: this.o.trustDomain,
+      ttlSeconds: remaining,
+      now,
+    });
+    this.crossCertificates.clear();
+    this.crossCertificates.set(cacheKey, cross);
+    return [cross];
   }
 
   /** The signing key and certificate of a kind, for benches and diagnostics (the key stays in the KeyStore). */
