@@ -6,6 +6,7 @@ import type { Clock } from "../service/clock.js";
 import type { CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
+import { reconcileCaKeys } from "./ca-key-reconcile.js";
 import { type JwtAuthority, bundlePem, jwtJwks, spiffeBundleJwks } from "./bundle.js";
 import { checkSigningCertConformance } from "./conformance.js";
 import { mintJwtSvid } from "./jwt-svid.js";
@@ -84,11 +85,16 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return ca;
   }
 
-  /** Loads the published keys from the repository and the KeyStore; creates and activates missing ones on first start. */
+  /**
+   * Loads the published keys from the repository and the KeyStore, then clears what a crash in
+   * key creation or retirement left behind (see reconcileCaKeys); creates and activates missing
+   * keys on first start.
+   */
   async init(): Promise<void> {
     await this.serialized(async () => {
       this.loaded.clear();
-      for (const record of await this.o.caKeys.list()) {
+      const records = await this.o.caKeys.list();
+      for (const record of records) {
         if (!PUBLISHED.has(record.status)) continue;
         const signer = await this.o.keyStore.find(record.label);
         if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
@@ -97,6 +103,15 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
         }
         this.loaded.set(record.id, { record, signer });
       }
+      const upstream = this.o.x509.upstream?.signer.label;
+      await reconcileCaKeys({
+        keyStore: this.o.keyStore,
+        caKeys: this.o.caKeys,
+        log: this.o.log,
+        prefixes: KINDS.map((kind) => caKeyLabel(kind, "")),
+        records,
+        keep: new Set(upstream ? [upstream] : []),
+      });
     });
     for (const kind of KINDS) {
       if (this.key(kind, "active")) continue;
@@ -308,17 +323,37 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     const id = randomUUID();
     const label = caKeyLabel(kind, id);
     const keyType = kind === "x509" ? this.o.x509.keyType : this.o.jwt.keyType;
-    const signer = await this.o.keyStore.generate(label, keyType);
-    const record: CaKeyRecord = { id, kind, label, keyType, status: "prepared", createdAt: now };
-    if (kind === "x509") Object.assign(record, await this.newCaCertificate(signer, now));
-    else {
-      record.kid = createHash("sha256").update(signer.publicKey.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 32);
-      record.notAfter = new Date(now.getTime() + (this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds) * 1000);
-    }
+    // The intent is recorded before the HSM generates anything: whatever a crash from here on
+    // leaves in the token is named by a pending record, and the next start destroys it.
+    const record: CaKeyRecord = { id, kind, label, keyType, status: "pending", createdAt: now };
     await this.o.caKeys.insert(record);
+    let signer: Signer;
+    try {
+      signer = await this.o.keyStore.generate(label, keyType);
+      if (kind === "x509") Object.assign(record, await this.newCaCertificate(signer, now));
+      else {
+        record.kid = createHash("sha256").update(signer.publicKey.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 32);
+        record.notAfter = new Date(now.getTime() + (this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds) * 1000);
+      }
+      await this.o.caKeys.markPrepared(record);
+    } catch (e) {
+      await this.abandon(record);
+      throw e;
+    }
+    record.status = "prepared";
     this.loaded.set(id, { record, signer });
     await this.bundleChanged();
     return `prepared ${kind} key ${id}`;
+  }
+
+  /** Undoes a failed creation now rather than at the next start; if this fails too, the next start does it. */
+  private async abandon(record: CaKeyRecord): Promise<void> {
+    try {
+      await this.o.keyStore.destroy(record.label);
+      await this.o.caKeys.discardPending(record.id);
+    } catch (e) {
+      this.o.log.warn({ err: e, label: record.label }, "could not undo a failed CA key creation; the next start will");
+    }
   }
 
   private async activateNow(kind: CaKeyKind, now: Date): Promise<string> {
@@ -409,7 +444,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 }
 
 /** Within one creation instant, a previous key is older than the active one, which is older than a prepared one. */
-const LIFECYCLE: Record<CaKeyStatus, number> = { retired: 0, previous: 1, active: 2, prepared: 3 };
+const LIFECYCLE: Record<CaKeyStatus, number> = { retired: 0, previous: 1, active: 2, prepared: 3, pending: 4 };
 
 function byAge(a: LoadedKey, b: LoadedKey): number {
   return (

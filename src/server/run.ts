@@ -10,7 +10,7 @@ import { type ServerConfig, adminSocketPath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
-import { ensureSoftHsmToken, findSoftHsmModule } from "../hsm/softhsm.js";
+import { findSoftHsmModule } from "../hsm/softhsm.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
 import { openCertificateAuthority } from "../service/ca-adapter.js";
@@ -21,7 +21,8 @@ import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
-import { generatedSecretFile, readSecretFile } from "./secrets.js";
+import { openDevSoftHsmToken } from "./dev-softhsm.js";
+import { readSecretFile } from "./secrets.js";
 import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
 import { ServerTlsIdentity } from "./tls-identity.js";
 
@@ -48,10 +49,12 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
   try {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     const trustDomain = TrustDomain.parse(config.trustDomain);
-    const keyStore = await openHsm(config, log);
-    closers.push(() => keyStore.close());
+    // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
+    // whether the database already records CA keys (see openDevSoftHsmToken).
     const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"));
     closers.push(() => store.close());
+    const keyStore = await openHsm(config, log, store);
+    closers.push(() => keyStore.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
@@ -126,18 +129,15 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
   }
 }
 
-async function openHsm(config: ServerConfig, log: Logger): Promise<KeyStore> {
+async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise<KeyStore> {
   const hsm = config.hsm;
   let modulePath = hsm.modulePath;
   let pin: string | undefined = hsm.pinFile ? readSecretFile(hsm.pinFile, "hsm.pinFile") : process.env[hsm.pinEnv] || undefined;
   if (!modulePath && hsm.softhsmAutoInit) {
-    const dir = join(config.dataDir, "softhsm");
-    pin ??= generatedSecretFile(join(dir, "user.pin"));
-    const soPin = generatedSecretFile(join(dir, "so.pin"));
-    const token = await ensureSoftHsmToken({ dir, label: hsm.tokenLabel, pin, soPin });
-    modulePath = token.modulePath;
+    const token = await openDevSoftHsmToken({ dataDir: config.dataDir, tokenLabel: hsm.tokenLabel, pin, caKeys: store.caKeys });
+    ({ modulePath, pin } = token);
     log.warn(
-      { tokenDir: dir },
+      { tokenDir: token.dir },
       "DEVELOPMENT DEFAULT: CA keys are in a SoftHSM2 token under the data directory, with its PIN beside it; configure hsm.modulePath and hsm.pinFile for a real HSM",
     );
   }

@@ -438,6 +438,7 @@ class SqliteSvids implements SvidRepository {
 }
 
 const STATUS_TIME_COLUMN: Record<CaKeyStatus, string | undefined> = {
+  pending: undefined,
   prepared: undefined,
   active: "activated_at",
   previous: undefined,
@@ -450,9 +451,14 @@ class SqliteCaKeys implements CaKeyRepository {
   async list(kind?: CaKeyKind): Promise<CaKeyRecord[]> {
     const rows = (
       kind
-        ? prepared(this.db, "SELECT * FROM ca_keys WHERE kind = ? ORDER BY created_at, id").all(kind)
-        : prepared(this.db, "SELECT * FROM ca_keys ORDER BY created_at, id").all()
+        ? prepared(this.db, "SELECT * FROM ca_keys WHERE kind = ? AND status != 'pending' ORDER BY created_at, id").all(kind)
+        : prepared(this.db, "SELECT * FROM ca_keys WHERE status != 'pending' ORDER BY created_at, id").all()
     ) as Row[];
+    return rows.map(caKeyFromRow);
+  }
+
+  async listPending(): Promise<CaKeyRecord[]> {
+    const rows = prepared(this.db, "SELECT * FROM ca_keys WHERE status = 'pending' ORDER BY created_at, id").all() as Row[];
     return rows.map(caKeyFromRow);
   }
 
@@ -474,13 +480,25 @@ class SqliteCaKeys implements CaKeyRepository {
         k.keyType,
         k.status,
         k.certificate ?? null,
-        k.upstreamChain ? JSON.stringify(k.upstreamChain.map((c) => c.toString("base64"))) : null,
+        upstreamChainColumn(k.upstreamChain),
         k.kid ?? null,
         k.notAfter ? ms(k.notAfter) : null,
         ms(k.createdAt),
         k.activatedAt ? ms(k.activatedAt) : null,
         k.retiredAt ? ms(k.retiredAt) : null,
       );
+  }
+
+  async markPrepared(k: CaKeyRecord): Promise<void> {
+    const changed = prepared(
+      this.db,
+      "UPDATE ca_keys SET status = 'prepared', certificate = ?, upstream_chain = ?, kid = ?, not_after = ? WHERE id = ? AND status = 'pending'",
+    ).run(k.certificate ?? null, upstreamChainColumn(k.upstreamChain), k.kid ?? null, k.notAfter ? ms(k.notAfter) : null, k.id).changes;
+    if (changed !== 1) throw new HallmarkError("internal", "no pending CA key record to complete", { internal: k.id });
+  }
+
+  async discardPending(id: string): Promise<boolean> {
+    return prepared(this.db, "DELETE FROM ca_keys WHERE id = ? AND status = 'pending'").run(id).changes === 1;
   }
 
   async setStatus(id: string, status: CaKeyStatus, at: Date): Promise<void> {
@@ -504,6 +522,10 @@ class SqliteCaKeys implements CaKeyRepository {
     const row = prepared(this.db, "SELECT sequence FROM bundle_state WHERE id = 1").get() as Row;
     return Number(row.sequence);
   }
+}
+
+function upstreamChainColumn(chain: Buffer[] | undefined): string | null {
+  return chain ? JSON.stringify(chain.map((c) => c.toString("base64"))) : null;
 }
 
 function caKeyFromRow(r: Row): CaKeyRecord {

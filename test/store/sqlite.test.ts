@@ -70,6 +70,26 @@ describe("SQLite store", () => {
     expect((await store.caKeys.get("k1"))?.retiredAt?.getTime()).toBe(later(5).getTime());
   });
 
+  it("keeps pending CA keys out of list, completes them only while pending, and discards only pending ones", async () => {
+    await store.caKeys.insert({ id: "p1", kind: "jwt", label: "hallmark-jwt-p1", keyType: "ec-p256", status: "pending", createdAt: later(10) });
+    await store.caKeys.insert({ id: "p2", kind: "x509", label: "hallmark-x509-p2", keyType: "ec-p256", status: "pending", createdAt: later(11) });
+    expect((await store.caKeys.list()).map((k) => k.id)).not.toContain("p1");
+    expect((await store.caKeys.list("jwt")).map((k) => k.id)).not.toContain("p1");
+    expect((await store.caKeys.listPending()).map((k) => k.id)).toEqual(["p1", "p2"]);
+
+    await store.caKeys.markPrepared({ id: "p1", kind: "jwt", label: "hallmark-jwt-p1", keyType: "ec-p256", status: "prepared", kid: "kid-1", notAfter: later(99), createdAt: later(10) });
+    expect(await store.caKeys.get("p1")).toMatchObject({ status: "prepared", kid: "kid-1", notAfter: later(99) });
+    expect((await store.caKeys.list("jwt")).map((k) => k.id)).toContain("p1");
+    // A record that is no longer pending is neither completed again nor discarded.
+    await expect(store.caKeys.markPrepared({ id: "p1", kind: "jwt", label: "hallmark-jwt-p1", keyType: "ec-p256", status: "prepared", createdAt: later(10) })).rejects.toMatchObject({ code: "internal" });
+    expect(await store.caKeys.discardPending("p1")).toBe(false);
+    expect(await store.caKeys.get("p1")).toMatchObject({ status: "prepared", kid: "kid-1" });
+
+    expect(await store.caKeys.discardPending("p2")).toBe(true);
+    expect(await store.caKeys.get("p2")).toBeUndefined();
+    expect(await store.caKeys.listPending()).toEqual([]);
+  });
+
   it("refuses UPDATE and DELETE on the audit log at the database level", async () => {
     await store.audit.append({ time: t0, event: "test", outcome: "success", details: {} }, () => "f".repeat(64));
     const db = new Database(dbPath);
