@@ -154,8 +154,8 @@ export const adminCommands: Command[] = [
       const step = optionalString(v, "step") ?? "auto";
       if (kind !== "x509" && kind !== "jwt") throw new UsageError("--kind must be x509 or jwt");
       if (!["prepare", "activate", "retire", "auto"].includes(step)) throw new UsageError("--step must be prepare, activate, retire or auto");
-      const r = (await admin(v, "POST", "/admin/ca/rotate", { kind, step })) as { changed: string[] };
-      return print(v, r, () => (r.changed.length ? r.changed.join("\n") : "nothing to do"));
+      const r = (await admin(v, "POST", "/admin/ca/rotate", { kind, step })) as { changed: string[]; notes?: string[] };
+      return print(v, r, () => (r.changed.length ? r.changed.join("\n") : (r.notes ?? []).join("\n") || "nothing to do"));
     },
   },
   {

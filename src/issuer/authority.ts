@@ -257,10 +257,26 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       case "activate":
         return { changed: [await this.activate(kind)] };
       case "retire":
-        return { changed: await this.retireExpired(this.o.clock(), kind) };
+        return this.withRetireNotes(kind, await this.retireExpired(this.o.clock(), kind));
       default:
-        return { changed: await this.rotateIfDue(this.o.clock(), this.o.rotation, kind) };
+        return this.withRetireNotes(kind, await this.rotateIfDue(this.o.clock(), this.o.rotation, kind));
     }
+  }
+
+  /** When nothing changed, says why: which previous key waits, and until when its last SVID lives. */
+  private async withRetireNotes(kind: CaKeyKind, changed: string[]): Promise<{ changed: string[]; notes: string[] }> {
+    if (changed.length) return { changed, notes: [] };
+    const previous = [...this.loaded.values()].filter((k) => k.record.kind === kind && k.record.status === "previous");
+    if (previous.length === 0) {
+      const active = this.key(kind, "active");
+      return { changed, notes: [`nothing to retire: no previous ${kind} key (the active one is ${active?.record.id ?? "none"})`] };
+    }
+    const notes: string[] = [];
+    for (const k of previous) {
+      const last = await this.o.svids.latestExpiry(k.record.id);
+      notes.push(`previous ${kind} key ${k.record.id} stays published until its last SVID expires at ${last?.toISOString() ?? "(none recorded)"}`);
+    }
+    return { changed, notes };
   }
 
   /** Runs `rotateIfDue` every checkInterval, when a schedule is configured. Returns the stop function. */

@@ -125,7 +125,7 @@ export class AdminService {
     await this.audit(AUDIT_EVENTS.nodeUnban, id, {});
   }
 
-  async rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[] }> {
+  async rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[]; notes?: string[] }> {
     const result = await this.deps.ca.rotate(kind, step);
     await this.audit(AUDIT_EVENTS.caRotate, undefined, { kind, step, changed: result.changed });
     return result;

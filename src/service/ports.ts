@@ -65,7 +65,8 @@ export interface CaAdministration {
   spiffeBundle(): Promise<Record<string, unknown>>;
   /** Plain JWKS of the JWT-SVID keys, for OIDC relying parties. */
   jwtJwks(): Promise<Record<string, unknown>>;
-  rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[] }>;
+  /** `notes` say why nothing changed, when nothing did (e.g. which key waits for which expiry). */
+  rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[]; notes?: string[] }>;
   /** Current keys and their states, for `hallmark ca show`-style listings. */
   keys(): Promise<Array<{ id: string; kind: string; status: string; notAfter?: string | undefined; kid?: string | undefined }>>;
 }
