@@ -50,6 +50,8 @@ export const CORE_ERRORS = {
   client_cert_required: { status: 401, title: "A client certificate is required" },
   client_cert_invalid: { status: 401, title: "The client certificate is not valid for this trust domain" },
   admin_required: { status: 403, title: "This endpoint is for administrators" },
+  // client side: the server did not prove its identity against the trust bundle
+  server_untrusted: { status: 502, title: "The server's certificate does not verify against the trust bundle" },
   // entries, nodes
   entry_exists: { status: 409, title: "An identical registration entry exists" },
   entry_not_found: { status: 404, title: "No such registration entry" },
