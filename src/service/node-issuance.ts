@@ -19,6 +19,8 @@ export interface NodeIssuanceDeps {
   clock: Clock;
   ttl: { node: number; x509: number; jwt: number; max: number };
   metrics: Metrics;
+  /** The `iss` of JWT-SVIDs: the OIDC discovery document's issuer, from the same function that serves it. */
+  jwtIssuer: () => string;
 }
 
 const MAX_AUDIENCES = 16;
@@ -89,7 +91,7 @@ export class NodeIssuanceService {
       const entry = await this.entitledEntry(node, requested);
       const id = SpiffeId.parse(entry.spiffeId);
       const ttlSeconds = Math.min(entry.jwtSvidTtlSeconds ?? this.deps.ttl.jwt, this.deps.ttl.max);
-      const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, nodeId: node.spiffeId, now });
+      const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, issuer: this.deps.jwtIssuer(), nodeId: node.spiffeId, now });
       return { result: { ...jwt, spiffeId: id.toString() }, spiffeId: id.toString(), serial: undefined };
     });
   }
