@@ -245,12 +245,15 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     const schedule = this.o.rotation;
     if (!schedule) return () => undefined;
     const timer = setInterval(() => {
-      this.serialized(() => this.rotateDueNow(this.o.clock(), schedule))
-        .then(async (steps) => {
+      // Steps taken before a later one fails happened all the same: they are reported either way.
+      const steps: KeyStep[] = [];
+      this.serialized(() => this.rotateDueNow(this.o.clock(), schedule, undefined, steps))
+        .catch((e: unknown) => this.o.log.error({ err: e }, "scheduled rotation failed"))
+        .then(async () => {
           if (steps.length) this.o.log.info({ changed: steps.map(describe) }, "scheduled rotation");
           await this.reportAutomatic("schedule", steps);
         })
-        .catch((e: unknown) => this.o.log.error({ err: e }, "scheduled rotation failed"));
+        .catch((e: unknown) => this.o.log.error({ err: e }, "a scheduled rotation step could not be audited"));
     }, schedule.checkIntervalSeconds * 1000);
     timer.unref();
     return () => clearInterval(timer);
@@ -284,8 +287,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
   // --- internals ---
 
   /** The rotation steps themselves, called only inside `serialized`. */
-  private async rotateDueNow(now: Date, schedule: RotationSchedule, kind?: CaKeyKind): Promise<KeyStep[]> {
-    const changed = await this.retireNow(now, kind);
+  private async rotateDueNow(now: Date, schedule: RotationSchedule, kind?: CaKeyKind, changed: KeyStep[] = []): Promise<KeyStep[]> {
+    changed.push(...(await this.retireNow(now, kind)));
     for (const k of kind ? [kind] : KINDS) {
       const active = this.requireActive(k);
       const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
