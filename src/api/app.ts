@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
 import { registerProblemHandlers } from "./problem.js";
 import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
+import { TLS_POLICY } from "./tls-policy.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
 export interface TlsMaterial {
@@ -38,7 +39,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
             ca: opts.tls.ca,
             requestCert: true,
             rejectUnauthorized: false,
-            minVersion: "TLSv1.2" as const,
+            ...TLS_POLICY,
           },
         }
       : {}),
@@ -65,7 +66,7 @@ export async function buildWebBundleApp(opts: { log: Logger; tls: { key: string;
     disableRequestLogging: true,
     bodyLimit: 1024,
     return503OnClosing: true,
-    https: { key: opts.tls.key, cert: opts.tls.cert, minVersion: "TLSv1.2" as const },
+    https: { key: opts.tls.key, cert: opts.tls.cert, ...TLS_POLICY },
   });
   registerProblemHandlers(app, opts.log);
   await app.register(wellKnownRoutes, deps);

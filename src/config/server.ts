@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { HallmarkError } from "../errors.js";
+import { DNS_NAME, ipAddressBytes } from "../pki/subject-names.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { durationSeconds } from "./duration.js";
 import { configError } from "./errors.js";
@@ -74,11 +75,36 @@ export const serverConfigSchema = z
         keyType: keyType.default("ec-p256"),
         /** RSA JWT keys sign RS256 (pkcs1) or PS256 (pss). */
         rsaPadding: z.enum(["pkcs1", "pss"]).default("pkcs1"),
-        /** `iss` of the OIDC discovery document; default https://<listen>. */
-        issuer: z.string().url().optional(),
+        /**
+         * The OIDC issuer: `issuer` of the discovery document and `iss` of every JWT-SVID; default
+         * the bound https://<listen>. Set it to the public URL relying parties fetch discovery from.
+         * OIDC Discovery §3 wants https with no query or fragment; no trailing slash, since the
+         * JWKS URL is built by appending to it and relying parties compare `iss` byte for byte.
+         */
+        issuer: z
+          .string()
+          .url()
+          .refine((u) => /^https:\/\/[^?#]*[^/?#]$/.test(u), "must be an https URL without query, fragment or trailing slash")
+          .optional(),
       })
       .strict()
       .default({ keyType: "ec-p256", rsaPadding: "pkcs1" }),
+    tls: z
+      .object({
+        /**
+         * Extra names in the server's own X509-SVID, for HTTPS clients that check the host they
+         * dialled (curl, browsers, OIDC relying parties): the public DNS names and addresses the
+         * server is reached by. The listen address is always named (127.0.0.1 and ::1 for 0.0.0.0
+         * and ::), and so is localhost. SPIFFE clients check the URI SAN instead.
+         */
+        dnsNames: z.array(z.string().regex(DNS_NAME, "must be a DNS name")).max(16).default([]),
+        ipAddresses: z
+          .array(z.string().refine((ip) => ipAddressBytes(ip) !== undefined, "must be an IPv4 or IPv6 address"))
+          .max(8)
+          .default([]),
+      })
+      .strict()
+      .default({ dnsNames: [], ipAddresses: [] }),
     svid: z
       .object({
         nodeTtl: durationSeconds.default(3600),

@@ -31,7 +31,9 @@ export function validateAudience(audience: unknown): string[] {
 /**
  * A JWT-SVID (spiffe/spiffe standards/JWT-SVID.md): JWS compact serialisation with `alg` and `kid`
  * in the header (§2; `typ` JWT is allowed) and `sub`, `aud`, `exp` in the claims (§3; `iat`
- * added). Assembled here around the Signer, since JOSE libraries sign only with keys they hold
+ * added). `iss`, when given, is the OIDC discovery document's issuer: JWT-SVID §3 leaves other
+ * registered claims optional, but OIDC federation relying parties (AWS, GCP, Vault) match `iss`
+ * against the issuer they discovered the JWKS from and refuse a token without one. Assembled here around the Signer, since JOSE libraries sign only with keys they hold
  * in memory; ECDSA signers return r||s, which is exactly the JWS form (RFC 7518 §3.4).
  */
 export async function mintJwtSvid(o: {
@@ -41,6 +43,8 @@ export async function mintJwtSvid(o: {
   audience: string[];
   ttlSeconds: number;
   now: Date;
+  /** The `iss` claim: the issuer of the OIDC discovery document that publishes this key. */
+  issuer?: string | undefined;
   /** Default: ES256/ES384 for EC keys, RS256 for RSA keys. */
   scheme?: SignatureScheme;
   maxTtlSeconds?: number;
@@ -53,7 +57,7 @@ export async function mintJwtSvid(o: {
   const iat = Math.floor(o.now.getTime() / 1000);
   const exp = iat + o.ttlSeconds;
   const header = { alg: SCHEMES[scheme].jwsAlg, kid: o.kid, typ: "JWT" };
-  const claims = { sub: o.spiffeId.toString(), aud: audience.length === 1 ? audience[0] : audience, exp, iat };
+  const claims = { ...(o.issuer === undefined ? {} : { iss: o.issuer }), sub: o.spiffeId.toString(), aud: audience.length === 1 ? audience[0] : audience, exp, iat };
   const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
   const signature = await o.signer.sign(Buffer.from(signingInput, "ascii"), scheme);
   return { token: `${signingInput}.${Buffer.from(signature).toString("base64url")}`, expiresAt: new Date(exp * 1000) };

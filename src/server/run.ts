@@ -24,7 +24,7 @@ import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { openDevSoftHsmToken } from "./dev-softhsm.js";
 import { readSecretFile } from "./secrets.js";
 import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
-import { ServerTlsIdentity } from "./tls-identity.js";
+import { ServerTlsIdentity, serverCertificateNames } from "./tls-identity.js";
 
 export interface RunningServer {
   /** https://host:port actually bound (port 0 resolves to the real port). */
@@ -57,7 +57,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => keyStore.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
-    const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
+    const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, audit, clock, log });
     closers.push(() => ca.close());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
     const serverId = trustDomain.id("/hallmark/server");
@@ -75,6 +75,10 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
     });
+    // The one place the OIDC issuer is decided: the discovery document serves it and every
+    // JWT-SVID carries it as `iss`, so relying parties that match the two (AWS, GCP, Vault) accept.
+    let boundUrl = `https://${config.listen}`;
+    const issuerUrl = () => config.jwt.issuer ?? boundUrl;
     const nodes = new NodeIssuanceService({
       trustDomain,
       serverId,
@@ -86,15 +90,22 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, max: config.svid.maxTtl },
       renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
+      jwtIssuer: issuerUrl,
     });
     const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
 
     const [host, port] = splitHostPort(config.listen);
-    const tls = new ServerTlsIdentity({ serverId, issuer: ca, bundlePem: () => ca.bundlePem(), host, clock, log });
+    const tls = new ServerTlsIdentity({
+      serverId,
+      issuer: ca,
+      audit,
+      bundlePem: () => ca.bundlePem(),
+      names: serverCertificateNames(host, config.tls),
+      clock,
+      log,
+    });
     const material = await tls.issue();
     let ready = false;
-    let boundUrl = `https://${config.listen}`;
-    const issuerUrl = () => config.jwt.issuer ?? boundUrl;
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
       { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl },
@@ -117,7 +128,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     }
     const adminSocket = adminSocketPath(config);
     await listenOnSocket(adminApp, adminSocket);
-    ca.onBundleChange(() => void tls.refresh());
+    ca.onBundleChange(() => void tls.refresh("bundle_changed"));
     const stopRotation = ca.startScheduledRotation();
     closers.push(async () => stopRotation());
     ready = true;

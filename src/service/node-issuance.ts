@@ -22,6 +22,8 @@ export interface NodeIssuanceDeps {
   /** How long a renewed node's previous SVID keeps working, for requests already in flight. */
   renewalOverlapSeconds: number;
   metrics: Metrics;
+  /** The `iss` of JWT-SVIDs: the OIDC discovery document's issuer, from the same function that serves it. */
+  jwtIssuer: () => string;
 }
 
 const MAX_AUDIENCES = 16;
@@ -123,7 +125,7 @@ export class NodeIssuanceService {
       const entry = await this.entitledEntry(node, requested);
       const id = SpiffeId.parse(entry.spiffeId);
       const ttlSeconds = Math.min(entry.jwtSvidTtlSeconds ?? this.deps.ttl.jwt, this.deps.ttl.max);
-      const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, nodeId: node.spiffeId, now });
+      const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, issuer: this.deps.jwtIssuer(), nodeId: node.spiffeId, now });
       return { result: { ...jwt, spiffeId: id.toString() }, spiffeId: id.toString(), serial: undefined };
     });
   }

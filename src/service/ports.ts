@@ -22,10 +22,13 @@ export interface SvidIssuer {
     spiffeId: SpiffeId;
     ttlSeconds: number;
     dnsNames?: string[];
+    /** iPAddress SANs (IPv4 or IPv6 text), beside the one URI SAN (X509-SVID §2 allows them). */
+    ipAddresses?: string[];
     nodeId?: string;
     now: Date;
   }): Promise<IssuedX509>;
-  issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; nodeId?: string; now: Date }): Promise<IssuedJwt>;
+  /** `issuer`: the `iss` claim (the OIDC discovery issuer). */
+  issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt>;
   /** Root and CA certificates relying parties trust (current, next and previous keys). */
   x509Authorities(): Promise<Buffer[]>;
 }
@@ -57,6 +60,18 @@ export interface VerifiedCsr {
 export type CsrParser = (input: string) => VerifiedCsr;
 
 export type RotationStep = "prepare" | "activate" | "retire" | "auto";
+
+/**
+ * A CA key step the CA took without an administrator asking (the first keys at start, a
+ * scheduled rotation step), reported so the service layer can audit it as it audits the
+ * administrator's `ca rotate`. Awaited: a step that cannot be audited fails the start.
+ */
+export interface AutomaticCaKeyChange {
+  kind: "x509" | "jwt";
+  step: "prepare" | "activate" | "retire";
+  keyId: string;
+  trigger: "start" | "schedule";
+}
 
 /** What administration needs from the CA: the bundle in its forms, and rotation steps. */
 export interface CaAdministration {
