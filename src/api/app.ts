@@ -1,7 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
-import { registerProblemHandlers } from "./problem.js";
+import { problemServerOptions, registerProblemHandlers } from "./problem.js";
 import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
@@ -30,6 +30,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
     disableRequestLogging: true,
     bodyLimit: opts.bodyLimit,
     return503OnClosing: true,
+    ...problemServerOptions(opts.log),
     ...(opts.tls
       ? {
           https: {
@@ -49,7 +50,12 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
 }
 
 export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: opts.log as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 });
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 64 * 1024,
+    ...problemServerOptions(opts.log),
+  });
   registerProblemHandlers(app, opts.log);
   await app.register(adminRoutes, deps);
   return app;
@@ -65,6 +71,7 @@ export async function buildWebBundleApp(opts: { log: Logger; tls: { key: string;
     disableRequestLogging: true,
     bodyLimit: 1024,
     return503OnClosing: true,
+    ...problemServerOptions(opts.log),
     https: { key: opts.tls.key, cert: opts.tls.cert, minVersion: "TLSv1.2" as const },
   });
   registerProblemHandlers(app, opts.log);
