@@ -49,7 +49,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const trustDomain = TrustDomain.parse(config.trustDomain);
     const keyStore = await openHsm(config, log);
     closers.push(() => keyStore.close());
-    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"));
+    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"), { log });
     closers.push(() => store.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
@@ -91,7 +91,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const issuerUrl = () => config.jwt.issuer ?? boundUrl;
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
-      { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl },
     );
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca });
