@@ -11,6 +11,7 @@ export const CORE_ERRORS = {
   // refused by the HTTP parser before a route sees the request (src/api/problem.ts)
   headers_too_large: { status: 431, title: "The request headers are too large" },
   request_timeout: { status: 408, title: "The request took too long to arrive" },
+  expectation_failed: { status: 417, title: "The Expect header asks for something other than 100-continue" },
   // SPIFFE IDs
   invalid_spiffe_id: { status: 400, title: "The SPIFFE ID is invalid" },
   invalid_trust_domain: { status: 400, title: "The trust domain is invalid" },

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from "fastify";
-import { STATUS_CODES, type IncomingMessage } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -184,6 +184,16 @@ export function registerProblemHandlers(app: FastifyInstance, log: Logger): void
       return sendProblem(reply, problemFor(new HallmarkError("method_not_allowed", `${path} answers ${allow.join(", ")}, not ${request.method}`), request.id));
     }
     return sendProblem(reply, problemFor(new HallmarkError("not_found", `no route ${request.method} ${path}`), request.id));
+  });
+
+  // An Expect other than 100-continue: Node answers a bare 417 unless someone listens.
+  app.server.on("checkExpectation", (_req: IncomingMessage, res: ServerResponse) => {
+    const problem = problemFor(new HallmarkError("expectation_failed", "only Expect: 100-continue is understood"));
+    log.info({ code: problem.code }, "request refused");
+    const body = JSON.stringify(problem);
+    res
+      .writeHead(problem.status, { "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), connection: "close" })
+      .end(body);
   });
 
   // Node hands CONNECT to a 'connect' listener and, with none, drops the connection unanswered.

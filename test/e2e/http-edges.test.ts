@@ -77,6 +77,11 @@ describe("errors before routing are problem+json on every listener", () => {
     expectProblem(await rawExchange(targets[name], badChunk), 400, "invalid_request");
   });
 
+  it.each(listeners)("%s: an Expect header other than 100-continue is 417 expectation_failed", async (name) => {
+    const r = await rawExchange(targets[name], "GET /healthz HTTP/1.1\r\nHost: localhost\r\nExpect: 200-ok\r\nConnection: close\r\n\r\n");
+    expectProblem(r, 417, "expectation_failed");
+  });
+
   it("a path served for other methods is 405 method_not_allowed with an Allow header (RFC 9110 §15.5.6)", async () => {
     const cases: Array<[RawTarget, string, string, string]> = [
       [targets.public, "GET", "/v1/attest/sessions", "POST"],
