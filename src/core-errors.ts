@@ -8,6 +8,10 @@ export const CORE_ERRORS = {
   unsupported_media_type: { status: 415, title: "The request body must be JSON" },
   not_found: { status: 404, title: "No such resource" },
   method_not_allowed: { status: 405, title: "Method not allowed" },
+  // refused by the HTTP parser before a route sees the request (src/api/problem.ts)
+  headers_too_large: { status: 431, title: "The request headers are too large" },
+  request_timeout: { status: 408, title: "The request took too long to arrive" },
+  expectation_failed: { status: 417, title: "The Expect header asks for something other than 100-continue" },
   // SPIFFE IDs
   invalid_spiffe_id: { status: 400, title: "The SPIFFE ID is invalid" },
   invalid_trust_domain: { status: 400, title: "The trust domain is invalid" },
@@ -79,5 +83,7 @@ export const CORE_ERRORS = {
   // catch-all, never exposed in detail
   internal: { status: 500, title: "Internal error" },
   unavailable: { status: 503, title: "Service unavailable" },
+  // the datastore refuses writes or reads (disk full, I/O error, read-only, locked too long)
+  store_unavailable: { status: 503, title: "The datastore is unavailable" },
   rate_limited: { status: 429, title: "Too many requests" },
 } as const satisfies ErrorTable;

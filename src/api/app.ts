@@ -1,7 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
-import { registerProblemHandlers } from "./problem.js";
+import { problemServerOptions, registerProblemHandlers } from "./problem.js";
 import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
 import { TLS_POLICY } from "./tls-policy.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
@@ -31,6 +31,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
     disableRequestLogging: true,
     bodyLimit: opts.bodyLimit,
     return503OnClosing: true,
+    ...problemServerOptions(opts.log),
     ...(opts.tls
       ? {
           https: {
@@ -50,7 +51,12 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
 }
 
 export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: opts.log as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 });
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 64 * 1024,
+    ...problemServerOptions(opts.log),
+  });
   registerProblemHandlers(app, opts.log);
   await app.register(adminRoutes, deps);
   return app;
@@ -66,6 +72,7 @@ export async function buildWebBundleApp(opts: { log: Logger; tls: { key: string;
     disableRequestLogging: true,
     bodyLimit: 1024,
     return503OnClosing: true,
+    ...problemServerOptions(opts.log),
     https: { key: opts.tls.key, cert: opts.tls.cert, ...TLS_POLICY },
   });
   registerProblemHandlers(app, opts.log);

@@ -273,7 +273,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   // --- rotation ---
 
-  async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[] }> {
+  async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[]; notes?: string[] }> {
     switch (step) {
       case "prepare":
         return { changed: [await this.prepare(kind)] };

@@ -9,9 +9,18 @@ export const MAX_AUDIENCE_LENGTH = 512;
 /** The default ceiling on a JWT-SVID's life (JWT-SVID §3 asks for short-lived tokens; bearer tokens leak). */
 export const DEFAULT_MAX_JWT_TTL_SECONDS = 86400;
 
-const printable = (s: string): boolean => [...s].every((c) => c.charCodeAt(0) >= 0x20 && c.charCodeAt(0) !== 0x7f);
+/**
+ * What an audience may not contain. An audience is shown to people (logs, audit, token dumps) and
+ * compared by relying parties, so nothing in it may hide or reorder what it appears to say:
+ * controls (Cc: C0, DEL, C1), invisible format characters (Cf, which holds every bidirectional
+ * control: U+061C, U+200E/F, U+202A-E, U+2066-9, and zero-width ones), lone surrogates (Cs: not
+ * Unicode text at all) and the line/paragraph separators (Zl, Zp). Other text, including non-ASCII
+ * letters in any normalisation form, is the caller's business: relying parties match it exactly.
+ */
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/u;
+const printable = (s: string): boolean => !UNPRINTABLE.test(s);
 
-/** Audiences: 1..16 non-empty printable strings of at most 512 characters, no duplicates. */
+/** Audiences: 1..16 distinct non-empty printable strings of at most 512 characters. */
 export function validateAudience(audience: unknown): string[] {
   const ok =
     Array.isArray(audience) &&

@@ -51,7 +51,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const trustDomain = TrustDomain.parse(config.trustDomain);
     // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
     // whether the database already records CA keys (see openDevSoftHsmToken).
-    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"));
+    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"), { log });
     closers.push(() => store.close());
     const keyStore = await openHsm(config, log, store);
     closers.push(() => keyStore.close());
@@ -108,7 +108,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     let ready = false;
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
-      { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl },
     );
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca });

@@ -1,9 +1,11 @@
 import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
+import type { Logger } from "pino";
 import type { JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { SqliteHealth } from "./sqlite-health.js";
 import type {
   AttestationSessionRecord,
   AuditRecord,
@@ -50,15 +52,16 @@ const optNum = (v: unknown): number | undefined => (v === null || v === undefine
 
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
- * throwaway one), in WAL mode, and applies pending migrations.
+ * throwaway one), in WAL mode, and applies pending migrations. `log` hears when the datastore
+ * starts failing (disk full, I/O errors) and when it recovers.
  */
-export async function openSqliteStore(path: string): Promise<Store> {
+export async function openSqliteStore(path: string, opts: { log?: Logger } = {}): Promise<Store> {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   let db: Db;
   try {
     db = new Database(path);
   } catch (cause) {
-    throw new HallmarkError("unavailable", "the datastore cannot be opened", { cause, internal: path });
+    throw new HallmarkError("store_unavailable", "the datastore cannot be opened", { cause, internal: path });
   }
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = NORMAL");
@@ -66,7 +69,7 @@ export async function openSqliteStore(path: string): Promise<Store> {
   // Several server replicas or CLI processes may share one file: wait rather than fail.
   db.pragma("busy_timeout = 5000");
   migrate(db);
-  return new SqliteStore(db);
+  return new SqliteStore(db, new SqliteHealth(db, opts.log));
 }
 
 function migrate(db: Db): void {
@@ -92,14 +95,23 @@ class SqliteStore implements Store {
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
 
-  constructor(private readonly db: Db) {
-    this.nodes = new SqliteNodes(db);
-    this.entries = new SqliteEntries(db);
-    this.joinTokens = new SqliteJoinTokens(db);
-    this.sessions = new SqliteSessions(db);
-    this.svids = new SqliteSvids(db);
-    this.caKeys = new SqliteCaKeys(db);
-    this.audit = new SqliteAudit(db);
+  // Every repository call goes through the health guard: storage failures become
+  // store_unavailable in this one place, and mark the store not ready until a write succeeds.
+  constructor(
+    private readonly db: Db,
+    private readonly health: SqliteHealth,
+  ) {
+    this.nodes = health.guard("nodes", new SqliteNodes(db));
+    this.entries = health.guard("entries", new SqliteEntries(db));
+    this.joinTokens = health.guard("joinTokens", new SqliteJoinTokens(db));
+    this.sessions = health.guard("sessions", new SqliteSessions(db));
+    this.svids = health.guard("svids", new SqliteSvids(db));
+    this.caKeys = health.guard("caKeys", new SqliteCaKeys(db));
+    this.audit = health.guard("audit", new SqliteAudit(db));
+  }
+
+  healthy(): boolean {
+    return this.health.healthy();
   }
 
   async close(): Promise<void> {

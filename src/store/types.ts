@@ -230,5 +230,7 @@ export interface Store {
   readonly svids: SvidRepository;
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
+  /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
+  healthy(): boolean;
   close(): Promise<void>;
 }
