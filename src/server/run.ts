@@ -100,6 +100,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       issuer: ca,
       audit,
       bundlePem: () => ca.bundlePem(),
+      crossSigned: () => ca.crossSignedCertificates(),
       names: serverCertificateNames(host, config.tls),
       clock,
       log,

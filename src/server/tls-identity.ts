@@ -55,6 +55,11 @@ export class ServerTlsIdentity {
       issuer: SvidIssuer;
       audit: AuditLog;
       bundlePem: () => Promise<string>;
+      /**
+       * Certificates sent after the SVID's own chain: during a rotation, the new CA cross-signed
+       * by the previous key, so clients whose bundle predates the rotation still verify us.
+       */
+      crossSigned: () => Promise<Buffer[]>;
       names: ServerNames;
       clock: Clock;
       log: Logger;
@@ -83,7 +88,7 @@ export class ServerTlsIdentity {
     this.schedule(svid.notAfter);
     return {
       key: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
-      cert: pemChain(svid.chain),
+      cert: pemChain([...svid.chain, ...(await this.deps.crossSigned())]),
       ca: await this.deps.bundlePem(),
     };
   }
