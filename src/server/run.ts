@@ -4,14 +4,16 @@ import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
 import { AuditLog } from "../audit/log.js";
+import { WorkerAuditVerifier } from "../audit/worker-verifier.js";
 import { buildAttestors } from "../attestors/registry.js";
-import { type ServerConfig, adminSocketPath } from "../config/server.js";
+import { type ServerConfig, adminSocketPath, databasePath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { ensureSoftHsmToken, findSoftHsmModule } from "../hsm/softhsm.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
+import { checkAuditTail } from "../service/audit-tail-check.js";
 import { openCertificateAuthority } from "../service/ca-adapter.js";
 import { type Clock, systemClock } from "../service/clock.js";
 import { Metrics } from "../service/metrics.js";
@@ -49,10 +51,13 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const trustDomain = TrustDomain.parse(config.trustDomain);
     const keyStore = await openHsm(config, log);
     closers.push(() => keyStore.close());
-    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"));
+    const store: Store = await openSqliteStore(databasePath(config));
     closers.push(() => store.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
+    await checkAuditTail({ audit: store.audit, records: config.audit.tailCheckRecords, metrics, log });
+    const auditVerifier = new WorkerAuditVerifier(databasePath(config));
+    closers.push(() => auditVerifier.close());
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
     closers.push(() => ca.close());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
@@ -81,7 +86,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, max: config.svid.maxTtl },
       metrics,
     });
-    const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
+    const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
 
     const [host, port] = splitHostPort(config.listen);
     const tls = new ServerTlsIdentity({ serverId, issuer: ca, bundlePem: () => ca.bundlePem(), host, clock, log });
