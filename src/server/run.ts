@@ -57,7 +57,6 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const metrics = new Metrics();
     await checkAuditTail({ audit: store.audit, records: config.audit.tailCheckRecords, metrics, log });
     const auditVerifier = new WorkerAuditVerifier(databasePath(config));
-    closers.push(() => auditVerifier.close());
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
     closers.push(() => ca.close());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
@@ -101,6 +100,9 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca });
     closers.push(() => adminApp.close());
+    // Closers run in reverse: a verification still walking is stopped first (its caller gets
+    // `unavailable`), so closing the admin listener does not wait for the walk to finish.
+    closers.push(() => auditVerifier.close());
 
     await publicApp.listen({ host, port });
     const url = boundHttpsUrl(publicApp.server, host, port);
