@@ -182,7 +182,7 @@ export const adminCommands: Command[] = [
   },
   {
     name: "audit verify",
-    summary: "verify the hash chain of the audit log (and, with --checkpoint, that no record was cut off its end)",
+    summary: "verify the audit log's hash chain through the server, or with --offline read-only from its data directory",
     usage: `hallmark audit verify [--checkpoint FILE] [--offline] ${ADMIN_USAGE}`,
     options: { ...ADMIN_OPTIONS, checkpoint: { type: "string" }, offline: { type: "boolean" } },
     async run(v) {
