@@ -80,6 +80,11 @@ export const CORE_ERRORS = {
   config_invalid: { status: 500, title: "The configuration is invalid" },
   // audit
   audit_chain_broken: { status: 500, title: "The audit chain does not verify" },
+  /** One full verification at a time: each walks the whole log in its own worker thread. */
+  audit_verify_running: { status: 409, title: "An audit verification is already running" },
+  // datastore
+  /** The database was migrated by a newer Hallmark: neither migrated back nor read by guesswork. */
+  store_schema_newer: { status: 500, title: "The database was written by a newer Hallmark" },
   // catch-all, never exposed in detail
   internal: { status: 500, title: "Internal error" },
   unavailable: { status: 503, title: "Service unavailable" },

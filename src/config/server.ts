@@ -157,6 +157,16 @@ export const serverConfigSchema = z
       })
       .strict()
       .default({}),
+    audit: z
+      .object({
+        /**
+         * Records at the end of the audit log checked at every start (each hash and each link); a
+         * break is logged as an error and exported as hallmark_audit_chain_ok 0. 0 skips the check.
+         */
+        tailCheckRecords: z.number().int().min(0).max(1_000_000).default(1000),
+      })
+      .strict()
+      .default({ tailCheckRecords: 1000 }),
     log: z
       .object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
       .strict()
@@ -202,6 +212,11 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
 
 export function adminSocketPath(config: Pick<ServerConfig, "adminSocket" | "dataDir">): string {
   return config.adminSocket ?? join(config.dataDir, "admin.sock");
+}
+
+/** The SQLite database of the server with this data directory. */
+export function databasePath(config: Pick<ServerConfig, "dataDir">): string {
+  return join(config.dataDir, "hallmark.db");
 }
 
 /** Reads a YAML or JSON config file (JSON is YAML) into a plain object. */

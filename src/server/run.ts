@@ -5,14 +5,16 @@ import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
 import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
 import { AuditLog } from "../audit/log.js";
+import { WorkerAuditVerifier } from "../audit/worker-verifier.js";
 import { buildAttestors } from "../attestors/registry.js";
-import { type ServerConfig, adminSocketPath } from "../config/server.js";
+import { type ServerConfig, adminSocketPath, databasePath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { findSoftHsmModule } from "../hsm/softhsm.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
+import { checkAuditTail } from "../service/audit-tail-check.js";
 import { openCertificateAuthority } from "../service/ca-adapter.js";
 import { type Clock, systemClock } from "../service/clock.js";
 import { Metrics } from "../service/metrics.js";
@@ -51,12 +53,14 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const trustDomain = TrustDomain.parse(config.trustDomain);
     // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
     // whether the database already records CA keys (see openDevSoftHsmToken).
-    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"), { log });
+    const store: Store = await openSqliteStore(databasePath(config), { log });
     closers.push(() => store.close());
     const keyStore = await openHsm(config, log, store);
     closers.push(() => keyStore.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
+    await checkAuditTail({ audit: store.audit, records: config.audit.tailCheckRecords, metrics, log });
+    const auditVerifier = new WorkerAuditVerifier(databasePath(config));
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, audit, clock, log });
     closers.push(() => ca.close());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
@@ -92,7 +96,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       metrics,
       jwtIssuer: issuerUrl,
     });
-    const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
+    const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
 
     const [host, port] = splitHostPort(config.listen);
     const tls = new ServerTlsIdentity({
@@ -114,6 +118,9 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca });
     closers.push(() => adminApp.close());
+    // Closers run in reverse: a verification still walking is stopped first (its caller gets
+    // `unavailable`), so closing the admin listener does not wait for the walk to finish.
+    closers.push(() => auditVerifier.close());
 
     await publicApp.listen({ host, port });
     const url = boundHttpsUrl(publicApp.server, host, port);

@@ -1,3 +1,4 @@
+import type { AuditCheckpoint, AuditVerification } from "../audit/log.js";
 import type { SpiffeId } from "../spiffe/id.js";
 
 /**
@@ -84,4 +85,9 @@ export interface CaAdministration {
   rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[]; notes?: string[] }>;
   /** Current keys and their states, for `hallmark ca show`-style listings. */
   keys(): Promise<Array<{ id: string; kind: string; status: string; notAfter?: string | undefined; kid?: string | undefined }>>;
+}
+
+/** A full walk of the audit chain, kept off the request path (src/audit/worker-verifier.ts). */
+export interface AuditChainVerifier {
+  verify(checkpoint?: AuditCheckpoint): Promise<AuditVerification>;
 }

@@ -50,12 +50,27 @@ const optDate = (v: unknown): Date | undefined => (v === null || v === undefined
 const optStr = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
 const optNum = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
 
+export interface SqliteStoreOptions {
+  /**
+   * Opens an existing database for reading only, beside a running server or with it stopped
+   * (forensics): the file is opened read-only, so nothing can change it: no migration, no
+   * journal-mode switch, no checkpoint. A database from a newer Hallmark is refused.
+   */
+  readonly?: boolean;
+  /** Hears when the datastore starts failing (disk full, I/O errors) and when it recovers. */
+  log?: Logger | undefined;
+}
+
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
  * throwaway one), in WAL mode, and applies pending migrations. `log` hears when the datastore
  * starts failing (disk full, I/O errors) and when it recovers.
  */
-export async function openSqliteStore(path: string, opts: { log?: Logger } = {}): Promise<Store> {
+export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<Store> {
+  if (options.readonly) {
+    const db = openReadOnly(path);
+    return new SqliteStore(db, new SqliteHealth(db, options.log));
+  }
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   let db: Db;
   try {
@@ -68,14 +83,50 @@ export async function openSqliteStore(path: string, opts: { log?: Logger } = {})
   db.pragma("foreign_keys = ON");
   // Several server replicas or CLI processes may share one file: wait rather than fail.
   db.pragma("busy_timeout = 5000");
-  migrate(db);
-  return new SqliteStore(db, new SqliteHealth(db, opts.log));
+  try {
+    migrate(db);
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+  return new SqliteStore(db, new SqliteHealth(db, options.log));
+}
+
+/**
+ * SQLite's read-only open of a WAL database reads the WAL too (what a running or crashed server
+ * has not checkpointed yet) and never checkpoints: only the WAL index files beside it (-shm, an
+ * empty -wal) may be created when absent, never the database file itself.
+ */
+function openReadOnly(path: string): Db {
+  let db: Db | undefined;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma("busy_timeout = 5000");
+    schemaVersion(db);
+    return db;
+  } catch (cause) {
+    if (db?.open) db.close();
+    if (cause instanceof HallmarkError) throw cause;
+    throw new HallmarkError("unavailable", `${path} cannot be opened read-only as a Hallmark database: ${(cause as Error).message}`, { cause, internal: path });
+  }
+}
+
+/** The schema version the database is at; a newer one than this build knows is refused, not guessed at. */
+function schemaVersion(db: Db): number {
+  const row = db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as Row;
+  const version = Number(row.v ?? 0);
+  if (version > SQLITE_MIGRATIONS.length) {
+    throw new HallmarkError(
+      "store_schema_newer",
+      `the database is at schema version ${version}, written by a newer Hallmark; this one knows versions up to ${SQLITE_MIGRATIONS.length}: use that newer release`,
+    );
+  }
+  return version;
 }
 
 function migrate(db: Db): void {
   db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-  const row = db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as Row;
-  const current = Number(row.v ?? 0);
+  const current = schemaVersion(db);
   SQLITE_MIGRATIONS.forEach((sql, index) => {
     const version = index + 1;
     if (version <= current) return;
@@ -597,21 +648,28 @@ class SqliteAudit implements AuditRepository {
   }
 
   async list(afterSeq: number, limit: number): Promise<AuditRecord[]> {
-    const rows = prepared(this.db, "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
-      .all(afterSeq, limit) as Row[];
-    return rows.map((r) => ({
-      seq: Number(r.seq),
-      time: date(r.time),
-      event: String(r.event),
-      outcome: String(r.outcome) as AuditRecord["outcome"],
-      code: optStr(r.code),
-      actor: optStr(r.actor),
-      spiffeId: optStr(r.spiffe_id),
-      attestor: optStr(r.attestor),
-      serial: optStr(r.serial),
-      details: JSON.parse(String(r.details)) as Record<string, unknown>,
-      prevHash: String(r.prev_hash),
-      hash: String(r.hash),
-    }));
+    return (prepared(this.db, "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?").all(afterSeq, limit) as Row[]).map(auditFromRow);
   }
+
+  async tail(limit: number): Promise<AuditRecord[]> {
+    const rows = prepared(this.db, "SELECT * FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?) ORDER BY seq").all(limit) as Row[];
+    return rows.map(auditFromRow);
+  }
+}
+
+function auditFromRow(r: Row): AuditRecord {
+  return {
+    seq: Number(r.seq),
+    time: date(r.time),
+    event: String(r.event),
+    outcome: String(r.outcome) as AuditRecord["outcome"],
+    code: optStr(r.code),
+    actor: optStr(r.actor),
+    spiffeId: optStr(r.spiffe_id),
+    attestor: optStr(r.attestor),
+    serial: optStr(r.serial),
+    details: JSON.parse(String(r.details)) as Record<string, unknown>,
+    prevHash: String(r.prev_hash),
+    hash: String(r.hash),
+  };
 }
