@@ -1,6 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
 import { AuditLog } from "../audit/log.js";
@@ -19,6 +17,8 @@ import { NodeIssuanceService } from "../service/node-issuance.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
+import { listenOnPrivateSocket } from "./admin-socket.js";
+import { claimDataDirectory } from "./data-dir.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { generatedSecretFile, readSecretFile } from "./secrets.js";
 import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
@@ -45,7 +45,8 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     }
   };
   try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const dataDir = claimDataDirectory(config);
+    closers.push(async () => dataDir.release());
     const trustDomain = TrustDomain.parse(config.trustDomain);
     const keyStore = await openHsm(config, log);
     closers.push(() => keyStore.close());
@@ -109,7 +110,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
     }
     const adminSocket = adminSocketPath(config);
-    await listenOnSocket(adminApp, adminSocket);
+    closers.push(await listenOnPrivateSocket(adminApp, adminSocket));
     ca.onBundleChange(() => void tls.refresh());
     const stopRotation = ca.startScheduledRotation();
     closers.push(async () => stopRotation());
@@ -142,11 +143,4 @@ async function openHsm(config: ServerConfig, log: Logger): Promise<KeyStore> {
     throw new HallmarkError("config_invalid", `no HSM PIN: set hsm.pinFile or the ${hsm.pinEnv} environment variable`);
   }
   return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions });
-}
-
-async function listenOnSocket(app: FastifyInstance, path: string): Promise<void> {
-  // A socket file left by a crashed server would block the bind; nothing else may own this path.
-  if (existsSync(path)) unlinkSync(path);
-  await app.listen({ path });
-  chmodSync(path, 0o600);
 }

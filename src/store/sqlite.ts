@@ -4,6 +4,8 @@ import { dirname } from "node:path";
 import type { JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { errnoReason } from "../system-error.js";
+import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./sqlite-files.js";
 import type {
   AttestationSessionRecord,
   AuditRecord,
@@ -49,23 +51,40 @@ const optNum = (v: unknown): number | undefined => (v === null || v === undefine
 
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
- * throwaway one), in WAL mode, and applies pending migrations.
+ * throwaway one), in WAL mode, and applies pending migrations. The database and its WAL and
+ * shared-memory files are 0600 from the moment they exist. A database that cannot be used is
+ * refused in one line naming the file and the reason.
  */
 export async function openSqliteStore(path: string): Promise<Store> {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-  let db: Db;
+  let db: Db | undefined;
   try {
+    if (path !== ":memory:") {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      const obstacle = databaseFileObstacle(path);
+      if (obstacle) throw datastoreOpenError(path, obstacle);
+      ensurePrivateDatabaseFile(path);
+    }
     db = new Database(path);
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma("foreign_keys = ON");
+    // Several server replicas or CLI processes may share one file: wait rather than fail.
+    db.pragma("busy_timeout = 5000");
+    migrate(db);
+    return new SqliteStore(db);
   } catch (cause) {
-    throw new HallmarkError("unavailable", "the datastore cannot be opened", { cause, internal: path });
+    if (db?.open) db.close();
+    if (cause instanceof HallmarkError) throw cause;
+    // SQLite's own words are precise for content ("file is not a database", "database disk
+    // image is malformed"); for the rest the errno says more.
+    const code = String((cause as { code?: unknown }).code ?? "");
+    const reason = code.startsWith("SQLITE_") ? (cause as Error).message : errnoReason(cause);
+    throw datastoreOpenError(path, reason, cause);
   }
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = NORMAL");
-  db.pragma("foreign_keys = ON");
-  // Several server replicas or CLI processes may share one file: wait rather than fail.
-  db.pragma("busy_timeout = 5000");
-  migrate(db);
-  return new SqliteStore(db);
+}
+
+function datastoreOpenError(path: string, reason: string, cause?: unknown): HallmarkError {
+  return new HallmarkError("datastore_open_failed", `cannot open the datastore ${path}: ${reason}`, { cause });
 }
 
 function migrate(db: Db): void {
