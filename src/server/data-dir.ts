@@ -1,4 +1,4 @@
-import { accessSync, constants, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../client/files.js";
 import { type ServerConfig, adminSocketPath } from "../config/server.js";
@@ -66,7 +66,7 @@ export function ensurePrivateDirectory(dir: string, what: string): void {
   try {
     st = statSync(dir, { throwIfNoEntry: false });
     if (!st) {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      mkdirPrivate(dir);
       st = statSync(dir);
     }
   } catch (e) {
@@ -85,5 +85,16 @@ export function ensurePrivateDirectory(dir: string, what: string): void {
     accessSync(dir, constants.W_OK | constants.X_OK);
   } catch (e) {
     throw refuse(`is not writable: ${errnoReason(e)}`, e);
+  }
+}
+
+function mkdirPrivate(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    // Node's recursive mkdir reports some failures (a read-only file system) as ENOENT: when the
+    // parent exists, one plain mkdir gives the real errno.
+    if ((e as NodeJS.ErrnoException).code === "ENOENT" && existsSync(dirname(dir))) mkdirSync(dir, { mode: 0o700 });
+    throw e;
   }
 }
