@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { spawn, spawnSync } from "node:child_process";
 import { type Stats, chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, watch, writeFileSync } from "node:fs";
+import { setPriority } from "node:os";
 import { join } from "node:path";
 import { runCli } from "../helpers/cli.js";
 import { startServerProcess } from "../helpers/server-process.js";
@@ -47,19 +48,40 @@ class ModeWatcher {
 }
 
 /**
- * A local user (uid nobody) connecting to the admin socket in a tight synchronous loop (Python:
- * Node has no synchronous connect, and an asynchronous loop is too slow to land in a short gap),
- * until told to stop; prints "denied" on its first EACCES, then its counts as JSON.
+ * A local user (uid nobody) attacking the admin socket: it sleeps on inotify until the name
+ * admin.sock appears in the data directory (created, or renamed into place), then at once
+ * notes its mode and connects in a tight synchronous loop (Python: Node has no synchronous
+ * connect, and an asynchronous loop lands in a short gap too rarely) until told to stop. Prints
+ * "denied" on its first EACCES, then JSON: the counts and the first mode it saw.
  */
 const ATTACKER = `
-import errno, json, signal, socket, sys
-counts = {"connected": 0, "EACCES": 0, "ENOENT": 0, "ECONNREFUSED": 0, "other": 0}
+import ctypes, errno, json, os, signal, socket, struct, sys
+directory = sys.argv[1]
+path = os.path.join(directory, "admin.sock")
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+fd = libc.inotify_init()
+IN_CREATE, IN_MOVED_TO = 0x100, 0x80
+assert libc.inotify_add_watch(fd, directory.encode(), IN_CREATE | IN_MOVED_TO) >= 0
+print("watching", flush=True)
+def appeared():
+    while True:
+        buf = os.read(fd, 65536)
+        i = 0
+        while i < len(buf):
+            _, _, _, n = struct.unpack_from("iIII", buf, i)
+            name = buf[i + 16 : i + 16 + n].rstrip(b"\\0")
+            i += 16 + n
+            if name == b"admin.sock":
+                return
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+appeared()
+first_mode = oct(os.lstat(path).st_mode & 0o7777)
+counts = {"connected": 0, "EACCES": 0, "ENOENT": 0, "ECONNREFUSED": 0, "other": 0}
 while not stop:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(sys.argv[1])
+        s.connect(path)
         counts["connected"] += 1
     except OSError as e:
         name = errno.errorcode.get(e.errno, "other")
@@ -68,7 +90,7 @@ while not stop:
             print("denied", flush=True)
     finally:
         s.close()
-print(json.dumps(counts), flush=True)
+print(json.dumps({"first_mode": first_mode, **counts}), flush=True)
 `;
 
 describe("data directory safety (real server processes)", () => {
@@ -83,16 +105,21 @@ describe("data directory safety (real server processes)", () => {
 
     const canAttack = isRoot && spawnSync("python3", ["--version"]).status === 0;
     const attacker = canAttack
-      ? spawn("python3", ["-c", ATTACKER, join(data, "admin.sock")], { uid: NOBODY, gid: NOBODY, stdio: ["ignore", "pipe", "inherit"] })
+      ? spawn("python3", ["-c", ATTACKER, data], { uid: NOBODY, gid: NOBODY, stdio: ["ignore", "pipe", "inherit"] })
       : undefined;
+    // The attacker wakes first: the old window between bind and chmod was a few hundred microseconds.
+    if (attacker) setPriority(attacker.pid!, -20);
     if (!attacker) console.warn("skipping the other-user connect check: it needs root (to run a process as uid nobody) and python3");
     let attackerOut = "";
-    const denied = new Promise<void>((resolve) =>
-      attacker?.stdout!.on("data", (c: Buffer) => {
-        attackerOut += c.toString();
-        if (attackerOut.includes("denied")) resolve();
-      }),
-    );
+    attacker?.stdout!.on("data", (c: Buffer) => (attackerOut += c.toString()));
+    const said = (word: string) =>
+      new Promise<void>((resolve) => {
+        const check = () => attackerOut.includes(word) && resolve();
+        attacker?.stdout!.on("data", check);
+        check();
+      });
+    if (attacker) await said("watching");
+    const denied = said("denied");
 
     const server = startServerProcess(data, { umask: "000" });
     let started = false;
@@ -108,8 +135,9 @@ describe("data directory safety (real server processes)", () => {
     if (attacker) {
       await denied; // the attacker has met the live socket and been refused at least once
       attacker.kill("SIGTERM");
-      await new Promise((r) => attacker.once("exit", r));
-      const counts = JSON.parse(attackerOut.split("\n").find((l) => l.startsWith("{"))!) as Record<string, number>;
+      await new Promise((r) => attacker.once("close", r));
+      const counts = JSON.parse(attackerOut.split("\n").find((l) => l.startsWith("{"))!) as Record<string, number | string>;
+      expect(counts.first_mode).toBe("0o600");
       expect(counts.connected).toBe(0);
       expect(counts.EACCES).toBeGreaterThan(0);
     }
