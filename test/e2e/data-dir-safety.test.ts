@@ -157,38 +157,41 @@ describe("data directory safety (real server processes)", () => {
   });
 
   it("refuses a group- or world-writable data directory, another user's, and a world-writable admin socket directory: exit 1, one line", async () => {
-    const dir = join(tmp.path, "loose");
-    mkdirSync(dir);
-    chmodSync(dir, 0o770);
-    let r = await runCli(["server", "--data-dir", dir, "--listen", "127.0.0.1:0"]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`hallmark: config_invalid: data directory ${dir} is writable by its group (mode 0770): chmod 700 ${dir}\n`);
-
-    chmodSync(dir, 0o1777);
-    r = await runCli(["server", "--data-dir", dir, "--listen", "127.0.0.1:0"]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`hallmark: config_invalid: data directory ${dir} is writable by all users (mode 1777): chmod 700 ${dir}\n`);
-    expect(readdirSync(dir)).toEqual([]); // refused before anything was written
-
-    const socketDir = join(tmp.path, "sockets");
-    mkdirSync(socketDir);
-    chmodSync(socketDir, 0o777);
+    const dirWithMode = (name: string, mode: number, owner?: number) => {
+      const dir = join(tmp.path, name);
+      mkdirSync(dir);
+      chmodSync(dir, mode);
+      if (owner !== undefined) chownSync(dir, owner, owner);
+      return dir;
+    };
+    const groupWritable = dirWithMode("group-writable", 0o770);
+    const worldWritable = dirWithMode("world-writable", 0o1777);
+    const socketDir = dirWithMode("sockets", 0o777);
     const cfg = join(tmp.path, "outside.yaml");
     writeFileSync(cfg, `adminSocket: ${join(socketDir, "admin.sock")}\n`);
-    const data = join(tmp.path, "private");
-    r = await runCli(["server", "--config", cfg, "--data-dir", data, "--listen", "127.0.0.1:0"]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`hallmark: config_invalid: admin socket directory ${socketDir} is writable by all users (mode 0777): chmod 700 ${socketDir}\n`);
+    const foreign = isRoot ? dirWithMode("foreign", 0o700, NOBODY) : undefined;
+    if (!foreign) console.warn("skipping the other-owner check: it needs root to give the directory away");
 
-    if (!isRoot) {
-      console.warn("skipping the other-owner check: it needs root to give the directory away");
-      return;
+    const serve = (...args: string[]) => runCli(["server", "--listen", "127.0.0.1:0", ...args]);
+    const [group, world, socket, owner] = await Promise.all([
+      serve("--data-dir", groupWritable),
+      serve("--data-dir", worldWritable),
+      serve("--config", cfg, "--data-dir", join(tmp.path, "private")),
+      foreign ? serve("--data-dir", foreign) : undefined,
+    ]);
+    expect(group).toMatchObject({ code: 1, stderr: `hallmark: config_invalid: data directory ${groupWritable} is writable by its group (mode 0770): chmod 700 ${groupWritable}\n` });
+    expect(world).toMatchObject({ code: 1, stderr: `hallmark: config_invalid: data directory ${worldWritable} is writable by all users (mode 1777): chmod 700 ${worldWritable}\n` });
+    expect(readdirSync(worldWritable)).toEqual([]); // refused before anything was written
+    expect(socket).toMatchObject({
+      code: 1,
+      stderr: `hallmark: config_invalid: admin socket directory ${socketDir} is writable by all users (mode 0777): chmod 700 ${socketDir}\n`,
+    });
+    if (foreign) {
+      expect(owner).toMatchObject({
+        code: 1,
+        stderr: `hallmark: config_invalid: data directory ${foreign} is owned by uid ${NOBODY}, not by this server's uid 0: chown 0 ${foreign} (or run the server as its owner)\n`,
+      });
     }
-    chmodSync(dir, 0o700);
-    chownSync(dir, NOBODY, NOBODY);
-    r = await runCli(["server", "--data-dir", dir, "--listen", "127.0.0.1:0"]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toBe(`hallmark: config_invalid: data directory ${dir} is owned by uid ${NOBODY}, not by this server's uid 0: chown 0 ${dir} (or run the server as its owner)\n`);
   });
 
   it("refuses a second server on the same data directory, naming the first one's pid, while the first keeps its admin socket; after kill -9 of the first, a new server starts", async () => {
@@ -220,6 +223,12 @@ describe("data directory safety (real server processes)", () => {
     expect(readdirSync(socketDir)).toEqual(["hallmark.sock"]); // no staging directory left behind
     const again = await runCli(["node", "list", "--admin-socket", socket]);
     expect(again).toMatchObject({ code: 0, stdout: "no nodes\n" });
+
+    // Another data directory, the same configured socket: the live socket is not taken over.
+    const other = await runCli(["server", "--config", cfg, "--data-dir", join(tmp.path, "other"), "--listen", "127.0.0.1:0"], { HALLMARK_LOG_LEVEL: "silent" });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toBe(`hallmark: config_invalid: admin socket ${socket} is in use by another running server; stop it or configure another adminSocket\n`);
+    expect((await runCli(["node", "list", "--admin-socket", socket])).code).toBe(0);
     expect(await third.stop()).toBe(0);
     expect(existsSync(socket)).toBe(false);
   });
