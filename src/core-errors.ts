@@ -78,6 +78,9 @@ export const CORE_ERRORS = {
   hsm_key_type_unsupported: { status: 500, title: "The key type is not supported by this HSM layer" },
   // configuration
   config_invalid: { status: 500, title: "The configuration is invalid" },
+  // start-up: the data directory and the datastore in it (named, with the reason, in the message)
+  data_dir_in_use: { status: 409, title: "The data directory is in use by another server" },
+  datastore_open_failed: { status: 503, title: "The datastore cannot be opened" },
   // audit
   audit_chain_broken: { status: 500, title: "The audit chain does not verify" },
   /** One full verification at a time: each walks the whole log in its own worker thread. */

@@ -25,7 +25,7 @@ export const serverConfigSchema = z
     trustDomain: trustDomain.default("example.org"),
     dataDir: z.string().min(1).default(".data"),
     listen: hostPort.default("127.0.0.1:8443"),
-    /** Admin Unix socket; default <dataDir>/admin.sock. */
+    /** Admin Unix socket; default <dataDir>/admin.sock. Its directory must be private like the data directory (owned by the server's user, not group/world-writable). */
     adminSocket: z.string().min(1).optional(),
     hsm: z
       .object({

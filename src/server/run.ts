@@ -1,6 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
 import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
@@ -22,6 +20,8 @@ import { NodeIssuanceService } from "../service/node-issuance.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
+import { listenOnPrivateSocket } from "./admin-socket.js";
+import { claimDataDirectory } from "./data-dir.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { openDevSoftHsmToken } from "./dev-softhsm.js";
 import { readSecretFile } from "./secrets.js";
@@ -49,7 +49,8 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     }
   };
   try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const dataDir = claimDataDirectory(config);
+    closers.push(async () => dataDir.release());
     const trustDomain = TrustDomain.parse(config.trustDomain);
     // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
     // whether the database already records CA keys (see openDevSoftHsmToken).
@@ -135,7 +136,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
     }
     const adminSocket = adminSocketPath(config);
-    await listenOnSocket(adminApp, adminSocket);
+    closers.push(await listenOnPrivateSocket(adminApp, adminSocket));
     ca.onBundleChange(() => void tls.refresh("bundle_changed"));
     const stopRotation = ca.startScheduledRotation();
     closers.push(async () => stopRotation());
@@ -165,11 +166,4 @@ async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise
     throw new HallmarkError("config_invalid", `no HSM PIN: set hsm.pinFile or the ${hsm.pinEnv} environment variable`);
   }
   return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions });
-}
-
-async function listenOnSocket(app: FastifyInstance, path: string): Promise<void> {
-  // A socket file left by a crashed server would block the bind; nothing else may own this path.
-  if (existsSync(path)) unlinkSync(path);
-  await app.listen({ path });
-  chmodSync(path, 0o600);
 }

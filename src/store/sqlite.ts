@@ -5,7 +5,9 @@ import type { Logger } from "pino";
 import type { JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { errnoReason } from "../system-error.js";
 import { SqliteHealth } from "./sqlite-health.js";
+import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./sqlite-files.js";
 import type {
   AttestationSessionRecord,
   AuditRecord,
@@ -63,33 +65,45 @@ export interface SqliteStoreOptions {
 
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
- * throwaway one), in WAL mode, and applies pending migrations. `log` hears when the datastore
- * starts failing (disk full, I/O errors) and when it recovers.
+ * throwaway one), in WAL mode, and applies pending migrations. The database and its WAL and
+ * shared-memory files are 0600 from the moment they exist. A database that cannot be used is
+ * refused in one line naming the file and the reason. `log` hears when the datastore starts
+ * failing (disk full, I/O errors) and when it recovers.
  */
 export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<Store> {
   if (options.readonly) {
-    const db = openReadOnly(path);
-    return new SqliteStore(db, new SqliteHealth(db, options.log));
+    const ro = openReadOnly(path);
+    return new SqliteStore(ro, new SqliteHealth(ro, options.log));
   }
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-  let db: Db;
+  let db: Db | undefined;
   try {
+    if (path !== ":memory:") {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      const obstacle = databaseFileObstacle(path);
+      if (obstacle) throw datastoreOpenError(path, obstacle);
+      ensurePrivateDatabaseFile(path);
+    }
     db = new Database(path);
-  } catch (cause) {
-    throw new HallmarkError("store_unavailable", "the datastore cannot be opened", { cause, internal: path });
-  }
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = NORMAL");
-  db.pragma("foreign_keys = ON");
-  // Several server replicas or CLI processes may share one file: wait rather than fail.
-  db.pragma("busy_timeout = 5000");
-  try {
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma("foreign_keys = ON");
+    // Several server replicas or CLI processes may share one file: wait rather than fail.
+    db.pragma("busy_timeout = 5000");
     migrate(db);
-  } catch (e) {
-    db.close();
-    throw e;
+    return new SqliteStore(db, new SqliteHealth(db, options.log));
+  } catch (cause) {
+    if (db?.open) db.close();
+    if (cause instanceof HallmarkError) throw cause;
+    // SQLite's own words are precise for content ("file is not a database", "database disk
+    // image is malformed"); for the rest the errno says more.
+    const code = String((cause as { code?: unknown }).code ?? "");
+    const reason = code.startsWith("SQLITE_") ? (cause as Error).message : errnoReason(cause);
+    throw datastoreOpenError(path, reason, cause);
   }
-  return new SqliteStore(db, new SqliteHealth(db, options.log));
+}
+
+function datastoreOpenError(path: string, reason: string, cause?: unknown): HallmarkError {
+  return new HallmarkError("datastore_open_failed", `cannot open the datastore ${path}: ${reason}`, { cause });
 }
 
 /**
