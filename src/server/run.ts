@@ -1,4 +1,3 @@
-import { join } from "node:path";
 import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
 import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
