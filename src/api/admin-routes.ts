@@ -5,7 +5,7 @@ import type { CaAdministration } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
 import { serveOpenApi } from "./openapi.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
-import { jsonObject } from "./well-known-routes.js";
+import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
 
 export interface AdminRouteDeps {
   admin: AdminService;
@@ -13,13 +13,11 @@ export interface AdminRouteDeps {
 }
 
 const ttl = z.number().int().positive().max(10 * 365 * 86400);
-const spiffeId = z.string().max(2048);
-const timestamp = z.iso.datetime();
-const nodeBody = z.object({ spiffe_id: spiffeId }).strict();
+const nodeBody = z.object({ spiffe_id: spiffeIdField }).strict();
 const entry = z.object({
   id: z.uuid(),
-  spiffe_id: spiffeId,
-  parent_id: spiffeId,
+  spiffe_id: spiffeIdField,
+  parent_id: spiffeIdField,
   selectors: z.array(z.string()),
   x509_ttl_seconds: z.number().int().nullable(),
   jwt_ttl_seconds: z.number().int().nullable(),
@@ -36,8 +34,8 @@ export const ADMIN_ROUTES = {
     url: "/admin/tokens",
     summary: "A one-time join token bound to a SPIFFE ID (stored hashed)",
     caller: "admin",
-    body: z.object({ spiffe_id: spiffeId, ttl_seconds: ttl }).strict(),
-    responses: { 201: { description: "The token (shown once)", body: z.object({ token: z.string(), spiffe_id: spiffeId, expires_at: timestamp }) } },
+    body: z.object({ spiffe_id: spiffeIdField, ttl_seconds: ttl }).strict(),
+    responses: { 201: { description: "The token (shown once)", body: z.object({ token: z.string(), spiffe_id: spiffeIdField, expires_at: timestamp }) } },
     errors: ["ttl_invalid", "invalid_spiffe_id", "spiffe_id_outside_trust_domain", "spiffe_id_reserved"],
   }),
   createEntry: defineRoute({
@@ -48,8 +46,8 @@ export const ADMIN_ROUTES = {
     caller: "admin",
     body: z
       .object({
-        spiffe_id: spiffeId,
-        parent_id: spiffeId,
+        spiffe_id: spiffeIdField,
+        parent_id: spiffeIdField,
         selectors: z.array(z.string().max(600)).max(64),
         x509_ttl_seconds: ttl.optional(),
         jwt_ttl_seconds: ttl.optional(),
@@ -66,7 +64,7 @@ export const ADMIN_ROUTES = {
     url: "/admin/entries",
     summary: "Registration entries, optionally filtered",
     caller: "admin",
-    query: z.object({ parent_id: spiffeId.optional(), spiffe_id: spiffeId.optional() }).strict(),
+    query: z.object({ parent_id: spiffeIdField.optional(), spiffe_id: spiffeIdField.optional() }).strict(),
     responses: { 200: { description: "The entries", body: z.object({ entries: z.array(entry) }) } },
   }),
   deleteEntry: defineRoute({
@@ -91,7 +89,7 @@ export const ADMIN_ROUTES = {
         body: z.object({
           nodes: z.array(
             z.object({
-              spiffe_id: spiffeId,
+              spiffe_id: spiffeIdField,
               attestor: z.string(),
               selectors: z.array(z.string()),
               serial: z.string().nullable(),
@@ -142,7 +140,7 @@ export const ADMIN_ROUTES = {
     url: "/admin/bundle",
     summary: "The trust bundle, as PEM and as a SPIFFE bundle",
     caller: "admin",
-    responses: { 200: { description: "The trust bundle", body: z.object({ bundle_pem: z.string(), spiffe_bundle: jsonObject }) } },
+    responses: { 200: { description: "The trust bundle", body: bundleAnswer } },
   }),
   caKeys: defineRoute({
     operationId: "caKeys",

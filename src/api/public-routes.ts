@@ -8,7 +8,8 @@ import { pemChain } from "../pki/pem.js";
 import { serveOpenApi } from "./openapi.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
-import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, jsonObject, wellKnownRoutes } from "./well-known-routes.js";
+import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, wellKnownRoutes } from "./well-known-routes.js";
+import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
 
 export interface PublicRouteDeps extends WellKnownRouteDeps {
   attestation: AttestationService;
@@ -20,13 +21,11 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
 
 const MAX_CSR_CHARS = 16 * 1024;
 const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or base64 DER); its signature is the proof of possession");
-const spiffeId = z.string().max(2048);
-const timestamp = z.iso.datetime();
 const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
 
 // Answers (documentation only: no reply is validated at run time).
 const svidAnswer = z.object({
-  spiffe_id: spiffeId,
+  spiffe_id: spiffeIdField,
   svid: z.object({ cert_chain_pem: z.string().describe("leaf first, then intermediates"), serial: z.string(), expires_at: timestamp }),
   bundle_pem: z.string().describe("the current trust bundle (every node answer carries it)"),
 });
@@ -34,7 +33,6 @@ const attestationOutcome = z.discriminatedUnion("status", [
   z.object({ status: z.literal("challenge"), challenge: jsonObject.describe("the attestor's next round (TPM: credential activation)") }),
   svidAnswer.extend({ status: z.literal("issued"), selectors: z.array(z.string()) }),
 ]);
-const bundleAnswer = z.object({ bundle_pem: z.string(), spiffe_bundle: jsonObject.describe("SPIFFE bundle (JWKS)") });
 
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
@@ -140,7 +138,7 @@ export const PUBLIC_ROUTES = {
     url: "/v1/svids/x509",
     summary: "An X509-SVID for an entry the node is entitled to",
     caller: "node",
-    body: z.object({ csr, spiffe_id: spiffeId.optional().describe("needed when several entries apply") }).strict(),
+    body: z.object({ csr, spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") }).strict(),
     responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer } },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
   }),
@@ -151,12 +149,12 @@ export const PUBLIC_ROUTES = {
     summary: "A JWT-SVID for an entry the node is entitled to",
     caller: "node",
     body: z
-      .object({ audience: z.array(z.string()).min(1).max(16), spiffe_id: spiffeId.optional().describe("needed when several entries apply") })
+      .object({ audience: z.array(z.string()).min(1).max(16), spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") })
       .strict(),
     responses: {
       200: {
         description: "The workload's JWT-SVID",
-        body: z.object({ spiffe_id: spiffeId, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
+        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
       },
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
@@ -170,7 +168,7 @@ export const PUBLIC_ROUTES = {
     responses: {
       200: {
         description: "The entries and the current bundle",
-        body: z.object({ entries: z.array(z.object({ id: z.uuid(), spiffe_id: spiffeId, selectors: z.array(z.string()) })), bundle_pem: z.string() }),
+        body: z.object({ entries: z.array(z.object({ id: z.uuid(), spiffe_id: spiffeIdField, selectors: z.array(z.string()) })), bundle_pem: z.string() }),
       },
     },
     errors: NODE_AUTH_ERRORS,

@@ -2,15 +2,13 @@ import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import type { CaAdministration } from "../service/ports.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
+import { jsonObject } from "./wire-schemas.js";
 
 export interface WellKnownRouteDeps {
   ca: Pick<CaAdministration, "spiffeBundle" | "jwtJwks">;
   /** `iss` and base URL of the OIDC discovery document (known once the listener is bound). */
   issuerUrl: () => string;
 }
-
-/** A JSON object whose members are documented elsewhere (a JWKS, an attestor's challenge). */
-export const jsonObject = z.record(z.string(), z.unknown());
 
 export const WELL_KNOWN_ROUTES = {
   spiffeBundle: defineRoute({
