@@ -1,9 +1,11 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply } from "fastify";
 import { z } from "zod";
 import type { AdminService } from "../service/admin.js";
 import type { CaAdministration } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
-import { parseBody } from "./problem.js";
+import { serveOpenApi } from "./openapi.js";
+import { defineRoute, registerRoute } from "./route-spec.js";
+import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
 
 export interface AdminRouteDeps {
   admin: AdminService;
@@ -11,64 +13,232 @@ export interface AdminRouteDeps {
 }
 
 const ttl = z.number().int().positive().max(10 * 365 * 86400);
-const tokenBody = z.object({ spiffe_id: z.string().max(2048), ttl_seconds: ttl }).strict();
-const entryBody = z
-  .object({
-    spiffe_id: z.string().max(2048),
-    parent_id: z.string().max(2048),
-    selectors: z.array(z.string().max(600)).max(64),
-    x509_ttl_seconds: ttl.optional(),
-    jwt_ttl_seconds: ttl.optional(),
-    dns_names: z.array(z.string().max(253)).max(32).optional(),
-    admin: z.boolean().optional(),
-  })
-  .strict();
-const entryQuery = z.object({ parent_id: z.string().max(2048).optional(), spiffe_id: z.string().max(2048).optional() }).strict();
-const entryParams = z.object({ id: z.string().uuid() }).strict();
-const nodeBody = z.object({ spiffe_id: z.string().max(2048) }).strict();
-const rotateBody = z.object({ kind: z.enum(["x509", "jwt"]), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict();
-const auditVerifyQuery = z
-  .object({ checkpoint_seq: z.coerce.number().int().positive().optional(), checkpoint_hash: z.string().regex(/^[0-9a-f]{64}$/).optional() })
-  .strict()
-  .refine((q) => (q.checkpoint_seq === undefined) === (q.checkpoint_hash === undefined), "give checkpoint_seq and checkpoint_hash together");
+const nodeBody = z.object({ spiffe_id: spiffeIdField }).strict();
+const entry = z.object({
+  id: z.uuid(),
+  spiffe_id: spiffeIdField,
+  parent_id: spiffeIdField,
+  selectors: z.array(z.string()),
+  x509_ttl_seconds: z.number().int().nullable(),
+  jwt_ttl_seconds: z.number().int().nullable(),
+  dns_names: z.array(z.string()),
+  admin: z.boolean(),
+  created_at: timestamp,
+});
+const noContent = { 204: { description: "Done" } } as const;
+
+export const ADMIN_ROUTES = {
+  createJoinToken: defineRoute({
+    operationId: "createJoinToken",
+    method: "POST",
+    url: "/admin/tokens",
+    summary: "A one-time join token bound to a SPIFFE ID (stored hashed)",
+    caller: "admin",
+    body: z.object({ spiffe_id: spiffeIdField, ttl_seconds: ttl }).strict(),
+    responses: { 201: { description: "The token (shown once)", body: z.object({ token: z.string(), spiffe_id: spiffeIdField, expires_at: timestamp }) } },
+    errors: ["ttl_invalid", "invalid_spiffe_id", "spiffe_id_outside_trust_domain", "spiffe_id_reserved"],
+  }),
+  createEntry: defineRoute({
+    operationId: "createEntry",
+    method: "POST",
+    url: "/admin/entries",
+    summary: "A registration entry",
+    caller: "admin",
+    body: z
+      .object({
+        spiffe_id: spiffeIdField,
+        parent_id: spiffeIdField,
+        selectors: z.array(z.string().max(600)).max(64),
+        x509_ttl_seconds: ttl.optional(),
+        jwt_ttl_seconds: ttl.optional(),
+        dns_names: z.array(z.string().max(253)).max(32).optional(),
+        admin: z.boolean().optional(),
+      })
+      .strict(),
+    responses: { 201: { description: "The entry", body: entry } },
+    errors: ["invalid_spiffe_id", "spiffe_id_outside_trust_domain", "spiffe_id_reserved", "invalid_selector", "entry_exists"],
+  }),
+  listEntries: defineRoute({
+    operationId: "listEntries",
+    method: "GET",
+    url: "/admin/entries",
+    summary: "Registration entries, optionally filtered",
+    caller: "admin",
+    query: z.object({ parent_id: spiffeIdField.optional(), spiffe_id: spiffeIdField.optional() }).strict(),
+    responses: { 200: { description: "The entries", body: z.object({ entries: z.array(entry) }) } },
+  }),
+  deleteEntry: defineRoute({
+    operationId: "deleteEntry",
+    method: "DELETE",
+    url: "/admin/entries/:id",
+    summary: "Delete a registration entry",
+    caller: "admin",
+    params: z.object({ id: z.uuid() }).strict(),
+    responses: noContent,
+    errors: ["entry_not_found"],
+  }),
+  listNodes: defineRoute({
+    operationId: "listNodes",
+    method: "GET",
+    url: "/admin/nodes",
+    summary: "Attested nodes",
+    caller: "admin",
+    responses: {
+      200: {
+        description: "The nodes",
+        body: z.object({
+          nodes: z.array(
+            z.object({
+              spiffe_id: spiffeIdField,
+              attestor: z.string(),
+              selectors: z.array(z.string()),
+              serial: z.string().nullable(),
+              expires_at: timestamp.nullable(),
+              evicted: z.boolean(),
+              evicted_at: timestamp.nullable(),
+              banned: z.boolean(),
+              can_reattest: z.boolean(),
+            }),
+          ),
+        }),
+      },
+    },
+  }),
+  evictNode: defineRoute({
+    operationId: "evictNode",
+    method: "POST",
+    url: "/admin/nodes/evict",
+    summary: "Evict a node: every SVID it holds stops working at once",
+    caller: "admin",
+    body: nodeBody,
+    responses: noContent,
+    errors: ["invalid_spiffe_id", "node_not_found"],
+  }),
+  banNode: defineRoute({
+    operationId: "banNode",
+    method: "POST",
+    url: "/admin/nodes/ban",
+    summary: "Evict a node and refuse its re-attestation until unbanned",
+    caller: "admin",
+    body: nodeBody,
+    responses: noContent,
+    errors: ["invalid_spiffe_id", "node_not_found"],
+  }),
+  unbanNode: defineRoute({
+    operationId: "unbanNode",
+    method: "POST",
+    url: "/admin/nodes/unban",
+    summary: "Lift a node's ban",
+    caller: "admin",
+    body: nodeBody,
+    responses: noContent,
+    errors: ["invalid_spiffe_id", "node_not_found"],
+  }),
+  bundle: defineRoute({
+    operationId: "adminBundle",
+    method: "GET",
+    url: "/admin/bundle",
+    summary: "The trust bundle, as PEM and as a SPIFFE bundle",
+    caller: "admin",
+    responses: { 200: { description: "The trust bundle", body: bundleAnswer } },
+  }),
+  caKeys: defineRoute({
+    operationId: "caKeys",
+    method: "GET",
+    url: "/admin/ca/keys",
+    summary: "The CA and JWT signing keys and their rotation status",
+    caller: "admin",
+    responses: {
+      200: {
+        description: "The keys",
+        body: z.object({
+          keys: z.array(z.object({ id: z.string(), kind: z.string(), status: z.string(), notAfter: z.string().optional(), kid: z.string().optional() })),
+        }),
+      },
+    },
+  }),
+  rotateCa: defineRoute({
+    operationId: "rotateCa",
+    method: "POST",
+    url: "/admin/ca/rotate",
+    summary: "One key rotation step",
+    caller: "admin",
+    body: z.object({ kind: z.enum(["x509", "jwt"]), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict(),
+    responses: { 200: { description: "What changed", body: z.object({ changed: z.array(z.string()), notes: z.array(z.string()).optional() }) } },
+    errors: ["ca_rotation_in_progress", "ca_rotation_nothing_prepared"],
+  }),
+  verifyAudit: defineRoute({
+    operationId: "verifyAudit",
+    method: "GET",
+    url: "/admin/audit/verify",
+    summary: "Walk the audit log's hash chain",
+    description: "checkpoint_seq and checkpoint_hash go together: the head a previous run recorded, which must still be there.",
+    caller: "admin",
+    query: z
+      .object({ checkpoint_seq: z.coerce.number().int().positive().optional(), checkpoint_hash: z.string().regex(/^[0-9a-f]{64}$/).optional() })
+      .strict()
+      .refine((q) => (q.checkpoint_seq === undefined) === (q.checkpoint_hash === undefined), "give checkpoint_seq and checkpoint_hash together"),
+    responses: {
+      200: {
+        description: "Whether the chain verifies (a broken chain is an answer, not an error)",
+        body: z.discriminatedUnion("ok", [
+          z.object({ ok: z.literal(true), records: z.number().int(), head: z.string() }),
+          z.object({
+            ok: z.literal(false),
+            records: z.number().int(),
+            brokenAt: z.number().int(),
+            reason: z.enum(["sequence_gap", "prev_hash_mismatch", "hash_mismatch", "checkpoint_missing", "checkpoint_mismatch"]),
+          }),
+        ]),
+      },
+    },
+  }),
+  openApi: defineRoute({
+    operationId: "adminOpenApi",
+    method: "GET",
+    url: "/admin/openapi.json",
+    summary: "This document",
+    caller: "admin",
+    responses: { 200: { description: "OpenAPI 3.1 description of the admin API", body: jsonObject } },
+  }),
+};
 
 /**
  * The admin API. It listens only on the local admin Unix socket (mode 0600 in the data
  * directory), as spire-server does: whoever can open the socket is the administrator.
  */
 export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): Promise<void> {
-  app.post("/admin/tokens", async (req, reply) => {
-    const b = parseBody(tokenBody, req.body);
-    const t = await deps.admin.createJoinToken(b.spiffe_id, b.ttl_seconds);
-    return reply.code(201).send({ token: t.token, spiffe_id: t.spiffeId, expires_at: t.expiresAt.toISOString() });
+  const R = ADMIN_ROUTES;
+  registerRoute(app, R.createJoinToken, async ({ body }, _c, _req, reply) => {
+    const t = await deps.admin.createJoinToken(body.spiffe_id, body.ttl_seconds);
+    reply.code(201);
+    return { token: t.token, spiffe_id: t.spiffeId, expires_at: t.expiresAt.toISOString() };
   });
-  app.post("/admin/entries", async (req, reply) => {
-    const b = parseBody(entryBody, req.body);
+  registerRoute(app, R.createEntry, async ({ body }, _c, _req, reply) => {
     const e = await deps.admin.createEntry({
-      spiffeId: b.spiffe_id,
-      parentId: b.parent_id,
-      selectors: b.selectors,
-      x509SvidTtlSeconds: b.x509_ttl_seconds,
-      jwtSvidTtlSeconds: b.jwt_ttl_seconds,
-      dnsNames: b.dns_names,
-      admin: b.admin,
+      spiffeId: body.spiffe_id,
+      parentId: body.parent_id,
+      selectors: body.selectors,
+      x509SvidTtlSeconds: body.x509_ttl_seconds,
+      jwtSvidTtlSeconds: body.jwt_ttl_seconds,
+      dnsNames: body.dns_names,
+      admin: body.admin,
     });
-    return reply.code(201).send(entryJson(e));
+    reply.code(201);
+    return entryJson(e);
   });
-  app.get("/admin/entries", async (req) => {
-    const q = parseBody(entryQuery, req.query);
+  registerRoute(app, R.listEntries, async ({ query }) => {
     const entries = await deps.admin.listEntries({
-      ...(q.parent_id !== undefined ? { parentId: q.parent_id } : {}),
-      ...(q.spiffe_id !== undefined ? { spiffeId: q.spiffe_id } : {}),
+      ...(query.parent_id !== undefined ? { parentId: query.parent_id } : {}),
+      ...(query.spiffe_id !== undefined ? { spiffeId: query.spiffe_id } : {}),
     });
     return { entries: entries.map(entryJson) };
   });
-  app.delete("/admin/entries/:id", async (req, reply) => {
-    const { id } = parseBody(entryParams, req.params);
-    await deps.admin.deleteEntry(id);
+  registerRoute(app, R.deleteEntry, async ({ params }, _c, _req, reply) => {
+    await deps.admin.deleteEntry(params.id);
     return reply.code(204).send();
   });
-  app.get("/admin/nodes", async () => {
+  registerRoute(app, R.listNodes, async () => {
     const banned = new Set((await deps.admin.listNodeBans()).map((b) => b.spiffeId));
     return {
       nodes: (await deps.admin.listNodes()).map((n) => ({
@@ -84,30 +254,29 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
       })),
     };
   });
-  app.post("/admin/nodes/evict", async (req, reply) => {
-    const b = parseBody(nodeBody, req.body);
-    await deps.admin.evictNode(b.spiffe_id);
-    return reply.code(204).send();
-  });
-  app.post("/admin/nodes/ban", async (req, reply) => {
-    const b = parseBody(nodeBody, req.body);
-    await deps.admin.banNode(b.spiffe_id);
-    return reply.code(204).send();
-  });
-  app.post("/admin/nodes/unban", async (req, reply) => {
-    const b = parseBody(nodeBody, req.body);
-    await deps.admin.unbanNode(b.spiffe_id);
-    return reply.code(204).send();
-  });
-  app.get("/admin/bundle", async () => ({ bundle_pem: await deps.ca.bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
-  app.get("/admin/ca/keys", async () => ({ keys: await deps.ca.keys() }));
-  app.post("/admin/ca/rotate", async (req) => {
-    const b = parseBody(rotateBody, req.body);
-    return deps.admin.rotate(b.kind, b.step);
-  });
-  app.get("/admin/audit/verify", async (req) => {
-    const q = parseBody(auditVerifyQuery, req.query);
-    return deps.admin.verifyAudit(q.checkpoint_seq !== undefined && q.checkpoint_hash !== undefined ? { seq: q.checkpoint_seq, hash: q.checkpoint_hash } : undefined);
+  // evict, ban and unban: one SPIFFE ID in, 204 out.
+  const nodeAction = (action: (spiffeId: string) => Promise<void>) =>
+    async ({ body }: { body: z.output<typeof nodeBody> }, _c: undefined, _req: unknown, reply: FastifyReply) => {
+      await action(body.spiffe_id);
+      return reply.code(204).send();
+    };
+  registerRoute(app, R.evictNode, nodeAction((id) => deps.admin.evictNode(id)));
+  registerRoute(app, R.banNode, nodeAction((id) => deps.admin.banNode(id)));
+  registerRoute(app, R.unbanNode, nodeAction((id) => deps.admin.unbanNode(id)));
+  registerRoute(app, R.bundle, async () => ({ bundle_pem: await deps.ca.bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
+  registerRoute(app, R.caKeys, async () => ({ keys: await deps.ca.keys() }));
+  registerRoute(app, R.rotateCa, async ({ body }) => deps.admin.rotate(body.kind, body.step));
+  registerRoute(app, R.verifyAudit, async ({ query }) =>
+    deps.admin.verifyAudit(
+      query.checkpoint_seq !== undefined && query.checkpoint_hash !== undefined ? { seq: query.checkpoint_seq, hash: query.checkpoint_hash } : undefined,
+    ),
+  );
+  serveOpenApi(app, R.openApi, {
+    title: "Hallmark admin API",
+    description:
+      "Administration of a Hallmark server. Served only on the admin Unix socket `<data-dir>/admin.sock` (mode 0600): " +
+      "whoever can open the socket is the administrator, so no operation carries a security requirement.",
+    routes: Object.values(ADMIN_ROUTES),
   });
 }
 

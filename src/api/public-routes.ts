@@ -5,9 +5,11 @@ import type { Metrics } from "../service/metrics.js";
 import type { NodeIssuanceService } from "../service/node-issuance.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import { pemChain } from "../pki/pem.js";
-import { parseBody } from "./problem.js";
+import { serveOpenApi } from "./openapi.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
-import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
+import { defineRoute, registerRoute } from "./route-spec.js";
+import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, wellKnownRoutes } from "./well-known-routes.js";
+import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
 
 export interface PublicRouteDeps extends WellKnownRouteDeps {
   attestation: AttestationService;
@@ -18,19 +20,179 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
-const sessionId = z.string().uuid();
-const csr = z.string().min(1).max(MAX_CSR_CHARS);
-const openSessionBody = z.object({ attestor: z.string().min(1).max(64) }).strict();
-const evidenceBody = z.object({ csr, evidence: z.unknown() }).strict();
-const answerBody = z.object({ response: z.unknown() }).strict();
-const renewBody = z.object({ csr }).strict();
-const x509Body = z.object({ csr, spiffe_id: z.string().max(2048).optional() }).strict();
-const jwtBody = z
-  .object({ audience: z.array(z.string()).min(1).max(16), spiffe_id: z.string().max(2048).optional() })
-  .strict();
-const params = z.object({ id: sessionId }).strict();
+const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or base64 DER); its signature is the proof of possession");
+const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
+
+// Answers (documentation only: no reply is validated at run time).
+const svidAnswer = z.object({
+  spiffe_id: spiffeIdField,
+  svid: z.object({ cert_chain_pem: z.string().describe("leaf first, then intermediates"), serial: z.string(), expires_at: timestamp }),
+  bundle_pem: z.string().describe("the current trust bundle (every node answer carries it)"),
+});
+const attestationOutcome = z.discriminatedUnion("status", [
+  z.object({ status: z.literal("challenge"), challenge: jsonObject.describe("the attestor's next round (TPM: credential activation)") }),
+  svidAnswer.extend({ status: z.literal("issued"), selectors: z.array(z.string()) }),
+]);
+
+/** Who may be attested, refused for the session or its evidence. */
+const ATTESTATION_ERRORS = [
+  "session_not_found",
+  "session_expired",
+  "session_used",
+  "session_wrong_round",
+  "invalid_evidence",
+  "csr_malformed",
+  "csr_signature_invalid",
+  "csr_key_unsupported",
+  "csr_requests_ca",
+  "csr_san_not_allowed",
+  "join_token_invalid",
+  "join_token_expired",
+  "join_token_used",
+  "hardware_identity_changed",
+  "node_banned",
+  "spiffe_id_outside_trust_domain",
+] as const;
+/** A node credential refused (src/api/peer.ts, NodeIssuanceService.authenticate). */
+const NODE_AUTH_ERRORS = ["client_cert_required", "client_cert_invalid", "node_svid_expired", "node_svid_superseded", "node_evicted"] as const;
+const WORKLOAD_ERRORS = ["not_entitled", "no_entries", "ambiguous_spiffe_id", "spiffe_id_outside_trust_domain"] as const;
+const ATTESTOR_CODES_NOTE = "Each attestor also refuses with its own codes (src/attestors/<type>/errors.ts).";
+
+export const PUBLIC_ROUTES = {
+  healthz: defineRoute({
+    operationId: "healthz",
+    method: "GET",
+    url: "/healthz",
+    summary: "Liveness",
+    caller: "anyone",
+    responses: { 200: { description: "The process serves requests", body: z.object({ status: z.literal("ok") }) } },
+  }),
+  readyz: defineRoute({
+    operationId: "readyz",
+    method: "GET",
+    url: "/readyz",
+    summary: "Readiness",
+    caller: "anyone",
+    responses: {
+      200: { description: "Ready to attest and issue", body: z.object({ status: z.literal("ready") }) },
+      503: { description: "Still starting", body: z.object({ status: z.literal("not_ready") }) },
+    },
+  }),
+  metrics: defineRoute({
+    operationId: "metrics",
+    method: "GET",
+    url: "/metrics",
+    summary: "Prometheus metrics",
+    caller: "anyone",
+    responses: { 200: { description: "Prometheus text format 0.0.4", body: z.string(), contentType: "text/plain; version=0.0.4" } },
+  }),
+  openSession: defineRoute({
+    operationId: "openSession",
+    method: "POST",
+    url: "/v1/attest/sessions",
+    summary: "Open an attestation session: a session id and a fresh single-use nonce",
+    caller: "anyone",
+    body: z.object({ attestor: z.string().min(1).max(64).describe("join_token, tpm, aws_nitro or amd_sev_snp") }).strict(),
+    responses: {
+      201: { description: "The session (expires after attestation.sessionTtl)", body: z.object({ session_id: z.uuid(), nonce: z.base64(), expires_at: timestamp }) },
+    },
+    errors: ["unknown_attestor"],
+  }),
+  submitEvidence: defineRoute({
+    operationId: "submitEvidence",
+    method: "POST",
+    url: "/v1/attest/sessions/:id/evidence",
+    summary: "Submit evidence bound to the session nonce and to the CSR key",
+    description: ATTESTOR_CODES_NOTE,
+    caller: "anyone",
+    params,
+    body: z.object({ csr, evidence: z.unknown().describe("the attestor's evidence; see README, Attestors") }).strict(),
+    responses: { 200: { description: "The node's X509-SVID, or a further round", body: attestationOutcome } },
+    errors: ATTESTATION_ERRORS,
+  }),
+  answerChallenge: defineRoute({
+    operationId: "answerChallenge",
+    method: "POST",
+    url: "/v1/attest/sessions/:id/answer",
+    summary: "Answer the attestor's challenge (TPM credential activation)",
+    description: ATTESTOR_CODES_NOTE,
+    caller: "anyone",
+    params,
+    body: z.object({ response: z.unknown().describe("the attestor's answer") }).strict(),
+    responses: { 200: { description: "The node's X509-SVID, or a further round", body: attestationOutcome } },
+    errors: ATTESTATION_ERRORS,
+  }),
+  renewNode: defineRoute({
+    operationId: "renewNode",
+    method: "POST",
+    url: "/v1/node/renew",
+    summary: "Renew a join-token node's SVID",
+    caller: "node",
+    body: z.object({ csr }).strict(),
+    responses: { 200: { description: "The node's new X509-SVID", body: svidAnswer } },
+    errors: [...NODE_AUTH_ERRORS, "reattestation_required", "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
+  }),
+  fetchX509Svid: defineRoute({
+    operationId: "fetchX509Svid",
+    method: "POST",
+    url: "/v1/svids/x509",
+    summary: "An X509-SVID for an entry the node is entitled to",
+    caller: "node",
+    body: z.object({ csr, spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") }).strict(),
+    responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer } },
+    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
+  }),
+  fetchJwtSvid: defineRoute({
+    operationId: "fetchJwtSvid",
+    method: "POST",
+    url: "/v1/svids/jwt",
+    summary: "A JWT-SVID for an entry the node is entitled to",
+    caller: "node",
+    body: z
+      .object({ audience: z.array(z.string()).min(1).max(16), spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") })
+      .strict(),
+    responses: {
+      200: {
+        description: "The workload's JWT-SVID",
+        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
+      },
+    },
+    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
+  }),
+  nodeEntries: defineRoute({
+    operationId: "nodeEntries",
+    method: "GET",
+    url: "/v1/node/entries",
+    summary: "The registration entries the node may fetch SVIDs for",
+    caller: "node",
+    responses: {
+      200: {
+        description: "The entries and the current bundle",
+        body: z.object({ entries: z.array(z.object({ id: z.uuid(), spiffe_id: spiffeIdField, selectors: z.array(z.string()) })), bundle_pem: z.string() }),
+      },
+    },
+    errors: NODE_AUTH_ERRORS,
+  }),
+  bundle: defineRoute({
+    operationId: "bundle",
+    method: "GET",
+    url: "/v1/bundle",
+    summary: "The trust bundle, as PEM and as a SPIFFE bundle",
+    caller: "anyone",
+    responses: { 200: { description: "The trust bundle", body: bundleAnswer } },
+  }),
+  openApi: defineRoute({
+    operationId: "openApi",
+    method: "GET",
+    url: "/openapi.json",
+    summary: "This document",
+    caller: "anyone",
+    responses: { 200: { description: "OpenAPI 3.1 description of the public API", body: jsonObject } },
+  }),
+};
 
 export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps): Promise<void> {
+  const R = PUBLIC_ROUTES;
   const bundlePem = () => deps.ca.bundlePem();
 
   const svidBody = async (spiffeId: string, svid: IssuedX509) => ({
@@ -41,61 +203,71 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
 
   const outcomeBody = async (o: AttestationOutcome) =>
     o.status === "challenge"
-      ? { status: "challenge", challenge: o.challenge }
-      : { status: "issued", selectors: o.selectors, ...(await svidBody(o.spiffeId, o.svid)) };
+      ? { status: "challenge" as const, challenge: o.challenge }
+      : { status: "issued" as const, selectors: o.selectors, ...(await svidBody(o.spiffeId, o.svid)) };
 
-  app.get("/healthz", async () => ({ status: "ok" }));
-  app.get("/readyz", async (_req, reply) => {
-    const ready = deps.ready();
-    return reply.code(ready ? 200 : 503).send({ status: ready ? "ready" : "not_ready" });
+  registerRoute(app, R.healthz, async () => ({ status: "ok" as const }));
+  registerRoute(app, R.readyz, async (_in, _c, _req, reply) => {
+    if (deps.ready()) return { status: "ready" as const };
+    reply.code(503);
+    return { status: "not_ready" as const };
   });
-  app.get("/metrics", async (_req, reply) => reply.type("text/plain; version=0.0.4").send(deps.metrics.render()));
+  registerRoute(app, R.metrics, async (_in, _c, _req, reply) => reply.type("text/plain; version=0.0.4").send(deps.metrics.render()));
 
-  app.post("/v1/attest/sessions", async (req, reply) => {
-    const body = parseBody(openSessionBody, req.body);
+  registerRoute(app, R.openSession, async ({ body }, _c, _req, reply) => {
     const s = await deps.attestation.openSession(body.attestor);
-    return reply.code(201).send({ session_id: s.sessionId, nonce: s.nonce.toString("base64"), expires_at: s.expiresAt.toISOString() });
+    reply.code(201);
+    return { session_id: s.sessionId, nonce: s.nonce.toString("base64"), expires_at: s.expiresAt.toISOString() };
   });
-  app.post("/v1/attest/sessions/:id/evidence", async (req) => {
-    const { id } = parseBody(params, req.params);
-    const body = parseBody(evidenceBody, req.body);
-    return outcomeBody(await deps.attestation.submitEvidence(id, { csr: body.csr, evidence: body.evidence }, actorOf(req.ip)));
-  });
-  app.post("/v1/attest/sessions/:id/answer", async (req) => {
-    const { id } = parseBody(params, req.params);
-    const body = parseBody(answerBody, req.body);
-    return outcomeBody(await deps.attestation.answer(id, body.response, actorOf(req.ip)));
-  });
+  registerRoute(app, R.submitEvidence, async ({ params, body }, _c, req) =>
+    outcomeBody(await deps.attestation.submitEvidence(params.id, { csr: body.csr, evidence: body.evidence }, actorOf(req.ip))),
+  );
+  registerRoute(app, R.answerChallenge, async ({ params, body }, _c, req) =>
+    outcomeBody(await deps.attestation.answer(params.id, body.response, actorOf(req.ip))),
+  );
 
   // Node endpoints: mutual TLS with the node's SVID. Every answer carries the current bundle, so a
   // client keeps its trust bundle current through CA rotations without a separate call.
   const nodeOf = (req: FastifyRequest, reply: FastifyReply) => authenticatedNode(reply, () => deps.nodes.authenticate(presentedSvid(req)));
-  app.post("/v1/node/renew", async (req, reply) => {
-    const node = await nodeOf(req, reply);
-    const body = parseBody(renewBody, req.body);
-    return svidBody(node.spiffeId, await deps.nodes.renew(node, body.csr));
-  });
-  app.post("/v1/svids/x509", async (req, reply) => {
-    const node = await nodeOf(req, reply);
-    const body = parseBody(x509Body, req.body);
-    const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
-    return svidBody(svid.spiffeId, svid);
-  });
-  app.post("/v1/svids/jwt", async (req, reply) => {
-    const node = await nodeOf(req, reply);
-    const body = parseBody(jwtBody, req.body);
-    const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
-    return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), bundle_pem: await bundlePem() };
-  });
-  app.get("/v1/node/entries", async (req, reply) => {
-    const node = await nodeOf(req, reply);
-    const entries = await deps.nodes.entitledEntries(node);
-    return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })), bundle_pem: await bundlePem() };
-  });
+  registerRoute(app, R.renewNode, async ({ body }, node) => svidBody(node.spiffeId, await deps.nodes.renew(node, body.csr)), nodeOf);
+  registerRoute(
+    app,
+    R.fetchX509Svid,
+    async ({ body }, node) => {
+      const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
+      return svidBody(svid.spiffeId, svid);
+    },
+    nodeOf,
+  );
+  registerRoute(
+    app,
+    R.fetchJwtSvid,
+    async ({ body }, node) => {
+      const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
+      return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), bundle_pem: await bundlePem() };
+    },
+    nodeOf,
+  );
+  registerRoute(
+    app,
+    R.nodeEntries,
+    async (_in, node) => {
+      const entries = await deps.nodes.entitledEntries(node);
+      return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })), bundle_pem: await bundlePem() };
+    },
+    nodeOf,
+  );
 
   // Trust bundle: public, as relying parties fetch it before they trust anything.
-  app.get("/v1/bundle", async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
+  registerRoute(app, R.bundle, async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
   await wellKnownRoutes(app, deps);
+  serveOpenApi(app, R.openApi, {
+    title: "Hallmark public API",
+    description:
+      "Attestation, node and workload SVIDs, trust bundles. Errors are RFC 9457 problem+json with a stable `code` (src/error-codes.ts). " +
+      "Node endpoints need the node's X509-SVID as the TLS client certificate.",
+    routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES)],
+  });
 }
 
 function actorOf(ip: string): string {
