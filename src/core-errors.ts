@@ -72,6 +72,10 @@ export const CORE_ERRORS = {
   hsm_key_type_unsupported: { status: 500, title: "The key type is not supported by this HSM layer" },
   // configuration
   config_invalid: { status: 500, title: "The configuration is invalid" },
+  // files and credentials named on the command line (the CLI and client library; never sent over HTTP)
+  file_unreadable: { status: 400, title: "A file named on the command line cannot be read" },
+  svid_key_mismatch: { status: 400, title: "The private key does not belong to the SVID" },
+  svid_unreadable: { status: 400, title: "The SVID or its key is not a PEM certificate or private key" },
   // audit
   audit_chain_broken: { status: 500, title: "The audit chain does not verify" },
   // catch-all, never exposed in detail

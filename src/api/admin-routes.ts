@@ -20,7 +20,6 @@ const entryBody = z
     x509_ttl_seconds: ttl.optional(),
     jwt_ttl_seconds: ttl.optional(),
     dns_names: z.array(z.string().max(253)).max(32).optional(),
-    admin: z.boolean().optional(),
   })
   .strict();
 const entryQuery = z.object({ parent_id: z.string().max(2048).optional(), spiffe_id: z.string().max(2048).optional() }).strict();
@@ -51,7 +50,6 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
       x509SvidTtlSeconds: b.x509_ttl_seconds,
       jwtSvidTtlSeconds: b.jwt_ttl_seconds,
       dnsNames: b.dns_names,
-      admin: b.admin,
     });
     return reply.code(201).send(entryJson(e));
   });

@@ -11,6 +11,7 @@ import { HallmarkError } from "../errors.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { ensureSoftHsmToken, findSoftHsmModule } from "../hsm/softhsm.js";
+import { SOFTHSM_AUTO_INIT_LOG, softHsmAutoInitInUse } from "./dev-notice.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
 import { openCertificateAuthority } from "../service/ca-adapter.js";
@@ -130,16 +131,13 @@ async function openHsm(config: ServerConfig, log: Logger): Promise<KeyStore> {
   const hsm = config.hsm;
   let modulePath = hsm.modulePath;
   let pin: string | undefined = hsm.pinFile ? readSecretFile(hsm.pinFile, "hsm.pinFile") : process.env[hsm.pinEnv] || undefined;
-  if (!modulePath && hsm.softhsmAutoInit) {
+  if (softHsmAutoInitInUse(config)) {
     const dir = join(config.dataDir, "softhsm");
     pin ??= generatedSecretFile(join(dir, "user.pin"));
     const soPin = generatedSecretFile(join(dir, "so.pin"));
     const token = await ensureSoftHsmToken({ dir, label: hsm.tokenLabel, pin, soPin });
     modulePath = token.modulePath;
-    log.warn(
-      { tokenDir: dir },
-      "DEVELOPMENT DEFAULT: CA keys are in a SoftHSM2 token under the data directory, with its PIN beside it; configure hsm.modulePath and hsm.pinFile for a real HSM",
-    );
+    log.warn({ tokenDir: dir }, SOFTHSM_AUTO_INIT_LOG);
   }
   modulePath ??= findSoftHsmModule();
   if (!pin) {
