@@ -47,10 +47,9 @@ export const serverCommand: Command = {
     // Loaded only here: client and admin commands never load the PKCS#11 module or the database.
     const { startServer } = await import("../server/run.js");
     const server = await startServer(config, log);
-    if (softHsmAutoInitInUse(config)) console.error(softHsmAutoInitNotice(config));
-    console.error(`hallmark server listening on ${server.url} (admin socket ${server.adminSocket})`);
-    if (server.webBundleUrl) console.error(`hallmark federation bundle endpoint (https_web) at ${server.webBundleUrl}`);
-    await new Promise<void>((resolve) => {
+    // Handlers first: whoever reads the "listening" line may send SIGTERM at once, and an
+    // unhandled SIGTERM would kill the process without closing the store and the HSM.
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info({ signal }, "shutting down");
         resolve();
@@ -58,6 +57,10 @@ export const serverCommand: Command = {
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
     });
+    if (softHsmAutoInitInUse(config)) console.error(softHsmAutoInitNotice(config));
+    console.error(`hallmark server listening on ${server.url} (admin socket ${server.adminSocket})`);
+    if (server.webBundleUrl) console.error(`hallmark federation bundle endpoint (https_web) at ${server.webBundleUrl}`);
+    await stopped;
     await server.close();
     return 0;
   },
