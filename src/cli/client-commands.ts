@@ -5,7 +5,9 @@ import { writeFileAtomic, writeSvidFiles } from "../client/files.js";
 import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, createProducer } from "../client/producers.js";
+import { HallmarkError } from "../errors.js";
 import { readInputFile, readInputText } from "../input-file.js";
+import { pemBlocks } from "../pki/pem.js";
 import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
 const SERVER_OPTIONS: OptionSpec = {
@@ -41,12 +43,21 @@ function serverUrl(v: Record<string, unknown>): string {
   return raw;
 }
 
+/** The --trust-bundle file, refused up front when it holds no certificate (TLS would only say "unable to verify"). */
+function readTrustBundle(path: string): string {
+  const pem = readInputText(path, "--trust-bundle");
+  if (pemBlocks(pem).length === 0) {
+    throw new HallmarkError("bundle_malformed", `--trust-bundle ${path} holds no PEM certificate ('hallmark bundle show --format pem' writes one)`);
+  }
+  return pem;
+}
+
 function nodeClient(v: Record<string, unknown>): NodeClient {
   const server = serverUrl(v);
   const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
   const certPem = readInputText(svid, "--svid");
   const keyPem = readInputText(key, "--key");
-  const trustBundlePem = readInputText(bundle, "--trust-bundle");
+  const trustBundlePem = readTrustBundle(bundle);
   checkSvidKeyPair(certPem, keyPem, { svid: `--svid ${svid}`, key: `--key ${key}` });
   return new NodeClient(server, { certPem, keyPem, trustBundlePem, serverId: optionalString(v, "server-id") });
 }
@@ -89,7 +100,7 @@ export const clientCommands: Command[] = [
       }
       const evidenceFile = optionalString(v, "evidence-file");
       const vcekFile = optionalString(v, "vcek");
-      const trustBundlePem = bundlePath ? readInputText(bundlePath, "--trust-bundle") : undefined;
+      const trustBundlePem = bundlePath ? readTrustBundle(bundlePath) : undefined;
       const evidence = evidenceFile ? readInputFile(evidenceFile, "--evidence-file") : undefined;
       const vcek = vcekFile ? readInputFile(vcekFile, "--vcek") : undefined;
       let producer;

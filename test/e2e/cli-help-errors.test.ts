@@ -125,7 +125,14 @@ describe("errors an operator makes", () => {
     writeFileSync(join(work.path, "not-a-key"), "hello\n");
     // Port 9 on loopback: nothing listens, so a pair that passes the check fails on connecting.
     const fetch = (k: string) => runCli(["fetch", "x509", "--server", "https://127.0.0.1:9", "--svid", cert, "--key", k, "--trust-bundle", cert, "--out", join(work.path, "o")]);
-    const [mismatch, garbage, good] = await Promise.all([fetch(other), fetch(join(work.path, "not-a-key")), fetch(key)]);
+    const [mismatch, garbage, good, noBundle] = await Promise.all([
+      fetch(other),
+      fetch(join(work.path, "not-a-key")),
+      fetch(key),
+      runCli(["fetch", "x509", "--server", "https://127.0.0.1:9", "--svid", cert, "--key", key, "--trust-bundle", join(work.path, "not-a-key"), "--out", "o"]),
+    ]);
+    expect(noBundle.code).toBe(1);
+    expect(noBundle.stderr).toMatch(/^hallmark: bundle_malformed: --trust-bundle .*not-a-key holds no PEM certificate/);
     expect(mismatch.code).toBe(1);
     expect(mismatch.stderr.trim()).toBe(
       `hallmark: svid_key_mismatch: --key ${other} is not the private key of --svid ${cert}: give the svid.key written together with that svid.pem`,
