@@ -67,7 +67,8 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     return outcomeBody(await deps.attestation.answer(id, body.response, actorOf(req.ip)));
   });
 
-  // Node endpoints: mutual TLS with the node's SVID.
+  // Node endpoints: mutual TLS with the node's SVID. Every answer carries the current bundle, so a
+  // client keeps its trust bundle current through CA rotations without a separate call.
   const nodeOf = (req: FastifyRequest, reply: FastifyReply) => authenticatedNode(reply, () => deps.nodes.authenticate(presentedSvid(req)));
   app.post("/v1/node/renew", async (req, reply) => {
     const node = await nodeOf(req, reply);
@@ -84,12 +85,12 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     const node = await nodeOf(req, reply);
     const body = parseBody(jwtBody, req.body);
     const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
-    return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString() };
+    return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), bundle_pem: await bundlePem() };
   });
   app.get("/v1/node/entries", async (req, reply) => {
     const node = await nodeOf(req, reply);
     const entries = await deps.nodes.entitledEntries(node);
-    return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })) };
+    return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })), bundle_pem: await bundlePem() };
   });
 
   // Trust bundle: public, as relying parties fetch it before they trust anything.

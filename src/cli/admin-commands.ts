@@ -1,9 +1,12 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
+import type { AuditVerification } from "../audit/log.js";
+import { verifyStoredAuditChain } from "../audit/stored-chain.js";
 import { writeFileAtomic } from "../client/files.js";
 import { type ApiResponse, adminRequest, expectOk } from "../client/http.js";
 import { parseDurationSeconds } from "../config/duration.js";
-import { HallmarkError } from "../errors.js";
+import { databasePath } from "../config/server.js";
+import { HallmarkError, isHallmarkError } from "../errors.js";
 import { readInputText } from "../input-file.js";
 import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
@@ -21,11 +24,13 @@ const ADMIN_OPTIONS: OptionSpec = {
 };
 const SPIFFE_ID: FlagSpec = { type: "string", value: "ID", required: true, description: "the SPIFFE ID, spiffe://<trust domain>/<path>" };
 
+function dataDirOf(v: Record<string, unknown>): string {
+  return resolve(optionalString(v, "data-dir") ?? (process.env[DATA_DIR.env!] || DATA_DIR.default!));
+}
+
 function socketOf(v: Record<string, unknown>): string {
   const explicit = optionalString(v, "admin-socket");
-  if (explicit) return resolve(explicit);
-  const dir = optionalString(v, "data-dir") ?? (process.env[DATA_DIR.env!] || DATA_DIR.default!);
-  return join(resolve(dir), "admin.sock");
+  return explicit ? resolve(explicit) : join(dataDirOf(v), "admin.sock");
 }
 
 async function admin(v: Record<string, unknown>, method: string, path: string, body?: unknown): Promise<unknown> {
@@ -43,23 +48,25 @@ const POINT_AT_SERVER = "name the server's data directory with --data-dir DIR (o
 
 /** The three ways an admin socket fails an operator, each in words that say what to do. */
 function adminSocketError(e: unknown, socket: string): unknown {
-  const errno = ((e as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+  // The errno stays the cause, so a caller can still tell these apart (audit verify's --offline hint).
+  const cause = (e as Error).cause as NodeJS.ErrnoException | undefined;
+  const errno = cause?.code;
   switch (errno) {
     case "ENOENT":
     case "ENOTDIR":
-      return new HallmarkError("unavailable", `no admin socket at ${socket}: no server runs with this data directory; ${POINT_AT_SERVER}`, { cause: e });
+      return new HallmarkError("unavailable", `no admin socket at ${socket}: no server runs with this data directory; ${POINT_AT_SERVER}`, { cause });
     case "ECONNREFUSED":
       return new HallmarkError(
         "unavailable",
         `nothing answers on the admin socket ${socket}: the server has stopped (the socket file is left over); start it, or ${POINT_AT_SERVER}`,
-        { cause: e },
+        { cause },
       );
     case "EACCES":
     case "EPERM":
       return new HallmarkError(
         "admin_required",
         `permission denied on the admin socket ${socket}: only the user the server runs as may administer it (the socket is mode 0600); run this as that user`,
-        { cause: e },
+        { cause },
       );
     default:
       return e;
@@ -212,8 +219,8 @@ export const adminCommands: Command[] = [
       const step = optionalString(v, "step") ?? "auto";
       if (kind !== "x509" && kind !== "jwt") throw new UsageError("--kind must be x509 or jwt");
       if (!["prepare", "activate", "retire", "auto"].includes(step)) throw new UsageError("--step must be prepare, activate, retire or auto");
-      const r = (await admin(v, "POST", "/admin/ca/rotate", { kind, step })) as { changed: string[] };
-      return print(v, r, () => (r.changed.length ? r.changed.join("\n") : "nothing to do"));
+      const r = (await admin(v, "POST", "/admin/ca/rotate", { kind, step })) as { changed: string[]; notes?: string[] };
+      return print(v, r, () => (r.changed.length ? r.changed.join("\n") : (r.notes ?? []).join("\n") || "nothing to do"));
     },
   },
   {
@@ -227,28 +234,36 @@ export const adminCommands: Command[] = [
   },
   {
     name: "audit verify",
-    summary: "verify the hash chain of the audit log (and, with --checkpoint, that no record was cut off its end)",
+    summary: "verify the audit log's hash chain through the server, or with --offline read-only from its data directory",
     options: {
       checkpoint: {
         type: "string",
         value: "FILE",
         description: "also check that the head recorded in FILE by the previous run is still in place, then advance FILE (created on the first run; keep it off the server's host)",
       },
+      offline: {
+        type: "boolean",
+        description: "verify without the server: open DIR/hallmark.db read-only (needs --data-dir, not --admin-socket)",
+      },
       ...ADMIN_OPTIONS,
     },
     async run(v) {
       const file = optionalString(v, "checkpoint");
       const previous = file ? readCheckpoint(file) : undefined;
-      const query = previous ? `?checkpoint_seq=${previous.seq}&checkpoint_hash=${previous.hash}` : "";
-      const r = (await admin(v, "GET", `/admin/audit/verify${query}`)) as
-        | { ok: true; records: number; head: string }
-        | { ok: false; records: number; brokenAt: number; reason: string };
+      const offline = v.offline === true;
+      if (offline && optionalString(v, "admin-socket")) throw new UsageError("--offline reads the data directory: give --data-dir, not --admin-socket");
+      const dbPath = databasePath({ dataDir: dataDirOf(v) });
+      const r = offline ? await verifyStoredAuditChain(dbPath, previous) : await verifyThroughServer(v, previous);
       // Written only after a clean walk: a broken log never moves the checkpoint forward.
       if (file && r.ok && r.records > 0) writeFileAtomic(file, `${JSON.stringify({ seq: r.records, hash: r.head })}\n`, 0o644);
-      print(v, r, () =>
-        r.ok
-          ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}`
-          : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
+      const mode = offline ? `offline (read-only open of ${dbPath}; no server asked)` : `server (verified by the server on ${socketOf(v)})`;
+      print(v, { mode: offline ? "offline" : "server", ...r }, () =>
+        [
+          `mode: ${mode}`,
+          r.ok
+            ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}`
+            : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
+        ].join("\n"),
       );
       return r.ok ? 0 : 1;
     },
@@ -267,6 +282,18 @@ function nodeCommand(verb: "evict" | "ban" | "unban", summary: string, done: str
       return print(v, { [done]: id }, () => `${done} ${id}`);
     },
   };
+}
+
+async function verifyThroughServer(v: Record<string, unknown>, checkpoint: { seq: number; hash: string } | undefined): Promise<AuditVerification> {
+  const query = checkpoint ? `?checkpoint_seq=${checkpoint.seq}&checkpoint_hash=${checkpoint.hash}` : "";
+  try {
+    return (await admin(v, "GET", `/admin/audit/verify${query}`)) as AuditVerification;
+  } catch (e) {
+    const errno = isHallmarkError(e) ? (e.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
+    if (errno !== "ENOENT" && errno !== "ECONNREFUSED") throw e;
+    // No server answers: say how to verify without one, rather than guess that the user meant it.
+    throw new HallmarkError("unavailable", `${(e as Error).message}; with the server stopped, add --offline to read its database directly`, { cause: e });
+  }
 }
 
 /** A checkpoint file from an earlier `audit verify --checkpoint`; absent on the first run. */

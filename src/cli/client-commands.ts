@@ -5,6 +5,7 @@ import { writeFileAtomic, writeSvidFiles } from "../client/files.js";
 import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, createProducer } from "../client/producers.js";
+import { TrustBundle } from "../client/trust-bundle.js";
 import { HallmarkError } from "../errors.js";
 import { readInputFile, readInputText } from "../input-file.js";
 import { pemBlocks } from "../pki/pem.js";
@@ -59,7 +60,7 @@ function nodeClient(v: Record<string, unknown>): NodeClient {
   const keyPem = readInputText(key, "--key");
   const trustBundlePem = readTrustBundle(bundle);
   checkSvidKeyPair(certPem, keyPem, { svid: `--svid ${svid}`, key: `--key ${key}` });
-  return new NodeClient(server, { certPem, keyPem, trustBundlePem, serverId: optionalString(v, "server-id") });
+  return new NodeClient(server, { certPem, keyPem, trustBundlePem, serverId: optionalString(v, "server-id") }, bundle);
 }
 
 export const clientCommands: Command[] = [
@@ -118,12 +119,10 @@ export const clientCommands: Command[] = [
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
-      const svid = await attest({
-        server,
-        tls: { trustBundlePem, serverId: optionalString(v, "server-id") },
-        producer,
-      });
+      const svid = await attest({ server, tls: { trustBundlePem, serverId: optionalString(v, "server-id") }, producer });
       writeSvidFiles(out, svid);
+      // The server was authenticated with the given bundle: keep that file current too.
+      if (bundlePath && trustBundlePem) new TrustBundle(trustBundlePem, bundlePath).adopt(svid.bundlePem);
       const summary = { spiffe_id: svid.spiffeId, expires_at: svid.expiresAt, selectors: svid.selectors, out };
       console.log(v.json ? JSON.stringify(summary, null, 2) : `${svid.spiffeId} (expires ${svid.expiresAt}) written to ${out}`);
       return 0;

@@ -11,7 +11,7 @@ import {
   pkcs11js,
   releaseModule,
 } from "./pkcs11-module.js";
-import { type KeyStore, type KeyType, SCHEME_PARAMETERS, type SignatureScheme, type Signer } from "./signer.js";
+import { type KeyStore, type KeyType, SCHEME_PARAMETERS, type SignatureScheme, type Signer, type StoredKeyObject } from "./signer.js";
 
 export interface Pkcs11KeyStoreOptions {
   modulePath: string;
@@ -118,6 +118,8 @@ export class Pkcs11KeyStore implements KeyStore {
       if (this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label) || this.findObject(session, pkcs11js.CKO_PUBLIC_KEY, label)) {
         throw new HallmarkError("hsm_key_exists", `a key labelled '${label}' already exists in the token`);
       }
+      // Both halves carry the label from the one C_GenerateKeyPair call (never set afterwards), so
+      // whatever half a crash leaves behind is found again by its label.
       const t = keyPairTemplates(keyType, label, randomBytes(16));
       try {
         await this.pkcs11.C_GenerateKeyPairAsync(session, t.mechanism, t.publicKey, t.privateKey);
@@ -142,6 +144,28 @@ export class Pkcs11KeyStore implements KeyStore {
         if (h) this.pkcs11.C_DestroyObject(session, h);
       }
     });
+  }
+
+  async listKeyObjects(prefix: string): Promise<StoredKeyObject[]> {
+    return this.withSession("list key objects", async (session) => {
+      const out: StoredKeyObject[] = [];
+      for (const [cls, objectClass] of [
+        [pkcs11js.CKO_PUBLIC_KEY, "public-key"],
+        [pkcs11js.CKO_PRIVATE_KEY, "private-key"],
+      ] as const) {
+        for (const h of this.findAll(session, [{ type: pkcs11js.CKA_CLASS, value: cls }])) {
+          // CKA_LABEL is readable on a sensitive private key: it is the key's name, not its value.
+          const [attr] = this.pkcs11.C_GetAttributeValue(session, h, [{ type: pkcs11js.CKA_LABEL }]);
+          const label = attr?.value?.toString("utf8") ?? "";
+          if (label.startsWith(prefix)) out.push({ label, objectClass });
+        }
+      }
+      return out.sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : a.objectClass < b.objectClass ? -1 : 1));
+    });
+  }
+
+  async countUnlabelledObjects(): Promise<number> {
+    return this.withSession("count unlabelled objects", async (session) => this.findAll(session, [{ type: pkcs11js.CKA_LABEL, value: Buffer.alloc(0) }]).length);
   }
 
   /** The private key's protection attributes, read back from the token (tests assert them). */
@@ -245,6 +269,17 @@ export class Pkcs11KeyStore implements KeyStore {
       const found = this.pkcs11.C_FindObjects(session, 2);
       if (found.length > 1) throw new HallmarkError("hsm_error", `several keys are labelled '${label}'`);
       return found[0];
+    } finally {
+      this.pkcs11.C_FindObjectsFinal(session);
+    }
+  }
+
+  private findAll(session: Handle, template: pkcs11js.Template): Handle[] {
+    this.pkcs11.C_FindObjectsInit(session, template);
+    try {
+      const all: Handle[] = [];
+      for (let batch = this.pkcs11.C_FindObjects(session, 64); batch.length > 0; batch = this.pkcs11.C_FindObjects(session, 64)) all.push(...batch);
+      return all;
     } finally {
       this.pkcs11.C_FindObjectsFinal(session);
     }

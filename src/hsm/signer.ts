@@ -29,13 +29,27 @@ export interface Signer {
   sign(data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array>;
 }
 
+/** One key object in the token, as a start-up reconciliation sees it: never key material. */
+export interface StoredKeyObject {
+  label: string;
+  objectClass: "public-key" | "private-key";
+}
+
 export interface KeyStore {
   /** Generates a non-extractable, sensitive key pair in the token under `label`. */
   generate(label: string, keyType: KeyType): Promise<Signer>;
   /** Finds a key pair by label after a restart; undefined when absent. */
   find(label: string): Promise<Signer | undefined>;
-  /** Destroys both halves of the key pair under `label` (retired keys). */
+  /** Destroys both halves of the key pair under `label` (retired keys), or the one half there is. */
   destroy(label: string): Promise<void>;
+  /** Every public and private key object whose label starts with `prefix`, each half on its own (a half pair shows as one). */
+  listKeyObjects(prefix: string): Promise<StoredKeyObject[]>;
+  /**
+   * How many objects of any class carry an empty label. An HSM may leave such shells behind
+   * when killed inside its own object creation (SoftHSM2 writes an object's defaults before our
+   * template); nothing in them says whose they are.
+   */
+  countUnlabelledObjects(): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -16,6 +16,19 @@ export function findSoftHsmModule(): string {
   return found;
 }
 
+/** Options of ensureSoftHsmToken: create a token when none has the label, or require one (no PINs needed then). */
+export type SoftHsmTokenOptions = { dir: string; label: string } & (
+  | { pin: string; soPin: string; requiredBecause?: undefined }
+  | {
+      /**
+       * Why the token must exist already (e.g. "the database records CA keys in it"). When it
+       * does not, the call refuses and creates nothing: no token, no token directory. A new empty
+       * token under the same label would shadow the real one once it is restored from a backup.
+       */
+      requiredBecause: string;
+    }
+);
+
 /**
  * Development and tests only, never with a real HSM: a SoftHSM2 token in a directory of our own.
  *
@@ -29,8 +42,9 @@ export function findSoftHsmModule(): string {
  * command line (visible to `ps`) or from a terminal, not from a pipe. Idempotent: a token with
  * this label is reused, never initialised twice.
  */
-export async function ensureSoftHsmToken(opts: { dir: string; label: string; pin: string; soPin: string }): Promise<{ confPath: string; modulePath: string }> {
+export async function ensureSoftHsmToken(opts: SoftHsmTokenOptions): Promise<{ confPath: string; modulePath: string }> {
   const tokens = join(opts.dir, "tokens");
+  if (opts.requiredBecause !== undefined && !existsSync(tokens)) throw tokenMissing(opts.label, tokens, opts.requiredBecause);
   mkdirSync(tokens, { recursive: true, mode: 0o700 });
   const confPath = join(opts.dir, "softhsm2.conf");
   writeFileSync(confPath, `directories.tokendir = ${tokens}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`, { mode: 0o600 });
@@ -39,15 +53,27 @@ export async function ensureSoftHsmToken(opts: { dir: string; label: string; pin
 
   const pkcs11 = acquireModule(modulePath);
   try {
-    const slot = findTokenSlot(pkcs11, opts.label) ?? initToken(pkcs11, opts);
-    // A token whose user PIN was never set (an earlier attempt failed half-way) is finished, not skipped.
-    if ((pkcs11.C_GetTokenInfo(slot).flags & pkcs11js.CKF_USER_PIN_INITIALIZED) === 0) initUserPin(pkcs11, slot, opts);
+    const found = findTokenSlot(pkcs11, opts.label);
+    if (opts.requiredBecause !== undefined) {
+      if (!found) throw tokenMissing(opts.label, tokens, opts.requiredBecause);
+    } else {
+      const slot = found ?? initToken(pkcs11, opts);
+      // A token whose user PIN was never set (an earlier attempt failed half-way) is finished, not skipped.
+      if ((pkcs11.C_GetTokenInfo(slot).flags & pkcs11js.CKF_USER_PIN_INITIALIZED) === 0) initUserPin(pkcs11, slot, opts);
+    }
   } catch (e) {
     throw hsmError(e, `prepare SoftHSM2 token '${opts.label}'`);
   } finally {
     releaseModule(pkcs11);
   }
   return { confPath, modulePath };
+}
+
+function tokenMissing(label: string, tokens: string, requiredBecause: string): HallmarkError {
+  return new HallmarkError(
+    "hsm_token_not_found",
+    `SoftHSM2 token '${label}' is not in ${tokens}, but ${requiredBecause}: restore ${tokens} from your backup and start again (nothing was created)`,
+  );
 }
 
 function initToken(pkcs11: Pkcs11, opts: { label: string; soPin: string }): Handle {

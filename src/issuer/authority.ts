@@ -3,9 +3,10 @@ import type { Logger } from "pino";
 import { HallmarkError } from "../errors.js";
 import type { KeyStore, KeyType, Signer } from "../hsm/signer.js";
 import type { Clock } from "../service/clock.js";
-import type { CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
+import type { AutomaticCaKeyChange, CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
+import { reconcileCaKeys } from "./ca-key-reconcile.js";
 import { type JwtAuthority, bundlePem, jwtJwks, spiffeBundleJwks } from "./bundle.js";
 import { checkSigningCertConformance } from "./conformance.js";
 import { mintJwtSvid } from "./jwt-svid.js";
@@ -40,6 +41,8 @@ export interface AuthorityOptions {
   jwt: { keyType: KeyType; rsaPadding?: "pkcs1" | "pss"; keyTtlSeconds?: number; maxTtlSeconds?: number };
   refreshHintSeconds: number;
   rotation?: RotationSchedule | undefined;
+  /** Told of every key step the CA takes on its own (an administrator's steps are audited by whoever asked). */
+  onAutomaticKeyChange?: ((change: AutomaticCaKeyChange) => Promise<void>) | undefined;
 }
 
 export interface LoadedKey {
@@ -52,6 +55,17 @@ export interface BundleContents {
   jwtAuthorities: JwtAuthority[];
   sequence: number;
 }
+
+/** One step of a key's life, as rotation reports it. */
+interface KeyStep {
+  step: AutomaticCaKeyChange["step"];
+  kind: CaKeyKind;
+  keyId: string;
+}
+
+const PAST_TENSE: Record<KeyStep["step"], string> = { prepare: "prepared", activate: "activated", retire: "retired" };
+/** "activated x509 key <id>": what `hallmark ca rotate` prints and the logs say. */
+const describe = (s: KeyStep): string => `${PAST_TENSE[s.step]} ${s.kind} key ${s.keyId}`;
 
 const PUBLISHED: ReadonlySet<CaKeyStatus> = new Set(["prepared", "active", "previous"]);
 const KINDS: readonly CaKeyKind[] = ["x509", "jwt"];
@@ -71,6 +85,8 @@ export const caKeyLabel = (kind: CaKeyKind, id: string): string => `hallmark-${k
 export class CertificateAuthority implements SvidIssuer, CaAdministration {
   private readonly loaded = new Map<string, LoadedKey>();
   private readonly listeners: Array<() => void> = [];
+  /** The active CA certificate cross-signed by the previous key, by "active/previous" key ids. */
+  private readonly crossCertificates = new Map<string, Buffer>();
   /** Rotation steps run one at a time: two concurrent prepares must not both create a key. */
   private rotationQueue: Promise<unknown> = Promise.resolve();
 
@@ -82,11 +98,16 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return ca;
   }
 
-  /** Loads the published keys from the repository and the KeyStore; creates and activates missing ones on first start. */
+  /**
+   * Loads the published keys from the repository and the KeyStore, then clears what a crash in
+   * key creation or retirement left behind (see reconcileCaKeys); creates and activates missing
+   * keys on first start.
+   */
   async init(): Promise<void> {
     await this.serialized(async () => {
       this.loaded.clear();
-      for (const record of await this.o.caKeys.list()) {
+      const records = await this.o.caKeys.list();
+      for (const record of records) {
         if (!PUBLISHED.has(record.status)) continue;
         const signer = await this.o.keyStore.find(record.label);
         if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
@@ -95,25 +116,43 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
         }
         this.loaded.set(record.id, { record, signer });
       }
+      const upstream = this.o.x509.upstream?.signer.label;
+      await reconcileCaKeys({
+        keyStore: this.o.keyStore,
+        caKeys: this.o.caKeys,
+        log: this.o.log,
+        prefixes: KINDS.map((kind) => caKeyLabel(kind, "")),
+        records,
+        keep: new Set(upstream ? [upstream] : []),
+      });
     });
     for (const kind of KINDS) {
       if (this.key(kind, "active")) continue;
       const now = this.o.clock();
-      if (!this.key(kind, "prepared")) await this.prepare(kind, now);
-      await this.activate(kind, now);
+      const steps = await this.serialized(async () => [...(this.key(kind, "prepared") ? [] : [await this.prepareNow(kind, now)]), await this.activateNow(kind, now)]);
+      await this.reportAutomatic("start", steps);
       this.o.log.info({ kind }, "created a new signing key in the KeyStore");
     }
   }
 
   // --- issuance (SvidIssuer) ---
 
-  async issueX509(input: { spki: Buffer; spiffeId: SpiffeId; ttlSeconds: number; dnsNames?: string[]; nodeId?: string; now: Date }): Promise<IssuedX509> {
+  async issueX509(input: {
+    spki: Buffer;
+    spiffeId: SpiffeId;
+    ttlSeconds: number;
+    dnsNames?: string[];
+    ipAddresses?: string[];
+    nodeId?: string;
+    now: Date;
+  }): Promise<IssuedX509> {
     const active = this.requireActive("x509");
     const leaf = await issueX509Svid({
       ca: { signer: active.signer, certificate: active.record.certificate! },
       spki: input.spki,
       spiffeId: this.member(input.spiffeId),
       dnsNames: input.dnsNames,
+      ipAddresses: input.ipAddresses,
       ttlSeconds: input.ttlSeconds,
       now: input.now,
     });
@@ -129,7 +168,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return { chain: [leaf.der, ...this.intermediates(active.record)], serial: leaf.serialHex, notAfter: leaf.notAfter };
   }
 
-  async issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; nodeId?: string; now: Date }): Promise<IssuedJwt> {
+  async issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt> {
     const active = this.requireActive("jwt");
     const jwt = await mintJwtSvid({
       signer: active.signer,
@@ -138,6 +177,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       spiffeId: this.member(input.spiffeId),
       audience: input.audience,
       ttlSeconds: input.ttlSeconds,
+      issuer: input.issuer,
       now: input.now,
       maxTtlSeconds: this.o.jwt.maxTtlSeconds,
     });
@@ -193,6 +233,35 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     }));
   }
 
+  /**
+   * What the server's own TLS chain carries after its SVID, in root mode while a previous X.509
+   * key is still published: the active CA certificate cross-signed by that previous key. A client
+   * whose bundle predates the rotation (it holds only the old root) then still verifies the
+   * server, and learns the new root from the bundle the server returns; a client that holds the
+   * new root verifies directly. In intermediate mode the upstream root never changes: nothing.
+   */
+  async crossSignedCertificates(now: Date = this.o.clock()): Promise<Buffer[]> {
+    if (this.o.x509.upstream) return [];
+    const active = this.key("x509", "active");
+    const previous = this.key("x509", "previous");
+    if (!active || !previous || !active.record.notAfter || !previous.record.notAfter) return [];
+    const cacheKey = `${active.record.id}/${previous.record.id}`;
+    const cached = this.crossCertificates.get(cacheKey);
+    if (cached) return [cached];
+    const remaining = Math.floor((active.record.notAfter.getTime() - now.getTime()) / 1000);
+    if (remaining <= 0 || previous.record.notAfter.getTime() <= now.getTime()) return [];
+    const cross = await createIntermediateCa({
+      signer: active.signer,
+      upstream: { signer: previous.signer, certificate: previous.record.certificate! },
+      trustDomain: this.o.trustDomain,
+      ttlSeconds: remaining,
+      now,
+    });
+    this.crossCertificates.clear();
+    this.crossCertificates.set(cacheKey, cross);
+    return [cross];
+  }
+
   /** The signing key and certificate of a kind, for benches and diagnostics (the key stays in the KeyStore). */
   activeKey(kind: CaKeyKind): LoadedKey {
     return this.requireActive(kind);
@@ -204,17 +273,33 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   // --- rotation ---
 
-  async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[] }> {
+  async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[]; notes?: string[] }> {
     switch (step) {
       case "prepare":
         return { changed: [await this.prepare(kind)] };
       case "activate":
         return { changed: [await this.activate(kind)] };
       case "retire":
-        return { changed: await this.retireExpired(this.o.clock(), kind) };
+        return this.withRetireNotes(kind, await this.retireExpired(this.o.clock(), kind));
       default:
-        return { changed: await this.rotateIfDue(this.o.clock(), this.o.rotation, kind) };
+        return this.withRetireNotes(kind, await this.rotateIfDue(this.o.clock(), this.o.rotation, kind));
     }
+  }
+
+  /** When nothing changed, says why: which previous key waits, and until when its last SVID lives. */
+  private async withRetireNotes(kind: CaKeyKind, changed: string[]): Promise<{ changed: string[]; notes: string[] }> {
+    if (changed.length) return { changed, notes: [] };
+    const previous = [...this.loaded.values()].filter((k) => k.record.kind === kind && k.record.status === "previous");
+    if (previous.length === 0) {
+      const active = this.key(kind, "active");
+      return { changed, notes: [`nothing to retire: no previous ${kind} key (the active one is ${active?.record.id ?? "none"})`] };
+    }
+    const notes: string[] = [];
+    for (const k of previous) {
+      const last = await this.o.svids.latestExpiry(k.record.id);
+      notes.push(`previous ${kind} key ${k.record.id} stays published until its last SVID expires at ${last?.toISOString() ?? "(none recorded)"}`);
+    }
+    return { changed, notes };
   }
 
   /** Runs `rotateIfDue` every checkInterval, when a schedule is configured. Returns the stop function. */
@@ -222,12 +307,15 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     const schedule = this.o.rotation;
     if (!schedule) return () => undefined;
     const timer = setInterval(() => {
-      this.rotateIfDue(this.o.clock(), schedule).then(
-        (changed) => {
-          if (changed.length) this.o.log.info({ changed }, "scheduled rotation");
-        },
-        (e: unknown) => this.o.log.error({ err: e }, "scheduled rotation failed"),
-      );
+      // Steps taken before a later one fails happened all the same: they are reported either way.
+      const steps: KeyStep[] = [];
+      this.serialized(() => this.rotateDueNow(this.o.clock(), schedule, undefined, steps))
+        .catch((e: unknown) => this.o.log.error({ err: e }, "scheduled rotation failed"))
+        .then(async () => {
+          if (steps.length) this.o.log.info({ changed: steps.map(describe) }, "scheduled rotation");
+          await this.reportAutomatic("schedule", steps);
+        })
+        .catch((e: unknown) => this.o.log.error({ err: e }, "a scheduled rotation step could not be audited"));
     }, schedule.checkIntervalSeconds * 1000);
     timer.unref();
     return () => clearInterval(timer);
@@ -235,33 +323,22 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   /** Creates the next key of `kind` in the KeyStore (and, for X.509, its CA certificate) and publishes it. */
   async prepare(kind: CaKeyKind, now: Date = this.o.clock()): Promise<string> {
-    return this.serialized(() => this.prepareNow(kind, now));
+    return describe(await this.serialized(() => this.prepareNow(kind, now)));
   }
 
   /** The prepared key starts signing; the active one becomes "previous" and stays in the bundle. */
   async activate(kind: CaKeyKind, now: Date = this.o.clock()): Promise<string> {
-    return this.serialized(() => this.activateNow(kind, now));
+    return describe(await this.serialized(() => this.activateNow(kind, now)));
   }
 
   /** Previous keys whose last SVID has expired at `now` leave the bundle and are destroyed in the KeyStore. */
   async retireExpired(now: Date = this.o.clock(), kind?: CaKeyKind): Promise<string[]> {
-    return this.serialized(() => this.retireNow(now, kind));
+    return (await this.serialized(() => this.retireNow(now, kind))).map(describe);
   }
 
   /** Whatever the schedule calls for at `now`: retire expired previous keys, prepare at prepareAt, activate at activateAt. */
   async rotateIfDue(now: Date = this.o.clock(), schedule: RotationSchedule = this.o.rotation ?? DEFAULT_SCHEDULE, kind?: CaKeyKind): Promise<string[]> {
-    return this.serialized(async () => {
-      const changed = await this.retireNow(now, kind);
-      for (const k of kind ? [kind] : KINDS) {
-        const active = this.requireActive(k);
-        const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
-        const end = active.record.notAfter?.getTime() ?? start;
-        const elapsed = end > start ? (now.getTime() - start) / (end - start) : 1;
-        if (elapsed >= schedule.prepareAt && !this.key(k, "prepared")) changed.push(await this.prepareNow(k, now));
-        if (elapsed >= schedule.activateAt && this.key(k, "prepared")) changed.push(await this.activateNow(k, now));
-      }
-      return changed;
-    });
+    return (await this.serialized(() => this.rotateDueNow(now, schedule, kind))).map(describe);
   }
 
   async close(): Promise<void> {
@@ -272,43 +349,76 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
   // --- internals ---
 
   /** The rotation steps themselves, called only inside `serialized`. */
-  private async prepareNow(kind: CaKeyKind, now: Date): Promise<string> {
+  private async rotateDueNow(now: Date, schedule: RotationSchedule, kind?: CaKeyKind, changed: KeyStep[] = []): Promise<KeyStep[]> {
+    changed.push(...(await this.retireNow(now, kind)));
+    for (const k of kind ? [kind] : KINDS) {
+      const active = this.requireActive(k);
+      const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
+      const end = active.record.notAfter?.getTime() ?? start;
+      const elapsed = end > start ? (now.getTime() - start) / (end - start) : 1;
+      if (elapsed >= schedule.prepareAt && !this.key(k, "prepared")) changed.push(await this.prepareNow(k, now));
+      if (elapsed >= schedule.activateAt && this.key(k, "prepared")) changed.push(await this.activateNow(k, now));
+    }
+    return changed;
+  }
+
+  private async prepareNow(kind: CaKeyKind, now: Date): Promise<KeyStep> {
     if (this.key(kind, "prepared")) throw new HallmarkError("ca_rotation_in_progress", `a ${kind} key is already prepared; activate it first`);
     const id = randomUUID();
     const label = caKeyLabel(kind, id);
     const keyType = kind === "x509" ? this.o.x509.keyType : this.o.jwt.keyType;
-    const signer = await this.o.keyStore.generate(label, keyType);
-    const record: CaKeyRecord = { id, kind, label, keyType, status: "prepared", createdAt: now };
-    if (kind === "x509") Object.assign(record, await this.newCaCertificate(signer, now));
-    else {
-      record.kid = createHash("sha256").update(signer.publicKey.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 32);
-      record.notAfter = new Date(now.getTime() + (this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds) * 1000);
-    }
+    // The intent is recorded before the HSM generates anything: whatever a crash from here on
+    // leaves in the token is named by a pending record, and the next start destroys it.
+    const record: CaKeyRecord = { id, kind, label, keyType, status: "pending", createdAt: now };
     await this.o.caKeys.insert(record);
+    let signer: Signer;
+    try {
+      signer = await this.o.keyStore.generate(label, keyType);
+      if (kind === "x509") Object.assign(record, await this.newCaCertificate(signer, now));
+      else {
+        record.kid = createHash("sha256").update(signer.publicKey.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 32);
+        record.notAfter = new Date(now.getTime() + (this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds) * 1000);
+      }
+      await this.o.caKeys.markPrepared(record);
+    } catch (e) {
+      await this.abandon(record);
+      throw e;
+    }
+    record.status = "prepared";
     this.loaded.set(id, { record, signer });
     await this.bundleChanged();
-    return `prepared ${kind} key ${id}`;
+    return { step: "prepare", kind, keyId: id };
   }
 
-  private async activateNow(kind: CaKeyKind, now: Date): Promise<string> {
+  /** Undoes a failed creation now rather than at the next start; if this fails too, the next start does it. */
+  private async abandon(record: CaKeyRecord): Promise<void> {
+    try {
+      await this.o.keyStore.destroy(record.label);
+      await this.o.caKeys.discardPending(record.id);
+    } catch (e) {
+      this.o.log.warn({ err: e, label: record.label }, "could not undo a failed CA key creation; the next start will");
+    }
+  }
+
+  private async activateNow(kind: CaKeyKind, now: Date): Promise<KeyStep> {
     const next = this.key(kind, "prepared");
     if (!next) throw new HallmarkError("ca_rotation_nothing_prepared", `no prepared ${kind} key to activate; prepare one first`);
     const current = this.key(kind, "active");
     if (current) await this.setStatus(current, "previous", now);
     await this.setStatus(next, "active", now);
     await this.bundleChanged();
-    return `activated ${kind} key ${next.record.id}`;
+    return { step: "activate", kind, keyId: next.record.id };
   }
 
-  private async retireNow(now: Date, kind?: CaKeyKind): Promise<string[]> {
-    const changed: string[] = [];
+  private async retireNow(now: Date, kind?: CaKeyKind): Promise<KeyStep[]> {
+    const changed: KeyStep[] = [];
     for (const k of [...this.loaded.values()].filter((k) => k.record.status === "previous" && (!kind || k.record.kind === kind))) {
       const last = await this.o.svids.latestExpiry(k.record.id);
       if (last && last.getTime() > now.getTime()) continue;
       await this.setStatus(k, "retired", now);
       this.loaded.delete(k.record.id);
       await this.o.keyStore.destroy(k.record.label);
-      changed.push(`retired ${k.record.kind} key ${k.record.id}`);
+      changed.push({ step: "retire", kind: k.record.kind, keyId: k.record.id });
     }
     if (changed.length) await this.bundleChanged();
     return changed;
@@ -322,6 +432,10 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       : await createRootCa({ signer, trustDomain, ttlSeconds: x509.ttlSeconds, now });
     checkSigningCertConformance(certificate, { trustDomain, issuerCertificate: upstream ? upstream.chain[0] : certificate });
     return { certificate, notAfter: new Date(new X509Certificate(certificate).validTo), upstreamChain: upstream?.chain };
+  }
+
+  private async reportAutomatic(trigger: AutomaticCaKeyChange["trigger"], steps: KeyStep[]): Promise<void> {
+    for (const s of steps) await this.o.onAutomaticKeyChange?.({ ...s, trigger });
   }
 
   private serialized<T>(step: () => Promise<T>): Promise<T> {
@@ -378,7 +492,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 }
 
 /** Within one creation instant, a previous key is older than the active one, which is older than a prepared one. */
-const LIFECYCLE: Record<CaKeyStatus, number> = { retired: 0, previous: 1, active: 2, prepared: 3 };
+const LIFECYCLE: Record<CaKeyStatus, number> = { retired: 0, previous: 1, active: 2, prepared: 3, pending: 4 };
 
 function byAge(a: LoadedKey, b: LoadedKey): number {
   return (

@@ -1,9 +1,13 @@
 import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
+import type { Logger } from "pino";
 import type { JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { errnoReason } from "../system-error.js";
+import { SqliteHealth } from "./sqlite-health.js";
+import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./sqlite-files.js";
 import type {
   AttestationSessionRecord,
   AuditRecord,
@@ -48,31 +52,95 @@ const optDate = (v: unknown): Date | undefined => (v === null || v === undefined
 const optStr = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
 const optNum = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
 
+export interface SqliteStoreOptions {
+  /**
+   * Opens an existing database for reading only, beside a running server or with it stopped
+   * (forensics): the file is opened read-only, so nothing can change it: no migration, no
+   * journal-mode switch, no checkpoint. A database from a newer Hallmark is refused.
+   */
+  readonly?: boolean;
+  /** Hears when the datastore starts failing (disk full, I/O errors) and when it recovers. */
+  log?: Logger | undefined;
+}
+
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
- * throwaway one), in WAL mode, and applies pending migrations.
+ * throwaway one), in WAL mode, and applies pending migrations. The database and its WAL and
+ * shared-memory files are 0600 from the moment they exist. A database that cannot be used is
+ * refused in one line naming the file and the reason. `log` hears when the datastore starts
+ * failing (disk full, I/O errors) and when it recovers.
  */
-export async function openSqliteStore(path: string): Promise<Store> {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-  let db: Db;
-  try {
-    db = new Database(path);
-  } catch (cause) {
-    throw new HallmarkError("unavailable", "the datastore cannot be opened", { cause, internal: path });
+export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<Store> {
+  if (options.readonly) {
+    const ro = openReadOnly(path);
+    return new SqliteStore(ro, new SqliteHealth(ro, options.log));
   }
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = NORMAL");
-  db.pragma("foreign_keys = ON");
-  // Several server replicas or CLI processes may share one file: wait rather than fail.
-  db.pragma("busy_timeout = 5000");
-  migrate(db);
-  return new SqliteStore(db);
+  let db: Db | undefined;
+  try {
+    if (path !== ":memory:") {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      const obstacle = databaseFileObstacle(path);
+      if (obstacle) throw datastoreOpenError(path, obstacle);
+      ensurePrivateDatabaseFile(path);
+    }
+    db = new Database(path);
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma("foreign_keys = ON");
+    // Several server replicas or CLI processes may share one file: wait rather than fail.
+    db.pragma("busy_timeout = 5000");
+    migrate(db);
+    return new SqliteStore(db, new SqliteHealth(db, options.log));
+  } catch (cause) {
+    if (db?.open) db.close();
+    if (cause instanceof HallmarkError) throw cause;
+    // SQLite's own words are precise for content ("file is not a database", "database disk
+    // image is malformed"); for the rest the errno says more.
+    const code = String((cause as { code?: unknown }).code ?? "");
+    const reason = code.startsWith("SQLITE_") ? (cause as Error).message : errnoReason(cause);
+    throw datastoreOpenError(path, reason, cause);
+  }
+}
+
+function datastoreOpenError(path: string, reason: string, cause?: unknown): HallmarkError {
+  return new HallmarkError("datastore_open_failed", `cannot open the datastore ${path}: ${reason}`, { cause });
+}
+
+/**
+ * SQLite's read-only open of a WAL database reads the WAL too (what a running or crashed server
+ * has not checkpointed yet) and never checkpoints: only the WAL index files beside it (-shm, an
+ * empty -wal) may be created when absent, never the database file itself.
+ */
+function openReadOnly(path: string): Db {
+  let db: Db | undefined;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma("busy_timeout = 5000");
+    schemaVersion(db);
+    return db;
+  } catch (cause) {
+    if (db?.open) db.close();
+    if (cause instanceof HallmarkError) throw cause;
+    throw new HallmarkError("unavailable", `${path} cannot be opened read-only as a Hallmark database: ${(cause as Error).message}`, { cause, internal: path });
+  }
+}
+
+/** The schema version the database is at; a newer one than this build knows is refused, not guessed at. */
+function schemaVersion(db: Db): number {
+  const row = db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as Row;
+  const version = Number(row.v ?? 0);
+  if (version > SQLITE_MIGRATIONS.length) {
+    throw new HallmarkError(
+      "store_schema_newer",
+      `the database is at schema version ${version}, written by a newer Hallmark; this one knows versions up to ${SQLITE_MIGRATIONS.length}: use that newer release`,
+    );
+  }
+  return version;
 }
 
 function migrate(db: Db): void {
   db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-  const row = db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as Row;
-  const current = Number(row.v ?? 0);
+  const current = schemaVersion(db);
   SQLITE_MIGRATIONS.forEach((sql, index) => {
     const version = index + 1;
     if (version <= current) return;
@@ -92,14 +160,23 @@ class SqliteStore implements Store {
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
 
-  constructor(private readonly db: Db) {
-    this.nodes = new SqliteNodes(db);
-    this.entries = new SqliteEntries(db);
-    this.joinTokens = new SqliteJoinTokens(db);
-    this.sessions = new SqliteSessions(db);
-    this.svids = new SqliteSvids(db);
-    this.caKeys = new SqliteCaKeys(db);
-    this.audit = new SqliteAudit(db);
+  // Every repository call goes through the health guard: storage failures become
+  // store_unavailable in this one place, and mark the store not ready until a write succeeds.
+  constructor(
+    private readonly db: Db,
+    private readonly health: SqliteHealth,
+  ) {
+    this.nodes = health.guard("nodes", new SqliteNodes(db));
+    this.entries = health.guard("entries", new SqliteEntries(db));
+    this.joinTokens = health.guard("joinTokens", new SqliteJoinTokens(db));
+    this.sessions = health.guard("sessions", new SqliteSessions(db));
+    this.svids = health.guard("svids", new SqliteSvids(db));
+    this.caKeys = health.guard("caKeys", new SqliteCaKeys(db));
+    this.audit = health.guard("audit", new SqliteAudit(db));
+  }
+
+  healthy(): boolean {
+    return this.health.healthy();
   }
 
   async close(): Promise<void> {
@@ -438,6 +515,7 @@ class SqliteSvids implements SvidRepository {
 }
 
 const STATUS_TIME_COLUMN: Record<CaKeyStatus, string | undefined> = {
+  pending: undefined,
   prepared: undefined,
   active: "activated_at",
   previous: undefined,
@@ -450,9 +528,14 @@ class SqliteCaKeys implements CaKeyRepository {
   async list(kind?: CaKeyKind): Promise<CaKeyRecord[]> {
     const rows = (
       kind
-        ? prepared(this.db, "SELECT * FROM ca_keys WHERE kind = ? ORDER BY created_at, id").all(kind)
-        : prepared(this.db, "SELECT * FROM ca_keys ORDER BY created_at, id").all()
+        ? prepared(this.db, "SELECT * FROM ca_keys WHERE kind = ? AND status != 'pending' ORDER BY created_at, id").all(kind)
+        : prepared(this.db, "SELECT * FROM ca_keys WHERE status != 'pending' ORDER BY created_at, id").all()
     ) as Row[];
+    return rows.map(caKeyFromRow);
+  }
+
+  async listPending(): Promise<CaKeyRecord[]> {
+    const rows = prepared(this.db, "SELECT * FROM ca_keys WHERE status = 'pending' ORDER BY created_at, id").all() as Row[];
     return rows.map(caKeyFromRow);
   }
 
@@ -474,13 +557,25 @@ class SqliteCaKeys implements CaKeyRepository {
         k.keyType,
         k.status,
         k.certificate ?? null,
-        k.upstreamChain ? JSON.stringify(k.upstreamChain.map((c) => c.toString("base64"))) : null,
+        upstreamChainColumn(k.upstreamChain),
         k.kid ?? null,
         k.notAfter ? ms(k.notAfter) : null,
         ms(k.createdAt),
         k.activatedAt ? ms(k.activatedAt) : null,
         k.retiredAt ? ms(k.retiredAt) : null,
       );
+  }
+
+  async markPrepared(k: CaKeyRecord): Promise<void> {
+    const changed = prepared(
+      this.db,
+      "UPDATE ca_keys SET status = 'prepared', certificate = ?, upstream_chain = ?, kid = ?, not_after = ? WHERE id = ? AND status = 'pending'",
+    ).run(k.certificate ?? null, upstreamChainColumn(k.upstreamChain), k.kid ?? null, k.notAfter ? ms(k.notAfter) : null, k.id).changes;
+    if (changed !== 1) throw new HallmarkError("internal", "no pending CA key record to complete", { internal: k.id });
+  }
+
+  async discardPending(id: string): Promise<boolean> {
+    return prepared(this.db, "DELETE FROM ca_keys WHERE id = ? AND status = 'pending'").run(id).changes === 1;
   }
 
   async setStatus(id: string, status: CaKeyStatus, at: Date): Promise<void> {
@@ -504,6 +599,10 @@ class SqliteCaKeys implements CaKeyRepository {
     const row = prepared(this.db, "SELECT sequence FROM bundle_state WHERE id = 1").get() as Row;
     return Number(row.sequence);
   }
+}
+
+function upstreamChainColumn(chain: Buffer[] | undefined): string | null {
+  return chain ? JSON.stringify(chain.map((c) => c.toString("base64"))) : null;
 }
 
 function caKeyFromRow(r: Row): CaKeyRecord {
@@ -563,21 +662,28 @@ class SqliteAudit implements AuditRepository {
   }
 
   async list(afterSeq: number, limit: number): Promise<AuditRecord[]> {
-    const rows = prepared(this.db, "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
-      .all(afterSeq, limit) as Row[];
-    return rows.map((r) => ({
-      seq: Number(r.seq),
-      time: date(r.time),
-      event: String(r.event),
-      outcome: String(r.outcome) as AuditRecord["outcome"],
-      code: optStr(r.code),
-      actor: optStr(r.actor),
-      spiffeId: optStr(r.spiffe_id),
-      attestor: optStr(r.attestor),
-      serial: optStr(r.serial),
-      details: JSON.parse(String(r.details)) as Record<string, unknown>,
-      prevHash: String(r.prev_hash),
-      hash: String(r.hash),
-    }));
+    return (prepared(this.db, "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?").all(afterSeq, limit) as Row[]).map(auditFromRow);
   }
+
+  async tail(limit: number): Promise<AuditRecord[]> {
+    const rows = prepared(this.db, "SELECT * FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?) ORDER BY seq").all(limit) as Row[];
+    return rows.map(auditFromRow);
+  }
+}
+
+function auditFromRow(r: Row): AuditRecord {
+  return {
+    seq: Number(r.seq),
+    time: date(r.time),
+    event: String(r.event),
+    outcome: String(r.outcome) as AuditRecord["outcome"],
+    code: optStr(r.code),
+    actor: optStr(r.actor),
+    spiffeId: optStr(r.spiffe_id),
+    attestor: optStr(r.attestor),
+    serial: optStr(r.serial),
+    details: JSON.parse(String(r.details)) as Record<string, unknown>,
+    prevHash: String(r.prev_hash),
+    hash: String(r.hash),
+  };
 }

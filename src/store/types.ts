@@ -153,8 +153,13 @@ export interface SvidRepository {
 }
 
 export type CaKeyKind = "x509" | "jwt";
-/** prepared: in the bundle, not signing. active: signing. previous: in the bundle until its last SVID expires. retired: gone. */
-export type CaKeyStatus = "prepared" | "active" | "previous" | "retired";
+/**
+ * pending: the intent to create this key, recorded before the HSM is asked to generate it; never
+ * published, never signing, and not listed by `list` (a start destroys whatever the HSM holds under
+ * its label and discards the record). prepared: in the bundle, not signing. active: signing.
+ * previous: in the bundle until its last SVID expires. retired: gone.
+ */
+export type CaKeyStatus = "pending" | "prepared" | "active" | "previous" | "retired";
 
 export interface CaKeyRecord {
   id: string;
@@ -175,9 +180,16 @@ export interface CaKeyRecord {
 }
 
 export interface CaKeyRepository {
+  /** Every key that was ever prepared, oldest first; pending records (unfinished creations) are left out. */
   list(kind?: CaKeyKind): Promise<CaKeyRecord[]>;
+  /** The pending records: creations a crash or failure interrupted (or one under way). */
+  listPending(): Promise<CaKeyRecord[]>;
   get(id: string): Promise<CaKeyRecord | undefined>;
   insert(record: CaKeyRecord): Promise<void>;
+  /** Completes a pending record: its certificate, chain, kid and notAfter, status prepared. Fails unless it is pending. */
+  markPrepared(record: CaKeyRecord): Promise<void>;
+  /** Deletes a record only while it is pending (never a key that was published); false when there was none. */
+  discardPending(id: string): Promise<boolean>;
   /** Changes status (and the matching timestamp). */
   setStatus(id: string, status: CaKeyStatus, at: Date): Promise<void>;
   /** The bundle's sequence number: bumped on every change of published keys. */
@@ -211,6 +223,8 @@ export interface AuditRepository {
   append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord>;
   /** In seq order, from `afterSeq`, at most `limit`. */
   list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
+  /** The last `limit` records, in seq order. */
+  tail(limit: number): Promise<AuditRecord[]>;
 }
 
 export interface Store {
@@ -221,5 +235,7 @@ export interface Store {
   readonly svids: SvidRepository;
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
+  /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
+  healthy(): boolean;
   close(): Promise<void>;
 }

@@ -22,7 +22,20 @@ export const TPM_ALG = {
   CFB: 0x0043,
 } as const;
 
-export const TPM_ECC_CURVE = { NIST_P256: 0x0003, NIST_P384: 0x0004 } as const;
+export const TPM_ECC_CURVE = { NIST_P256: 0x0003, NIST_P384: 0x0004, NIST_P521: 0x0005 } as const;
+
+/** The curves Hallmark accepts in a TPMT_PUBLIC: the JOSE name, the coordinate size, OpenSSL's name. */
+export const ECC_CURVES: Record<number, { crv: "P-256" | "P-384" | "P-521"; size: number; openssl: string }> = {
+  [TPM_ECC_CURVE.NIST_P256]: { crv: "P-256", size: 32, openssl: "prime256v1" },
+  [TPM_ECC_CURVE.NIST_P384]: { crv: "P-384", size: 48, openssl: "secp384r1" },
+  [TPM_ECC_CURVE.NIST_P521]: { crv: "P-521", size: 66, openssl: "secp521r1" },
+};
+
+/** RSA key sizes accepted in a TPMT_PUBLIC: 1024-bit keys are too weak to certify anything. */
+export const RSA_KEY_BITS: readonly number[] = [2048, 3072, 4096];
+
+/** AES key sizes for a storage key's TPMT_SYM_DEF_OBJECT (the EK's, which MakeCredential uses). */
+export const AES_KEY_BITS: readonly number[] = [128, 192, 256];
 
 export const TPM_ST = { ATTEST_CERTIFY: 0x8017, ATTEST_QUOTE: 0x8018 } as const;
 
@@ -39,7 +52,17 @@ export const TPMA_OBJECT = {
   restricted: 1 << 16,
   decrypt: 1 << 17,
   sign: 1 << 18,
+  x509sign: 1 << 19,
 } as const;
+
+/**
+ * The bits of TPMA_OBJECT that Part 2 (rev 1.59, Table 31) reserves: 0, 3, 8-9, 12-15 and 20-31.
+ * A TPM never sets them (TPM2_Create refuses them with TPM_RC_RESERVED_BITS), so a public area
+ * carrying one was not made by a TPM. Rev 1.83 gives bits 8 and 9 to firmwareLimited and
+ * svnLimited (keys of the new firmware-bound hierarchies); until a TPM we must accept uses them,
+ * they stay refused.
+ */
+export const TPMA_OBJECT_RESERVED = 0xfff0f309;
 
 /** TPM_GENERATED_VALUE: every TPMS_ATTEST the TPM signs starts with it ("\xffTCG"). */
 export const TPM_GENERATED_VALUE = 0xff544347;

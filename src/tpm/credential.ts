@@ -13,8 +13,6 @@ export interface MadeCredential {
   secret: Buffer;
 }
 
-const OPENSSL_CURVES: Record<string, string> = { "P-256": "prime256v1", "P-384": "secp384r1" };
-
 /**
  * TPM2_MakeCredential in software (TPM 2.0 Part 1 §24, "Credential Protection"): only the TPM
  * holding `ekPublic`'s private key, with the object named `objectName` loaded, can recover
@@ -54,7 +52,7 @@ function shareSeed(ek: TpmtPublic, hash: string, size: number): { seed: Buffer; 
     return { seed, encryptedSeed };
   }
   const curve = curveOf(ek);
-  const ecdh = createECDH(OPENSSL_CURVES[curve.crv]!);
+  const ecdh = createECDH(curve.openssl);
   ecdh.generateKeys();
   const pad = (b: Buffer) => Buffer.concat([Buffer.alloc(Math.max(0, curve.size - b.length)), b]);
   const ekPoint = Buffer.concat([Buffer.from([4]), pad(ek.x), pad(ek.y)]);

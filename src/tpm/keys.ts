@@ -1,17 +1,18 @@
 import { type KeyObject, constants, createHash, createPublicKey, verify } from "node:crypto";
-import { HASH_ALGS, TPM_ALG, TPM_ECC_CURVE } from "./constants.js";
+import { ECC_CURVES, HASH_ALGS, TPM_ALG } from "./constants.js";
 import { tpmError } from "./errors.js";
 import type { TpmtPublic, TpmtSignature } from "./structures.js";
 
-const CURVES: Record<number, { crv: string; size: number }> = {
-  [TPM_ECC_CURVE.NIST_P256]: { crv: "P-256", size: 32 },
-  [TPM_ECC_CURVE.NIST_P384]: { crv: "P-384", size: 48 },
-};
-
-export function curveOf(p: Extract<TpmtPublic, { type: typeof TPM_ALG.ECC }>): { crv: string; size: number } {
-  const c = CURVES[p.curveId];
-  if (!c) throw tpmError("tpm_unsupported_algorithm", `ECC curve 0x${p.curveId.toString(16)} is not supported`);
+export function curveOf(p: Extract<TpmtPublic, { type: typeof TPM_ALG.ECC }>): (typeof ECC_CURVES)[number] {
+  const c = ECC_CURVES[p.curveId];
+  if (!c) throw tpmError("tpm_public_unknown_curve", `ECC curve 0x${p.curveId.toString(16)} is not supported`);
   return c;
+}
+
+/** Coordinate size of a KeyObject's curve, for the r and s of an ECDSA signature. */
+function coordinateSize(key: KeyObject): number | undefined {
+  const named = key.asymmetricKeyDetails?.namedCurve;
+  return Object.values(ECC_CURVES).find((c) => c.openssl === named)?.size;
 }
 
 /** The node KeyObject of a TPM public area (RSA: exponent 0 means 65537). */
@@ -42,8 +43,8 @@ export function verifyTpmSignature(key: KeyObject, sig: TpmtSignature, message: 
   if (!hash) return false;
   try {
     if (sig.sigAlg === TPM_ALG.ECDSA && sig.ecc) {
-      const size = Math.ceil((key.asymmetricKeyDetails?.namedCurve === "secp384r1" ? 384 : 256) / 8);
-      if (sig.ecc.r.length > size || sig.ecc.s.length > size) return false;
+      const size = coordinateSize(key);
+      if (!size || sig.ecc.r.length > size || sig.ecc.s.length > size) return false;
       const pad = (b: Buffer) => Buffer.concat([Buffer.alloc(size - b.length), b]);
       return verify(hash, message, { key, dsaEncoding: "ieee-p1363" }, Buffer.concat([pad(sig.ecc.r), pad(sig.ecc.s)]));
     }

@@ -1,4 +1,4 @@
-import { HASH_ALGS, TPM_ALG, TPM_GENERATED_VALUE, TPM_ST } from "./constants.js";
+import { AES_KEY_BITS, ECC_CURVES, HASH_ALGS, RSA_KEY_BITS, TPMA_OBJECT_RESERVED, TPM_ALG, TPM_GENERATED_VALUE, TPM_ST } from "./constants.js";
 import { tpmError } from "./errors.js";
 import { TpmReader, TpmWriter } from "./wire.js";
 
@@ -36,46 +36,74 @@ export type TpmtPublic =
       raw: Buffer;
     };
 
+/** TPMT_SYM_DEF_OBJECT: NULL, or AES-128/192/256 in CFB mode (Part 2 §12.2.3.7: the only mode a storage key may have). */
 function readSym(r: TpmReader): SymDef {
   const algorithm = r.u16();
-  return algorithm === TPM_ALG.NULL ? { algorithm } : { algorithm, keyBits: r.u16(), mode: r.u16() };
+  if (algorithm === TPM_ALG.NULL) return { algorithm };
+  if (algorithm !== TPM_ALG.AES) throw tpmError("tpm_public_unknown_symmetric", `symmetric algorithm 0x${algorithm.toString(16)} is not AES or NULL`);
+  const keyBits = r.u16();
+  const mode = r.u16();
+  if (!AES_KEY_BITS.includes(keyBits) || mode !== TPM_ALG.CFB) throw tpmError("tpm_public_unknown_symmetric", `AES-${keyBits} in mode 0x${mode.toString(16)} is not AES-128/192/256-CFB`);
+  return { algorithm, keyBits, mode };
 }
 
-/** A scheme selector: NULL, or one with a hash (ECDAA, with its count, is refused). */
-function readScheme(r: TpmReader): { scheme: number; hashAlg?: number } {
+/** A TPMI_ALG_HASH without NULL: the four SHA hashes Hallmark can compute. */
+function readHash(r: TpmReader, what: string): number {
+  const alg = r.u16();
+  if (!HASH_ALGS[alg]) throw tpmError("tpm_public_unknown_hash", `${what} 0x${alg.toString(16)} is not SHA-1, SHA-256, SHA-384 or SHA-512`);
+  return alg;
+}
+
+/** The signing schemes a key of each type may name besides NULL (ECDAA, SM2, RSAES, OAEP, ECDH: never used for evidence). */
+const SIGNING_SCHEMES: Record<number, readonly number[]> = { [TPM_ALG.RSA]: [TPM_ALG.RSASSA, TPM_ALG.RSAPSS], [TPM_ALG.ECC]: [TPM_ALG.ECDSA] };
+
+/** TPMT_RSA_SCHEME / TPMT_ECC_SCHEME: NULL, or a signing scheme of the key's type with its hash. */
+function readScheme(r: TpmReader, type: number): { scheme: number; hashAlg?: number } {
   const scheme = r.u16();
   if (scheme === TPM_ALG.NULL) return { scheme };
-  if (scheme === TPM_ALG.ECDAA) throw tpmError("tpm_unsupported_algorithm", "ECDAA keys are not supported");
-  return { scheme, hashAlg: r.u16() };
+  if (!SIGNING_SCHEMES[type]?.includes(scheme)) throw tpmError("tpm_public_unknown_scheme", `scheme 0x${scheme.toString(16)} is not a supported signing scheme for this key type`);
+  return { scheme, hashAlg: readHash(r, "the scheme's hash") };
 }
 
-/** TPMT_PUBLIC (Part 2 §12.2.4) for RSA and ECC keys; `raw` keeps the exact bytes (Names hash them). */
+/**
+ * TPMT_PUBLIC (Part 2 §12.2.4) for RSA and ECC keys; `raw` keeps the exact bytes (Names hash them).
+ * Strict: every identifier must be one Hallmark supports for its field, reserved attribute bits
+ * must be clear, and sizes must fit the algorithms, so a public area no TPM could have produced
+ * is refused here with a code naming the field.
+ */
 export function readTpmtPublic(r: TpmReader): TpmtPublic {
   const start = r.offset;
   const type = r.u16();
-  const nameAlg = r.u16();
-  if (!HASH_ALGS[nameAlg]) throw tpmError("tpm_unsupported_algorithm", `nameAlg 0x${nameAlg.toString(16)} is not supported`);
+  if (type !== TPM_ALG.RSA && type !== TPM_ALG.ECC) throw tpmError("tpm_unknown_tag", `TPMT_PUBLIC type 0x${type.toString(16)} is not RSA or ECC`);
+  const nameAlg = readHash(r, "nameAlg");
   const objectAttributes = r.u32();
+  const reserved = objectAttributes & TPMA_OBJECT_RESERVED;
+  if (reserved) throw tpmError("tpm_public_reserved_bits", `objectAttributes sets reserved bits 0x${(reserved >>> 0).toString(16)}`);
   const authPolicy = r.tpm2b();
+  // Part 3 TPM2_Create: an authPolicy is empty or one digest of nameAlg (TPM_RC_SIZE otherwise).
+  if (authPolicy.length !== 0 && authPolicy.length !== HASH_ALGS[nameAlg]!.size) throw tpmError("tpm_size_mismatch", "authPolicy is neither empty nor one nameAlg digest");
+  const symmetric = readSym(r);
+  const scheme = readScheme(r, type);
   if (type === TPM_ALG.RSA) {
-    const symmetric = readSym(r);
-    const scheme = readScheme(r);
     const keyBits = r.u16();
+    if (!RSA_KEY_BITS.includes(keyBits)) throw tpmError("tpm_public_bad_rsa_parameters", `RSA keyBits ${keyBits} is not 2048, 3072 or 4096`);
     const exponent = r.u32();
+    // 0 means 65537 (Part 2 §12.2.3.5); anything else must be an odd exponent of at least 3.
+    if (exponent !== 0 && (exponent < 3 || exponent % 2 === 0)) throw tpmError("tpm_public_bad_rsa_parameters", `RSA exponent ${exponent} is not valid`);
     const modulus = r.tpm2b();
     if (modulus.length * 8 !== keyBits) throw tpmError("tpm_size_mismatch", "the RSA modulus does not have keyBits bits");
     return { type, nameAlg, objectAttributes, authPolicy, symmetric, scheme, keyBits, exponent, modulus, raw: r.slice(start, r.offset) };
   }
-  if (type === TPM_ALG.ECC) {
-    const symmetric = readSym(r);
-    const scheme = readScheme(r);
-    const curveId = r.u16();
-    const kdf = readScheme(r);
-    const x = r.tpm2b();
-    const y = r.tpm2b();
-    return { type, nameAlg, objectAttributes, authPolicy, symmetric, scheme, curveId, kdf, x, y, raw: r.slice(start, r.offset) };
-  }
-  throw tpmError("tpm_unknown_tag", `TPMT_PUBLIC type 0x${type.toString(16)} is not RSA or ECC`);
+  const curveId = r.u16();
+  const curve = ECC_CURVES[curveId];
+  if (!curve) throw tpmError("tpm_public_unknown_curve", `ECC curve 0x${curveId.toString(16)} is not NIST P-256, P-384 or P-521`);
+  const kdf = r.u16();
+  // Every EK and AK template leaves the KDF to the scheme; none of our uses reads one.
+  if (kdf !== TPM_ALG.NULL) throw tpmError("tpm_public_unknown_scheme", `ECC kdf 0x${kdf.toString(16)} is not NULL`);
+  const x = r.tpm2b();
+  const y = r.tpm2b();
+  if (x.length > curve.size || y.length > curve.size) throw tpmError("tpm_size_mismatch", `an ECC coordinate is longer than ${curve.crv} allows`);
+  return { type, nameAlg, objectAttributes, authPolicy, symmetric, scheme, curveId, kdf: { scheme: kdf }, x, y, raw: r.slice(start, r.offset) };
 }
 
 export function decodeTpmtPublic(bytes: Buffer): TpmtPublic {

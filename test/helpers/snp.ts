@@ -17,13 +17,14 @@ const int = (n: number) => new Uint8Array([0x02, 0x01, n]);
 const ia5 = (s: string) => new Uint8Array([0x16, s.length, ...Buffer.from(s, "ascii")]);
 
 /** A fake AMD PKI: ARK → ASK (or ASVK) → VCEK (or VLEK) carrying the KDS extensions. For tests only. */
-export async function fakeAmd(o: { product?: Product; kind?: "VCEK" | "VLEK"; tcb?: FakeAmd["tcb"]; chipId?: Buffer; askName?: string } = {}): Promise<FakeAmd> {
+/** `ask`: sign the VCEK/VLEK under this intermediate instead of a fresh one (its cert names the issuer, its keys sign). */
+export async function fakeAmd(o: { product?: Product; kind?: "VCEK" | "VLEK"; tcb?: FakeAmd["tcb"]; chipId?: Buffer; askName?: string; ask?: TestCa } = {}): Promise<FakeAmd> {
   const product = o.product ?? "Milan";
   const kind = o.kind ?? "VCEK";
   const tcb = o.tcb ?? { bootloader: 3, tee: 0, snp: 8, microcode: 115, ...(product === "Turin" ? { fmc: 1 } : {}) };
   const chipId = o.chipId ?? Buffer.from(webcrypto.getRandomValues(new Uint8Array(64)));
   const ark = await testCert({ name: `ARK-${product}` });
-  const ask = await testCert({ name: o.askName ?? (kind === "VLEK" ? `SEV-VLEK-${product}` : `SEV-${product}`), issuer: ark, ca: true });
+  const ask = o.ask ?? (await testCert({ name: o.askName ?? (kind === "VLEK" ? `SEV-VLEK-${product}` : `SEV-${product}`), issuer: ark, ca: true }));
   const ext = (oid: string, v: Uint8Array) => new x509.Extension(oid, false, v);
   const extensions = [
     ext("1.3.6.1.4.1.3704.1.2", ia5(`${product}-B0`)),

@@ -70,6 +70,26 @@ describe("SQLite store", () => {
     expect((await store.caKeys.get("k1"))?.retiredAt?.getTime()).toBe(later(5).getTime());
   });
 
+  it("keeps pending CA keys out of list, completes them only while pending, and discards only pending ones", async () => {
+    await store.caKeys.insert({ id: "p1", kind: "jwt", label: "hallmark-jwt-p1", keyType: "ec-p256", status: "pending", createdAt: later(10) });
+    await store.caKeys.insert({ id: "p2", kind: "x509", label: "hallmark-x509-p2", keyType: "ec-p256", status: "pending", createdAt: later(11) });
+    expect((await store.caKeys.list()).map((k) => k.id)).not.toContain("p1");
+    expect((await store.caKeys.list("jwt")).map((k) => k.id)).not.toContain("p1");
+    expect((await store.caKeys.listPending()).map((k) => k.id)).toEqual(["p1", "p2"]);
+
+    await store.caKeys.markPrepared({ id: "p1", kind: "jwt", label: "hallmark-jwt-p1", keyType: "ec-p256", status: "prepared", kid: "kid-1", notAfter: later(99), createdAt: later(10) });
+    expect(await store.caKeys.get("p1")).toMatchObject({ status: "prepared", kid: "kid-1", notAfter: later(99) });
+    expect((await store.caKeys.list("jwt")).map((k) => k.id)).toContain("p1");
+    // A record that is no longer pending is neither completed again nor discarded.
+    await expect(store.caKeys.markPrepared({ id: "p1", kind: "jwt", label: "hallmark-jwt-p1", keyType: "ec-p256", status: "prepared", createdAt: later(10) })).rejects.toMatchObject({ code: "internal" });
+    expect(await store.caKeys.discardPending("p1")).toBe(false);
+    expect(await store.caKeys.get("p1")).toMatchObject({ status: "prepared", kid: "kid-1" });
+
+    expect(await store.caKeys.discardPending("p2")).toBe(true);
+    expect(await store.caKeys.get("p2")).toBeUndefined();
+    expect(await store.caKeys.listPending()).toEqual([]);
+  });
+
   it("refuses UPDATE and DELETE on the audit log at the database level", async () => {
     await store.audit.append({ time: t0, event: "test", outcome: "success", details: {} }, () => "f".repeat(64));
     const db = new Database(dbPath);
@@ -79,5 +99,44 @@ describe("SQLite store", () => {
     } finally {
       db.close();
     }
+  });
+});
+
+describe("SQLite store opened read-only", () => {
+  const roDir = tempDir("store-ro");
+  const roPath = join(roDir.path, "hallmark.db");
+  afterAll(() => roDir.remove());
+
+  it("reads what a writer beside it has not checkpointed yet, refuses every write, and never migrates", async () => {
+    const writer = await openSqliteStore(roPath);
+    const hash = (seq: number) => seq.toString(16).padStart(64, "0");
+    await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
+    const ro = await openSqliteStore(roPath, { readonly: true });
+    try {
+      await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
+      expect((await ro.audit.tail(10)).map((r) => r.seq)).toEqual([1, 2]);
+      await expect(ro.audit.append({ time: t0, event: "x", outcome: "success", details: {} }, () => hash(9))).rejects.toThrow(/readonly/);
+      await expect(ro.entries.delete("x")).rejects.toThrow(/readonly/);
+    } finally {
+      await ro.close();
+      await writer.close();
+    }
+  });
+
+  it("refuses a missing file instead of creating one, and a file that is no Hallmark database", async () => {
+    await expect(openSqliteStore(join(roDir.path, "absent.db"), { readonly: true })).rejects.toMatchObject({ code: "unavailable" });
+    const other = join(roDir.path, "other.db");
+    const raw = new Database(other);
+    raw.exec("CREATE TABLE t (a)");
+    raw.close();
+    await expect(openSqliteStore(other, { readonly: true })).rejects.toMatchObject({ code: "unavailable", message: /no such table: schema_version/ });
+  });
+
+  it("refuses a database migrated by a newer Hallmark, read-only and read-write alike", async () => {
+    const db = new Database(roPath);
+    db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(1000);
+    db.close();
+    await expect(openSqliteStore(roPath, { readonly: true })).rejects.toMatchObject({ code: "store_schema_newer" });
+    await expect(openSqliteStore(roPath)).rejects.toMatchObject({ code: "store_schema_newer" });
   });
 });

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { TPM_ALG } from "../../src/tpm/constants.js";
+import { TPMA_OBJECT_RESERVED, TPM_ALG } from "../../src/tpm/constants.js";
+import { generateKeyPairSync, sign } from "node:crypto";
 import { kdfa, kdfe } from "../../src/tpm/kdf.js";
+import { publicKeyFromTpmtPublic, spkiOf, verifyTpmSignature } from "../../src/tpm/keys.js";
 import {
   type TpmtPublic,
   decodeTpm2bPublic,
@@ -35,15 +37,18 @@ describe("KDFa and KDFe known answers (go-tpm test vectors)", () => {
 
 const eccPublic = fc.record({
   nameAlg: fc.constantFrom(TPM_ALG.SHA256, TPM_ALG.SHA384),
-  objectAttributes: fc.integer({ min: 0, max: 0xffffffff }),
-  authPolicy: fc.uint8Array({ maxLength: 48 }),
+  // Any combination of the defined attribute bits; the reserved ones are refused (test/tpm/public-strict.test.ts).
+  objectAttributes: fc.integer({ min: 0, max: 0xffffffff }).map((a) => (a & ~TPMA_OBJECT_RESERVED) >>> 0),
+  emptyPolicy: fc.boolean(),
+  policy: fc.uint8Array({ minLength: 48, maxLength: 48 }),
   x: fc.uint8Array({ minLength: 32, maxLength: 32 }),
   y: fc.uint8Array({ minLength: 32, maxLength: 32 }),
 }).map((r): TpmtPublic => ({
   type: TPM_ALG.ECC,
   nameAlg: r.nameAlg,
   objectAttributes: r.objectAttributes,
-  authPolicy: Buffer.from(r.authPolicy),
+  // An authPolicy is empty or one nameAlg digest.
+  authPolicy: r.emptyPolicy ? Buffer.alloc(0) : Buffer.from(r.policy.subarray(0, r.nameAlg === TPM_ALG.SHA256 ? 32 : 48)),
   symmetric: { algorithm: TPM_ALG.NULL },
   scheme: { scheme: TPM_ALG.ECDSA, hashAlg: TPM_ALG.SHA256 },
   curveId: 3,
@@ -119,6 +124,42 @@ describe("TPM structures", () => {
     const attest = decodeTpmsAttest(quote);
     expect(attest.quote?.pcrSelect[0]?.pcrs.length).toBe(24);
     for (let n = 0; n < quote.length; n++) expect(() => decodeTpmsAttest(quote.subarray(0, n))).toThrowError(expect.objectContaining({ name: "HallmarkError" }));
+  });
+});
+
+const stripZeros = (b: Buffer) => b.subarray(b.findIndex((v) => v !== 0));
+
+describe("ECC curves", () => {
+  it.each([
+    ["P-256", 0x0003, "prime256v1", TPM_ALG.SHA256],
+    ["P-384", 0x0004, "secp384r1", TPM_ALG.SHA384],
+    ["P-521", 0x0005, "secp521r1", TPM_ALG.SHA512],
+  ] as const)("%s: a TPMT_PUBLIC gives Node's key back, and a TPMT_SIGNATURE made with it verifies", (_, curveId, namedCurve, hashAlg) => {
+    const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve });
+    const jwk = publicKey.export({ format: "jwk" });
+    const p: TpmtPublic = {
+      type: TPM_ALG.ECC,
+      nameAlg: TPM_ALG.SHA256,
+      objectAttributes: 0x00050072,
+      authPolicy: Buffer.alloc(0),
+      symmetric: { algorithm: TPM_ALG.NULL },
+      scheme: { scheme: TPM_ALG.ECDSA, hashAlg },
+      curveId,
+      kdf: { scheme: TPM_ALG.NULL },
+      // A TPM may drop a coordinate's leading zero bytes; the key must come back all the same.
+      x: stripZeros(Buffer.from(jwk.x!, "base64url")),
+      y: stripZeros(Buffer.from(jwk.y!, "base64url")),
+      raw: Buffer.alloc(0),
+    };
+    const back = decodeTpm2bPublic(encodeTpm2bPublic(p));
+    expect(spkiOf(back).equals(publicKey.export({ type: "spki", format: "der" }))).toBe(true);
+    const message = Buffer.from("attest");
+    const hash = ({ [TPM_ALG.SHA256]: "sha256", [TPM_ALG.SHA384]: "sha384", [TPM_ALG.SHA512]: "sha512" } as Record<number, string>)[hashAlg]!;
+    const rs = sign(hash, message, { key: privateKey, dsaEncoding: "ieee-p1363" });
+    const half = rs.length / 2;
+    const sig = decodeTpmtSignature(encodeTpmtSignature({ sigAlg: TPM_ALG.ECDSA, hashAlg, ecc: { r: rs.subarray(0, half), s: rs.subarray(half) } }));
+    expect(verifyTpmSignature(publicKeyFromTpmtPublic(back), sig, message)).toBe(true);
+    expect(verifyTpmSignature(publicKeyFromTpmtPublic(back), sig, Buffer.from("attesT"))).toBe(false);
   });
 });
 

@@ -20,7 +20,15 @@ export const AMD_ARK_SHA256: Record<Product, string> = {
   Genoa: "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
   Turin: "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
 };
-const SHIPPED_CHAINS = ["ask-ark-Milan.pem", "ask-ark-Genoa.pem", "ask-ark-Turin.pem", "asvk-ark-Milan.pem"].map((f) => shippedFile(`fixtures/amd/${f}`));
+/**
+ * AMD's public intermediates with their ARK, as the KDS serves them: `ask-ark-*` from
+ * /vcek/v1/{product}/cert_chain (VCEKs chain through the ASK), `asvk-ark-*` from
+ * /vlek/v1/{product}/cert_chain (VLEKs chain through the ASVK). The Genoa and Turin ASVK files are
+ * google/go-sev-guest's verify/trust/ask_ark_{genoa,turin}_vlek.pem; each ASVK's RSA-PSS signature
+ * verifies under the pinned ARK of its product line, which is what makes it genuine (the ARK
+ * pins below are the only trust; an intermediate that does not chain to them is useless).
+ */
+export const SHIPPED_CHAINS = (["Milan", "Genoa", "Turin"] as const).flatMap((p) => [`ask-ark-${p}.pem`, `asvk-ark-${p}.pem`]).map((f) => shippedFile(`fixtures/amd/${f}`));
 
 const hex = z.string().regex(/^(0x)?[0-9a-fA-F]+$/, "must be hex");
 const hexList = z.array(hex).min(1);
