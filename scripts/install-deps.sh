@@ -3,27 +3,42 @@
 # system packages (only those missing), then npm dependencies (only when the lock file changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/check-node
 
-PACKAGES=(softhsm2 swtpm swtpm-tools tpm2-tools openssl)
+# python3, make and g++ build the native parts of pkcs11js and better-sqlite3 (node-gyp).
+PACKAGES=(softhsm2 swtpm swtpm-tools tpm2-tools openssl python3 make g++)
+# On a fresh machine cloud-init or unattended-upgrades often hold the apt/dpkg lock for a while:
+# wait for it, up to this many seconds, instead of failing at once.
+LOCK_TIMEOUT=${HALLMARK_APT_LOCK_TIMEOUT:-120}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  SUDO=""
+  SUDO=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-    SUDO="sudo"
+    SUDO=(sudo)
   fi
-  echo "install-deps: installing ${missing[*]}"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+  APT_GET=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${LOCK_TIMEOUT}")
 
-command -v node >/dev/null || { echo "install-deps: Node.js 20.19 or later is required" >&2; exit 1; }
-node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' \
-  || { echo "install-deps: Node.js 20.19 or later is required (found $(node --version))" >&2; exit 1; }
+  # DPkg::Lock::Timeout makes apt-get wait for the dpkg lock; apt-get update also takes the lists
+  # lock, which some apt versions do not wait for: retry while a lock is the reason, to the same bound.
+  deadline=$((SECONDS + LOCK_TIMEOUT))
+  told=""
+  until err=$("${APT_GET[@]}" update -qq 2>&1 >/dev/null); do
+    if ! grep -q "Could not get lock" <<<"$err" || ((SECONDS >= deadline)); then
+      echo "$err" >&2
+      grep -q "Could not get lock" <<<"$err" && echo "install-deps: the apt lock was still held after ${LOCK_TIMEOUT} s (HALLMARK_APT_LOCK_TIMEOUT); is another apt-get or unattended-upgrades still running?" >&2
+      exit 1
+    fi
+    [ -n "$told" ] || { echo "install-deps: waiting up to ${LOCK_TIMEOUT} s for the apt lock (another apt-get or unattended-upgrades is running)" >&2; told=1; }
+    sleep 1
+  done
+  echo "install-deps: installing ${missing[*]}"
+  "${APT_GET[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 # npm ci only when node_modules is absent or older than the lock file.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -78,6 +78,10 @@ export const CORE_ERRORS = {
   hsm_key_type_unsupported: { status: 500, title: "The key type is not supported by this HSM layer" },
   // configuration
   config_invalid: { status: 500, title: "The configuration is invalid" },
+  // files and credentials named on the command line (the CLI and client library; never sent over HTTP)
+  file_unreadable: { status: 400, title: "A file named on the command line cannot be read" },
+  svid_key_mismatch: { status: 400, title: "The private key does not belong to the SVID" },
+  svid_unreadable: { status: 400, title: "The SVID or its key is not a PEM certificate or private key" },
   // start-up: the data directory and the datastore in it (named, with the reason, in the message)
   data_dir_in_use: { status: 409, title: "The data directory is in use by another server" },
   datastore_open_failed: { status: 503, title: "The datastore cannot be opened" },

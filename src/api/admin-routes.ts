@@ -22,7 +22,6 @@ const entry = z.object({
   x509_ttl_seconds: z.number().int().nullable(),
   jwt_ttl_seconds: z.number().int().nullable(),
   dns_names: z.array(z.string()),
-  admin: z.boolean(),
   created_at: timestamp,
 });
 const noContent = { 204: { description: "Done" } } as const;
@@ -52,7 +51,6 @@ export const ADMIN_ROUTES = {
         x509_ttl_seconds: ttl.optional(),
         jwt_ttl_seconds: ttl.optional(),
         dns_names: z.array(z.string().max(253)).max(32).optional(),
-        admin: z.boolean().optional(),
       })
       .strict(),
     responses: { 201: { description: "The entry", body: entry } },
@@ -222,7 +220,6 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
       x509SvidTtlSeconds: body.x509_ttl_seconds,
       jwtSvidTtlSeconds: body.jwt_ttl_seconds,
       dnsNames: body.dns_names,
-      admin: body.admin,
     });
     reply.code(201);
     return entryJson(e);
@@ -289,7 +286,6 @@ function entryJson(e: EntryRecord) {
     x509_ttl_seconds: e.x509SvidTtlSeconds ?? null,
     jwt_ttl_seconds: e.jwtSvidTtlSeconds ?? null,
     dns_names: e.dnsNames,
-    admin: e.admin,
     created_at: e.createdAt.toISOString(),
   };
 }

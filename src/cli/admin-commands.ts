@@ -1,23 +1,31 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { AuditVerification } from "../audit/log.js";
 import { verifyStoredAuditChain } from "../audit/stored-chain.js";
 import { writeFileAtomic } from "../client/files.js";
-import { adminRequest, expectOk } from "../client/http.js";
+import { type ApiResponse, adminRequest, expectOk } from "../client/http.js";
 import { parseDurationSeconds } from "../config/duration.js";
 import { databasePath } from "../config/server.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
-import { type Command, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
+import { readInputText } from "../input-file.js";
+import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
-const ADMIN_OPTIONS: OptionSpec = {
-  "data-dir": { type: "string" },
-  "admin-socket": { type: "string" },
-  json: { type: "boolean" },
+const DATA_DIR: FlagSpec = {
+  type: "string",
+  value: "DIR",
+  description: "the data directory of the server to administer; its admin socket is DIR/admin.sock",
+  default: ".data",
+  env: "HALLMARK_DATA_DIR",
 };
-const ADMIN_USAGE = "[--data-dir DIR | --admin-socket PATH] [--json]";
+const ADMIN_OPTIONS: OptionSpec = {
+  "data-dir": DATA_DIR,
+  "admin-socket": { type: "string", value: "PATH", description: "the server's admin socket, when it is not in the data directory (beats --data-dir)" },
+  json: { type: "boolean", description: "print the answer as JSON" },
+};
+const SPIFFE_ID: FlagSpec = { type: "string", value: "ID", required: true, description: "the SPIFFE ID, spiffe://<trust domain>/<path>" };
 
 function dataDirOf(v: Record<string, unknown>): string {
-  return resolve(optionalString(v, "data-dir") ?? process.env.HALLMARK_DATA_DIR ?? ".data");
+  return resolve(optionalString(v, "data-dir") ?? (process.env[DATA_DIR.env!] || DATA_DIR.default!));
 }
 
 function socketOf(v: Record<string, unknown>): string {
@@ -26,7 +34,43 @@ function socketOf(v: Record<string, unknown>): string {
 }
 
 async function admin(v: Record<string, unknown>, method: string, path: string, body?: unknown): Promise<unknown> {
-  return expectOk(await adminRequest(socketOf(v), method, path, body));
+  const socket = socketOf(v);
+  let res: ApiResponse;
+  try {
+    res = await adminRequest(socket, method, path, body);
+  } catch (e) {
+    throw adminSocketError(e, socket);
+  }
+  return expectOk(res);
+}
+
+const POINT_AT_SERVER = "name the server's data directory with --data-dir DIR (or HALLMARK_DATA_DIR), or its socket with --admin-socket PATH";
+
+/** The three ways an admin socket fails an operator, each in words that say what to do. */
+function adminSocketError(e: unknown, socket: string): unknown {
+  // The errno stays the cause, so a caller can still tell these apart (audit verify's --offline hint).
+  const cause = (e as Error).cause as NodeJS.ErrnoException | undefined;
+  const errno = cause?.code;
+  switch (errno) {
+    case "ENOENT":
+    case "ENOTDIR":
+      return new HallmarkError("unavailable", `no admin socket at ${socket}: no server runs with this data directory; ${POINT_AT_SERVER}`, { cause });
+    case "ECONNREFUSED":
+      return new HallmarkError(
+        "unavailable",
+        `nothing answers on the admin socket ${socket}: the server has stopped (the socket file is left over); start it, or ${POINT_AT_SERVER}`,
+        { cause },
+      );
+    case "EACCES":
+    case "EPERM":
+      return new HallmarkError(
+        "admin_required",
+        `permission denied on the admin socket ${socket}: only the user the server runs as may administer it (the socket is mode 0600); run this as that user`,
+        { cause },
+      );
+    default:
+      return e;
+  }
 }
 
 function print(v: Record<string, unknown>, json: unknown, text: () => string): number {
@@ -53,8 +97,11 @@ export const adminCommands: Command[] = [
   {
     name: "token create",
     summary: "create a one-time join token for a SPIFFE ID",
-    usage: `hallmark token create --spiffe-id ID [--ttl 10m] ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, "spiffe-id": { type: "string" }, ttl: { type: "string" } },
+    options: {
+      "spiffe-id": { ...SPIFFE_ID, description: "the SPIFFE ID the node attesting with this token receives" },
+      ttl: { type: "string", value: "DURATION", description: "how long the token may be used (90s, 10m, 1h; at most the server's joinToken.maxTtl)", default: "10m" },
+      ...ADMIN_OPTIONS,
+    },
     async run(v) {
       const r = (await admin(v, "POST", "/admin/tokens", {
         spiffe_id: requireString(v, "spiffe-id"),
@@ -66,16 +113,17 @@ export const adminCommands: Command[] = [
   {
     name: "entry create",
     summary: "create a registration entry",
-    usage: `hallmark entry create --parent-id ID --spiffe-id ID [--selector type:value]... [--x509-ttl 1h] [--jwt-ttl 5m] [--dns NAME]... [--admin] ${ADMIN_USAGE}`,
     options: {
+      "parent-id": {
+        ...SPIFFE_ID,
+        description: "the node that may fetch this identity (its SPIFFE ID), or spiffe://<td>/hallmark/server for every node whose selectors include all of --selector",
+      },
+      "spiffe-id": { ...SPIFFE_ID, description: "the workload SPIFFE ID this entry issues (not under /hallmark, which is reserved)" },
+      selector: { type: "string", multiple: true, value: "TYPE:VALUE", description: "a selector the workload (or, under the server's ID, the node) must have, e.g. unix:uid:1000" },
+      "x509-ttl": { type: "string", value: "DURATION", description: "lifetime of X.509-SVIDs for this entry", default: "the server's svid.x509Ttl (1h), capped by svid.maxTtl" },
+      "jwt-ttl": { type: "string", value: "DURATION", description: "lifetime of JWT-SVIDs for this entry", default: "the server's svid.jwtTtl (5m), capped by svid.maxTtl" },
+      dns: { type: "string", multiple: true, value: "NAME", description: "a DNS name to add to the X.509-SVID's subject alternative names" },
       ...ADMIN_OPTIONS,
-      "parent-id": { type: "string" },
-      "spiffe-id": { type: "string" },
-      selector: { type: "string", multiple: true },
-      "x509-ttl": { type: "string" },
-      "jwt-ttl": { type: "string" },
-      dns: { type: "string", multiple: true },
-      admin: { type: "boolean" },
     },
     async run(v) {
       const x509 = optionalString(v, "x509-ttl");
@@ -87,7 +135,6 @@ export const adminCommands: Command[] = [
         ...(x509 ? { x509_ttl_seconds: seconds(x509, "x509-ttl") } : {}),
         ...(jwt ? { jwt_ttl_seconds: seconds(jwt, "jwt-ttl") } : {}),
         dns_names: stringList(v, "dns"),
-        admin: v.admin === true,
       })) as EntryJson;
       return print(v, e, () => entryLine(e));
     },
@@ -95,8 +142,11 @@ export const adminCommands: Command[] = [
   {
     name: "entry list",
     summary: "list registration entries",
-    usage: `hallmark entry list [--parent-id ID] [--spiffe-id ID] ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, "parent-id": { type: "string" }, "spiffe-id": { type: "string" } },
+    options: {
+      "parent-id": { type: "string", value: "ID", description: "only entries with this parent" },
+      "spiffe-id": { type: "string", value: "ID", description: "only entries for this SPIFFE ID" },
+      ...ADMIN_OPTIONS,
+    },
     async run(v) {
       const q = new URLSearchParams();
       const parent = optionalString(v, "parent-id");
@@ -110,8 +160,7 @@ export const adminCommands: Command[] = [
   {
     name: "entry delete",
     summary: "delete a registration entry",
-    usage: `hallmark entry delete --id ENTRY_ID ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, id: { type: "string" } },
+    options: { id: { type: "string", value: "ENTRY_ID", required: true, description: "the entry's id, as 'entry list' prints it" }, ...ADMIN_OPTIONS },
     async run(v) {
       const id = requireString(v, "id");
       await admin(v, "DELETE", `/admin/entries/${encodeURIComponent(id)}`);
@@ -121,7 +170,6 @@ export const adminCommands: Command[] = [
   {
     name: "node list",
     summary: "list attested nodes",
-    usage: `hallmark node list ${ADMIN_USAGE}`,
     options: ADMIN_OPTIONS,
     async run(v) {
       const r = (await admin(v, "GET", "/admin/nodes")) as {
@@ -140,8 +188,11 @@ export const adminCommands: Command[] = [
   {
     name: "bundle show",
     summary: "print the trust bundle as PEM or as a SPIFFE bundle (JWKS)",
-    usage: `hallmark bundle show [--format pem|spiffe] [--data-dir DIR | --admin-socket PATH]`,
-    options: { ...ADMIN_OPTIONS, format: { type: "string" } },
+    options: {
+      format: { type: "string", value: "pem|spiffe", description: "PEM certificates, or the SPIFFE bundle (JWKS) with the JWT keys too", default: "pem" },
+      "data-dir": DATA_DIR,
+      "admin-socket": ADMIN_OPTIONS["admin-socket"]!,
+    },
     async run(v) {
       const format = optionalString(v, "format") ?? "pem";
       if (format !== "pem" && format !== "spiffe") throw new UsageError("--format must be pem or spiffe");
@@ -153,8 +204,16 @@ export const adminCommands: Command[] = [
   {
     name: "ca rotate",
     summary: "rotate the X.509 CA or JWT key: prepare, activate, retire, or auto (the next due step)",
-    usage: `hallmark ca rotate [--kind x509|jwt] [--step prepare|activate|retire|auto] ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, kind: { type: "string" }, step: { type: "string" } },
+    options: {
+      kind: { type: "string", value: "x509|jwt", description: "which key: the X.509 CA or the JWT-SVID signing key", default: "x509" },
+      step: {
+        type: "string",
+        value: "STEP",
+        description: "prepare (a next key, published in the bundle), activate (sign with it), retire (drop the old key), or auto (whichever is due)",
+        default: "auto",
+      },
+      ...ADMIN_OPTIONS,
+    },
     async run(v) {
       const kind = optionalString(v, "kind") ?? "x509";
       const step = optionalString(v, "step") ?? "auto";
@@ -167,7 +226,6 @@ export const adminCommands: Command[] = [
   {
     name: "ca show",
     summary: "list CA and JWT keys with their rotation state",
-    usage: `hallmark ca show ${ADMIN_USAGE}`,
     options: ADMIN_OPTIONS,
     async run(v) {
       const r = (await admin(v, "GET", "/admin/ca/keys")) as { keys: Array<{ id: string; kind: string; status: string; notAfter?: string }> };
@@ -177,8 +235,18 @@ export const adminCommands: Command[] = [
   {
     name: "audit verify",
     summary: "verify the audit log's hash chain through the server, or with --offline read-only from its data directory",
-    usage: `hallmark audit verify [--checkpoint FILE] [--offline] ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, checkpoint: { type: "string" }, offline: { type: "boolean" } },
+    options: {
+      checkpoint: {
+        type: "string",
+        value: "FILE",
+        description: "also check that the head recorded in FILE by the previous run is still in place, then advance FILE (created on the first run; keep it off the server's host)",
+      },
+      offline: {
+        type: "boolean",
+        description: "verify without the server: open DIR/hallmark.db read-only (needs --data-dir, not --admin-socket)",
+      },
+      ...ADMIN_OPTIONS,
+    },
     async run(v) {
       const file = optionalString(v, "checkpoint");
       const previous = file ? readCheckpoint(file) : undefined;
@@ -207,8 +275,7 @@ function nodeCommand(verb: "evict" | "ban" | "unban", summary: string, done: str
   return {
     name: `node ${verb}`,
     summary,
-    usage: `hallmark node ${verb} --spiffe-id ID ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, "spiffe-id": { type: "string" } },
+    options: { "spiffe-id": { ...SPIFFE_ID, description: "the node's SPIFFE ID, as 'node list' prints it" }, ...ADMIN_OPTIONS },
     async run(v) {
       const id = requireString(v, "spiffe-id");
       await admin(v, "POST", `/admin/nodes/${verb}`, { spiffe_id: id });
@@ -232,9 +299,10 @@ async function verifyThroughServer(v: Record<string, unknown>, checkpoint: { seq
 /** A checkpoint file from an earlier `audit verify --checkpoint`; absent on the first run. */
 function readCheckpoint(file: string): { seq: number; hash: string } | undefined {
   if (!existsSync(file)) return undefined;
+  const text = readInputText(file, "--checkpoint");
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, "utf8"));
+    parsed = JSON.parse(text);
   } catch {
     throw new UsageError(`--checkpoint: ${file} is not a checkpoint written by 'hallmark audit verify'`);
   }

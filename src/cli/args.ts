@@ -1,33 +1,64 @@
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { parseArgs } from "node:util";
 
 /** A usage error: exit code 2 and one line, as scripts expect. */
 export class UsageError extends Error {
   override readonly name = "UsageError";
 }
 
-export type OptionSpec = NonNullable<ParseArgsConfig["options"]>;
+/**
+ * One flag, described once: the parser reads `type`/`multiple`, `--help` prints the rest, and the
+ * usage line is generated from it. Nothing about a flag is written anywhere else.
+ */
+export interface FlagSpec {
+  type: "string" | "boolean";
+  multiple?: boolean;
+  /** What the flag means, one sentence for `--help`. */
+  description: string;
+  /** Placeholder for the value in usage and help: DIR, ID, DURATION. */
+  value?: string;
+  /** Refused as a usage error when absent (checked by parseCommandArgs). */
+  required?: boolean;
+  /** What applies when the flag is absent, as the operator would write it. */
+  default?: string;
+  /** The environment variable read when the flag is absent. */
+  env?: string;
+}
+
+export type OptionSpec = Record<string, FlagSpec>;
+
+export type ArgValues = Record<string, string | boolean | string[] | undefined>;
 
 export interface Command {
   /** e.g. "token create" */
   name: string;
   summary: string;
-  usage: string;
   options: OptionSpec;
-  run(values: Record<string, string | boolean | string[] | undefined>): Promise<number>;
+  /** More lines for `--help` after the options (environment, notes), when a command has them. */
+  notes?: () => string[];
+  run(values: ArgValues): Promise<number>;
 }
 
-export function parseCommandArgs(cmd: Command, argv: string[]): Record<string, string | boolean | string[] | undefined> {
+export const HELP_FLAG: FlagSpec = { type: "boolean", description: "show this help" };
+
+export function parseCommandArgs(cmd: Command, argv: string[]): ArgValues {
+  let values: ArgValues;
   try {
-    const { values } = parseArgs({
-      args: argv,
-      options: { ...cmd.options, help: { type: "boolean", short: "h" } },
-      strict: true,
-      allowPositionals: false,
-    });
-    return values as Record<string, string | boolean | string[] | undefined>;
+    const options = Object.fromEntries(
+      Object.entries(cmd.options).map(([name, f]) => [name, { type: f.type, ...(f.multiple ? { multiple: true } : {}) }]),
+    );
+    values = parseArgs({ args: argv, options: { ...options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false })
+      .values as ArgValues;
   } catch (e) {
     throw new UsageError(`${(e as Error).message.split("\n")[0]} (see 'hallmark ${cmd.name} --help')`);
   }
+  if (values.help) return values;
+  for (const [name, f] of Object.entries(cmd.options)) {
+    const v = values[name];
+    if (f.required && (v === undefined || v === "" || (Array.isArray(v) && v.length === 0))) {
+      throw new UsageError(`--${name} is required (see 'hallmark ${cmd.name} --help')`);
+    }
+  }
+  return values;
 }
 
 export function requireString(values: Record<string, unknown>, name: string): string {

@@ -1,59 +1,96 @@
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { attest } from "../client/attest.js";
 import { writeFileAtomic, writeSvidFiles } from "../client/files.js";
+import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, createProducer } from "../client/producers.js";
 import { TrustBundle } from "../client/trust-bundle.js";
-import { type Command, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
+import { HallmarkError } from "../errors.js";
+import { readInputFile, readInputText } from "../input-file.js";
+import { pemBlocks } from "../pki/pem.js";
+import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
 const SERVER_OPTIONS: OptionSpec = {
-  server: { type: "string" },
-  "trust-bundle": { type: "string" },
-  "server-id": { type: "string" },
-  json: { type: "boolean" },
+  server: { type: "string", value: "URL", required: true, description: "the Hallmark server, https://HOST:PORT" },
+  "trust-bundle": { type: "string", value: "FILE", required: true, description: "PEM trust bundle the server's certificate must chain to ('hallmark bundle show', or bundle.pem from attest)" },
+  "server-id": {
+    type: "string",
+    value: "ID",
+    description: "the SPIFFE ID the server's certificate must carry as a URI SAN",
+    default: "any SPIFFE ID with the path /hallmark/server, in whichever trust domain the trust bundle certifies",
+  },
 };
-const NODE_OPTIONS: OptionSpec = { ...SERVER_OPTIONS, svid: { type: "string" }, key: { type: "string" }, out: { type: "string" } };
+const JSON_FLAG: FlagSpec = { type: "boolean", description: "print the result as JSON" };
+const OUT: FlagSpec = { type: "string", value: "DIR", required: true, description: "directory to write svid.pem (leaf first, then intermediates), svid.key (0600) and bundle.pem to" };
+const NODE_OPTIONS: OptionSpec = {
+  ...SERVER_OPTIONS,
+  svid: { type: "string", value: "FILE", required: true, description: "the node's SVID, the svid.pem attest or renew wrote" },
+  key: { type: "string", value: "FILE", required: true, description: "the node's private key, the svid.key written with that svid.pem" },
+};
+const WORKLOAD_ID: FlagSpec = { type: "string", value: "ID", description: "which entry's SPIFFE ID, when the node is entitled to several" };
 
-function readText(path: string, what: string): string {
+/** --server must be an https:// URL; a bare HOST:PORT is the usual slip, so say what was meant. */
+function serverUrl(v: Record<string, unknown>): string {
+  const raw = requireString(v, "server");
+  if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(raw)) throw new UsageError(`--server '${raw}' has no scheme: did you mean https://${raw}?`);
+  let url: URL;
   try {
-    return readFileSync(path, "utf8");
+    url = new URL(raw);
   } catch {
-    throw new UsageError(`cannot read ${what} '${path}'`);
+    throw new UsageError(`--server '${raw}' is not a URL (e.g. https://127.0.0.1:8443)`);
   }
+  if (url.protocol !== "https:") throw new UsageError(`--server must be https:// (the API is served only over TLS): did you mean https://${url.host}?`);
+  return raw;
+}
+
+/** The --trust-bundle file, refused up front when it holds no certificate (TLS would only say "unable to verify"). */
+function readTrustBundle(path: string): string {
+  const pem = readInputText(path, "--trust-bundle");
+  if (pemBlocks(pem).length === 0) {
+    throw new HallmarkError("bundle_malformed", `--trust-bundle ${path} holds no PEM certificate ('hallmark bundle show --format pem' writes one)`);
+  }
+  return pem;
 }
 
 function nodeClient(v: Record<string, unknown>): NodeClient {
-  return NodeClient.fromFiles(requireString(v, "server"), {
-    svid: requireString(v, "svid"),
-    key: requireString(v, "key"),
-    trustBundle: requireString(v, "trust-bundle"),
-    serverId: optionalString(v, "server-id"),
-  });
+  const server = serverUrl(v);
+  const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
+  const certPem = readInputText(svid, "--svid");
+  const keyPem = readInputText(key, "--key");
+  const trustBundlePem = readTrustBundle(bundle);
+  checkSvidKeyPair(certPem, keyPem, { svid: `--svid ${svid}`, key: `--key ${key}` });
+  return new NodeClient(server, { certPem, keyPem, trustBundlePem, serverId: optionalString(v, "server-id") }, bundle);
 }
 
 export const clientCommands: Command[] = [
   {
     name: "attest",
     summary: "attest this node and write its SVID (svid.pem, svid.key, bundle.pem) to --out",
-    usage:
-      "hallmark attest --server https://HOST:PORT [--trust-bundle bundle.pem] [--server-id ID] --out DIR\n" +
-      "       [--attestor join_token|tpm|aws_nitro|amd_sev_snp] [--join-token T] [--tpm SPEC] [--tpm-ek rsa2048|ecc-p256|ecc-p384] [--tpm-key-resident]\n" +
-      "       [--evidence-file F] [--evidence-cmd CMD] [--vcek F] [--json]",
     options: {
       ...SERVER_OPTIONS,
-      out: { type: "string" },
-      attestor: { type: "string" },
-      "join-token": { type: "string" },
-      tpm: { type: "string" },
-      "tpm-ek": { type: "string" },
-      "tpm-key-resident": { type: "boolean" },
-      "evidence-file": { type: "string" },
-      "evidence-cmd": { type: "string" },
-      vcek: { type: "string" },
+      "trust-bundle": {
+        ...SERVER_OPTIONS["trust-bundle"]!,
+        required: false,
+        default: "none: insecure bootstrap, the server is not authenticated and a warning says so",
+      },
+      out: OUT,
+      attestor: { type: "string", value: "TYPE", description: `the evidence to present: ${PRODUCER_TYPES().join(", ")}`, default: "join_token when --join-token is given" },
+      "join-token": { type: "string", value: "TOKEN", description: "the one-time token from 'hallmark token create' (join_token)" },
+      tpm: { type: "string", value: "SPEC", description: "the TPM: swtpm:host=H,port=P or a device such as /dev/tpmrm0 (tpm)" },
+      "tpm-ek": { type: "string", value: "EK", description: "which endorsement key: rsa2048, ecc-p256 or ecc-p384 (tpm)", default: "rsa2048" },
+      "tpm-key-resident": { type: "boolean", description: "create the SVID key inside the TPM; DIR/svid.tpmkey holds its TPM-wrapped blob (tpm)" },
+      "evidence-file": { type: "string", value: "FILE", description: "evidence made beforehand: a Nitro attestation document or an SEV-SNP report, raw or base64 (aws_nitro, amd_sev_snp)" },
+      "evidence-cmd": {
+        type: "string",
+        value: "CMD",
+        description: "a command that prints the evidence, given HALLMARK_NONCE_HEX, HALLMARK_PUBLIC_KEY_DER_B64 (and HALLMARK_REPORT_DATA_HEX for amd_sev_snp) (aws_nitro, amd_sev_snp)",
+      },
+      vcek: { type: "string", value: "FILE", description: "the VCEK or VLEK certificate, DER or PEM, to send with the report (amd_sev_snp)" },
+      json: JSON_FLAG,
     },
     async run(v) {
-      const server = requireString(v, "server");
+      const server = serverUrl(v);
       const out = requireString(v, "out");
       const bundlePath = optionalString(v, "trust-bundle");
       const joinToken = optionalString(v, "join-token");
@@ -62,6 +99,11 @@ export const clientCommands: Command[] = [
       if (!bundlePath) {
         console.error("warning: no --trust-bundle: the server is not authenticated (insecure bootstrap); the bundle it returns is trusted as is");
       }
+      const evidenceFile = optionalString(v, "evidence-file");
+      const vcekFile = optionalString(v, "vcek");
+      const trustBundlePem = bundlePath ? readTrustBundle(bundlePath) : undefined;
+      const evidence = evidenceFile ? readInputFile(evidenceFile, "--evidence-file") : undefined;
+      const vcek = vcekFile ? readInputFile(vcekFile, "--vcek") : undefined;
       let producer;
       try {
         producer = await createProducer({
@@ -70,14 +112,13 @@ export const clientCommands: Command[] = [
           tpm: optionalString(v, "tpm"),
           tpmEk: optionalString(v, "tpm-ek"),
           tpmKeyResident: v["tpm-key-resident"] === true,
-          evidenceFile: optionalString(v, "evidence-file"),
+          evidence,
           evidenceCmd: optionalString(v, "evidence-cmd"),
-          vcekFile: optionalString(v, "vcek"),
+          vcek,
         });
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
-      const trustBundlePem = bundlePath ? readText(bundlePath, "trust bundle") : undefined;
       const svid = await attest({ server, tls: { trustBundlePem, serverId: optionalString(v, "server-id") }, producer });
       writeSvidFiles(out, svid);
       // The server was authenticated with the given bundle: keep that file current too.
@@ -90,8 +131,7 @@ export const clientCommands: Command[] = [
   {
     name: "fetch x509",
     summary: "fetch an X.509-SVID for a registration entry of this node, over mutual TLS",
-    usage: "hallmark fetch x509 --server URL --svid DIR/svid.pem --key DIR/svid.key --trust-bundle bundle.pem [--spiffe-id ID] --out DIR [--json]",
-    options: { ...NODE_OPTIONS, "spiffe-id": { type: "string" } },
+    options: { ...NODE_OPTIONS, "spiffe-id": WORKLOAD_ID, out: OUT, json: JSON_FLAG },
     async run(v) {
       const out = requireString(v, "out");
       const client = nodeClient(v);
@@ -108,11 +148,15 @@ export const clientCommands: Command[] = [
   {
     name: "fetch jwt",
     summary: "fetch a JWT-SVID for an audience, over mutual TLS",
-    usage: "hallmark fetch jwt --server URL --svid DIR/svid.pem --key DIR/svid.key --trust-bundle bundle.pem --audience AUD... [--spiffe-id ID] [--out DIR] [--json]",
-    options: { ...NODE_OPTIONS, "spiffe-id": { type: "string" }, audience: { type: "string", multiple: true } },
+    options: {
+      ...NODE_OPTIONS,
+      audience: { type: "string", multiple: true, value: "AUD", required: true, description: "an audience the JWT-SVID is for (its aud claim)" },
+      "spiffe-id": WORKLOAD_ID,
+      out: { type: "string", value: "DIR", description: "also write the token to DIR/jwt_svid.token (mode 0600); it is printed either way" },
+      json: JSON_FLAG,
+    },
     async run(v) {
       const audience = stringList(v, "audience");
-      if (audience.length === 0) throw new UsageError("--audience is required");
       const client = nodeClient(v);
       try {
         const jwt = await client.fetchJwt(audience, optionalString(v, "spiffe-id"));
@@ -130,8 +174,7 @@ export const clientCommands: Command[] = [
   {
     name: "renew",
     summary: "renew a join-token node's SVID with the current one (hardware nodes attest again)",
-    usage: "hallmark renew --server URL --svid DIR/svid.pem --key DIR/svid.key --trust-bundle bundle.pem --out DIR [--json]",
-    options: NODE_OPTIONS,
+    options: { ...NODE_OPTIONS, out: OUT, json: JSON_FLAG },
     async run(v) {
       const out = requireString(v, "out");
       const client = nodeClient(v);

@@ -1,17 +1,41 @@
-import { loadServerConfig } from "../config/server.js";
+import { ENV_OVERRIDES, loadServerConfig, serverConfigSchema } from "../config/server.js";
 import { createLogger } from "../log.js";
+import { softHsmAutoInitNotice, softHsmAutoInitInUse } from "../server/dev-notice.js";
 import { type Command, optionalString } from "./args.js";
+
+/** The schema's own defaults, so help never states a default the server does not apply. */
+const DEFAULTS = serverConfigSchema.parse({});
+
+/** The environment variable that sets a config field (see ENV_OVERRIDES). */
+function envFor(field: string): string | undefined {
+  return Object.entries(ENV_OVERRIDES).find(([, f]) => f === field)?.[0];
+}
 
 export const serverCommand: Command = {
   name: "server",
   summary: "run the Hallmark server (HTTPS API + local admin socket)",
-  usage: "hallmark server [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--trust-domain TD]",
   options: {
-    config: { type: "string" },
-    "data-dir": { type: "string" },
-    listen: { type: "string" },
-    "trust-domain": { type: "string" },
+    config: { type: "string", value: "FILE", description: "YAML or JSON configuration file (see the README's configuration section)", default: "none: built-in defaults" },
+    "data-dir": {
+      type: "string",
+      value: "DIR",
+      description: "where the SQLite database, the admin socket and the development SoftHSM2 token live",
+      default: DEFAULTS.dataDir,
+      env: envFor("dataDir"),
+    },
+    listen: { type: "string", value: "HOST:PORT", description: "HTTPS address of the API (port 0: any free port)", default: DEFAULTS.listen, env: envFor("listen") },
+    "trust-domain": { type: "string", value: "TD", description: "the SPIFFE trust domain this server issues for", default: DEFAULTS.trustDomain, env: envFor("trustDomain") },
   },
+  notes: () => [
+    "A flag beats its environment variable, which beats the config file.",
+    "",
+    "environment:",
+    ...Object.entries(ENV_OVERRIDES).map(([env, field]) => `  ${env.padEnd(26)}  sets ${field}`),
+    `  ${DEFAULTS.hsm.pinEnv.padEnd(26)}  the HSM user PIN (the variable is hsm.pinEnv; or hsm.pinFile)`,
+    "",
+    `Without hsm.modulePath the server creates a SoftHSM2 token under DIR/softhsm with generated PINs:`,
+    "a development default, announced on stderr at start.",
+  ],
   async run(v) {
     const config = loadServerConfig({
       config: optionalString(v, "config"),
@@ -23,9 +47,9 @@ export const serverCommand: Command = {
     // Loaded only here: client and admin commands never load the PKCS#11 module or the database.
     const { startServer } = await import("../server/run.js");
     const server = await startServer(config, log);
-    console.error(`hallmark server listening on ${server.url} (admin socket ${server.adminSocket})`);
-    if (server.webBundleUrl) console.error(`hallmark federation bundle endpoint (https_web) at ${server.webBundleUrl}`);
-    await new Promise<void>((resolve) => {
+    // Handlers first: whoever reads the "listening" line may send SIGTERM at once, and an
+    // unhandled SIGTERM would kill the process without closing the store and the HSM.
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info({ signal }, "shutting down");
         resolve();
@@ -33,6 +57,10 @@ export const serverCommand: Command = {
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
     });
+    if (softHsmAutoInitInUse(config)) console.error(softHsmAutoInitNotice(config));
+    console.error(`hallmark server listening on ${server.url} (admin socket ${server.adminSocket})`);
+    if (server.webBundleUrl) console.error(`hallmark federation bundle endpoint (https_web) at ${server.webBundleUrl}`);
+    await stopped;
     await server.close();
     return 0;
   },

@@ -1,3 +1,4 @@
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { Agent, request as httpsRequest } from "node:https";
 import type { PeerCertificate } from "node:tls";
@@ -36,6 +37,7 @@ export class ApiClient {
     private tls: ServerTls,
   ) {
     if (baseUrl.protocol !== "https:") throw new HallmarkError("invalid_request", "the server URL must be https://");
+    if (tls.certPem !== undefined && tls.keyPem !== undefined) checkSvidKeyPair(tls.certPem, tls.keyPem);
     this.agent = newAgent(tls);
   }
 
@@ -61,6 +63,30 @@ export class ApiClient {
 
   close(): void {
     this.agent.destroy();
+  }
+}
+
+/**
+ * Checks a client SVID and its private key as a pair before any TLS: otherwise a wrong key comes
+ * out of OpenSSL as "key values mismatch", which tells an operator nothing. `names` say which
+ * files they came from (the CLI passes its flags and paths).
+ */
+export function checkSvidKeyPair(certPem: string, keyPem: string, names = { svid: "the SVID", key: "the key" }): void {
+  let cert: X509Certificate;
+  try {
+    // The first certificate of the PEM chain is the leaf, whose key this must be.
+    cert = new X509Certificate(certPem);
+  } catch {
+    throw new HallmarkError("svid_unreadable", `${names.svid} is not a PEM certificate (svid.pem, as attest writes it)`);
+  }
+  let matches: boolean;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(keyPem));
+  } catch {
+    throw new HallmarkError("svid_unreadable", `${names.key} is not a PEM private key (svid.key, as attest writes it)`);
+  }
+  if (!matches) {
+    throw new HallmarkError("svid_key_mismatch", `${names.key} is not the private key of ${names.svid}: give the svid.key written together with that svid.pem`);
   }
 }
 

@@ -1,5 +1,3 @@
-import { readFileSync } from "node:fs";
-import { HallmarkError } from "../errors.js";
 import { newClientKey } from "./csr.js";
 import { ApiClient, expectOk, type ServerTls } from "./http.js";
 import { TrustBundle } from "./trust-bundle.js";
@@ -22,26 +20,6 @@ export class NodeClient {
   /** The bundle this client trusts now: the one it was given, or a newer one the server sent. */
   get trustBundlePem(): string {
     return this.trust.pem;
-  }
-
-  static fromFiles(server: string, files: { svid: string; key: string; trustBundle: string; serverId?: string | undefined }): NodeClient {
-    const read = (p: string, what: string) => {
-      try {
-        return readFileSync(p, "utf8");
-      } catch {
-        throw new HallmarkError("invalid_request", `cannot read ${what} ${p}`);
-      }
-    };
-    return new NodeClient(
-      server,
-      {
-        certPem: read(files.svid, "SVID"),
-        keyPem: read(files.key, "key"),
-        trustBundlePem: read(files.trustBundle, "trust bundle"),
-        serverId: files.serverId,
-      },
-      files.trustBundle,
-    );
   }
 
   async fetchX509(spiffeId?: string) {

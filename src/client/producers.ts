@@ -1,7 +1,4 @@
 import type { EvidenceProducer } from "../attestors/types.js";
-import { createSnpEvidenceProducer } from "../attestors/amd-sev-snp/producer.js";
-import { createNitroEvidenceProducer } from "../attestors/aws-nitro/producer.js";
-import { createTpmEvidenceProducer } from "../attestors/tpm/producer.js";
 import { joinTokenProducer } from "./attest.js";
 
 /** Options of `hallmark attest` that choose and configure an evidence producer. */
@@ -11,25 +8,30 @@ export interface ProducerOptions {
   tpm?: string | undefined;
   tpmEk?: string | undefined;
   tpmKeyResident?: boolean | undefined;
-  evidenceFile?: string | undefined;
+  /** Evidence made beforehand (--evidence-file), read by the caller. */
+  evidence?: Buffer | undefined;
   evidenceCmd?: string | undefined;
-  vcekFile?: string | undefined;
+  vcek?: Buffer | undefined;
 }
 
-/** One table: attestor type → how the client side gathers its evidence. */
+/**
+ * One table: attestor type → how the client side gathers its evidence. Each producer is imported
+ * when chosen: every `hallmark` command loads this table, and the TPM code alone doubles the
+ * CLI's start-up time.
+ */
 const PRODUCERS: Record<string, (o: ProducerOptions) => Promise<EvidenceProducer>> = {
   join_token: async (o) => {
     if (!o.joinToken) throw new Error("--join-token is required for the join_token attestor");
     return joinTokenProducer(o.joinToken);
   },
-  aws_nitro: async (o) => createNitroEvidenceProducer({ documentFile: o.evidenceFile, evidenceCmd: o.evidenceCmd }),
+  aws_nitro: async (o) => (await import("../attestors/aws-nitro/producer.js")).createNitroEvidenceProducer({ document: o.evidence, evidenceCmd: o.evidenceCmd }),
   tpm: async (o) => {
     if (!o.tpm) throw new Error("--tpm is required for the tpm attestor (swtpm:host=H,port=P or /dev/tpmrm0)");
     const ek = o.tpmEk ?? "rsa2048";
     if (ek !== "rsa2048" && ek !== "ecc-p256" && ek !== "ecc-p384") throw new Error("--tpm-ek must be rsa2048, ecc-p256 or ecc-p384");
-    return createTpmEvidenceProducer({ tpm: o.tpm, ek, keyResident: o.tpmKeyResident });
+    return (await import("../attestors/tpm/producer.js")).createTpmEvidenceProducer({ tpm: o.tpm, ek, keyResident: o.tpmKeyResident });
   },
-  amd_sev_snp: async (o) => createSnpEvidenceProducer({ reportFile: o.evidenceFile, evidenceCmd: o.evidenceCmd, vcekFile: o.vcekFile }),
+  amd_sev_snp: async (o) => (await import("../attestors/amd-sev-snp/producer.js")).createSnpEvidenceProducer({ report: o.evidence, evidenceCmd: o.evidenceCmd, vcek: o.vcek }),
 };
 
 export const PRODUCER_TYPES = (): string[] => Object.keys(PRODUCERS);

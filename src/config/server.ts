@@ -1,8 +1,8 @@
-import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { HallmarkError } from "../errors.js";
+import { readInputText } from "../input-file.js";
 import { DNS_NAME, ipAddressBytes } from "../pki/subject-names.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { durationSeconds } from "./duration.js";
@@ -183,22 +183,27 @@ export interface ServerFlags {
   trustDomain?: string | undefined;
 }
 
-/** Environment overrides: a flag beats the environment, which beats the file. */
-const ENV_OVERRIDES: ReadonlyArray<[string, (raw: Record<string, unknown>, v: string) => void]> = [
-  ["HALLMARK_TRUST_DOMAIN", (r, v) => (r.trustDomain = v)],
-  ["HALLMARK_DATA_DIR", (r, v) => (r.dataDir = v)],
-  ["HALLMARK_LISTEN", (r, v) => (r.listen = v)],
-  ["HALLMARK_LOG_LEVEL", (r, v) => (r.log = { ...(r.log as object), level: v })],
-  ["HALLMARK_HSM_MODULE", (r, v) => (r.hsm = { ...(r.hsm as object), modulePath: v })],
-  ["HALLMARK_HSM_TOKEN_LABEL", (r, v) => (r.hsm = { ...(r.hsm as object), tokenLabel: v })],
-];
+/**
+ * Environment overrides, each by the config field it sets (a flag beats the environment, which
+ * beats the file). Exported so `hallmark server --help` lists exactly these.
+ */
+export const ENV_OVERRIDES: Readonly<Record<string, string>> = {
+  HALLMARK_TRUST_DOMAIN: "trustDomain",
+  HALLMARK_DATA_DIR: "dataDir",
+  HALLMARK_LISTEN: "listen",
+  HALLMARK_LOG_LEVEL: "log.level",
+  HALLMARK_HSM_MODULE: "hsm.modulePath",
+  HALLMARK_HSM_TOKEN_LABEL: "hsm.tokenLabel",
+};
 
 export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const source = flags.config ?? "config";
   const raw: Record<string, unknown> = flags.config ? readConfigFile(flags.config) : {};
-  for (const [name, apply] of ENV_OVERRIDES) {
+  for (const [name, field] of Object.entries(ENV_OVERRIDES)) {
     const v = env[name];
-    if (v !== undefined && v !== "") apply(raw, v);
+    if (v === undefined || v === "") continue;
+    const [section, key] = field.split(".") as [string, string | undefined];
+    raw[section] = key ? { ...(raw[section] as object), [key]: v } : v;
   }
   if (flags.dataDir !== undefined) raw.dataDir = flags.dataDir;
   if (flags.listen !== undefined) raw.listen = flags.listen;
@@ -221,12 +226,7 @@ export function databasePath(config: Pick<ServerConfig, "dataDir">): string {
 
 /** Reads a YAML or JSON config file (JSON is YAML) into a plain object. */
 export function readConfigFile(path: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch {
-    throw new HallmarkError("config_invalid", `${path}: cannot be read`);
-  }
+  const text = readInputText(path, "--config");
   let value: unknown;
   try {
     value = parseYaml(text, { maxAliasCount: 100 });

@@ -9,6 +9,7 @@ import { HallmarkError } from "../errors.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { findSoftHsmModule } from "../hsm/softhsm.js";
+import { SOFTHSM_AUTO_INIT_LOG, softHsmAutoInitInUse } from "./dev-notice.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
 import { checkAuditTail } from "../service/audit-tail-check.js";
@@ -152,13 +153,10 @@ async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise
   const hsm = config.hsm;
   let modulePath = hsm.modulePath;
   let pin: string | undefined = hsm.pinFile ? readSecretFile(hsm.pinFile, "hsm.pinFile") : process.env[hsm.pinEnv] || undefined;
-  if (!modulePath && hsm.softhsmAutoInit) {
+  if (softHsmAutoInitInUse(config)) {
     const token = await openDevSoftHsmToken({ dataDir: config.dataDir, tokenLabel: hsm.tokenLabel, pin, caKeys: store.caKeys });
     ({ modulePath, pin } = token);
-    log.warn(
-      { tokenDir: token.dir },
-      "DEVELOPMENT DEFAULT: CA keys are in a SoftHSM2 token under the data directory, with its PIN beside it; configure hsm.modulePath and hsm.pinFile for a real HSM",
-    );
+    log.warn({ tokenDir: token.dir }, SOFTHSM_AUTO_INIT_LOG);
   }
   modulePath ??= findSoftHsmModule();
   if (!pin) {

@@ -31,7 +31,6 @@ export interface NewEntry {
   x509SvidTtlSeconds?: number | undefined;
   jwtSvidTtlSeconds?: number | undefined;
   dnsNames?: string[] | undefined;
-  admin?: boolean | undefined;
 }
 
 /** Administration, reached only through the local admin socket. Every change is audited. */
@@ -74,7 +73,7 @@ export class AdminService {
       x509SvidTtlSeconds: input.x509SvidTtlSeconds,
       jwtSvidTtlSeconds: input.jwtSvidTtlSeconds,
       dnsNames: input.dnsNames ?? [],
-      admin: input.admin ?? false,
+      admin: false,
       createdAt: this.deps.clock(),
     };
     await this.deps.store.entries.create(entry);

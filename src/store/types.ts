@@ -67,7 +67,10 @@ export interface EntryRecord {
   x509SvidTtlSeconds?: number | undefined;
   jwtSvidTtlSeconds?: number | undefined;
   dnsNames: string[];
-  /** Workloads with this identity may call the admin API over mTLS. */
+  /**
+   * Reserved for an admin API over mTLS that does not exist: nothing grants anything on it, so
+   * nothing sets it (always false; the column stays so no migration is needed to bring it back).
+   */
   admin: boolean;
   createdAt: Date;
 }

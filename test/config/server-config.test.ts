@@ -50,7 +50,7 @@ describe("server configuration", () => {
   });
 
   it("refuses unreadable, non-YAML and non-mapping files in one line", () => {
-    expect(() => loadServerConfig({ config: join(dir.path, "missing.yaml") }, {})).toThrowError(/cannot be read/);
+    expect(() => loadServerConfig({ config: join(dir.path, "missing.yaml") }, {})).toThrowError(/^--config: cannot read .*missing.yaml: no such file$/);
     expect(() => loadServerConfig({ config: file("x.yaml", "a: [1, 2\n") }, {})).toThrowError(/not valid YAML or JSON/);
     expect(() => loadServerConfig({ config: file("y.yaml", "- 1\n- 2\n") }, {})).toThrowError(/must be a mapping/);
   });

@@ -52,8 +52,11 @@ async function admit(name: string, bundlePem: string): Promise<{ dir: string; bu
   return { dir, bundleFile, svid };
 }
 
+/** A node client over the files on disk, as `hallmark fetch` builds one: the bundle file is kept current by the client. */
 function clientFor(node: { dir: string; bundleFile: string }): NodeClient {
-  return NodeClient.fromFiles(server.url, { svid: join(node.dir, "svid.pem"), key: join(node.dir, "svid.key"), trustBundle: node.bundleFile });
+  const read = (name: string) => readFileSync(join(node.dir, name), "utf8");
+  const tls = { certPem: read("svid.pem"), keyPem: read("svid.key"), trustBundlePem: readFileSync(node.bundleFile, "utf8") };
+  return new NodeClient(server.url, tls, node.bundleFile);
 }
 
 it("keeps clients working through prepare, activate and retire without a hand-refreshed bundle", { timeout: 90_000 }, async () => {
@@ -120,7 +123,7 @@ it("keeps clients working through prepare, activate and retire without a hand-re
   // A client whose bundle holds only the retired root cannot verify the server, and is told why.
   const retiredOnly = join(files.path, "retired-only.pem");
   writeFileSync(retiredOnly, firstBundle);
-  const lost = NodeClient.fromFiles(server.url, { svid: join(busy.dir, "svid.pem"), key: join(busy.dir, "svid.key"), trustBundle: retiredOnly });
+  const lost = clientFor({ dir: busy.dir, bundleFile: retiredOnly });
   try {
     const e = await lost.fetchX509("spiffe://example.org/busy/web").catch((err: unknown) => err);
     expect(isHallmarkError(e) && e.code).toBe("server_untrusted");

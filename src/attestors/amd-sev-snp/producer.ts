@@ -13,17 +13,17 @@ const VLEK_GUID = "a8074bc2-a25a-483e-aae6-39c045a0b8a1";
 /**
  * The guest side. report_data = SHA-512(domain || 0 || nonce || SHA-256(SPKI)); the report comes
  * from the Linux configfs-tsm interface when present (inblob in, outblob and auxblob out), else
- * from `evidenceCmd` (given HALLMARK_REPORT_DATA_HEX) or a file. The VCEK comes from the auxblob
- * certificate table, or `vcekFile`.
+ * from `evidenceCmd` (given HALLMARK_REPORT_DATA_HEX) or a report made beforehand. The VCEK comes
+ * from the auxblob certificate table, or `vcek`.
  */
 export function createSnpEvidenceProducer(o: {
-  reportFile?: string | undefined;
+  report?: Buffer | undefined;
   evidenceCmd?: string | undefined;
-  vcekFile?: string | undefined;
+  vcek?: Buffer | undefined;
   configfsTsmPath?: string | undefined;
 }): EvidenceProducer {
   const tsm = o.configfsTsmPath ?? CONFIGFS_TSM;
-  if (!o.reportFile && !o.evidenceCmd && !existsSync(tsm)) {
+  if (!o.report && !o.evidenceCmd && !existsSync(tsm)) {
     throw new Error(`amd_sev_snp needs ${CONFIGFS_TSM} (a SEV-SNP guest), --evidence-cmd CMD or --evidence-file FILE`);
   }
   return {
@@ -33,9 +33,9 @@ export function createSnpEvidenceProducer(o: {
       let report: Buffer;
       let vcek: Buffer | undefined;
       if (o.evidenceCmd) report = await runEvidenceCommand(o.evidenceCmd, { nonce, spki, reportDataHex: reportData.toString("hex") });
-      else if (o.reportFile) report = readFileSync(o.reportFile);
+      else if (o.report) report = o.report;
       else ({ report, vcek } = configfsReport(tsm, reportData));
-      if (o.vcekFile) vcek = readFileSync(o.vcekFile);
+      if (o.vcek) vcek = o.vcek;
       if (report.length !== 1184 && /^[A-Za-z0-9+/=\s]+$/.test(report.toString("ascii"))) report = Buffer.from(report.toString("ascii").trim(), "base64");
       return { report: report.toString("base64"), ...(vcek ? { vcek: vcek.toString("base64") } : {}) };
     },

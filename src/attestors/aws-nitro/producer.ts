@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HallmarkError } from "../../errors.js";
@@ -10,14 +10,14 @@ import type { EvidenceProducer } from "../types.js";
  * own NSM tooling: `evidenceCmd` runs with the session nonce and the DER SPKI of the key to
  * certify, as environment variables (HALLMARK_NONCE_HEX, HALLMARK_PUBLIC_KEY_DER_B64) and as
  * files (HALLMARK_NONCE_FILE, HALLMARK_PUBLIC_KEY_FILE), and prints the COSE_Sign1 document on
- * stdout, raw or base64. `documentFile` reads a document made beforehand (its nonce must match).
+ * stdout, raw or base64. `document` is a document made beforehand (its nonce must match).
  */
-export function createNitroEvidenceProducer(o: { documentFile?: string | undefined; evidenceCmd?: string | undefined }): EvidenceProducer {
-  if (!o.documentFile && !o.evidenceCmd) throw new Error("aws_nitro needs --evidence-cmd CMD or --evidence-file FILE");
+export function createNitroEvidenceProducer(o: { document?: Buffer | undefined; evidenceCmd?: string | undefined }): EvidenceProducer {
+  if (!o.document && !o.evidenceCmd) throw new Error("aws_nitro needs --evidence-cmd CMD or --evidence-file FILE");
   return {
     type: "aws_nitro",
     async evidence({ nonce, spki }) {
-      const bytes = o.evidenceCmd ? await runEvidenceCommand(o.evidenceCmd, { nonce, spki }) : readFileSync(o.documentFile!);
+      const bytes = o.evidenceCmd ? await runEvidenceCommand(o.evidenceCmd, { nonce, spki }) : o.document!;
       return { document: asBase64Document(bytes) };
     },
   };
