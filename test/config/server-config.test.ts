@@ -19,7 +19,7 @@ describe("server configuration", () => {
     expect(c.trustDomain).toBe("example.org");
     expect(c.listen).toBe("127.0.0.1:8443");
     expect(c.hsm.softhsmAutoInit).toBe(true);
-    expect(c.svid).toEqual({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, maxTtl: 86400 });
+    expect(c.svid).toEqual({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, maxTtl: 86400, nodeRenewalOverlap: 30 });
   });
 
   it("reads YAML and JSON, lets the environment override the file and flags override both", () => {

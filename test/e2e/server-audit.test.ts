@@ -99,6 +99,6 @@ describe("audit of what the server does on its own", () => {
     expect((await awaitRecords("issue_server_svid", 3)).length).toBeGreaterThanOrEqual(3);
     const verify = await runCli(["audit", "verify", "--data-dir", server.dataDir]);
     expect(verify.code).toBe(0);
-    expect(verify.stdout).toMatch(/^audit log intact/);
+    expect(verify.stdout).toMatch(/^audit log intact/m);
   });
 });
