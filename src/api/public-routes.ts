@@ -3,10 +3,12 @@ import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
 import type { NodeIssuanceService } from "../service/node-issuance.js";
+import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import { pemChain } from "../pki/pem.js";
 import { parseBody } from "./problem.js";
 import { peerSpiffeId } from "./peer.js";
+import { rateLimitHook } from "./rate-limit.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
 export interface PublicRouteDeps extends WellKnownRouteDeps {
@@ -15,6 +17,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
   ca: CaAdministration;
   metrics: Metrics;
   ready: () => boolean;
+  /** The per-address limit of the anonymous attestation endpoints; none in in-process tests. */
+  attestRateLimit?: AnonymousRateLimit | undefined;
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
@@ -51,17 +55,19 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   });
   app.get("/metrics", async (_req, reply) => reply.type("text/plain; version=0.0.4").send(deps.metrics.render()));
 
-  app.post("/v1/attest/sessions", async (req, reply) => {
+  // Anonymous and writing to the store: rate-limited per address.
+  const anonymous = deps.attestRateLimit ? { onRequest: rateLimitHook(deps.attestRateLimit) } : {};
+  app.post("/v1/attest/sessions", anonymous, async (req, reply) => {
     const body = parseBody(openSessionBody, req.body);
     const s = await deps.attestation.openSession(body.attestor);
     return reply.code(201).send({ session_id: s.sessionId, nonce: s.nonce.toString("base64"), expires_at: s.expiresAt.toISOString() });
   });
-  app.post("/v1/attest/sessions/:id/evidence", async (req) => {
+  app.post("/v1/attest/sessions/:id/evidence", anonymous, async (req) => {
     const { id } = parseBody(params, req.params);
     const body = parseBody(evidenceBody, req.body);
     return outcomeBody(await deps.attestation.submitEvidence(id, { csr: body.csr, evidence: body.evidence }, actorOf(req.ip)));
   });
-  app.post("/v1/attest/sessions/:id/answer", async (req) => {
+  app.post("/v1/attest/sessions/:id/answer", anonymous, async (req) => {
     const { id } = parseBody(params, req.params);
     const body = parseBody(answerBody, req.body);
     return outcomeBody(await deps.attestation.answer(id, body.response, actorOf(req.ip)));

@@ -16,9 +16,12 @@ import { openCertificateAuthority } from "../service/ca-adapter.js";
 import { type Clock, systemClock } from "../service/clock.js";
 import { Metrics } from "../service/metrics.js";
 import { NodeIssuanceService } from "../service/node-issuance.js";
+import { purgeExpired } from "../service/purge.js";
+import { AnonymousRateLimit } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
+import { startIntervalTask } from "./interval-task.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { generatedSecretFile, readSecretFile } from "./secrets.js";
 import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
@@ -89,9 +92,23 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     let ready = false;
     let boundUrl = `https://${config.listen}`;
     const issuerUrl = () => config.jwt.issuer ?? boundUrl;
+    const limits = config.limits;
+    const attestRateLimit = new AnonymousRateLimit({
+      perSecond: limits.attestRate.perSecond,
+      burst: limits.attestRate.burst,
+      maxKeys: limits.attestRate.trackedAddresses,
+      audit,
+      metrics,
+      clock,
+    });
+    // Registered before the app's closer, so they stop after it: the last refusals are summarised.
+    const summaries = startIntervalTask("rate-limit audit summary", limits.rateLimitAuditInterval, () => attestRateLimit.flush(), log, { finalRun: true });
+    closers.push(() => summaries.stop());
+    const purge = startIntervalTask("purge expired sessions and join tokens", limits.purgeInterval, () => purgeExpired(store, clock()), log);
+    closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
-      { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
-      { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl },
+      { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },
+      { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl, attestRateLimit },
     );
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca });
@@ -104,7 +121,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(async () => tls.stop());
     let webBundleUrl: string | undefined;
     if (config.federation.bundleEndpoint) {
-      const web = await startWebBundleEndpoint(config.federation.bundleEndpoint, { ca, issuerUrl, log, clock });
+      const web = await startWebBundleEndpoint(config.federation.bundleEndpoint, { ca, issuerUrl, log, clock, limits });
       closers.push(() => web.close());
       webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
     }

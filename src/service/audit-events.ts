@@ -9,4 +9,6 @@ export const AUDIT_EVENTS = {
   entryDelete: "entry_delete",
   nodeEvict: "node_evict",
   caRotate: "ca_rotate",
+  /** Requests refused by the anonymous rate limit, counted per address and window (src/service/rate-limit.ts). */
+  rateLimitedSummary: "rate_limited_summary",
 } as const;
