@@ -23,8 +23,9 @@ export class TokenBuckets {
   take(key: string): TakeResult {
     const now = this.o.now?.() ?? Date.now();
     const b = this.buckets.get(key);
+    // A clock stepped back (NTP) refills nothing and must not drain the bucket either.
     const bucket: Bucket = b
-      ? { tokens: Math.min(this.o.burst, b.tokens + ((now - b.at) / 1000) * this.o.perSecond), at: now }
+      ? { tokens: Math.min(this.o.burst, b.tokens + (Math.max(0, now - b.at) / 1000) * this.o.perSecond), at: Math.max(b.at, now) }
       : { tokens: this.o.burst, at: now };
     this.buckets.delete(key);
     this.buckets.set(key, bucket);

@@ -14,6 +14,14 @@ describe("TokenBuckets", () => {
     expect([1, 2, 3, 4].map(() => b.take("a").ok)).toEqual([true, true, true, false]);
   });
 
+  it("neither drains nor refills when the clock steps back", () => {
+    let ms = 10_000_000;
+    const b = new TokenBuckets({ perSecond: 1000, burst: 2, maxKeys: 10, now: () => ms });
+    expect(b.take("a").ok).toBe(true);
+    ms -= 3_600_000;
+    expect([1, 2].map(() => b.take("a").ok)).toEqual([true, false]);
+  });
+
   it("never remembers more than maxKeys addresses, forgetting the least recently seen", () => {
     const ms = 0;
     const b = new TokenBuckets({ perSecond: 0.001, burst: 1, maxKeys: 100, now: () => ms });
