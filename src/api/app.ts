@@ -1,6 +1,9 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
+import type { ServerLimits } from "../config/server.js";
+import type { Metrics } from "../service/metrics.js";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
+import { applyConnectionLimits } from "./connection-limits.js";
 import { problemServerOptions, registerProblemHandlers } from "./problem.js";
 import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
 import { TLS_POLICY } from "./tls-policy.js";
@@ -18,6 +21,9 @@ export interface PublicAppOptions {
   bodyLimit: number;
   /** Omit only for in-process tests with app.inject (no TLS, so no mTLS endpoints). */
   tls?: TlsMaterial;
+  /** Deadlines and connection caps of the listener (src/api/connection-limits.ts). */
+  limits?: ServerLimits;
+  metrics?: Metrics;
 }
 
 /**
@@ -35,6 +41,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
     ...(opts.tls
       ? {
           https: {
+            ...handshakeDeadline(opts.limits),
             key: opts.tls.key,
             cert: opts.tls.cert,
             ca: opts.tls.ca,
@@ -45,9 +52,15 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
         }
       : {}),
   });
+  if (opts.limits) applyConnectionLimits(app.server, opts.limits, opts.metrics);
   registerProblemHandlers(app, opts.log);
   await app.register(publicRoutes, deps);
   return app;
+}
+
+/** Node's default TLS handshake deadline is 120 s; ours is absolute however slowly the bytes arrive. */
+function handshakeDeadline(limits: ServerLimits | undefined): { handshakeTimeout?: number } {
+  return limits ? { handshakeTimeout: limits.handshakeTimeout * 1000 } : {};
 }
 
 export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps): Promise<FastifyInstance> {
@@ -66,15 +79,19 @@ export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps)
  * The https_web federation bundle endpoint: only the well-known documents, over TLS with a Web PKI
  * certificate and no client authentication (SPIFFE Federation §5.2.1.3).
  */
-export async function buildWebBundleApp(opts: { log: Logger; tls: { key: string; cert: string } }, deps: WellKnownRouteDeps): Promise<FastifyInstance> {
+export async function buildWebBundleApp(
+  opts: { log: Logger; tls: { key: string; cert: string }; limits?: ServerLimits },
+  deps: WellKnownRouteDeps,
+): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: opts.log as FastifyBaseLogger,
     disableRequestLogging: true,
     bodyLimit: 1024,
     return503OnClosing: true,
     ...problemServerOptions(opts.log),
-    https: { key: opts.tls.key, cert: opts.tls.cert, ...TLS_POLICY },
+    https: { ...handshakeDeadline(opts.limits), key: opts.tls.key, cert: opts.tls.cert, ...TLS_POLICY },
   });
+  if (opts.limits) applyConnectionLimits(app.server, opts.limits);
   registerProblemHandlers(app, opts.log);
   await app.register(wellKnownRoutes, deps);
   return app;

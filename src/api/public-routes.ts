@@ -3,10 +3,12 @@ import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
 import type { NodeIssuanceService } from "../service/node-issuance.js";
+import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import { pemChain } from "../pki/pem.js";
 import { serveOpenApi } from "./openapi.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
+import { rateLimitHook } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, wellKnownRoutes } from "./well-known-routes.js";
 import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
@@ -17,6 +19,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
   ca: CaAdministration;
   metrics: Metrics;
   ready: () => boolean;
+  /** The per-address limit of the anonymous attestation endpoints; none in in-process tests. */
+  attestRateLimit?: AnonymousRateLimit | undefined;
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
@@ -214,16 +218,18 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   });
   registerRoute(app, R.metrics, async (_in, _c, _req, reply) => reply.type("text/plain; version=0.0.4").send(deps.metrics.render()));
 
+  // Anonymous and writing to the store: rate-limited per address.
+  const anonymous = deps.attestRateLimit ? { onRequest: rateLimitHook(deps.attestRateLimit) } : {};
   registerRoute(app, R.openSession, async ({ body }, _c, _req, reply) => {
     const s = await deps.attestation.openSession(body.attestor);
     reply.code(201);
     return { session_id: s.sessionId, nonce: s.nonce.toString("base64"), expires_at: s.expiresAt.toISOString() };
-  });
+  }, undefined, anonymous);
   registerRoute(app, R.submitEvidence, async ({ params, body }, _c, req) =>
-    outcomeBody(await deps.attestation.submitEvidence(params.id, { csr: body.csr, evidence: body.evidence }, actorOf(req.ip))),
+    outcomeBody(await deps.attestation.submitEvidence(params.id, { csr: body.csr, evidence: body.evidence }, actorOf(req.ip))), undefined, anonymous,
   );
   registerRoute(app, R.answerChallenge, async ({ params, body }, _c, req) =>
-    outcomeBody(await deps.attestation.answer(params.id, body.response, actorOf(req.ip))),
+    outcomeBody(await deps.attestation.answer(params.id, body.response, actorOf(req.ip))), undefined, anonymous,
   );
 
   // Node endpoints: mutual TLS with the node's SVID. Every answer carries the current bundle, so a

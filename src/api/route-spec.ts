@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from "fastify";
 import type { z } from "zod";
 import type { CORE_ERRORS } from "../core-errors.js";
 import { parseBody } from "./problem.js";
@@ -69,11 +69,14 @@ export function registerRoute<S extends RouteSpec, C = undefined>(
   spec: S,
   handler: RouteHandler<S, C>,
   authenticate?: (req: FastifyRequest, reply: FastifyReply) => Promise<C>,
+  /** Hooks that run before the body is read (the anonymous rate limit). */
+  hooks: Pick<RouteOptions, "onRequest"> = {},
 ): void {
   if ((spec.caller === "node") !== (authenticate !== undefined)) {
     throw new Error(`route ${spec.operationId}: a node route needs an authenticator, and only a node route takes one`);
   }
   app.route({
+    ...hooks,
     method: spec.method,
     url: spec.url,
     handler: async (req, reply) => {

@@ -20,6 +20,20 @@ const trustDomain = z.string().superRefine((v, ctx) => {
   }
 });
 
+/** Safe defaults of `limits` (durations in seconds); the README's configuration section explains them. */
+const LIMIT_DEFAULTS = {
+  handshakeTimeout: 10,
+  headersTimeout: 10,
+  requestTimeout: 30,
+  idleTimeout: 15,
+  maxConnections: 2048,
+  maxConnectionsPerAddress: 64,
+  maxHeadersCount: 64,
+  attestRate: { perSecond: 10, burst: 40, trackedAddresses: 100_000 },
+  rateLimitAuditInterval: 60,
+  purgeInterval: 60,
+};
+
 export const serverConfigSchema = z
   .object({
     trustDomain: trustDomain.default("example.org"),
@@ -167,6 +181,49 @@ export const serverConfigSchema = z
       })
       .strict()
       .default({ tailCheckRecords: 1000 }),
+    /**
+     * What one anonymous caller may hold or spend. Every public connection is bounded in time and
+     * in number, so that slow or many connections cannot exhaust file descriptors and memory, and
+     * the anonymous attestation endpoints are rate-limited per address, so that one caller cannot
+     * grow the database or the audit log without limit.
+     */
+    limits: z
+      .object({
+        /** A TLS handshake must finish within this, however slowly its bytes arrive. */
+        handshakeTimeout: durationSeconds.default(LIMIT_DEFAULTS.handshakeTimeout),
+        /** A request's headers must all arrive within this of its first byte. */
+        headersTimeout: durationSeconds.default(LIMIT_DEFAULTS.headersTimeout),
+        /** A whole request, body included, must arrive within this (256 KiB at 10 KB/s fits). */
+        requestTimeout: durationSeconds.default(LIMIT_DEFAULTS.requestTimeout),
+        /** A connection silent this long is closed: before its first request, between keep-alive requests, or stalled. */
+        idleTimeout: durationSeconds.default(LIMIT_DEFAULTS.idleTimeout),
+        /** Open connections in all; measured at 60-100 KB of memory each (TLS, with mTLS issuance). */
+        maxConnections: z.number().int().min(1).max(1_000_000).default(LIMIT_DEFAULTS.maxConnections),
+        /** Open connections from one IPv4 address or one IPv6 /64; raise it for nodes behind one NAT. */
+        maxConnectionsPerAddress: z.number().int().min(1).max(1_000_000).default(LIMIT_DEFAULTS.maxConnectionsPerAddress),
+        maxHeadersCount: z.number().int().min(8).max(2000).default(LIMIT_DEFAULTS.maxHeadersCount),
+        /**
+         * Token bucket per address for POST /v1/attest/sessions, …/evidence and …/answer: `burst`
+         * requests at once, refilled at `perSecond`. One attestation takes two or three requests.
+         * Refusals are 429 rate_limited with Retry-After.
+         */
+        attestRate: z
+          .object({
+            perSecond: z.number().positive().max(1_000_000).default(LIMIT_DEFAULTS.attestRate.perSecond),
+            burst: z.number().int().min(1).max(1_000_000).default(LIMIT_DEFAULTS.attestRate.burst),
+            /** Addresses whose buckets are remembered; the least recently seen is forgotten first. */
+            trackedAddresses: z.number().int().min(16).max(10_000_000).default(LIMIT_DEFAULTS.attestRate.trackedAddresses),
+          })
+          .strict()
+          .default(LIMIT_DEFAULTS.attestRate),
+        /** Rate-limited requests are audited as one `rate_limited_summary` record per address this often. */
+        rateLimitAuditInterval: durationSeconds.default(LIMIT_DEFAULTS.rateLimitAuditInterval),
+        /** Expired attestation sessions (nonces) and join tokens are deleted this often. */
+        purgeInterval: durationSeconds.default(LIMIT_DEFAULTS.purgeInterval),
+      })
+      .strict()
+      .refine((l) => l.headersTimeout <= l.requestTimeout, "headersTimeout must not exceed requestTimeout")
+      .default(LIMIT_DEFAULTS),
     log: z
       .object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
       .strict()
@@ -175,6 +232,7 @@ export const serverConfigSchema = z
   .strict();
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;
+export type ServerLimits = ServerConfig["limits"];
 
 export interface ServerFlags {
   config?: string | undefined;

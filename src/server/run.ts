@@ -17,11 +17,14 @@ import { openCertificateAuthority } from "../service/ca-adapter.js";
 import { type Clock, systemClock } from "../service/clock.js";
 import { Metrics } from "../service/metrics.js";
 import { NodeIssuanceService } from "../service/node-issuance.js";
+import { purgeExpired } from "../service/purge.js";
+import { AnonymousRateLimit } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
 import { listenOnPrivateSocket } from "./admin-socket.js";
 import { claimDataDirectory } from "./data-dir.js";
+import { startIntervalTask } from "./interval-task.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { openDevSoftHsmToken } from "./dev-softhsm.js";
 import { readSecretFile } from "./secrets.js";
@@ -112,9 +115,23 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     });
     const material = await tls.issue();
     let ready = false;
+    const limits = config.limits;
+    const attestRateLimit = new AnonymousRateLimit({
+      perSecond: limits.attestRate.perSecond,
+      burst: limits.attestRate.burst,
+      maxKeys: limits.attestRate.trackedAddresses,
+      audit,
+      metrics,
+      clock,
+    });
+    // Registered before the app's closer, so they stop after it: the last refusals are summarised.
+    const summaries = startIntervalTask("rate-limit audit summary", limits.rateLimitAuditInterval, () => attestRateLimit.flush(), log, { finalRun: true });
+    closers.push(() => summaries.stop());
+    const purge = startIntervalTask("purge expired sessions and join tokens", limits.purgeInterval, () => purgeExpired(store, clock()), log);
+    closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
-      { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
-      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl },
+      { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit },
     );
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca });
@@ -131,7 +148,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(async () => tls.stop());
     let webBundleUrl: string | undefined;
     if (config.federation.bundleEndpoint) {
-      const web = await startWebBundleEndpoint(config.federation.bundleEndpoint, { ca, issuerUrl, log, clock });
+      const web = await startWebBundleEndpoint(config.federation.bundleEndpoint, { ca, issuerUrl, log, clock, limits });
       closers.push(() => web.close());
       webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
     }

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { buildWebBundleApp } from "../api/app.js";
 import { TLS_POLICY } from "../api/tls-policy.js";
 import type { WellKnownRouteDeps } from "../api/well-known-routes.js";
+import type { ServerLimits } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { pemChain, readCertificateFiles } from "../pki/pem.js";
 import type { Clock } from "../service/clock.js";
@@ -67,7 +68,7 @@ export interface RunningWebBundleEndpoint {
  */
 export async function startWebBundleEndpoint(
   config: WebBundleEndpointConfig,
-  deps: WellKnownRouteDeps & { log: Logger; clock: Clock },
+  deps: WellKnownRouteDeps & { log: Logger; clock: Clock; limits?: ServerLimits },
 ): Promise<RunningWebBundleEndpoint> {
   const log = deps.log.child({ component: "web-bundle-endpoint" });
   let files = readWebTlsFiles(config.certFile, config.keyFile);
@@ -75,7 +76,7 @@ export async function startWebBundleEndpoint(
     if (new Date(files.summary.notAfter).getTime() <= deps.clock().getTime()) log.warn({ certificate: files.summary }, "the Web PKI certificate has expired; federation peers will refuse it");
   };
   warnIfExpired();
-  const app = await buildWebBundleApp({ log, tls: files }, deps);
+  const app = await buildWebBundleApp({ log, tls: files, ...(deps.limits ? { limits: deps.limits } : {}) }, deps);
   const [host, port] = splitHostPort(config.listen);
   await app.listen({ host, port });
   const server = app.server as unknown as TlsServer;

@@ -16,4 +16,6 @@ export const AUDIT_EVENTS = {
   issueServerSvid: "issue_server_svid",
   /** A CA key step the server took on its own: the first keys at start, scheduled rotation. */
   caKeyChange: "ca_key_change",
+  /** Requests refused by the anonymous rate limit, counted per address and window (src/service/rate-limit.ts). */
+  rateLimitedSummary: "rate_limited_summary",
 } as const;

@@ -15,6 +15,9 @@ export class Metrics {
   private readonly issuances = new Map<string, number>();
   private readonly latency = new Map<string, Histogram>();
   private auditChain: { ok: boolean; records: number } | undefined;
+  private readonly rateLimits = new Map<string, number>();
+  private readonly connectionRefusals = new Map<string, number>();
+  private openConnectionsNow: () => number = () => 0;
 
   /** `outcome` is "success" or the refusal code. */
   attestation(attestor: string, outcome: string): void {
@@ -37,6 +40,21 @@ export class Metrics {
   /** The latest check of the audit chain: its tail at start, or a full `hallmark audit verify`. */
   auditChainChecked(ok: boolean, records: number): void {
     this.auditChain = { ok, records };
+  }
+
+  /** An anonymous request refused by the per-address rate limit; `route` is the route pattern. */
+  rateLimited(route: string): void {
+    bump(this.rateLimits, labels({ route }));
+  }
+
+  /** A connection closed on arrival: `address_cap` (too many from one address) or `total_cap`. */
+  connectionRefused(reason: "address_cap" | "total_cap"): void {
+    bump(this.connectionRefusals, labels({ reason }));
+  }
+
+  /** The gauge of open connections reads the listener's own count when rendered. */
+  trackOpenConnections(read: () => number): void {
+    this.openConnectionsNow = read;
   }
 
   render(): string {
@@ -63,6 +81,15 @@ export class Metrics {
       out.push(`hallmark_issuance_duration_seconds_sum{${l}} ${h.sum}`);
       out.push(`hallmark_issuance_duration_seconds_count{${l}} ${h.count}`);
     }
+    out.push("# HELP hallmark_rate_limited_total Anonymous requests refused by the per-address rate limit (429).");
+    out.push("# TYPE hallmark_rate_limited_total counter");
+    for (const [l, v] of this.rateLimits) out.push(`hallmark_rate_limited_total{${l}} ${v}`);
+    out.push("# HELP hallmark_connections_refused_total Connections closed on arrival by a connection cap.");
+    out.push("# TYPE hallmark_connections_refused_total counter");
+    for (const [l, v] of this.connectionRefusals) out.push(`hallmark_connections_refused_total{${l}} ${v}`);
+    out.push("# HELP hallmark_open_connections Connections open on the public listener.");
+    out.push("# TYPE hallmark_open_connections gauge");
+    out.push(`hallmark_open_connections ${this.openConnectionsNow()}`);
     return `${out.join("\n")}\n`;
   }
 }

@@ -49,6 +49,17 @@ describe("server configuration", () => {
     expect(lines.some((l) => l.includes("surprise"))).toBe(true);
   });
 
+  it("bounds public connections and anonymous requests by default, and lets a partial limits section keep the other defaults", () => {
+    const d = loadServerConfig({}, {}).limits;
+    expect(d).toMatchObject({ handshakeTimeout: 10, headersTimeout: 10, requestTimeout: 30, idleTimeout: 15, maxConnectionsPerAddress: 64 });
+    expect(d.maxConnections).toBeGreaterThan(d.maxConnectionsPerAddress);
+    const c = loadServerConfig({ config: file("l.yaml", "limits:\n  idleTimeout: 1m\n  attestRate: { burst: 5 }\n") }, {}).limits;
+    expect(c).toMatchObject({ idleTimeout: 60, headersTimeout: 10, attestRate: { burst: 5, perSecond: 10 } });
+    expect(() => loadServerConfig({ config: file("m.yaml", "limits: { headersTimeout: 60s, requestTimeout: 30s }\n") }, {})).toThrowError(
+      /limits: headersTimeout must not exceed requestTimeout/,
+    );
+  });
+
   it("refuses unreadable, non-YAML and non-mapping files in one line", () => {
     expect(() => loadServerConfig({ config: join(dir.path, "missing.yaml") }, {})).toThrowError(/^--config: cannot read .*missing.yaml: no such file$/);
     expect(() => loadServerConfig({ config: file("x.yaml", "a: [1, 2\n") }, {})).toThrowError(/not valid YAML or JSON/);

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from "node:http";
 import { request } from "node:https";
 
 export interface HttpsResult {
@@ -5,12 +6,22 @@ export interface HttpsResult {
   contentType: string;
   body: unknown;
   text: string;
+  headers: IncomingHttpHeaders;
 }
 
 /** One raw HTTPS request (any body bytes, any headers), for testing what the API refuses. */
 export function httpsRaw(
   url: string,
-  opts: { method?: string; body?: string | Buffer; headers?: Record<string, string>; ca?: string; cert?: string; key?: string } = {},
+  opts: {
+    method?: string;
+    body?: string | Buffer;
+    headers?: Record<string, string>;
+    ca?: string;
+    cert?: string;
+    key?: string;
+    /** Source address, e.g. 127.0.0.2 (Linux routes all of 127/8 to lo): another client for per-address limits. */
+    localAddress?: string;
+  } = {},
 ): Promise<HttpsResult> {
   return new Promise((resolve, reject) => {
     const req = request(
@@ -24,6 +35,7 @@ export function httpsRaw(
         rejectUnauthorized: opts.ca !== undefined,
         checkServerIdentity: () => undefined,
         agent: false,
+        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -36,7 +48,7 @@ export function httpsRaw(
           } catch {
             /* not JSON: keep the text */
           }
-          resolve({ status: res.statusCode ?? 0, contentType: String(res.headers["content-type"] ?? ""), body, text });
+          resolve({ status: res.statusCode ?? 0, contentType: String(res.headers["content-type"] ?? ""), body, text, headers: res.headers });
         });
       },
     );
@@ -46,7 +58,7 @@ export function httpsRaw(
   });
 }
 
-export function postJson(url: string, body: unknown, extra: { ca?: string; cert?: string; key?: string } = {}): Promise<HttpsResult> {
+export function postJson(url: string, body: unknown, extra: { ca?: string; cert?: string; key?: string; localAddress?: string } = {}): Promise<HttpsResult> {
   return httpsRaw(url, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" }, ...extra });
 }
 

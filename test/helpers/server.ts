@@ -25,6 +25,13 @@ export async function startTestServer(
   const dir = opts.dataDir ? undefined : tempDir("server");
   const dataDir = opts.dataDir ?? dir!.path;
   const config = loadServerConfig({ dataDir, listen: "127.0.0.1:0", config: opts.configFile }, {});
+  // Every test client connects from 127.0.0.1: per-address limits would make unrelated tests
+  // depend on how many requests they send. Tests of the limits set `limits` in their overrides.
+  config.limits = {
+    ...config.limits,
+    maxConnectionsPerAddress: 100_000,
+    attestRate: { ...config.limits.attestRate, perSecond: 1_000_000, burst: 1_000_000 },
+  };
   Object.assign(config, opts.overrides ?? {});
   const log = opts.log ?? createLogger(process.env.HALLMARK_TEST_LOG ?? "silent");
   const server = await startServer(config, log, opts.clock);
