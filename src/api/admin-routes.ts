@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { createReadStream } from "node:fs";
 import { z } from "zod";
 import type { AdminService } from "../service/admin.js";
 import type { CaAdministration } from "../service/ports.js";
@@ -104,6 +105,17 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
   app.post("/admin/ca/rotate", async (req) => {
     const b = parseBody(rotateBody, req.body);
     return deps.admin.rotate(b.kind, b.step);
+  });
+  // The snapshot streams to the CLI, which writes the operator's file with the operator's
+  // rights: the server never needs write access outside its data directory.
+  app.get("/admin/backup", async (_req, reply) => {
+    const b = await deps.admin.backup();
+    reply.raw.once("close", b.remove);
+    return reply
+      .header("content-type", "application/vnd.sqlite3")
+      .header("content-length", b.bytes)
+      .header("x-hallmark-sha256", b.sha256)
+      .send(createReadStream(b.path));
   });
   app.get("/admin/audit/verify", async (req) => {
     const q = parseBody(auditVerifyQuery, req.query);

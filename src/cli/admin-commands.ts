@@ -5,14 +5,14 @@ import { adminRequest, expectOk } from "../client/http.js";
 import { parseDurationSeconds } from "../config/duration.js";
 import { type Command, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
-const ADMIN_OPTIONS: OptionSpec = {
+export const ADMIN_OPTIONS: OptionSpec = {
   "data-dir": { type: "string" },
   "admin-socket": { type: "string" },
   json: { type: "boolean" },
 };
-const ADMIN_USAGE = "[--data-dir DIR | --admin-socket PATH] [--json]";
+export const ADMIN_USAGE = "[--data-dir DIR | --admin-socket PATH] [--json]";
 
-function socketOf(v: Record<string, unknown>): string {
+export function socketOf(v: Record<string, unknown>): string {
   const explicit = optionalString(v, "admin-socket");
   if (explicit) return resolve(explicit);
   const dir = optionalString(v, "data-dir") ?? process.env.HALLMARK_DATA_DIR ?? ".data";

@@ -3,9 +3,10 @@ import { isHallmarkError } from "../errors.js";
 import { adminCommands } from "./admin-commands.js";
 import { type Command, UsageError, parseCommandArgs } from "./args.js";
 import { clientCommands } from "./client-commands.js";
+import { opsCommands } from "./ops-commands.js";
 import { serverCommand } from "./server-command.js";
 
-const COMMANDS: Command[] = [serverCommand, ...adminCommands, ...clientCommands];
+const COMMANDS: Command[] = [serverCommand, ...adminCommands, ...opsCommands, ...clientCommands];
 
 function topHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -20,6 +20,7 @@ import { NodeIssuanceService } from "../service/node-issuance.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
+import { hsmKeyUses } from "./hsm-key-uses.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { openDevSoftHsmToken } from "./dev-softhsm.js";
 import { readSecretFile } from "./secrets.js";
@@ -51,7 +52,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const trustDomain = TrustDomain.parse(config.trustDomain);
     // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
     // whether the database already records CA keys (see openDevSoftHsmToken).
-    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"));
+    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"), { log });
     closers.push(() => store.close());
     const keyStore = await openHsm(config, log, store);
     closers.push(() => keyStore.close());
@@ -87,7 +88,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
     });
-    const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
+    const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir });
 
     const [host, port] = splitHostPort(config.listen);
     const tls = new ServerTlsIdentity({ serverId, issuer: ca, bundlePem: () => ca.bundlePem(), host, clock, log });
@@ -145,7 +146,7 @@ async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise
   if (!pin) {
     throw new HallmarkError("config_invalid", `no HSM PIN: set hsm.pinFile or the ${hsm.pinEnv} environment variable`);
   }
-  return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions });
+  return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions, requiredKeyUses: hsmKeyUses(config) });
 }
 
 async function listenOnSocket(app: FastifyInstance, path: string): Promise<void> {

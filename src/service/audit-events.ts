@@ -12,4 +12,5 @@ export const AUDIT_EVENTS = {
   nodeBan: "node_ban",
   nodeUnban: "node_unban",
   caRotate: "ca_rotate",
+  backup: "backup",
 } as const;

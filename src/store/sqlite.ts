@@ -3,7 +3,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
-import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema } from "./sqlite-schema.js";
 import type {
   AttestationSessionRecord,
   AuditRecord,
@@ -50,9 +50,11 @@ const optNum = (v: unknown): number | undefined => (v === null || v === undefine
 
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
- * throwaway one), in WAL mode, and applies pending migrations.
+ * throwaway one), in WAL mode, and applies pending migrations (see sqlite-schema.ts: a
+ * database from a newer Hallmark is refused before anything is written to it, and an existing
+ * one is copied to `<path>.pre-v<N>` before it is migrated).
  */
-export async function openSqliteStore(path: string): Promise<Store> {
+export async function openSqliteStore(path: string, opts: SchemaOptions = {}): Promise<Store> {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   let db: Db;
   try {
@@ -60,27 +62,19 @@ export async function openSqliteStore(path: string): Promise<Store> {
   } catch (cause) {
     throw new HallmarkError("unavailable", "the datastore cannot be opened", { cause, internal: path });
   }
-  db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = NORMAL");
-  db.pragma("foreign_keys = ON");
-  // Several server replicas or CLI processes may share one file: wait rather than fail.
-  db.pragma("busy_timeout = 5000");
-  migrate(db);
+  try {
+    // Several server replicas or CLI processes may share one file: wait rather than fail.
+    db.pragma("busy_timeout = 5000");
+    refuseNewerSchema(path, readSchemaVersion(db));
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma("foreign_keys = ON");
+    await migrateSchema(db, path, opts);
+  } catch (e) {
+    db.close();
+    throw e;
+  }
   return new SqliteStore(db);
-}
-
-function migrate(db: Db): void {
-  db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-  const row = db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as Row;
-  const current = Number(row.v ?? 0);
-  SQLITE_MIGRATIONS.forEach((sql, index) => {
-    const version = index + 1;
-    if (version <= current) return;
-    db.transaction(() => {
-      db.exec(sql);
-      db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(version);
-    })();
-  });
 }
 
 class SqliteStore implements Store {
@@ -100,6 +94,10 @@ class SqliteStore implements Store {
     this.svids = new SqliteSvids(db);
     this.caKeys = new SqliteCaKeys(db);
     this.audit = new SqliteAudit(db);
+  }
+
+  backup(path: string): Promise<void> {
+    return backupDatabase(this.db, path);
   }
 
   async close(): Promise<void> {

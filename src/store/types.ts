@@ -230,5 +230,10 @@ export interface Store {
   readonly svids: SvidRepository;
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
+  /**
+   * Writes a consistent snapshot of the whole datastore to `path` (mode 0600, temp file then
+   * rename) while it stays in use: the file is a database Hallmark opens as it is.
+   */
+  backup(path: string): Promise<void>;
   close(): Promise<void>;
 }
