@@ -108,9 +108,10 @@ export function readMechanisms(pkcs11: Pkcs11, slot: Handle): Map<number, Mechan
   }
 }
 
-/** Refuses a token that lacks a mechanism the configured keys need, naming each missing one. */
-export function assertMechanisms(pkcs11: Pkcs11, slot: Handle, tokenLabel: string, uses: readonly KeyUse[]): void {
-  const missing = findMissingMechanisms(readMechanisms(pkcs11, slot), mechanismNeeds(uses));
+/** Refuses a token that lacks a mechanism the configured keys need (see mechanismNeeds), naming each missing one. */
+export function assertMechanisms(pkcs11: Pkcs11, slot: Handle, tokenLabel: string, needs: readonly MechanismNeed[]): void {
+  if (needs.length === 0) return;
+  const missing = findMissingMechanisms(readMechanisms(pkcs11, slot), needs);
   if (missing.length === 0) return;
   throw new HallmarkError("hsm_mechanism_missing", `the PKCS#11 token '${tokenLabel}' lacks ${missing.join("; ")}`);
 }

@@ -1,7 +1,7 @@
 import { type KeyObject, createHash, randomBytes } from "node:crypto";
 import { HallmarkError } from "../errors.js";
 import { isEcKeyType, keyPairTemplates, readPublicKey, signatureLength } from "./key-templates.js";
-import { type KeyUse, assertMechanisms, signMechanism } from "./mechanisms.js";
+import { type KeyUse, assertMechanisms, mechanismNeeds, signMechanism } from "./mechanisms.js";
 import {
   type Handle,
   type Pkcs11,
@@ -60,7 +60,7 @@ export interface KeyAttributes {
 export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<Pkcs11KeyStore> {
   const { pkcs11, slot } = openModule(opts.modulePath, opts.tokenLabel);
   try {
-    assertMechanisms(pkcs11, slot, opts.tokenLabel, opts.requiredKeyUses ?? []);
+    assertMechanisms(pkcs11, slot, opts.tokenLabel, mechanismNeeds(opts.requiredKeyUses ?? []));
   } catch (e) {
     releaseModule(pkcs11);
     throw e;
