@@ -1,4 +1,4 @@
-import type Database from "better-sqlite3";
+import Database from "better-sqlite3";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync, renameSync, rmSync } from "node:fs";
 import { HallmarkError } from "../errors.js";
@@ -75,7 +75,8 @@ export async function migrateSchema(db: Db, path: string, opts: SchemaOptions = 
  * A consistent copy of the live database at `path`, through SQLite's online backup API (it
  * copies page by page between other statements, so the server keeps serving), written to a
  * temporary file created 0600 and renamed into place: a reader never finds half a copy, and the
- * copy is never readable by others, not even briefly.
+ * copy is never readable by others, not even briefly. The copy is in rollback-journal mode (one
+ * file); a server that opens it as its database puts it back in WAL mode.
  */
 export async function backupDatabase(db: Db, path: string): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
@@ -83,6 +84,14 @@ export async function backupDatabase(db: Db, path: string): Promise<void> {
     // Created empty with its final mode first: SQLite then writes into it and keeps the mode.
     closeSync(openSync(tmp, "wx", 0o600));
     await db.backup(tmp);
+    // The copy carries the live database's WAL mode; a backup is one self-contained file, and
+    // opening it (to inspect it, or on restore) should not grow -wal and -shm files beside it.
+    const copy = new Database(tmp);
+    try {
+      copy.pragma("journal_mode = DELETE");
+    } finally {
+      copy.close();
+    }
     renameSync(tmp, path);
   } catch (cause) {
     rmSync(tmp, { force: true });
