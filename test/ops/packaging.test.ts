@@ -3,6 +3,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
 import { runCli } from "../helpers/cli.js";
 
 /**
@@ -86,6 +87,22 @@ describe("the systemd unit", () => {
     const r = spawnSync("systemd-analyze", ["verify", UNIT], { encoding: "utf8" });
     // Unknown or misspelt keys are only warnings: any output at all fails the check.
     expect({ status: r.status, out: `${r.stdout}${r.stderr}`.trim() }).toEqual({ status: 0, out: "" });
+  });
+});
+
+describe("docker-compose.yml", () => {
+  it("runs a command and flags the CLI has, and probes an endpoint the server serves", async () => {
+    const compose = parseYaml(readFileSync(join(ROOT, "docker-compose.yml"), "utf8")) as {
+      services: { hallmark: { build: string; command: string[]; healthcheck: { test: string[] }; volumes: string[] } };
+    };
+    const svc = compose.services.hallmark;
+    expect(svc.build).toBe(".");
+    expect(svc.command[0]).toBe("server");
+    const usage = (await runCli(["server", "--help"])).stdout;
+    for (const flag of svc.command.filter((a) => a.startsWith("--"))) expect(usage).toContain(flag);
+    expect(svc.healthcheck.test.join(" ")).toContain("path:'/healthz'");
+    expect(readFileSync(join(ROOT, "README.md"), "utf8")).toContain("`GET /healthz`");
+    expect(svc.volumes).toContain("hallmark-data:/var/lib/hallmark");
   });
 });
 
