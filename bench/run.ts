@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   issuance: () => import("./issuance.js"),
   attestors: () => import("./attestors.js"),
   tpm: () => import("./tpm.js"),
+  audit: () => import("./audit-verify.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);

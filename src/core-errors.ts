@@ -8,6 +8,10 @@ export const CORE_ERRORS = {
   unsupported_media_type: { status: 415, title: "The request body must be JSON" },
   not_found: { status: 404, title: "No such resource" },
   method_not_allowed: { status: 405, title: "Method not allowed" },
+  // refused by the HTTP parser before a route sees the request (src/api/problem.ts)
+  headers_too_large: { status: 431, title: "The request headers are too large" },
+  request_timeout: { status: 408, title: "The request took too long to arrive" },
+  expectation_failed: { status: 417, title: "The Expect header asks for something other than 100-continue" },
   // SPIFFE IDs
   invalid_spiffe_id: { status: 400, title: "The SPIFFE ID is invalid" },
   invalid_trust_domain: { status: 400, title: "The trust domain is invalid" },
@@ -50,6 +54,8 @@ export const CORE_ERRORS = {
   client_cert_required: { status: 401, title: "A client certificate is required" },
   client_cert_invalid: { status: 401, title: "The client certificate is not valid for this trust domain" },
   admin_required: { status: 403, title: "This endpoint is for administrators" },
+  // client side: the server did not prove its identity against the trust bundle
+  server_untrusted: { status: 502, title: "The server's certificate does not verify against the trust bundle" },
   // entries, nodes
   entry_exists: { status: 409, title: "An identical registration entry exists" },
   entry_not_found: { status: 404, title: "No such registration entry" },
@@ -77,14 +83,23 @@ export const CORE_ERRORS = {
   hsm_init_unsupported: { status: 500, title: "Token initialisation is only for SoftHSM2; use the HSM vendor's tools" },
   // configuration
   config_invalid: { status: 500, title: "The configuration is invalid" },
+  // start-up: the data directory and the datastore in it (named, with the reason, in the message)
+  data_dir_in_use: { status: 409, title: "The data directory is in use by another server" },
+  datastore_open_failed: { status: 503, title: "The datastore cannot be opened" },
   // operations: the database from a newer Hallmark (refused at start, left untouched); backups
   store_too_new: { status: 500, title: "The database was written by a newer Hallmark" },
   backup_failed: { status: 500, title: "The backup could not be written" },
   backup_exists: { status: 409, title: "The backup file exists already" },
   // audit
   audit_chain_broken: { status: 500, title: "The audit chain does not verify" },
+  /** One full verification at a time: each walks the whole log in its own worker thread. */
+  audit_verify_running: { status: 409, title: "An audit verification is already running" },
+  // datastore
+  /** The database was migrated by a newer Hallmark: neither migrated back nor read by guesswork. */
   // catch-all, never exposed in detail
   internal: { status: 500, title: "Internal error" },
   unavailable: { status: 503, title: "Service unavailable" },
+  // the datastore refuses writes or reads (disk full, I/O error, read-only, locked too long)
+  store_unavailable: { status: 503, title: "The datastore is unavailable" },
   rate_limited: { status: 429, title: "Too many requests" },
 } as const satisfies ErrorTable;

@@ -1,8 +1,9 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
-import { registerProblemHandlers } from "./problem.js";
+import { problemServerOptions, registerProblemHandlers } from "./problem.js";
 import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
+import { TLS_POLICY } from "./tls-policy.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
 export interface TlsMaterial {
@@ -30,6 +31,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
     disableRequestLogging: true,
     bodyLimit: opts.bodyLimit,
     return503OnClosing: true,
+    ...problemServerOptions(opts.log),
     ...(opts.tls
       ? {
           https: {
@@ -38,7 +40,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
             ca: opts.tls.ca,
             requestCert: true,
             rejectUnauthorized: false,
-            minVersion: "TLSv1.2" as const,
+            ...TLS_POLICY,
           },
         }
       : {}),
@@ -49,7 +51,12 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
 }
 
 export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: opts.log as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 64 * 1024 });
+  const app = Fastify({
+    loggerInstance: opts.log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 64 * 1024,
+    ...problemServerOptions(opts.log),
+  });
   registerProblemHandlers(app, opts.log);
   await app.register(adminRoutes, deps);
   return app;
@@ -65,7 +72,8 @@ export async function buildWebBundleApp(opts: { log: Logger; tls: { key: string;
     disableRequestLogging: true,
     bodyLimit: 1024,
     return503OnClosing: true,
-    https: { key: opts.tls.key, cert: opts.tls.cert, minVersion: "TLSv1.2" as const },
+    ...problemServerOptions(opts.log),
+    https: { key: opts.tls.key, cert: opts.tls.cert, ...TLS_POLICY },
   });
   registerProblemHandlers(app, opts.log);
   await app.register(wellKnownRoutes, deps);

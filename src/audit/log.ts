@@ -71,9 +71,8 @@ export async function verifyAuditChain(repo: AuditRepository, genesisHash: strin
   for (;;) {
     const batch = await repo.list(expectedSeq - 1, page);
     for (const r of batch) {
-      if (r.seq !== expectedSeq) return { ok: false, records: count, brokenAt: expectedSeq, reason: "sequence_gap" };
-      if (r.prevHash !== prevHash) return { ok: false, records: count, brokenAt: r.seq, reason: "prev_hash_mismatch" };
-      if (auditRecordHash(r) !== r.hash) return { ok: false, records: count, brokenAt: r.seq, reason: "hash_mismatch" };
+      const reason = linkFault(r, expectedSeq, prevHash);
+      if (reason) return { ok: false, records: count, brokenAt: reason === "sequence_gap" ? expectedSeq : r.seq, reason };
       if (checkpoint && r.seq === checkpoint.seq && r.hash !== checkpoint.hash) {
         return { ok: false, records: count, brokenAt: r.seq, reason: "checkpoint_mismatch" };
       }
@@ -86,4 +85,35 @@ export async function verifyAuditChain(repo: AuditRepository, genesisHash: strin
       return { ok: true, records: count, head: prevHash };
     }
   }
+}
+
+/**
+ * Checks only the last `limit` records, cheaply enough for every server start: each stored hash
+ * against its recomputation, and each link to the record before it within the tail (the first
+ * one's link too when the tail reaches back to the genesis record). `records` counts those checked.
+ */
+export async function verifyAuditTail(repo: AuditRepository, genesisHash: string, limit: number): Promise<AuditVerification> {
+  const tail = await repo.tail(limit);
+  const first = tail[0];
+  if (!first) return { ok: true, records: 0, head: genesisHash };
+  let expectedSeq = first.seq;
+  // The record before the tail is not read: the first record's own prev_hash is taken as given.
+  let prevHash = first.seq === 1 ? genesisHash : first.prevHash;
+  let count = 0;
+  for (const r of tail) {
+    const reason = linkFault(r, expectedSeq, prevHash);
+    if (reason) return { ok: false, records: count, brokenAt: reason === "sequence_gap" ? expectedSeq : r.seq, reason };
+    prevHash = r.hash;
+    expectedSeq += 1;
+    count += 1;
+  }
+  return { ok: true, records: count, head: prevHash };
+}
+
+/** What is wrong with record `r`, expected at `expectedSeq` after the record hashed `prevHash`. */
+function linkFault(r: AuditRecord, expectedSeq: number, prevHash: string): "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" | undefined {
+  if (r.seq !== expectedSeq) return "sequence_gap";
+  if (r.prevHash !== prevHash) return "prev_hash_mismatch";
+  if (auditRecordHash(r) !== r.hash) return "hash_mismatch";
+  return undefined;
 }

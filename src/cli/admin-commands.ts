@@ -1,8 +1,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import type { AuditVerification } from "../audit/log.js";
+import { verifyStoredAuditChain } from "../audit/stored-chain.js";
 import { writeFileAtomic } from "../client/files.js";
 import { adminRequest, expectOk } from "../client/http.js";
 import { parseDurationSeconds } from "../config/duration.js";
+import { databasePath } from "../config/server.js";
+import { HallmarkError, isHallmarkError } from "../errors.js";
 import { type Command, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
 export const ADMIN_OPTIONS: OptionSpec = {
@@ -12,11 +16,13 @@ export const ADMIN_OPTIONS: OptionSpec = {
 };
 export const ADMIN_USAGE = "[--data-dir DIR | --admin-socket PATH] [--json]";
 
+function dataDirOf(v: Record<string, unknown>): string {
+  return resolve(optionalString(v, "data-dir") ?? process.env.HALLMARK_DATA_DIR ?? ".data");
+}
+
 export function socketOf(v: Record<string, unknown>): string {
   const explicit = optionalString(v, "admin-socket");
-  if (explicit) return resolve(explicit);
-  const dir = optionalString(v, "data-dir") ?? process.env.HALLMARK_DATA_DIR ?? ".data";
-  return join(resolve(dir), "admin.sock");
+  return explicit ? resolve(explicit) : join(dataDirOf(v), "admin.sock");
 }
 
 async function admin(v: Record<string, unknown>, method: string, path: string, body?: unknown): Promise<unknown> {
@@ -170,22 +176,26 @@ export const adminCommands: Command[] = [
   },
   {
     name: "audit verify",
-    summary: "verify the hash chain of the audit log (and, with --checkpoint, that no record was cut off its end)",
-    usage: `hallmark audit verify [--checkpoint FILE] ${ADMIN_USAGE}`,
-    options: { ...ADMIN_OPTIONS, checkpoint: { type: "string" } },
+    summary: "verify the audit log's hash chain through the server, or with --offline read-only from its data directory",
+    usage: `hallmark audit verify [--checkpoint FILE] [--offline] ${ADMIN_USAGE}`,
+    options: { ...ADMIN_OPTIONS, checkpoint: { type: "string" }, offline: { type: "boolean" } },
     async run(v) {
       const file = optionalString(v, "checkpoint");
       const previous = file ? readCheckpoint(file) : undefined;
-      const query = previous ? `?checkpoint_seq=${previous.seq}&checkpoint_hash=${previous.hash}` : "";
-      const r = (await admin(v, "GET", `/admin/audit/verify${query}`)) as
-        | { ok: true; records: number; head: string }
-        | { ok: false; records: number; brokenAt: number; reason: string };
+      const offline = v.offline === true;
+      if (offline && optionalString(v, "admin-socket")) throw new UsageError("--offline reads the data directory: give --data-dir, not --admin-socket");
+      const dbPath = databasePath({ dataDir: dataDirOf(v) });
+      const r = offline ? await verifyStoredAuditChain(dbPath, previous) : await verifyThroughServer(v, previous);
       // Written only after a clean walk: a broken log never moves the checkpoint forward.
       if (file && r.ok && r.records > 0) writeFileAtomic(file, `${JSON.stringify({ seq: r.records, hash: r.head })}\n`, 0o644);
-      print(v, r, () =>
-        r.ok
-          ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}`
-          : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
+      const mode = offline ? `offline (read-only open of ${dbPath}; no server asked)` : `server (verified by the server on ${socketOf(v)})`;
+      print(v, { mode: offline ? "offline" : "server", ...r }, () =>
+        [
+          `mode: ${mode}`,
+          r.ok
+            ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}`
+            : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
+        ].join("\n"),
       );
       return r.ok ? 0 : 1;
     },
@@ -205,6 +215,18 @@ function nodeCommand(verb: "evict" | "ban" | "unban", summary: string, done: str
       return print(v, { [done]: id }, () => `${done} ${id}`);
     },
   };
+}
+
+async function verifyThroughServer(v: Record<string, unknown>, checkpoint: { seq: number; hash: string } | undefined): Promise<AuditVerification> {
+  const query = checkpoint ? `?checkpoint_seq=${checkpoint.seq}&checkpoint_hash=${checkpoint.hash}` : "";
+  try {
+    return (await admin(v, "GET", `/admin/audit/verify${query}`)) as AuditVerification;
+  } catch (e) {
+    const errno = isHallmarkError(e) ? (e.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
+    if (errno !== "ENOENT" && errno !== "ECONNREFUSED") throw e;
+    // No server answers: say how to verify without one, rather than guess that the user meant it.
+    throw new HallmarkError("unavailable", `${(e as Error).message}; with the server stopped, add --offline to read its database directly`, { cause: e });
+  }
 }
 
 /** A checkpoint file from an earlier `audit verify --checkpoint`; absent on the first run. */

@@ -4,6 +4,7 @@ import { attest } from "../client/attest.js";
 import { writeFileAtomic, writeSvidFiles } from "../client/files.js";
 import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, createProducer } from "../client/producers.js";
+import { TrustBundle } from "../client/trust-bundle.js";
 import { type Command, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
 const SERVER_OPTIONS: OptionSpec = {
@@ -76,12 +77,11 @@ export const clientCommands: Command[] = [
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
-      const svid = await attest({
-        server,
-        tls: { trustBundlePem: bundlePath ? readText(bundlePath, "trust bundle") : undefined, serverId: optionalString(v, "server-id") },
-        producer,
-      });
+      const trustBundlePem = bundlePath ? readText(bundlePath, "trust bundle") : undefined;
+      const svid = await attest({ server, tls: { trustBundlePem, serverId: optionalString(v, "server-id") }, producer });
       writeSvidFiles(out, svid);
+      // The server was authenticated with the given bundle: keep that file current too.
+      if (bundlePath && trustBundlePem) new TrustBundle(trustBundlePem, bundlePath).adopt(svid.bundlePem);
       const summary = { spiffe_id: svid.spiffeId, expires_at: svid.expiresAt, selectors: svid.selectors, out };
       console.log(v.json ? JSON.stringify(summary, null, 2) : `${svid.spiffeId} (expires ${svid.expiresAt}) written to ${out}`);
       return 0;

@@ -29,22 +29,25 @@ export interface ApiResponse {
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 export class ApiClient {
-  private readonly agent: Agent;
+  private agent: Agent;
 
   constructor(
     private readonly baseUrl: URL,
-    tls: ServerTls,
+    private tls: ServerTls,
   ) {
     if (baseUrl.protocol !== "https:") throw new HallmarkError("invalid_request", "the server URL must be https://");
-    this.agent = new Agent({
-      keepAlive: true,
-      maxSockets: tls.maxSockets ?? 64,
-      ca: tls.trustBundlePem,
-      rejectUnauthorized: tls.trustBundlePem !== undefined,
-      cert: tls.certPem,
-      key: tls.keyPem,
-      checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerSpiffeId(cert, tls.serverId),
-    });
+    this.agent = newAgent(tls);
+  }
+
+  /**
+   * Trusts `bundlePem` from the next connection on (a bundle the server returned over a connection
+   * it was authenticated on): kept-alive connections finish, new ones verify against it.
+   */
+  setTrustBundle(bundlePem: string): void {
+    this.tls = { ...this.tls, trustBundlePem: bundlePem };
+    const old = this.agent;
+    this.agent = newAgent(this.tls);
+    old.destroy();
   }
 
   request(method: string, path: string, body?: unknown): Promise<ApiResponse> {
@@ -59,6 +62,46 @@ export class ApiClient {
   close(): void {
     this.agent.destroy();
   }
+}
+
+function newAgent(tls: ServerTls): Agent {
+  return new Agent({
+    keepAlive: true,
+    maxSockets: tls.maxSockets ?? 64,
+    ca: tls.trustBundlePem,
+    rejectUnauthorized: tls.trustBundlePem !== undefined,
+    cert: tls.certPem,
+    key: tls.keyPem,
+    checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerSpiffeId(cert, tls.serverId),
+  });
+}
+
+/** OpenSSL's verdicts that mean "the server is not who the trust bundle says", not "unreachable". */
+const TRUST_FAILURES = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_UNTRUSTED",
+]);
+
+/** A transport error in words: a trust failure names its likely cause and the fix. */
+function transportError(e: NodeJS.ErrnoException): HallmarkError {
+  if (e instanceof HallmarkError) return e;
+  if (e.code && TRUST_FAILURES.has(e.code)) {
+    return new HallmarkError(
+      "server_untrusted",
+      `the server's certificate does not verify against the trust bundle (${e.code}): the bundle most likely predates a CA rotation ` +
+        "of the server; get the current one on the server's host with 'hallmark bundle show --format pem > bundle.pem' and try again",
+      { cause: e },
+    );
+  }
+  if (/does not carry/.test(e.message)) return new HallmarkError("server_untrusted", e.message, { cause: e });
+  return new HallmarkError("unavailable", `cannot reach the server: ${e.code ?? e.message}`, { cause: e });
 }
 
 /** Admin API over the server's local Unix socket. */
@@ -107,9 +150,7 @@ function sendJson(requester: Requester, method: string, body: unknown): Promise<
         res.on("error", reject);
       },
     );
-    req.on("error", (e: NodeJS.ErrnoException) =>
-      reject(e instanceof HallmarkError ? e : new HallmarkError("unavailable", `cannot reach the server: ${e.code ?? e.message}`, { cause: e })),
-    );
+    req.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e)));
     req.setTimeout(30_000, () => req.destroy(new HallmarkError("unavailable", "the server did not answer in 30 s")));
     if (payload) req.write(payload);
     req.end();

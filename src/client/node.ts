@@ -2,13 +2,26 @@ import { readFileSync } from "node:fs";
 import { HallmarkError } from "../errors.js";
 import { newClientKey } from "./csr.js";
 import { ApiClient, expectOk, type ServerTls } from "./http.js";
+import { TrustBundle } from "./trust-bundle.js";
 
 /** A node's calls with its SVID over mutual TLS: renew, workload X.509-SVIDs, JWT-SVIDs. */
 export class NodeClient {
   private readonly api: ApiClient;
+  private readonly trust: TrustBundle;
 
-  constructor(server: string, tls: Required<Pick<ServerTls, "certPem" | "keyPem" | "trustBundlePem">> & ServerTls) {
+  constructor(
+    server: string,
+    tls: Required<Pick<ServerTls, "certPem" | "keyPem" | "trustBundlePem">> & ServerTls,
+    /** Rewritten whenever the server sends a newer bundle (see TrustBundle). */
+    trustBundleFile?: string,
+  ) {
     this.api = new ApiClient(new URL(server), tls);
+    this.trust = new TrustBundle(tls.trustBundlePem, trustBundleFile);
+  }
+
+  /** The bundle this client trusts now: the one it was given, or a newer one the server sent. */
+  get trustBundlePem(): string {
+    return this.trust.pem;
   }
 
   static fromFiles(server: string, files: { svid: string; key: string; trustBundle: string; serverId?: string | undefined }): NodeClient {
@@ -19,31 +32,35 @@ export class NodeClient {
         throw new HallmarkError("invalid_request", `cannot read ${what} ${p}`);
       }
     };
-    return new NodeClient(server, {
-      certPem: read(files.svid, "SVID"),
-      keyPem: read(files.key, "key"),
-      trustBundlePem: read(files.trustBundle, "trust bundle"),
-      serverId: files.serverId,
-    });
+    return new NodeClient(
+      server,
+      {
+        certPem: read(files.svid, "SVID"),
+        keyPem: read(files.key, "key"),
+        trustBundlePem: read(files.trustBundle, "trust bundle"),
+        serverId: files.serverId,
+      },
+      files.trustBundle,
+    );
   }
 
   async fetchX509(spiffeId?: string) {
     const key = await newClientKey();
-    const r = expectOk(
-      await this.api.request("POST", "/v1/svids/x509", { csr: key.csrPem, ...(spiffeId ? { spiffe_id: spiffeId } : {}) }),
-    ) as { spiffe_id: string; svid: { cert_chain_pem: string; expires_at: string; serial: string }; bundle_pem: string };
+    const r = (await this.call("POST", "/v1/svids/x509", { csr: key.csrPem, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as { spiffe_id: string; svid: { cert_chain_pem: string; expires_at: string; serial: string }; bundle_pem: string };
     return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at, serial: r.svid.serial };
   }
 
   async fetchJwt(audience: string[], spiffeId?: string) {
-    return expectOk(
-      await this.api.request("POST", "/v1/svids/jwt", { audience, ...(spiffeId ? { spiffe_id: spiffeId } : {}) }),
-    ) as { spiffe_id: string; token: string; expires_at: string };
+    return (await this.call("POST", "/v1/svids/jwt", { audience, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as {
+      spiffe_id: string;
+      token: string;
+      expires_at: string;
+    };
   }
 
   async renew() {
     const key = await newClientKey();
-    const r = expectOk(await this.api.request("POST", "/v1/node/renew", { csr: key.csrPem })) as {
+    const r = (await this.call("POST", "/v1/node/renew", { csr: key.csrPem })) as {
       spiffe_id: string;
       svid: { cert_chain_pem: string; expires_at: string };
       bundle_pem: string;
@@ -52,7 +69,18 @@ export class NodeClient {
   }
 
   async bundle() {
-    return expectOk(await this.api.request("GET", "/v1/bundle")) as { bundle_pem: string; spiffe_bundle: unknown };
+    return (await this.call("GET", "/v1/bundle")) as { bundle_pem: string; spiffe_bundle: unknown };
+  }
+
+  /**
+   * One call; a bundle in the answer is adopted for the next connections (and written to the
+   * bundle file): the answer came over TLS verified against the bundle this client held.
+   */
+  private async call(method: string, path: string, body?: unknown): Promise<unknown> {
+    const answer = expectOk(await this.api.request(method, path, body));
+    const bundle = (answer as { bundle_pem?: unknown } | undefined)?.bundle_pem;
+    if (typeof bundle === "string" && this.trust.adopt(bundle)) this.api.setTrustBundle(bundle);
+    return answer;
   }
 
   close(): void {

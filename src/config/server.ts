@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { HallmarkError } from "../errors.js";
+import { DNS_NAME, ipAddressBytes } from "../pki/subject-names.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { durationSeconds } from "./duration.js";
 import { configError } from "./errors.js";
@@ -24,7 +25,7 @@ export const serverConfigSchema = z
     trustDomain: trustDomain.default("example.org"),
     dataDir: z.string().min(1).default(".data"),
     listen: hostPort.default("127.0.0.1:8443"),
-    /** Admin Unix socket; default <dataDir>/admin.sock. */
+    /** Admin Unix socket; default <dataDir>/admin.sock. Its directory must be private like the data directory (owned by the server's user, not group/world-writable). */
     adminSocket: z.string().min(1).optional(),
     hsm: z
       .object({
@@ -74,11 +75,36 @@ export const serverConfigSchema = z
         keyType: keyType.default("ec-p256"),
         /** RSA JWT keys sign RS256 (pkcs1) or PS256 (pss). */
         rsaPadding: z.enum(["pkcs1", "pss"]).default("pkcs1"),
-        /** `iss` of the OIDC discovery document; default https://<listen>. */
-        issuer: z.string().url().optional(),
+        /**
+         * The OIDC issuer: `issuer` of the discovery document and `iss` of every JWT-SVID; default
+         * the bound https://<listen>. Set it to the public URL relying parties fetch discovery from.
+         * OIDC Discovery §3 wants https with no query or fragment; no trailing slash, since the
+         * JWKS URL is built by appending to it and relying parties compare `iss` byte for byte.
+         */
+        issuer: z
+          .string()
+          .url()
+          .refine((u) => /^https:\/\/[^?#]*[^/?#]$/.test(u), "must be an https URL without query, fragment or trailing slash")
+          .optional(),
       })
       .strict()
       .default({ keyType: "ec-p256", rsaPadding: "pkcs1" }),
+    tls: z
+      .object({
+        /**
+         * Extra names in the server's own X509-SVID, for HTTPS clients that check the host they
+         * dialled (curl, browsers, OIDC relying parties): the public DNS names and addresses the
+         * server is reached by. The listen address is always named (127.0.0.1 and ::1 for 0.0.0.0
+         * and ::), and so is localhost. SPIFFE clients check the URI SAN instead.
+         */
+        dnsNames: z.array(z.string().regex(DNS_NAME, "must be a DNS name")).max(16).default([]),
+        ipAddresses: z
+          .array(z.string().refine((ip) => ipAddressBytes(ip) !== undefined, "must be an IPv4 or IPv6 address"))
+          .max(8)
+          .default([]),
+      })
+      .strict()
+      .default({ dnsNames: [], ipAddresses: [] }),
     svid: z
       .object({
         nodeTtl: durationSeconds.default(3600),
@@ -131,6 +157,16 @@ export const serverConfigSchema = z
       })
       .strict()
       .default({}),
+    audit: z
+      .object({
+        /**
+         * Records at the end of the audit log checked at every start (each hash and each link); a
+         * break is logged as an error and exported as hallmark_audit_chain_ok 0. 0 skips the check.
+         */
+        tailCheckRecords: z.number().int().min(0).max(1_000_000).default(1000),
+      })
+      .strict()
+      .default({ tailCheckRecords: 1000 }),
     log: z
       .object({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
       .strict()
@@ -176,6 +212,11 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
 
 export function adminSocketPath(config: Pick<ServerConfig, "adminSocket" | "dataDir">): string {
   return config.adminSocket ?? join(config.dataDir, "admin.sock");
+}
+
+/** The SQLite database of the server with this data directory. */
+export function databasePath(config: Pick<ServerConfig, "dataDir">): string {
+  return join(config.dataDir, "hallmark.db");
 }
 
 /** Reads a YAML or JSON config file (JSON is YAML) into a plain object. */

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { HallmarkError } from "../errors.js";
 import type { KeyStore, KeyType, Signer } from "../hsm/signer.js";
 import type { Clock } from "../service/clock.js";
-import type { CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
+import type { AutomaticCaKeyChange, CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
 import { reconcileCaKeys } from "./ca-key-reconcile.js";
@@ -41,6 +41,8 @@ export interface AuthorityOptions {
   jwt: { keyType: KeyType; rsaPadding?: "pkcs1" | "pss"; keyTtlSeconds?: number; maxTtlSeconds?: number };
   refreshHintSeconds: number;
   rotation?: RotationSchedule | undefined;
+  /** Told of every key step the CA takes on its own (an administrator's steps are audited by whoever asked). */
+  onAutomaticKeyChange?: ((change: AutomaticCaKeyChange) => Promise<void>) | undefined;
 }
 
 export interface LoadedKey {
@@ -53,6 +55,17 @@ export interface BundleContents {
   jwtAuthorities: JwtAuthority[];
   sequence: number;
 }
+
+/** One step of a key's life, as rotation reports it. */
+interface KeyStep {
+  step: AutomaticCaKeyChange["step"];
+  kind: CaKeyKind;
+  keyId: string;
+}
+
+const PAST_TENSE: Record<KeyStep["step"], string> = { prepare: "prepared", activate: "activated", retire: "retired" };
+/** "activated x509 key <id>": what `hallmark ca rotate` prints and the logs say. */
+const describe = (s: KeyStep): string => `${PAST_TENSE[s.step]} ${s.kind} key ${s.keyId}`;
 
 const PUBLISHED: ReadonlySet<CaKeyStatus> = new Set(["prepared", "active", "previous"]);
 const KINDS: readonly CaKeyKind[] = ["x509", "jwt"];
@@ -116,21 +129,30 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     for (const kind of KINDS) {
       if (this.key(kind, "active")) continue;
       const now = this.o.clock();
-      if (!this.key(kind, "prepared")) await this.prepare(kind, now);
-      await this.activate(kind, now);
+      const steps = await this.serialized(async () => [...(this.key(kind, "prepared") ? [] : [await this.prepareNow(kind, now)]), await this.activateNow(kind, now)]);
+      await this.reportAutomatic("start", steps);
       this.o.log.info({ kind }, "created a new signing key in the KeyStore");
     }
   }
 
   // --- issuance (SvidIssuer) ---
 
-  async issueX509(input: { spki: Buffer; spiffeId: SpiffeId; ttlSeconds: number; dnsNames?: string[]; nodeId?: string; now: Date }): Promise<IssuedX509> {
+  async issueX509(input: {
+    spki: Buffer;
+    spiffeId: SpiffeId;
+    ttlSeconds: number;
+    dnsNames?: string[];
+    ipAddresses?: string[];
+    nodeId?: string;
+    now: Date;
+  }): Promise<IssuedX509> {
     const active = this.requireActive("x509");
     const leaf = await issueX509Svid({
       ca: { signer: active.signer, certificate: active.record.certificate! },
       spki: input.spki,
       spiffeId: this.member(input.spiffeId),
       dnsNames: input.dnsNames,
+      ipAddresses: input.ipAddresses,
       ttlSeconds: input.ttlSeconds,
       now: input.now,
     });
@@ -146,7 +168,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return { chain: [leaf.der, ...this.intermediates(active.record)], serial: leaf.serialHex, notAfter: leaf.notAfter };
   }
 
-  async issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; nodeId?: string; now: Date }): Promise<IssuedJwt> {
+  async issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt> {
     const active = this.requireActive("jwt");
     const jwt = await mintJwtSvid({
       signer: active.signer,
@@ -155,6 +177,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       spiffeId: this.member(input.spiffeId),
       audience: input.audience,
       ttlSeconds: input.ttlSeconds,
+      issuer: input.issuer,
       now: input.now,
       maxTtlSeconds: this.o.jwt.maxTtlSeconds,
     });
@@ -250,7 +273,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   // --- rotation ---
 
-  async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[] }> {
+  async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[]; notes?: string[] }> {
     switch (step) {
       case "prepare":
         return { changed: [await this.prepare(kind)] };
@@ -284,12 +307,15 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     const schedule = this.o.rotation;
     if (!schedule) return () => undefined;
     const timer = setInterval(() => {
-      this.rotateIfDue(this.o.clock(), schedule).then(
-        (changed) => {
-          if (changed.length) this.o.log.info({ changed }, "scheduled rotation");
-        },
-        (e: unknown) => this.o.log.error({ err: e }, "scheduled rotation failed"),
-      );
+      // Steps taken before a later one fails happened all the same: they are reported either way.
+      const steps: KeyStep[] = [];
+      this.serialized(() => this.rotateDueNow(this.o.clock(), schedule, undefined, steps))
+        .catch((e: unknown) => this.o.log.error({ err: e }, "scheduled rotation failed"))
+        .then(async () => {
+          if (steps.length) this.o.log.info({ changed: steps.map(describe) }, "scheduled rotation");
+          await this.reportAutomatic("schedule", steps);
+        })
+        .catch((e: unknown) => this.o.log.error({ err: e }, "a scheduled rotation step could not be audited"));
     }, schedule.checkIntervalSeconds * 1000);
     timer.unref();
     return () => clearInterval(timer);
@@ -297,33 +323,22 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   /** Creates the next key of `kind` in the KeyStore (and, for X.509, its CA certificate) and publishes it. */
   async prepare(kind: CaKeyKind, now: Date = this.o.clock()): Promise<string> {
-    return this.serialized(() => this.prepareNow(kind, now));
+    return describe(await this.serialized(() => this.prepareNow(kind, now)));
   }
 
   /** The prepared key starts signing; the active one becomes "previous" and stays in the bundle. */
   async activate(kind: CaKeyKind, now: Date = this.o.clock()): Promise<string> {
-    return this.serialized(() => this.activateNow(kind, now));
+    return describe(await this.serialized(() => this.activateNow(kind, now)));
   }
 
   /** Previous keys whose last SVID has expired at `now` leave the bundle and are destroyed in the KeyStore. */
   async retireExpired(now: Date = this.o.clock(), kind?: CaKeyKind): Promise<string[]> {
-    return this.serialized(() => this.retireNow(now, kind));
+    return (await this.serialized(() => this.retireNow(now, kind))).map(describe);
   }
 
   /** Whatever the schedule calls for at `now`: retire expired previous keys, prepare at prepareAt, activate at activateAt. */
   async rotateIfDue(now: Date = this.o.clock(), schedule: RotationSchedule = this.o.rotation ?? DEFAULT_SCHEDULE, kind?: CaKeyKind): Promise<string[]> {
-    return this.serialized(async () => {
-      const changed = await this.retireNow(now, kind);
-      for (const k of kind ? [kind] : KINDS) {
-        const active = this.requireActive(k);
-        const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
-        const end = active.record.notAfter?.getTime() ?? start;
-        const elapsed = end > start ? (now.getTime() - start) / (end - start) : 1;
-        if (elapsed >= schedule.prepareAt && !this.key(k, "prepared")) changed.push(await this.prepareNow(k, now));
-        if (elapsed >= schedule.activateAt && this.key(k, "prepared")) changed.push(await this.activateNow(k, now));
-      }
-      return changed;
-    });
+    return (await this.serialized(() => this.rotateDueNow(now, schedule, kind))).map(describe);
   }
 
   async close(): Promise<void> {
@@ -334,7 +349,20 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
   // --- internals ---
 
   /** The rotation steps themselves, called only inside `serialized`. */
-  private async prepareNow(kind: CaKeyKind, now: Date): Promise<string> {
+  private async rotateDueNow(now: Date, schedule: RotationSchedule, kind?: CaKeyKind, changed: KeyStep[] = []): Promise<KeyStep[]> {
+    changed.push(...(await this.retireNow(now, kind)));
+    for (const k of kind ? [kind] : KINDS) {
+      const active = this.requireActive(k);
+      const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
+      const end = active.record.notAfter?.getTime() ?? start;
+      const elapsed = end > start ? (now.getTime() - start) / (end - start) : 1;
+      if (elapsed >= schedule.prepareAt && !this.key(k, "prepared")) changed.push(await this.prepareNow(k, now));
+      if (elapsed >= schedule.activateAt && this.key(k, "prepared")) changed.push(await this.activateNow(k, now));
+    }
+    return changed;
+  }
+
+  private async prepareNow(kind: CaKeyKind, now: Date): Promise<KeyStep> {
     if (this.key(kind, "prepared")) throw new HallmarkError("ca_rotation_in_progress", `a ${kind} key is already prepared; activate it first`);
     const id = randomUUID();
     const label = caKeyLabel(kind, id);
@@ -359,7 +387,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     record.status = "prepared";
     this.loaded.set(id, { record, signer });
     await this.bundleChanged();
-    return `prepared ${kind} key ${id}`;
+    return { step: "prepare", kind, keyId: id };
   }
 
   /** Undoes a failed creation now rather than at the next start; if this fails too, the next start does it. */
@@ -372,25 +400,25 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     }
   }
 
-  private async activateNow(kind: CaKeyKind, now: Date): Promise<string> {
+  private async activateNow(kind: CaKeyKind, now: Date): Promise<KeyStep> {
     const next = this.key(kind, "prepared");
     if (!next) throw new HallmarkError("ca_rotation_nothing_prepared", `no prepared ${kind} key to activate; prepare one first`);
     const current = this.key(kind, "active");
     if (current) await this.setStatus(current, "previous", now);
     await this.setStatus(next, "active", now);
     await this.bundleChanged();
-    return `activated ${kind} key ${next.record.id}`;
+    return { step: "activate", kind, keyId: next.record.id };
   }
 
-  private async retireNow(now: Date, kind?: CaKeyKind): Promise<string[]> {
-    const changed: string[] = [];
+  private async retireNow(now: Date, kind?: CaKeyKind): Promise<KeyStep[]> {
+    const changed: KeyStep[] = [];
     for (const k of [...this.loaded.values()].filter((k) => k.record.status === "previous" && (!kind || k.record.kind === kind))) {
       const last = await this.o.svids.latestExpiry(k.record.id);
       if (last && last.getTime() > now.getTime()) continue;
       await this.setStatus(k, "retired", now);
       this.loaded.delete(k.record.id);
       await this.o.keyStore.destroy(k.record.label);
-      changed.push(`retired ${k.record.kind} key ${k.record.id}`);
+      changed.push({ step: "retire", kind: k.record.kind, keyId: k.record.id });
     }
     if (changed.length) await this.bundleChanged();
     return changed;
@@ -404,6 +432,10 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       : await createRootCa({ signer, trustDomain, ttlSeconds: x509.ttlSeconds, now });
     checkSigningCertConformance(certificate, { trustDomain, issuerCertificate: upstream ? upstream.chain[0] : certificate });
     return { certificate, notAfter: new Date(new X509Certificate(certificate).validTo), upstreamChain: upstream?.chain };
+  }
+
+  private async reportAutomatic(trigger: AutomaticCaKeyChange["trigger"], steps: KeyStep[]): Promise<void> {
+    for (const s of steps) await this.o.onAutomaticKeyChange?.({ ...s, trigger });
   }
 
   private serialized<T>(step: () => Promise<T>): Promise<T> {

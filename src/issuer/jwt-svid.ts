@@ -9,9 +9,18 @@ export const MAX_AUDIENCE_LENGTH = 512;
 /** The default ceiling on a JWT-SVID's life (JWT-SVID §3 asks for short-lived tokens; bearer tokens leak). */
 export const DEFAULT_MAX_JWT_TTL_SECONDS = 86400;
 
-const printable = (s: string): boolean => [...s].every((c) => c.charCodeAt(0) >= 0x20 && c.charCodeAt(0) !== 0x7f);
+/**
+ * What an audience may not contain. An audience is shown to people (logs, audit, token dumps) and
+ * compared by relying parties, so nothing in it may hide or reorder what it appears to say:
+ * controls (Cc: C0, DEL, C1), invisible format characters (Cf, which holds every bidirectional
+ * control: U+061C, U+200E/F, U+202A-E, U+2066-9, and zero-width ones), lone surrogates (Cs: not
+ * Unicode text at all) and the line/paragraph separators (Zl, Zp). Other text, including non-ASCII
+ * letters in any normalisation form, is the caller's business: relying parties match it exactly.
+ */
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/u;
+const printable = (s: string): boolean => !UNPRINTABLE.test(s);
 
-/** Audiences: 1..16 non-empty printable strings of at most 512 characters, no duplicates. */
+/** Audiences: 1..16 distinct non-empty printable strings of at most 512 characters. */
 export function validateAudience(audience: unknown): string[] {
   const ok =
     Array.isArray(audience) &&
@@ -31,7 +40,9 @@ export function validateAudience(audience: unknown): string[] {
 /**
  * A JWT-SVID (spiffe/spiffe standards/JWT-SVID.md): JWS compact serialisation with `alg` and `kid`
  * in the header (§2; `typ` JWT is allowed) and `sub`, `aud`, `exp` in the claims (§3; `iat`
- * added). Assembled here around the Signer, since JOSE libraries sign only with keys they hold
+ * added). `iss`, when given, is the OIDC discovery document's issuer: JWT-SVID §3 leaves other
+ * registered claims optional, but OIDC federation relying parties (AWS, GCP, Vault) match `iss`
+ * against the issuer they discovered the JWKS from and refuse a token without one. Assembled here around the Signer, since JOSE libraries sign only with keys they hold
  * in memory; ECDSA signers return r||s, which is exactly the JWS form (RFC 7518 §3.4).
  */
 export async function mintJwtSvid(o: {
@@ -41,6 +52,8 @@ export async function mintJwtSvid(o: {
   audience: string[];
   ttlSeconds: number;
   now: Date;
+  /** The `iss` claim: the issuer of the OIDC discovery document that publishes this key. */
+  issuer?: string | undefined;
   /** Default: ES256/ES384 for EC keys, RS256 for RSA keys. */
   scheme?: SignatureScheme;
   maxTtlSeconds?: number;
@@ -53,7 +66,7 @@ export async function mintJwtSvid(o: {
   const iat = Math.floor(o.now.getTime() / 1000);
   const exp = iat + o.ttlSeconds;
   const header = { alg: SCHEMES[scheme].jwsAlg, kid: o.kid, typ: "JWT" };
-  const claims = { sub: o.spiffeId.toString(), aud: audience.length === 1 ? audience[0] : audience, exp, iat };
+  const claims = { ...(o.issuer === undefined ? {} : { iss: o.issuer }), sub: o.spiffeId.toString(), aud: audience.length === 1 ? audience[0] : audience, exp, iat };
   const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
   const signature = await o.signer.sign(Buffer.from(signingInput, "ascii"), scheme);
   return { token: `${signingInput}.${Buffer.from(signature).toString("base64url")}`, expiresAt: new Date(exp * 1000) };

@@ -123,9 +123,16 @@ const SKI_OID = oid(id_ce_subjectKeyIdentifier);
 const AKI_OID = oid(id_ce_authorityKeyIdentifier);
 const CRITICAL = Buffer.from([0x01, 0x01, 0xff]);
 
-/** GeneralNames of uniformResourceIdentifier [6] then dNSName [2] (IA5String: callers pass validated ASCII). */
-export function subjectAltNameExtension(uris: string[], dnsNames: string[] = [], critical = false): Buffer {
-  const names = [...uris.map((u) => tlv(0x86, Buffer.from(u, "latin1"))), ...dnsNames.map((d) => tlv(0x82, Buffer.from(d, "latin1")))];
+/**
+ * GeneralNames of uniformResourceIdentifier [6], then dNSName [2] (IA5String: callers pass
+ * validated ASCII), then iPAddress [7] (the address octets, 4 or 16: see ipAddressBytes).
+ */
+export function subjectAltNameExtension(uris: string[], dnsNames: string[] = [], ipAddresses: Buffer[] = [], critical = false): Buffer {
+  const names = [
+    ...uris.map((u) => tlv(0x86, Buffer.from(u, "latin1"))),
+    ...dnsNames.map((d) => tlv(0x82, Buffer.from(d, "latin1"))),
+    ...ipAddresses.map((ip) => tlv(0x87, ip)),
+  ];
   return sequence(SAN_OID, ...(critical ? [CRITICAL] : []), tlv(0x04, sequence(...names)));
 }
 

@@ -1,6 +1,7 @@
 import type { KeyObject } from "node:crypto";
 import { HallmarkError } from "../errors.js";
 import type { Signer } from "../hsm/signer.js";
+import { DNS_NAME, ipAddressBytes } from "../pki/subject-names.js";
 import type { SpiffeId } from "../spiffe/id.js";
 import { checkX509SvidConformance } from "./conformance.js";
 import { ACCEPTED_KEYS, isAcceptedKey, readSpki } from "./spki.js";
@@ -31,8 +32,8 @@ export interface IssuedCertificate {
 
 export type SubjectKey = { spki: Buffer } | { publicKey: KeyObject };
 
-const DNS_NAME = /^(?=.{1,253}$)(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const MAX_DNS_NAMES = 32;
+const MAX_IP_ADDRESSES = 16;
 
 /**
  * The Subject of every leaf: a fixed O, never identity. X509-SVID §3.1 lets the Subject be
@@ -58,12 +59,23 @@ const LEAF_KEY_USAGE = {
  * backdated; notAfter never past the CA's. A CA that names its trust domain issues for it alone.
  */
 export async function issueX509Svid(
-  o: { ca: { signer: Signer; certificate: Buffer }; spiffeId: SpiffeId; ttlSeconds: number; now: Date; dnsNames?: string[] } & SubjectKey,
+  o: {
+    ca: { signer: Signer; certificate: Buffer };
+    spiffeId: SpiffeId;
+    ttlSeconds: number;
+    now: Date;
+    dnsNames?: string[] | undefined;
+    ipAddresses?: string[] | undefined;
+  } & SubjectKey,
 ): Promise<IssuedCertificate> {
   requireTtl(o.ttlSeconds);
   const dnsNames = o.dnsNames ?? [];
   if (dnsNames.length > MAX_DNS_NAMES || !dnsNames.every((d) => DNS_NAME.test(d))) {
     throw new HallmarkError("invalid_request", `DNS names must be at most ${MAX_DNS_NAMES} valid host names`);
+  }
+  const ipAddresses = (o.ipAddresses ?? []).map(ipAddressBytes);
+  if (ipAddresses.length > MAX_IP_ADDRESSES || !ipAddresses.every((ip): ip is Buffer => ip !== undefined)) {
+    throw new HallmarkError("invalid_request", `IP addresses must be at most ${MAX_IP_ADDRESSES} IPv4 or IPv6 addresses`);
   }
   const spki = "publicKey" in o ? o.publicKey.export({ type: "spki", format: "der" }) : o.spki;
   const key = readSpki(spki);
@@ -90,7 +102,7 @@ export async function issueX509Svid(
         LEAF_EXT_KEY_USAGE,
         subjectKeyIdentifierExtension(keyIdentifier(spki)),
         authorityKeyIdentifierExtension(ca.keyId),
-        subjectAltNameExtension([o.spiffeId.toString()], dnsNames),
+        subjectAltNameExtension([o.spiffeId.toString()], dnsNames, ipAddresses),
       ],
     },
     o.ca.signer,

@@ -1,18 +1,17 @@
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from "node:fs";
-import { join } from "node:path";
-import type { FastifyInstance } from "fastify";
 import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
 import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
 import { AuditLog } from "../audit/log.js";
+import { WorkerAuditVerifier } from "../audit/worker-verifier.js";
 import { buildAttestors } from "../attestors/registry.js";
-import { type ServerConfig, adminSocketPath } from "../config/server.js";
+import { type ServerConfig, adminSocketPath, databasePath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { findSoftHsmModule } from "../hsm/softhsm.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
+import { checkAuditTail } from "../service/audit-tail-check.js";
 import { openCertificateAuthority } from "../service/ca-adapter.js";
 import { type Clock, systemClock } from "../service/clock.js";
 import { Metrics } from "../service/metrics.js";
@@ -21,11 +20,13 @@ import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
 import { hsmKeyUses } from "./hsm-key-uses.js";
+import { listenOnPrivateSocket } from "./admin-socket.js";
+import { claimDataDirectory } from "./data-dir.js";
 import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { openDevSoftHsmToken } from "./dev-softhsm.js";
 import { readSecretFile } from "./secrets.js";
 import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
-import { ServerTlsIdentity } from "./tls-identity.js";
+import { ServerTlsIdentity, serverCertificateNames } from "./tls-identity.js";
 
 export interface RunningServer {
   /** https://host:port actually bound (port 0 resolves to the real port). */
@@ -48,17 +49,20 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     }
   };
   try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const dataDir = claimDataDirectory(config);
+    closers.push(async () => dataDir.release());
     const trustDomain = TrustDomain.parse(config.trustDomain);
     // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
     // whether the database already records CA keys (see openDevSoftHsmToken).
-    const store: Store = await openSqliteStore(join(config.dataDir, "hallmark.db"), { log });
+    const store: Store = await openSqliteStore(databasePath(config), { log });
     closers.push(() => store.close());
     const keyStore = await openHsm(config, log, store);
     closers.push(() => keyStore.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
-    const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, clock, log });
+    await checkAuditTail({ audit: store.audit, records: config.audit.tailCheckRecords, metrics, log });
+    const auditVerifier = new WorkerAuditVerifier(databasePath(config));
+    const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, audit, clock, log });
     closers.push(() => ca.close());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
     const serverId = trustDomain.id("/hallmark/server");
@@ -76,6 +80,10 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
     });
+    // The one place the OIDC issuer is decided: the discovery document serves it and every
+    // JWT-SVID carries it as `iss`, so relying parties that match the two (AWS, GCP, Vault) accept.
+    let boundUrl = `https://${config.listen}`;
+    const issuerUrl = () => config.jwt.issuer ?? boundUrl;
     const nodes = new NodeIssuanceService({
       trustDomain,
       serverId,
@@ -87,22 +95,33 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, max: config.svid.maxTtl },
       renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
+      jwtIssuer: issuerUrl,
     });
-    const admin = new AdminService({ trustDomain, store, audit, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir });
+    const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir });
 
     const [host, port] = splitHostPort(config.listen);
-    const tls = new ServerTlsIdentity({ serverId, issuer: ca, bundlePem: () => ca.bundlePem(), host, clock, log });
+    const tls = new ServerTlsIdentity({
+      serverId,
+      issuer: ca,
+      audit,
+      bundlePem: () => ca.bundlePem(),
+      crossSigned: () => ca.crossSignedCertificates(),
+      names: serverCertificateNames(host, config.tls),
+      clock,
+      log,
+    });
     const material = await tls.issue();
     let ready = false;
-    let boundUrl = `https://${config.listen}`;
-    const issuerUrl = () => config.jwt.issuer ?? boundUrl;
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material },
-      { attestation, nodes, ca, metrics, ready: () => ready, issuerUrl },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl },
     );
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca });
     closers.push(() => adminApp.close());
+    // Closers run in reverse: a verification still walking is stopped first (its caller gets
+    // `unavailable`), so closing the admin listener does not wait for the walk to finish.
+    closers.push(() => auditVerifier.close());
 
     await publicApp.listen({ host, port });
     const url = boundHttpsUrl(publicApp.server, host, port);
@@ -117,8 +136,8 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
     }
     const adminSocket = adminSocketPath(config);
-    await listenOnSocket(adminApp, adminSocket);
-    ca.onBundleChange(() => void tls.refresh());
+    closers.push(await listenOnPrivateSocket(adminApp, adminSocket));
+    ca.onBundleChange(() => void tls.refresh("bundle_changed"));
     const stopRotation = ca.startScheduledRotation();
     closers.push(async () => stopRotation());
     ready = true;
@@ -147,11 +166,4 @@ async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise
     throw new HallmarkError("config_invalid", `no HSM PIN: set hsm.pinFile or the ${hsm.pinEnv} environment variable`);
   }
   return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions, requiredKeyUses: hsmKeyUses(config) });
-}
-
-async function listenOnSocket(app: FastifyInstance, path: string): Promise<void> {
-  // A socket file left by a crashed server would block the bind; nothing else may own this path.
-  if (existsSync(path)) unlinkSync(path);
-  await app.listen({ path });
-  chmodSync(path, 0o600);
 }

@@ -3,6 +3,7 @@ import { statSync } from "node:fs";
 import type { Server as TlsServer } from "node:tls";
 import type { Logger } from "pino";
 import { buildWebBundleApp } from "../api/app.js";
+import { TLS_POLICY } from "../api/tls-policy.js";
 import type { WellKnownRouteDeps } from "../api/well-known-routes.js";
 import { HallmarkError } from "../errors.js";
 import { pemChain, readCertificateFiles } from "../pki/pem.js";
@@ -95,7 +96,7 @@ export async function startWebBundleEndpoint(
     seen = now;
     try {
       files = readWebTlsFiles(config.certFile, config.keyFile);
-      server.setSecureContext({ key: files.key, cert: files.cert, minVersion: "TLSv1.2" });
+      server.setSecureContext({ key: files.key, cert: files.cert, ...TLS_POLICY });
       log.info({ certificate: files.summary }, "Web PKI certificate reloaded");
       warnIfExpired();
     } catch (e) {

@@ -12,5 +12,9 @@ export const AUDIT_EVENTS = {
   nodeBan: "node_ban",
   nodeUnban: "node_unban",
   caRotate: "ca_rotate",
+  /** The server's own X509-SVID for its HTTPS listener (at start, at half-life, when the bundle changes). */
+  issueServerSvid: "issue_server_svid",
+  /** A CA key step the server took on its own: the first keys at start, scheduled rotation. */
+  caKeyChange: "ca_key_change",
   backup: "backup",
 } as const;

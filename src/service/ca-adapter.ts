@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
+import type { AuditLog } from "../audit/log.js";
 import { pemBlocks } from "../pki/pem.js";
 import type { ServerConfig } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
@@ -9,15 +10,21 @@ import { parseCsr } from "../issuer/csr.js";
 import { loadFileSigner } from "../issuer/file-signer.js";
 import type { TrustDomain } from "../spiffe/id.js";
 import type { Store } from "../store/types.js";
+import { AUDIT_EVENTS } from "./audit-events.js";
 import type { Clock } from "./clock.js";
-import type { CsrParser } from "./ports.js";
+import type { AutomaticCaKeyChange, CsrParser } from "./ports.js";
 
-/** Builds the certificate authority from the server configuration. */
+/**
+ * Builds the certificate authority from the server configuration. Key steps the CA takes on its
+ * own (its first keys, scheduled rotation) are audited here with the server as the actor, as
+ * AdminService audits the ones an administrator asks for.
+ */
 export async function openCertificateAuthority(o: {
   config: ServerConfig;
   trustDomain: TrustDomain;
   keyStore: KeyStore;
   store: Store;
+  audit: AuditLog;
   clock: Clock;
   log: Logger;
 }): Promise<{ ca: CertificateAuthority; parseCsr: CsrParser }> {
@@ -36,6 +43,9 @@ export async function openCertificateAuthority(o: {
       prepareAt: config.ca.rotation.prepareAt,
       activateAt: config.ca.rotation.activateAt,
       checkIntervalSeconds: config.ca.rotation.checkInterval,
+    },
+    onAutomaticKeyChange: async (change: AutomaticCaKeyChange) => {
+      await o.audit.append({ time: o.clock(), event: AUDIT_EVENTS.caKeyChange, outcome: "success", actor: "server", details: { ...change } });
     },
   });
   return { ca, parseCsr: (pem) => parseCsr(pem) };

@@ -14,6 +14,7 @@ export class Metrics {
   private readonly attestations = new Map<string, number>();
   private readonly issuances = new Map<string, number>();
   private readonly latency = new Map<string, Histogram>();
+  private auditChain: { ok: boolean; records: number } | undefined;
 
   /** `outcome` is "success" or the refusal code. */
   attestation(attestor: string, outcome: string): void {
@@ -33,8 +34,21 @@ export class Metrics {
     this.latency.set(key, h);
   }
 
+  /** The latest check of the audit chain: its tail at start, or a full `hallmark audit verify`. */
+  auditChainChecked(ok: boolean, records: number): void {
+    this.auditChain = { ok, records };
+  }
+
   render(): string {
     const out: string[] = [];
+    if (this.auditChain) {
+      out.push("# HELP hallmark_audit_chain_ok 1 if the latest audit chain check (log tail at start, or a full verification) found it intact, else 0.");
+      out.push("# TYPE hallmark_audit_chain_ok gauge");
+      out.push(`hallmark_audit_chain_ok ${this.auditChain.ok ? 1 : 0}`);
+      out.push("# HELP hallmark_audit_chain_checked_records Records the latest audit chain check verified before it ended or found a break.");
+      out.push("# TYPE hallmark_audit_chain_checked_records gauge");
+      out.push(`hallmark_audit_chain_checked_records ${this.auditChain.records}`);
+    }
     out.push("# HELP hallmark_attestations_total Attestation outcomes by attestor and outcome (success or refusal code).");
     out.push("# TYPE hallmark_attestations_total counter");
     for (const [l, v] of this.attestations) out.push(`hallmark_attestations_total{${l}} ${v}`);

@@ -1,5 +1,6 @@
 import type { AuditLog } from "../audit/log.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
+import { validateAudience } from "../issuer/jwt-svid.js";
 import { SpiffeId, type TrustDomain } from "../spiffe/id.js";
 import type { EntryRecord, NodeRecord, Store } from "../store/types.js";
 import { checkCsrSans } from "./attestation.js";
@@ -22,10 +23,9 @@ export interface NodeIssuanceDeps {
   /** How long a renewed node's previous SVID keeps working, for requests already in flight. */
   renewalOverlapSeconds: number;
   metrics: Metrics;
+  /** The `iss` of JWT-SVIDs: the OIDC discovery document's issuer, from the same function that serves it. */
+  jwtIssuer: () => string;
 }
-
-const MAX_AUDIENCES = 16;
-const MAX_AUDIENCE_LENGTH = 512;
 
 /**
  * What an attested node may do with its SVID (over mutual TLS): renew it (join-token nodes
@@ -123,7 +123,7 @@ export class NodeIssuanceService {
       const entry = await this.entitledEntry(node, requested);
       const id = SpiffeId.parse(entry.spiffeId);
       const ttlSeconds = Math.min(entry.jwtSvidTtlSeconds ?? this.deps.ttl.jwt, this.deps.ttl.max);
-      const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, nodeId: node.spiffeId, now });
+      const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, issuer: this.deps.jwtIssuer(), nodeId: node.spiffeId, now });
       return { result: { ...jwt, spiffeId: id.toString() }, spiffeId: id.toString(), serial: undefined };
     });
   }
@@ -185,17 +185,6 @@ export class NodeIssuanceService {
       });
       this.deps.metrics.issuance(kind, code);
       throw e;
-    }
-  }
-}
-
-export function validateAudience(audience: string[]): void {
-  if (audience.length === 0 || audience.length > MAX_AUDIENCES) {
-    throw new HallmarkError("invalid_audience", `give between 1 and ${MAX_AUDIENCES} audiences`);
-  }
-  for (const a of audience) {
-    if (a.length === 0 || a.length > MAX_AUDIENCE_LENGTH || [...a].some((c) => c.charCodeAt(0) < 0x20)) {
-      throw new HallmarkError("invalid_audience", "an audience must be 1-512 printable characters");
     }
   }
 }

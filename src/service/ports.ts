@@ -1,3 +1,4 @@
+import type { AuditCheckpoint, AuditVerification } from "../audit/log.js";
 import type { SpiffeId } from "../spiffe/id.js";
 
 /**
@@ -22,10 +23,13 @@ export interface SvidIssuer {
     spiffeId: SpiffeId;
     ttlSeconds: number;
     dnsNames?: string[];
+    /** iPAddress SANs (IPv4 or IPv6 text), beside the one URI SAN (X509-SVID §2 allows them). */
+    ipAddresses?: string[];
     nodeId?: string;
     now: Date;
   }): Promise<IssuedX509>;
-  issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; nodeId?: string; now: Date }): Promise<IssuedJwt>;
+  /** `issuer`: the `iss` claim (the OIDC discovery issuer). */
+  issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt>;
   /** Root and CA certificates relying parties trust (current, next and previous keys). */
   x509Authorities(): Promise<Buffer[]>;
 }
@@ -58,6 +62,18 @@ export type CsrParser = (input: string) => VerifiedCsr;
 
 export type RotationStep = "prepare" | "activate" | "retire" | "auto";
 
+/**
+ * A CA key step the CA took without an administrator asking (the first keys at start, a
+ * scheduled rotation step), reported so the service layer can audit it as it audits the
+ * administrator's `ca rotate`. Awaited: a step that cannot be audited fails the start.
+ */
+export interface AutomaticCaKeyChange {
+  kind: "x509" | "jwt";
+  step: "prepare" | "activate" | "retire";
+  keyId: string;
+  trigger: "start" | "schedule";
+}
+
 /** What administration needs from the CA: the bundle in its forms, and rotation steps. */
 export interface CaAdministration {
   bundlePem(): Promise<string>;
@@ -69,4 +85,9 @@ export interface CaAdministration {
   rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[]; notes?: string[] }>;
   /** Current keys and their states, for `hallmark ca show`-style listings. */
   keys(): Promise<Array<{ id: string; kind: string; status: string; notAfter?: string | undefined; kid?: string | undefined }>>;
+}
+
+/** A full walk of the audit chain, kept off the request path (src/audit/worker-verifier.ts). */
+export interface AuditChainVerifier {
+  verify(checkpoint?: AuditCheckpoint): Promise<AuditVerification>;
 }

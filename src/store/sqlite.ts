@@ -1,9 +1,13 @@
 import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
+import type { Logger } from "pino";
 import type { JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
 import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema } from "./sqlite-schema.js";
+import { errnoReason } from "../system-error.js";
+import { SqliteHealth } from "./sqlite-health.js";
+import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./sqlite-files.js";
 import type {
   AttestationSessionRecord,
   AuditRecord,
@@ -48,33 +52,83 @@ const optDate = (v: unknown): Date | undefined => (v === null || v === undefined
 const optStr = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
 const optNum = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
 
+export interface SqliteStoreOptions extends SchemaOptions {
+  /**
+   * Opens an existing database for reading only, beside a running server or with it stopped
+   * (forensics): the file is opened read-only, so nothing can change it: no migration, no
+   * journal-mode switch, no checkpoint. A database from a newer Hallmark is refused.
+   */
+  readonly?: boolean;
+  /** Hears when the datastore starts failing (disk full, I/O errors) and when it recovers, and the schema migrations of a start. */
+  log?: Logger | undefined;
+}
+
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
- * throwaway one), in WAL mode, and applies pending migrations (see sqlite-schema.ts: a
- * database from a newer Hallmark is refused before anything is written to it, and an existing
- * one is copied to `<path>.pre-v<N>` before it is migrated).
+ * throwaway one), in WAL mode, and applies pending migrations (sqlite-schema.ts: a database from
+ * a newer Hallmark is refused before anything is written to it, store_too_new, and an existing
+ * one is copied to `<path>.pre-v<N>` before it is migrated). The database and its WAL and
+ * shared-memory files are 0600 from the moment they exist. A database that cannot be used is
+ * refused in one line naming the file and the reason. `log` hears when the datastore starts
+ * failing (disk full, I/O errors) and when it recovers.
  */
-export async function openSqliteStore(path: string, opts: SchemaOptions = {}): Promise<Store> {
-  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
-  let db: Db;
-  try {
-    db = new Database(path);
-  } catch (cause) {
-    throw new HallmarkError("unavailable", "the datastore cannot be opened", { cause, internal: path });
+export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<Store> {
+  if (options.readonly) {
+    const ro = openReadOnly(path);
+    return new SqliteStore(ro, new SqliteHealth(ro, options.log));
   }
+  let db: Db | undefined;
   try {
+    if (path !== ":memory:") {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      const obstacle = databaseFileObstacle(path);
+      if (obstacle) throw datastoreOpenError(path, obstacle);
+      ensurePrivateDatabaseFile(path);
+    }
+    db = new Database(path);
     // Several server replicas or CLI processes may share one file: wait rather than fail.
     db.pragma("busy_timeout = 5000");
+    // Before anything is written (the journal mode is): a newer database is left as it was.
     refuseNewerSchema(path, readSchemaVersion(db));
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
     db.pragma("foreign_keys = ON");
-    await migrateSchema(db, path, opts);
-  } catch (e) {
-    db.close();
-    throw e;
+    await migrateSchema(db, path, options);
+    return new SqliteStore(db, new SqliteHealth(db, options.log));
+  } catch (cause) {
+    if (db?.open) db.close();
+    if (cause instanceof HallmarkError) throw cause;
+    // SQLite's own words are precise for content ("file is not a database", "database disk
+    // image is malformed"); for the rest the errno says more.
+    const code = String((cause as { code?: unknown }).code ?? "");
+    const reason = code.startsWith("SQLITE_") ? (cause as Error).message : errnoReason(cause);
+    throw datastoreOpenError(path, reason, cause);
   }
-  return new SqliteStore(db);
+}
+
+function datastoreOpenError(path: string, reason: string, cause?: unknown): HallmarkError {
+  return new HallmarkError("datastore_open_failed", `cannot open the datastore ${path}: ${reason}`, { cause });
+}
+
+/**
+ * SQLite's read-only open of a WAL database reads the WAL too (what a running or crashed server
+ * has not checkpointed yet) and never checkpoints: only the WAL index files beside it (-shm, an
+ * empty -wal) may be created when absent, never the database file itself.
+ */
+function openReadOnly(path: string): Db {
+  let db: Db | undefined;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma("busy_timeout = 5000");
+    const version = readSchemaVersion(db);
+    if (version === 0) throw new Error("it has no schema version");
+    refuseNewerSchema(path, version);
+    return db;
+  } catch (cause) {
+    if (db?.open) db.close();
+    if (cause instanceof HallmarkError) throw cause;
+    throw new HallmarkError("unavailable", `${path} cannot be opened read-only as a Hallmark database: ${(cause as Error).message}`, { cause, internal: path });
+  }
 }
 
 class SqliteStore implements Store {
@@ -86,14 +140,23 @@ class SqliteStore implements Store {
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
 
-  constructor(private readonly db: Db) {
-    this.nodes = new SqliteNodes(db);
-    this.entries = new SqliteEntries(db);
-    this.joinTokens = new SqliteJoinTokens(db);
-    this.sessions = new SqliteSessions(db);
-    this.svids = new SqliteSvids(db);
-    this.caKeys = new SqliteCaKeys(db);
-    this.audit = new SqliteAudit(db);
+  // Every repository call goes through the health guard: storage failures become
+  // store_unavailable in this one place, and mark the store not ready until a write succeeds.
+  constructor(
+    private readonly db: Db,
+    private readonly health: SqliteHealth,
+  ) {
+    this.nodes = health.guard("nodes", new SqliteNodes(db));
+    this.entries = health.guard("entries", new SqliteEntries(db));
+    this.joinTokens = health.guard("joinTokens", new SqliteJoinTokens(db));
+    this.sessions = health.guard("sessions", new SqliteSessions(db));
+    this.svids = health.guard("svids", new SqliteSvids(db));
+    this.caKeys = health.guard("caKeys", new SqliteCaKeys(db));
+    this.audit = health.guard("audit", new SqliteAudit(db));
+  }
+
+  healthy(): boolean {
+    return this.health.healthy();
   }
 
   backup(path: string): Promise<void> {
@@ -583,21 +646,28 @@ class SqliteAudit implements AuditRepository {
   }
 
   async list(afterSeq: number, limit: number): Promise<AuditRecord[]> {
-    const rows = prepared(this.db, "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
-      .all(afterSeq, limit) as Row[];
-    return rows.map((r) => ({
-      seq: Number(r.seq),
-      time: date(r.time),
-      event: String(r.event),
-      outcome: String(r.outcome) as AuditRecord["outcome"],
-      code: optStr(r.code),
-      actor: optStr(r.actor),
-      spiffeId: optStr(r.spiffe_id),
-      attestor: optStr(r.attestor),
-      serial: optStr(r.serial),
-      details: JSON.parse(String(r.details)) as Record<string, unknown>,
-      prevHash: String(r.prev_hash),
-      hash: String(r.hash),
-    }));
+    return (prepared(this.db, "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?").all(afterSeq, limit) as Row[]).map(auditFromRow);
   }
+
+  async tail(limit: number): Promise<AuditRecord[]> {
+    const rows = prepared(this.db, "SELECT * FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?) ORDER BY seq").all(limit) as Row[];
+    return rows.map(auditFromRow);
+  }
+}
+
+function auditFromRow(r: Row): AuditRecord {
+  return {
+    seq: Number(r.seq),
+    time: date(r.time),
+    event: String(r.event),
+    outcome: String(r.outcome) as AuditRecord["outcome"],
+    code: optStr(r.code),
+    actor: optStr(r.actor),
+    spiffeId: optStr(r.spiffe_id),
+    attestor: optStr(r.attestor),
+    serial: optStr(r.serial),
+    details: JSON.parse(String(r.details)) as Record<string, unknown>,
+    prevHash: String(r.prev_hash),
+    hash: String(r.hash),
+  };
 }

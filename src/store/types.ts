@@ -220,6 +220,8 @@ export interface AuditRepository {
   append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord>;
   /** In seq order, from `afterSeq`, at most `limit`. */
   list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
+  /** The last `limit` records, in seq order. */
+  tail(limit: number): Promise<AuditRecord[]>;
 }
 
 export interface Store {
@@ -230,6 +232,8 @@ export interface Store {
   readonly svids: SvidRepository;
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
+  /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
+  healthy(): boolean;
   /**
    * Writes a consistent snapshot of the whole datastore to `path` (mode 0600, temp file then
    * rename) while it stays in use: the file is a database Hallmark opens as it is.

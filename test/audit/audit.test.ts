@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import Database from "better-sqlite3";
 import { join } from "node:path";
-import { AuditLog, verifyAuditChain } from "../../src/audit/log.js";
+import { AuditLog, verifyAuditChain, verifyAuditTail } from "../../src/audit/log.js";
 import { AUDIT_GENESIS_HASH, openSqliteStore } from "../../src/store/sqlite.js";
 import type { Store } from "../../src/store/types.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -95,5 +95,39 @@ describe("audit checkpoints: a cut-off tail", () => {
     expect(v).toMatchObject({ ok: true, records: 6 });
     expect(await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH, checkpointAt6)).toMatchObject({ ok: false, brokenAt: 6, reason: "checkpoint_mismatch" });
     if (v.ok) expect(await verifyAuditChain(tailStore.audit, AUDIT_GENESIS_HASH, { seq: 6, hash: v.head })).toMatchObject({ ok: true });
+  });
+});
+
+describe("audit tail check (what the server runs at start)", () => {
+  const tailDir = tempDir("audit-tailcheck");
+  const tailDb = join(tailDir.path, "hallmark.db");
+  let tailStore: Store;
+
+  beforeAll(async () => {
+    tailStore = await openSqliteStore(tailDb);
+    const log = new AuditLog(tailStore.audit);
+    for (let i = 0; i < 10; i++) await log.append({ time: new Date(1_700_000_000_000 + i), event: "issue_x509", outcome: "success", details: { n: i } });
+  });
+  afterAll(async () => {
+    await tailStore.close();
+    tailDir.remove();
+  });
+
+  const tamperTail = (sql: string) => {
+    const db = new Database(tailDb);
+    db.exec("DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete;");
+    db.exec(sql);
+    db.close();
+  };
+
+  it("checks only the last N records: an edit inside them is found, one before them is the full walk's business", async () => {
+    expect(await verifyAuditTail(tailStore.audit, AUDIT_GENESIS_HASH, 4)).toMatchObject({ ok: true, records: 4 });
+    expect(await verifyAuditTail(tailStore.audit, AUDIT_GENESIS_HASH, 100)).toMatchObject({ ok: true, records: 10 });
+    tamperTail("UPDATE audit_log SET details = '{\"n\":99}' WHERE seq = 3");
+    expect(await verifyAuditTail(tailStore.audit, AUDIT_GENESIS_HASH, 4)).toMatchObject({ ok: true, records: 4 });
+    expect(await verifyAuditTail(tailStore.audit, AUDIT_GENESIS_HASH, 100)).toMatchObject({ ok: false, records: 2, brokenAt: 3, reason: "hash_mismatch" });
+    tamperTail("UPDATE audit_log SET details = '{\"n\":2}' WHERE seq = 3");
+    tamperTail("DELETE FROM audit_log WHERE seq = 8");
+    expect(await verifyAuditTail(tailStore.audit, AUDIT_GENESIS_HASH, 4)).toMatchObject({ ok: false, records: 2, brokenAt: 8, reason: "sequence_gap" });
   });
 });

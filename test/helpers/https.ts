@@ -49,3 +49,25 @@ export function httpsRaw(
 export function postJson(url: string, body: unknown, extra: { ca?: string; cert?: string; key?: string } = {}): Promise<HttpsResult> {
   return httpsRaw(url, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" }, ...extra });
 }
+
+/**
+ * A fetch (enough of it for jose's createRemoteJWKSet `customFetch`, and for discovery) that
+ * trusts `ca` alone and checks the server's name the default way: the certificate must name the
+ * host of the URL (an IP SAN for https://127.0.0.1). Node 20's global fetch takes no CA option.
+ */
+export function fetchTrusting(ca: string): (url: string, init?: { headers?: Headers; signal?: AbortSignal }) => Promise<Response> {
+  return (url, init) =>
+    new Promise((resolve, reject) => {
+      const headers: Record<string, string> = {};
+      init?.headers?.forEach((v, k) => (headers[k] = v));
+      const req = request(url, { ca, headers, agent: false, ...(init?.signal ? { signal: init.signal } : {}) }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve(new Response(Buffer.concat(chunks), { status: res.statusCode ?? 0, headers: { "content-type": String(res.headers["content-type"] ?? "") } })),
+        );
+      });
+      req.on("error", reject);
+      req.end();
+    });
+}

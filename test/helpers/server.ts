@@ -1,4 +1,5 @@
 import { join } from "node:path";
+import type { Logger } from "pino";
 import { loadServerConfig, type ServerConfig } from "../../src/config/server.js";
 import { createLogger } from "../../src/log.js";
 import { type RunningServer, startServer } from "../../src/server/run.js";
@@ -19,13 +20,13 @@ export interface TestServer extends RunningServer {
  * at a time (restart it with `startTestServer({ dataDir })`).
  */
 export async function startTestServer(
-  opts: { dataDir?: string; overrides?: Record<string, unknown>; clock?: Clock; configFile?: string } = {},
+  opts: { dataDir?: string; overrides?: Record<string, unknown>; clock?: Clock; configFile?: string; log?: Logger } = {},
 ): Promise<TestServer> {
   const dir = opts.dataDir ? undefined : tempDir("server");
   const dataDir = opts.dataDir ?? dir!.path;
   const config = loadServerConfig({ dataDir, listen: "127.0.0.1:0", config: opts.configFile }, {});
   Object.assign(config, opts.overrides ?? {});
-  const log = createLogger(process.env.HALLMARK_TEST_LOG ?? "silent");
+  const log = opts.log ?? createLogger(process.env.HALLMARK_TEST_LOG ?? "silent");
   const server = await startServer(config, log, opts.clock);
   return {
     ...server,

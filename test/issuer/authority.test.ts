@@ -146,11 +146,38 @@ describe("certificate authority on SoftHSM2", () => {
   it("rotates on schedule: prepares past prepareAt, activates past activateAt", async () => {
     const store = await newStore("schedule");
     const ca = await CertificateAuthority.open(options(store, { x509: { keyType: "ec-p256", ttlSeconds: 1000 }, rotation: { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 } }));
-    expect(await ca.rotate("x509", "auto")).toEqual({ changed: [] });
+    const idle = await ca.rotate("x509", "auto");
+    expect(idle.changed).toEqual([]);
+    expect(idle.notes).toEqual([expect.stringMatching(/^nothing to retire: no previous x509 key \(the active one is [0-9a-f-]{36}\)$/)]);
     now = new Date(now.getTime() + 600_000);
     expect((await ca.rotate("x509", "auto")).changed[0]).toMatch(/^prepared x509/);
+    const signedByOld = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 300, now });
     now = new Date(now.getTime() + 200_000);
     expect((await ca.rotate("x509", "auto")).changed[0]).toMatch(/^activated x509/);
+    // The old key now waits for its last SVID: retire says which key and until when.
+    const waiting = await ca.rotate("x509", "retire");
+    expect(waiting.changed).toEqual([]);
+    expect(waiting.notes).toEqual([expect.stringMatching(/^previous x509 key [0-9a-f-]{36} stays published until its last SVID expires at /)]);
+    expect(waiting.notes![0]).toContain(signedByOld.notAfter.toISOString());
+  });
+
+  it("cross-signs the active CA certificate with the previous key, so a pre-rotation root verifies the server's chain", async () => {
+    const store = await newStore("cross");
+    const ca = await CertificateAuthority.open(options(store, { x509: { keyType: "ec-p256", ttlSeconds: 86400 } }));
+    expect(await ca.crossSignedCertificates()).toEqual([]);
+    const [oldRoot] = await ca.x509Authorities();
+    await ca.prepare("x509");
+    await ca.activate("x509");
+    const cross = await ca.crossSignedCertificates();
+    expect(cross).toHaveLength(1);
+    expect(await ca.crossSignedCertificates()).toEqual(cross);
+    const leaf = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/hallmark/server"), ttlSeconds: 3600, now });
+    const roots = await ca.x509Authorities();
+    const newRoot = roots.find((r) => !r.equals(oldRoot!))!;
+    // openssl, the independent witness: the old root alone verifies leaf + cross; the new root alone verifies too.
+    expect(await opensslVerify([oldRoot!], [leaf.chain[0]!, cross[0]!])).toContain(": OK");
+    expect(await opensslVerify([newRoot], [leaf.chain[0]!, cross[0]!])).toContain(": OK");
+    expect(await opensslVerify([oldRoot!], [leaf.chain[0]!])).not.toContain(": OK");
   });
 
   it("works as an intermediate under an upstream CA, with openssl verifying to the upstream root", async () => {

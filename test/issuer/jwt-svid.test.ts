@@ -69,6 +69,10 @@ describe("mintJwtSvid", () => {
     ["too many audiences", Array.from({ length: 17 }, (_, i) => `a${i}`)],
     ["an over-long audience", ["x".repeat(513)]],
     ["a control character", ["a\nb"]],
+    ["a C1 control", ["a\u0085b"]],
+    ["a bidirectional override (U+202E)", ["a\u202Eb"]],
+    ["a bidirectional isolate (U+2068)", ["a\u2068b"]],
+    ["a lone surrogate", ["a\uD800"]],
     ["not an array", "a"],
   ])("refuses %s with invalid_audience", async (_what, audience) => {
     await expect(mintJwtSvid({ signer: keys.ec256, kid: "k", spiffeId: id, audience: audience as string[], ttlSeconds: 60, now })).rejects.toMatchObject({

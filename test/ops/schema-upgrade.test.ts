@@ -3,6 +3,7 @@ import Database from "better-sqlite3";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { pino } from "pino";
 import { SQLITE_MIGRATIONS } from "../../src/store/migrations.js";
 import { KNOWN_SCHEMA_VERSION } from "../../src/store/sqlite-schema.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
@@ -27,10 +28,16 @@ const versionOf = (path: string) => {
   }
 };
 
-/** A log that keeps what it is told, as pino would print it. */
+/** A real pino logger whose lines (the schema ones) are kept, parsed. */
 function captureLog() {
   const lines: Array<{ details: Record<string, unknown>; message: string }> = [];
-  return { lines, info: (details: object, message: string) => lines.push({ details: details as Record<string, unknown>, message }) };
+  const logger = pino({ level: "info", base: null, timestamp: false }, {
+    write: (line: string) => {
+      const { msg, level: _level, ...details } = JSON.parse(line) as Record<string, unknown>;
+      lines.push({ details, message: String(msg) });
+    },
+  });
+  return { lines, logger };
 }
 
 describe("schema versions", () => {
@@ -74,7 +81,7 @@ describe("schema versions", () => {
     old.close();
 
     const log = captureLog();
-    const store = await openSqliteStore(dbPath, { log });
+    const store = await openSqliteStore(dbPath, { log: log.logger });
     try {
       expect((await store.nodes.get("spiffe://example.org/node/old"))?.serial).toBe("ab");
       expect((await store.nodes.get("spiffe://example.org/node/old"))?.previousSerial).toBeUndefined();
@@ -102,7 +109,7 @@ describe("schema versions", () => {
     // Opening it again migrates nothing, copies nothing, logs nothing.
     const copyDigest = sha256(copy);
     const again = captureLog();
-    await (await openSqliteStore(dbPath, { log: again })).close();
+    await (await openSqliteStore(dbPath, { log: again.logger })).close();
     expect(again.lines).toEqual([]);
     expect(sha256(copy)).toBe(copyDigest);
   });
@@ -110,7 +117,7 @@ describe("schema versions", () => {
   it("creates a new database without a copy, and logs the migration from version 0", async () => {
     const dbPath = join(dir.path, "fresh", "hallmark.db");
     const log = captureLog();
-    await (await openSqliteStore(dbPath, { log })).close();
+    await (await openSqliteStore(dbPath, { log: log.logger })).close();
     expect(log.lines.map((l) => l.message)).toEqual([`database schema migrated from version 0 to ${KNOWN_SCHEMA_VERSION}`]);
     expect(readdirSync(join(dir.path, "fresh")).filter((f) => f.includes(".pre-v"))).toEqual([]);
     expect(existsSync(dbPath)).toBe(true);

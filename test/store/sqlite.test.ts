@@ -101,3 +101,42 @@ describe("SQLite store", () => {
     }
   });
 });
+
+describe("SQLite store opened read-only", () => {
+  const roDir = tempDir("store-ro");
+  const roPath = join(roDir.path, "hallmark.db");
+  afterAll(() => roDir.remove());
+
+  it("reads what a writer beside it has not checkpointed yet, refuses every write, and never migrates", async () => {
+    const writer = await openSqliteStore(roPath);
+    const hash = (seq: number) => seq.toString(16).padStart(64, "0");
+    await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
+    const ro = await openSqliteStore(roPath, { readonly: true });
+    try {
+      await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
+      expect((await ro.audit.tail(10)).map((r) => r.seq)).toEqual([1, 2]);
+      await expect(ro.audit.append({ time: t0, event: "x", outcome: "success", details: {} }, () => hash(9))).rejects.toThrow(/readonly/);
+      await expect(ro.entries.delete("x")).rejects.toThrow(/readonly/);
+    } finally {
+      await ro.close();
+      await writer.close();
+    }
+  });
+
+  it("refuses a missing file instead of creating one, and a file that is no Hallmark database", async () => {
+    await expect(openSqliteStore(join(roDir.path, "absent.db"), { readonly: true })).rejects.toMatchObject({ code: "unavailable" });
+    const other = join(roDir.path, "other.db");
+    const raw = new Database(other);
+    raw.exec("CREATE TABLE t (a)");
+    raw.close();
+    await expect(openSqliteStore(other, { readonly: true })).rejects.toMatchObject({ code: "unavailable", message: /no such table: schema_version/ });
+  });
+
+  it("refuses a database migrated by a newer Hallmark, read-only and read-write alike", async () => {
+    const db = new Database(roPath);
+    db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(1000);
+    db.close();
+    await expect(openSqliteStore(roPath, { readonly: true })).rejects.toMatchObject({ code: "store_too_new" });
+    await expect(openSqliteStore(roPath)).rejects.toMatchObject({ code: "store_too_new" });
+  });
+});
