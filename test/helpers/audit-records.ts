@@ -40,3 +40,13 @@ export function appendAuditRecordsInBulk(dbPath: string, count: number): void {
     db.close();
   }
 }
+
+/** How many audit records the database holds, counted with SQL beside the code under test. */
+export function auditRecordCount(dbPath: string): number {
+  const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+  try {
+    return Number((db.prepare("SELECT COUNT(*) AS n FROM audit_log").get() as { n: number }).n);
+  } finally {
+    db.close();
+  }
+}

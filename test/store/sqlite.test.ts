@@ -115,8 +115,8 @@ describe("SQLite store opened read-only", () => {
     try {
       await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
       expect((await ro.audit.tail(10)).map((r) => r.seq)).toEqual([1, 2]);
-      await expect(ro.audit.append({ time: t0, event: "x", outcome: "success", details: {} }, () => hash(9))).rejects.toThrow(/readonly/);
-      await expect(ro.entries.delete("x")).rejects.toThrow(/readonly/);
+      await expect(ro.audit.append({ time: t0, event: "x", outcome: "success", details: {} }, () => hash(9))).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
+      await expect(ro.entries.delete("x")).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
     } finally {
       await ro.close();
       await writer.close();
