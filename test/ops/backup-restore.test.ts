@@ -122,7 +122,7 @@ describe("backup and restore", () => {
     const verify = await runCli(["audit", "verify", "--data-dir", back.dataDir]);
     expect(verify.stderr).toBe("");
     expect(verify.code).toBe(0);
-    expect(verify.stdout).toMatch(/^audit log intact: \d+ records/);
+    expect(verify.stdout).toMatch(/^audit log intact: \d+ records/m);
     await back.close();
     server = undefined;
     expect(existsSync(join(restored.path, "hallmark.db"))).toBe(true);

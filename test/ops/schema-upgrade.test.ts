@@ -50,7 +50,9 @@ describe("schema versions", () => {
     const db = new Database(dbPath);
     db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(newer);
     db.close();
-    const before = { digest: sha256(dbPath), files: readdirSync(data).sort() };
+    // The data directory's lock file (server.lock) is the server's, not the database's.
+    const files = () => readdirSync(data).filter((f) => f !== "server.lock").sort();
+    const before = { digest: sha256(dbPath), files: files() };
 
     const r = await runCli(["server", "--data-dir", data, "--listen", "127.0.0.1:0"], { HALLMARK_LOG_LEVEL: "silent" });
     expect(r.code).toBe(1);
@@ -58,7 +60,7 @@ describe("schema versions", () => {
       `hallmark: store_too_new: ${dbPath} has schema version ${newer}; this hallmark knows up to ${KNOWN_SCHEMA_VERSION}: upgrade hallmark or restore an older backup`,
     );
     // Untouched: same bytes, no new file (no token, no socket, no pre-migration copy).
-    expect({ digest: sha256(dbPath), files: readdirSync(data).sort() }).toEqual(before);
+    expect({ digest: sha256(dbPath), files: files() }).toEqual(before);
     expect(versionOf(dbPath)).toBe(newer);
     // In process too, with the same code.
     await expect(openSqliteStore(dbPath)).rejects.toMatchObject({ code: "store_too_new" });
