@@ -76,6 +76,11 @@ export const CORE_ERRORS = {
   hsm_key_exists: { status: 409, title: "A key with this label already exists" },
   hsm_scheme_mismatch: { status: 500, title: "The signature scheme does not fit the key type" },
   hsm_key_type_unsupported: { status: 500, title: "The key type is not supported by this HSM layer" },
+  // the token lacks a mechanism the configured key types need (checked at start)
+  hsm_mechanism_missing: { status: 500, title: "The HSM lacks a mechanism the configured keys need" },
+  // `hallmark hsm init`: a token with this label exists already, or the module is not SoftHSM2
+  hsm_token_exists: { status: 409, title: "A token with this label already exists" },
+  hsm_init_unsupported: { status: 500, title: "Token initialisation is only for SoftHSM2; use the HSM vendor's tools" },
   // configuration
   config_invalid: { status: 500, title: "The configuration is invalid" },
   // files and credentials named on the command line (the CLI and client library; never sent over HTTP)
@@ -85,13 +90,16 @@ export const CORE_ERRORS = {
   // start-up: the data directory and the datastore in it (named, with the reason, in the message)
   data_dir_in_use: { status: 409, title: "The data directory is in use by another server" },
   datastore_open_failed: { status: 503, title: "The datastore cannot be opened" },
+  // operations: the database from a newer Hallmark (refused at start, left untouched); backups
+  store_too_new: { status: 500, title: "The database was written by a newer Hallmark" },
+  backup_failed: { status: 500, title: "The backup could not be written" },
+  backup_exists: { status: 409, title: "The backup file exists already" },
   // audit
   audit_chain_broken: { status: 500, title: "The audit chain does not verify" },
   /** One full verification at a time: each walks the whole log in its own worker thread. */
   audit_verify_running: { status: 409, title: "An audit verification is already running" },
   // datastore
   /** The database was migrated by a newer Hallmark: neither migrated back nor read by guesswork. */
-  store_schema_newer: { status: 500, title: "The database was written by a newer Hallmark" },
   // catch-all, never exposed in detail
   internal: { status: 500, title: "Internal error" },
   unavailable: { status: 503, title: "Service unavailable" },

@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
+import { createReadStream } from "node:fs";
 import { z } from "zod";
 import type { AdminService } from "../service/admin.js";
 import type { CaAdministration } from "../service/ports.js";
@@ -191,6 +192,18 @@ export const ADMIN_ROUTES = {
       },
     },
   }),
+  backup: defineRoute({
+    operationId: "backup",
+    method: "GET",
+    url: "/admin/backup",
+    summary: "A consistent snapshot of the database, taken while the server runs",
+    description:
+      "Streams a self-contained SQLite file; its SHA-256 is in the x-hallmark-sha256 header. The CLI writes it with the " +
+      "operator's rights, so the server never needs write access outside its data directory. Keep the HSM token and PIN files too.",
+    caller: "admin",
+    responses: { 200: { description: "The SQLite database file", contentType: "application/vnd.sqlite3" } },
+    errors: ["store_unavailable"],
+  }),
   openApi: defineRoute({
     operationId: "adminOpenApi",
     method: "GET",
@@ -268,6 +281,15 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
       query.checkpoint_seq !== undefined && query.checkpoint_hash !== undefined ? { seq: query.checkpoint_seq, hash: query.checkpoint_hash } : undefined,
     ),
   );
+  registerRoute(app, R.backup, async (_input, _c, _req, reply) => {
+    const b = await deps.admin.backup();
+    reply.raw.once("close", b.remove);
+    return reply
+      .header("content-type", "application/vnd.sqlite3")
+      .header("content-length", b.bytes)
+      .header("x-hallmark-sha256", b.sha256)
+      .send(createReadStream(b.path));
+  });
   serveOpenApi(app, R.openApi, {
     title: "Hallmark admin API",
     description:

@@ -17,7 +17,7 @@ const DATA_DIR: FlagSpec = {
   default: ".data",
   env: "HALLMARK_DATA_DIR",
 };
-const ADMIN_OPTIONS: OptionSpec = {
+export const ADMIN_OPTIONS: OptionSpec = {
   "data-dir": DATA_DIR,
   "admin-socket": { type: "string", value: "PATH", description: "the server's admin socket, when it is not in the data directory (beats --data-dir)" },
   json: { type: "boolean", description: "print the answer as JSON" },
@@ -28,7 +28,7 @@ function dataDirOf(v: Record<string, unknown>): string {
   return resolve(optionalString(v, "data-dir") ?? (process.env[DATA_DIR.env!] || DATA_DIR.default!));
 }
 
-function socketOf(v: Record<string, unknown>): string {
+export function socketOf(v: Record<string, unknown>): string {
   const explicit = optionalString(v, "admin-socket");
   return explicit ? resolve(explicit) : join(dataDirOf(v), "admin.sock");
 }

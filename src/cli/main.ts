@@ -4,9 +4,10 @@ import { adminCommands } from "./admin-commands.js";
 import { type Command, UsageError, parseCommandArgs } from "./args.js";
 import { clientCommands } from "./client-commands.js";
 import { commandHelp, commandsOfGroup, groupHelp, topHelp } from "./help.js";
+import { opsCommands } from "./ops-commands.js";
 import { serverCommand } from "./server-command.js";
 
-const COMMANDS: Command[] = [serverCommand, ...adminCommands, ...clientCommands];
+const COMMANDS: Command[] = [serverCommand, ...adminCommands, ...opsCommands, ...clientCommands];
 
 type Target = { kind: "command"; cmd: Command; rest: string[] } | { kind: "group"; group: string; rest: string[] };
 

@@ -60,8 +60,18 @@ export function keyPairTemplates(keyType: KeyType, label: string, id: Buffer) {
     { type: pkcs11js.CKA_UNWRAP, value: false },
     { type: pkcs11js.CKA_DERIVE, value: false },
   ];
-  const mechanism = { mechanism: ec ? pkcs11js.CKM_EC_KEY_PAIR_GEN : pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN };
+  const mechanism = { mechanism: keyGenMechanism(keyType) };
   return { mechanism, publicKey, privateKey };
+}
+
+/** The PKCS#11 key-pair generation mechanism of a key type. */
+export function keyGenMechanism(keyType: KeyType): number {
+  return isEcKeyType(keyType) ? pkcs11js.CKM_EC_KEY_PAIR_GEN : pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN;
+}
+
+/** The modulus size of an RSA key type; undefined for EC. */
+export function rsaModulusBits(keyType: KeyType): number | undefined {
+  return RSA_BITS[keyType];
 }
 
 /** Reads the public key object back into a node KeyObject, and tells which key type it is. */

@@ -1,6 +1,7 @@
 import { type KeyObject, createHash, randomBytes } from "node:crypto";
 import { HallmarkError } from "../errors.js";
 import { isEcKeyType, keyPairTemplates, readPublicKey, signatureLength } from "./key-templates.js";
+import { type KeyUse, assertMechanisms, mechanismNeeds, signMechanism } from "./mechanisms.js";
 import {
   type Handle,
   type Pkcs11,
@@ -26,6 +27,8 @@ export interface Pkcs11KeyStoreOptions {
    * ECDSA signatures but blocking for the whole operation (see bench/hsm-raw.ts).
    */
   signing?: "async" | "sync";
+  /** The keys the configuration will generate and sign with: the token must offer their mechanisms (hsm_mechanism_missing). */
+  requiredKeyUses?: readonly KeyUse[] | undefined;
 }
 
 const KEY_TYPES: readonly KeyType[] = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072"];
@@ -39,22 +42,6 @@ const LOST_SESSION = [
   pkcs11js.CKR_OBJECT_HANDLE_INVALID,
   pkcs11js.CKR_KEY_HANDLE_INVALID,
 ];
-
-/** The PKCS#11 mechanism per scheme. ECDSA: hashed outside (SoftHSM2 lacks CKM_ECDSA_SHA256), CKM_ECDSA over the digest. */
-const MECHANISMS: Record<SignatureScheme, () => pkcs11js.Mechanism> = {
-  "ecdsa-sha256": () => ({ mechanism: pkcs11js.CKM_ECDSA }),
-  "ecdsa-sha384": () => ({ mechanism: pkcs11js.CKM_ECDSA }),
-  "rsa-pkcs1-sha256": () => ({ mechanism: pkcs11js.CKM_SHA256_RSA_PKCS }),
-  "rsa-pkcs1-sha384": () => ({ mechanism: pkcs11js.CKM_SHA384_RSA_PKCS }),
-  "rsa-pss-sha256": () => ({
-    mechanism: pkcs11js.CKM_SHA256_RSA_PKCS_PSS,
-    parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: pkcs11js.CKM_SHA256, mgf: pkcs11js.CKG_MGF1_SHA256, saltLen: 32 },
-  }),
-  "rsa-pss-sha384": () => ({
-    mechanism: pkcs11js.CKM_SHA384_RSA_PKCS_PSS,
-    parameter: { type: pkcs11js.CK_PARAMS_RSA_PSS, hashAlg: pkcs11js.CKM_SHA384, mgf: pkcs11js.CKG_MGF1_SHA384, saltLen: 48 },
-  }),
-};
 
 export interface KeyAttributes {
   sensitive: boolean;
@@ -72,6 +59,12 @@ export interface KeyAttributes {
  */
 export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<Pkcs11KeyStore> {
   const { pkcs11, slot } = openModule(opts.modulePath, opts.tokenLabel);
+  try {
+    assertMechanisms(pkcs11, slot, opts.tokenLabel, mechanismNeeds(opts.requiredKeyUses ?? []));
+  } catch (e) {
+    releaseModule(pkcs11);
+    throw e;
+  }
   const size = Math.max(1, opts.sessions ?? 4);
   const sessions: Handle[] = [];
   try {
@@ -238,7 +231,7 @@ export class Pkcs11KeyStore implements KeyStore {
     const out = Buffer.alloc(signatureLength(keyType));
     return this.withSession("sign", async (session) => {
       const key = this.cachedPrivateHandle(session, label);
-      this.pkcs11.C_SignInit(session, MECHANISMS[scheme](), key);
+      this.pkcs11.C_SignInit(session, signMechanism(scheme), key);
       // SoftHSM2 answers C_Sign over zero bytes with CKR_ARGUMENTS_BAD; a multi-part signature
       // with no parts is the same signature.
       if (input.length === 0) {

@@ -69,6 +69,32 @@ export async function ensureSoftHsmToken(opts: SoftHsmTokenOptions): Promise<{ c
   return { confPath, modulePath };
 }
 
+/**
+ * `hallmark hsm init`: a new token in an operator's SoftHSM2 installation (the token directory
+ * its softhsm2.conf names, through SOFTHSM2_CONF or /etc/softhsm/softhsm2.conf), the same way
+ * ensureSoftHsmToken makes the development one: C_InitToken, then C_InitPIN, PINs never on a
+ * command line. Refuses a module that is not SoftHSM2 (a vendor HSM's tokens are set up with
+ * the vendor's tools) and a label already in use, so it cannot re-initialise a token holding keys.
+ */
+export function initSoftHsmToken(o: { modulePath: string; label: string; pin: string; soPin: string }): void {
+  const pkcs11 = acquireModule(o.modulePath);
+  try {
+    const info = pkcs11.C_GetInfo();
+    if (!/softhsm/i.test(`${info.manufacturerID} ${info.libraryDescription}`)) {
+      throw new HallmarkError(
+        "hsm_init_unsupported",
+        `${o.modulePath} is '${info.libraryDescription.trim()}' by '${info.manufacturerID.trim()}', not SoftHSM2: initialise the token with the vendor's tools`,
+      );
+    }
+    if (findTokenSlot(pkcs11, o.label)) throw new HallmarkError("hsm_token_exists", `a token labelled '${o.label}' exists already; nothing was changed`);
+    initUserPin(pkcs11, initToken(pkcs11, o), o);
+  } catch (e) {
+    throw hsmError(e, `initialise SoftHSM2 token '${o.label}'`);
+  } finally {
+    releaseModule(pkcs11);
+  }
+}
+
 function tokenMissing(label: string, tokens: string, requiredBecause: string): HallmarkError {
   return new HallmarkError(
     "hsm_token_not_found",

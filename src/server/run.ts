@@ -22,6 +22,7 @@ import { AnonymousRateLimit } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
 import { openSqliteStore } from "../store/sqlite.js";
 import type { Store } from "../store/types.js";
+import { hsmKeyUses } from "./hsm-key-uses.js";
 import { listenOnPrivateSocket } from "./admin-socket.js";
 import { claimDataDirectory } from "./data-dir.js";
 import { startIntervalTask } from "./interval-task.js";
@@ -100,7 +101,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       metrics,
       jwtIssuer: issuerUrl,
     });
-    const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl });
+    const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir });
 
     const [host, port] = splitHostPort(config.listen);
     const tls = new ServerTlsIdentity({
@@ -179,5 +180,5 @@ async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise
   if (!pin) {
     throw new HallmarkError("config_invalid", `no HSM PIN: set hsm.pinFile or the ${hsm.pinEnv} environment variable`);
   }
-  return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions });
+  return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions, requiredKeyUses: hsmKeyUses(config) });
 }

@@ -1,4 +1,6 @@
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
+import { createReadStream, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
 import type { AuditCheckpoint, AuditLog, AuditVerification } from "../audit/log.js";
 import { JOIN_TOKEN_ATTESTOR } from "../attestors/join-token/attestor.js";
 import { HallmarkError } from "../errors.js";
@@ -19,6 +21,8 @@ export interface AdminServiceDeps {
   ca: CaAdministration;
   clock: Clock;
   maxJoinTokenTtlSeconds: number;
+  /** Where database snapshots are written before they are sent (the data directory: private, same filesystem). */
+  backupDir?: string | undefined;
 }
 
 const SELECTOR = /^[a-z0-9_]+:[\x21-\x7e]{1,512}$/;
@@ -135,6 +139,29 @@ export class AdminService {
   }
 
   /**
+   * A consistent snapshot of the database, taken while the server serves, in a private file of
+   * the data directory; the caller sends it and removes it (`remove`). The audit record names
+   * its SHA-256, so a backup file can be matched to the moment it was taken.
+   */
+  async backup(): Promise<{ path: string; bytes: number; sha256: string; remove: () => void }> {
+    if (!this.deps.backupDir) throw new HallmarkError("backup_failed", "this server has no directory for backups");
+    const path = join(this.deps.backupDir, `backup-${randomUUID()}.db`);
+    const remove = () => rmSync(path, { force: true });
+    try {
+      await this.deps.store.backup(path);
+      const sha256 = await sha256File(path);
+      const bytes = statSync(path).size;
+      await this.audit(AUDIT_EVENTS.backup, undefined, { bytes, sha256 });
+      return { path, bytes, sha256, remove };
+    } catch (e) {
+      remove();
+      const code = e instanceof HallmarkError ? e.code : "backup_failed";
+      await this.deps.audit.append({ time: this.deps.clock(), event: AUDIT_EVENTS.backup, outcome: "error", code, actor: "admin:socket", details: {} });
+      throw e instanceof HallmarkError ? e : new HallmarkError("backup_failed", "the database snapshot could not be taken", { cause: e });
+    }
+  }
+
+  /**
    * One at a time: a second caller is refused at once rather than queued, since each walk costs
    * seconds of a core and the answer the first one gets is the same.
    */
@@ -180,4 +207,10 @@ export class AdminService {
   private async audit(event: string, spiffeId: string | undefined, details: Record<string, unknown>): Promise<void> {
     await this.deps.audit.append({ time: this.deps.clock(), event, outcome: "success", actor: "admin:socket", spiffeId, details });
   }
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
 }

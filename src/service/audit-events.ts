@@ -18,4 +18,5 @@ export const AUDIT_EVENTS = {
   caKeyChange: "ca_key_change",
   /** Requests refused by the anonymous rate limit, counted per address and window (src/service/rate-limit.ts). */
   rateLimitedSummary: "rate_limited_summary",
+  backup: "backup",
 } as const;

@@ -4,7 +4,7 @@ import { dirname } from "node:path";
 import type { Logger } from "pino";
 import type { JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
-import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema } from "./sqlite-schema.js";
 import { errnoReason } from "../system-error.js";
 import { SqliteHealth } from "./sqlite-health.js";
 import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./sqlite-files.js";
@@ -52,20 +52,22 @@ const optDate = (v: unknown): Date | undefined => (v === null || v === undefined
 const optStr = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
 const optNum = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
 
-export interface SqliteStoreOptions {
+export interface SqliteStoreOptions extends SchemaOptions {
   /**
    * Opens an existing database for reading only, beside a running server or with it stopped
    * (forensics): the file is opened read-only, so nothing can change it: no migration, no
    * journal-mode switch, no checkpoint. A database from a newer Hallmark is refused.
    */
   readonly?: boolean;
-  /** Hears when the datastore starts failing (disk full, I/O errors) and when it recovers. */
+  /** Hears when the datastore starts failing (disk full, I/O errors) and when it recovers, and the schema migrations of a start. */
   log?: Logger | undefined;
 }
 
 /**
  * Opens (creating if needed) the embedded SQLite datastore at `path` (":memory:" for a
- * throwaway one), in WAL mode, and applies pending migrations. The database and its WAL and
+ * throwaway one), in WAL mode, and applies pending migrations (sqlite-schema.ts: a database from
+ * a newer Hallmark is refused before anything is written to it, store_too_new, and an existing
+ * one is copied to `<path>.pre-v<N>` before it is migrated). The database and its WAL and
  * shared-memory files are 0600 from the moment they exist. A database that cannot be used is
  * refused in one line naming the file and the reason. `log` hears when the datastore starts
  * failing (disk full, I/O errors) and when it recovers.
@@ -84,12 +86,14 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
       ensurePrivateDatabaseFile(path);
     }
     db = new Database(path);
+    // Several server replicas or CLI processes may share one file: wait rather than fail.
+    db.pragma("busy_timeout = 5000");
+    // Before anything is written (the journal mode is): a newer database is left as it was.
+    refuseNewerSchema(path, readSchemaVersion(db));
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
     db.pragma("foreign_keys = ON");
-    // Several server replicas or CLI processes may share one file: wait rather than fail.
-    db.pragma("busy_timeout = 5000");
-    migrate(db);
+    await migrateSchema(db, path, options);
     return new SqliteStore(db, new SqliteHealth(db, options.log));
   } catch (cause) {
     if (db?.open) db.close();
@@ -116,39 +120,15 @@ function openReadOnly(path: string): Db {
   try {
     db = new Database(path, { readonly: true, fileMustExist: true });
     db.pragma("busy_timeout = 5000");
-    schemaVersion(db);
+    const version = readSchemaVersion(db);
+    if (version === 0) throw new Error("it has no schema version");
+    refuseNewerSchema(path, version);
     return db;
   } catch (cause) {
     if (db?.open) db.close();
     if (cause instanceof HallmarkError) throw cause;
     throw new HallmarkError("unavailable", `${path} cannot be opened read-only as a Hallmark database: ${(cause as Error).message}`, { cause, internal: path });
   }
-}
-
-/** The schema version the database is at; a newer one than this build knows is refused, not guessed at. */
-function schemaVersion(db: Db): number {
-  const row = db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as Row;
-  const version = Number(row.v ?? 0);
-  if (version > SQLITE_MIGRATIONS.length) {
-    throw new HallmarkError(
-      "store_schema_newer",
-      `the database is at schema version ${version}, written by a newer Hallmark; this one knows versions up to ${SQLITE_MIGRATIONS.length}: use that newer release`,
-    );
-  }
-  return version;
-}
-
-function migrate(db: Db): void {
-  db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-  const current = schemaVersion(db);
-  SQLITE_MIGRATIONS.forEach((sql, index) => {
-    const version = index + 1;
-    if (version <= current) return;
-    db.transaction(() => {
-      db.exec(sql);
-      db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(version);
-    })();
-  });
 }
 
 class SqliteStore implements Store {
@@ -177,6 +157,10 @@ class SqliteStore implements Store {
 
   healthy(): boolean {
     return this.health.healthy();
+  }
+
+  backup(path: string): Promise<void> {
+    return backupDatabase(this.db, path);
   }
 
   async close(): Promise<void> {

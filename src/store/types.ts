@@ -237,5 +237,10 @@ export interface Store {
   readonly audit: AuditRepository;
   /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
   healthy(): boolean;
+  /**
+   * Writes a consistent snapshot of the whole datastore to `path` (mode 0600, temp file then
+   * rename) while it stays in use: the file is a database Hallmark opens as it is.
+   */
+  backup(path: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -101,7 +101,7 @@ describe("audit verify with the server stopped, and the tail check at start", ()
     const before = fileHash(join(copy.path, "hallmark.db"));
     const r = await runCli(["audit", "verify", "--data-dir", copy.path, "--offline"]);
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^hallmark: store_schema_newer: the database is at schema version 99, .* knows versions up to \d+/);
+    expect(r.stderr.trim()).toMatch(/^hallmark: store_too_new: \S+ has schema version 99; this hallmark knows up to \d+: upgrade hallmark or restore an older backup$/);
     expect(fileHash(join(copy.path, "hallmark.db"))).toBe(before);
   });
 

@@ -136,7 +136,7 @@ describe("SQLite store opened read-only", () => {
     const db = new Database(roPath);
     db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(1000);
     db.close();
-    await expect(openSqliteStore(roPath, { readonly: true })).rejects.toMatchObject({ code: "store_schema_newer" });
-    await expect(openSqliteStore(roPath)).rejects.toMatchObject({ code: "store_schema_newer" });
+    await expect(openSqliteStore(roPath, { readonly: true })).rejects.toMatchObject({ code: "store_too_new" });
+    await expect(openSqliteStore(roPath)).rejects.toMatchObject({ code: "store_too_new" });
   });
 });
