@@ -131,7 +131,7 @@ describe("backup and restore", () => {
   it("refuses --out missing with a usage error, and a server that is not running with one line", async () => {
     const usage = await runCli(["backup", "--data-dir", original.path]);
     expect(usage.code).toBe(2);
-    expect(usage.stderr.trim()).toBe("hallmark: --out is required");
+    expect(usage.stderr.trim()).toBe("hallmark: --out is required (see 'hallmark backup --help')");
     const down = await runCli(["backup", "--out", join(out.path, "none.db"), "--data-dir", join(original.path, "nowhere")]);
     expect(down.code).toBe(1);
     expect(down.stderr.trim()).toMatch(/^hallmark: unavailable: cannot reach the server: ENOENT$/);
