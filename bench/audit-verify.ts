@@ -1,15 +1,13 @@
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { AuditLog } from "../src/audit/log.js";
 import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
 import { openSqliteStore } from "../src/store/sqlite.js";
+import { startBenchServer } from "./server-process.js";
 import { percentile } from "./stats.js";
 
 const RECORDS = Number(process.env.BENCH_AUDIT_RECORDS ?? 400_000);
-const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
 
 /**
  * `hallmark audit verify` against a server whose log holds BENCH_AUDIT_RECORDS records (default
@@ -29,21 +27,10 @@ export async function run(): Promise<void> {
     await store.close();
     console.log(`appended ${RECORDS} audit records in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
-    const server = spawn(process.execPath, [BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
-      env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    const server = await startBenchServer(dataDir);
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let err = "";
-        server.stderr.on("data", (c: Buffer) => {
-          err += c.toString();
-          const m = /listening on (https:\/\/\S+)/.exec(err);
-          if (m?.[1]) resolve(m[1]);
-        });
-        server.on("exit", (code) => reject(new Error(`server exited ${code}: ${err}`)));
-      });
-      const socket = join(dataDir, "admin.sock");
+      const url = server.url;
+      const socket = server.adminSocket;
       const { bundle_pem: bundlePem } = expectOk(await adminRequest(socket, "GET", "/admin/bundle")) as { bundle_pem: string };
       const client = new ApiClient(new URL(url), { trustBundlePem: bundlePem, maxSockets: 1 });
       try {
@@ -68,8 +55,7 @@ export async function run(): Promise<void> {
         client.close();
       }
     } finally {
-      server.kill("SIGTERM");
-      await new Promise((r) => server.once("exit", r));
+      await server.stop();
     }
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

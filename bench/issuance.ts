@@ -1,13 +1,12 @@
 import "reflect-metadata";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { attest, joinTokenProducer } from "../src/client/attest.js";
 import { newClientKey } from "../src/client/csr.js";
 import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
 import { rawSignRate } from "./hsm-raw.js";
+import { startBenchServer } from "./server-process.js";
 import { closedLoop, openLoop, summary } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -17,7 +16,6 @@ function processCpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
-const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
 
 /**
  * X.509- and JWT-SVID issuance over HTTPS with keep-alive from an mTLS-authenticated node,
@@ -26,21 +24,10 @@ const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
  */
 export async function run(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-"));
-  const server = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? []), BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
-    env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const server = await startBenchServer(dataDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean));
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let err = "";
-      server.stderr.on("data", (c: Buffer) => {
-        err += c.toString();
-        const m = /listening on (https:\/\/\S+)/.exec(err);
-        if (m?.[1]) resolve(m[1]);
-      });
-      server.on("exit", (code) => reject(new Error(`server exited ${code}: ${err}`)));
-    });
-    const socket = join(dataDir, "admin.sock");
+    const url = server.url;
+    const socket = server.adminSocket;
 
     // Baseline first, on the same token, while the server idles.
     const raw = await rawSignRate({
@@ -73,9 +60,9 @@ export async function run(): Promise<void> {
     };
     await closedLoop(x509, 16, 1); // warm-up: TLS sessions, JIT
 
-    const cpu0 = processCpuSeconds(server.pid!);
+    const cpu0 = processCpuSeconds(server.pid);
     const x509Peak = await closedLoop(x509, 16, SECONDS);
-    const serverCpu = processCpuSeconds(server.pid!) - cpu0;
+    const serverCpu = processCpuSeconds(server.pid) - cpu0;
     const jwtPeak = await closedLoop(jwt, 16, SECONDS);
     const half = (x509Peak.ops / x509Peak.seconds) / 2;
     const x509Half = await openLoop(x509, half, SECONDS);
@@ -93,10 +80,7 @@ export async function run(): Promise<void> {
     console.log(`X.509-SVID peak / raw sign rate: ${(ratio * 100).toFixed(1)}% (target >= 25%)`);
     client.close();
   } finally {
-    if (server.exitCode === null && server.signalCode === null) {
-      server.kill("SIGTERM");
-      await new Promise((r) => server.once("exit", r));
-    }
+    await server.stop();
     rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { HallmarkError } from "../errors.js";
 import type { KeyStore, KeyType, Signer } from "../hsm/signer.js";
 import type { Clock } from "../service/clock.js";
-import type { AutomaticCaKeyChange, CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer } from "../service/ports.js";
+import type { AutomaticCaKeyChange, CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer, X509IssueRequest } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
 import { reconcileCaKeys } from "./ca-key-reconcile.js";
@@ -137,15 +137,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   // --- issuance (SvidIssuer) ---
 
-  async issueX509(input: {
-    spki: Buffer;
-    spiffeId: SpiffeId;
-    ttlSeconds: number;
-    dnsNames?: string[];
-    ipAddresses?: string[];
-    nodeId?: string;
-    now: Date;
-  }): Promise<IssuedX509> {
+  async issueX509(input: X509IssueRequest): Promise<IssuedX509> {
     const active = this.requireActive("x509");
     const leaf = await issueX509Svid({
       ca: { signer: active.signer, certificate: active.record.certificate! },

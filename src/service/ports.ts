@@ -17,17 +17,20 @@ export interface IssuedJwt {
   expiresAt: Date;
 }
 
+/** What an X.509-SVID is issued for. */
+export interface X509IssueRequest {
+  spki: Buffer;
+  spiffeId: SpiffeId;
+  ttlSeconds: number;
+  dnsNames?: string[];
+  /** iPAddress SANs (IPv4 or IPv6 text), beside the one URI SAN (X509-SVID §2 allows them). */
+  ipAddresses?: string[];
+  nodeId?: string;
+  now: Date;
+}
+
 export interface SvidIssuer {
-  issueX509(input: {
-    spki: Buffer;
-    spiffeId: SpiffeId;
-    ttlSeconds: number;
-    dnsNames?: string[];
-    /** iPAddress SANs (IPv4 or IPv6 text), beside the one URI SAN (X509-SVID §2 allows them). */
-    ipAddresses?: string[];
-    nodeId?: string;
-    now: Date;
-  }): Promise<IssuedX509>;
+  issueX509(input: X509IssueRequest): Promise<IssuedX509>;
   /** `issuer`: the `iss` claim (the OIDC discovery issuer). */
   issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt>;
   /** Root and CA certificates relying parties trust (current, next and previous keys). */

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tamperAuditLog } from "../helpers/audit-records.js";
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { AuditLog, verifyAuditChain, verifyAuditTail } from "../../src/audit/log.js";
@@ -22,16 +23,6 @@ afterAll(async () => {
   dir.remove();
 });
 
-/** Tampering as an attacker with file access would: around the append-only triggers. */
-function tamper(sql: string): void {
-  const db = new Database(dbPath);
-  db.exec("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;");
-  db.exec(sql);
-  db.exec(`CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-           CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;`);
-  db.close();
-}
-
 describe("audit chain", () => {
   it("verifies an untouched chain", async () => {
     const v = await verifyAuditChain(store.audit, AUDIT_GENESIS_HASH);
@@ -39,14 +30,14 @@ describe("audit chain", () => {
   });
 
   it("detects an edited record", async () => {
-    tamper("UPDATE audit_log SET spiffe_id = 'spiffe://example.org/evil' WHERE seq = 3");
+    tamperAuditLog(dbPath, "UPDATE audit_log SET spiffe_id = 'spiffe://example.org/evil' WHERE seq = 3");
     expect(await verifyAuditChain(store.audit, AUDIT_GENESIS_HASH)).toMatchObject({ ok: false, brokenAt: 3, reason: "hash_mismatch" });
-    tamper("UPDATE audit_log SET spiffe_id = 'spiffe://example.org/w2' WHERE seq = 3");
+    tamperAuditLog(dbPath, "UPDATE audit_log SET spiffe_id = 'spiffe://example.org/w2' WHERE seq = 3");
     expect(await verifyAuditChain(store.audit, AUDIT_GENESIS_HASH)).toMatchObject({ ok: true });
   });
 
   it("detects a deleted record", async () => {
-    tamper("DELETE FROM audit_log WHERE seq = 2");
+    tamperAuditLog(dbPath, "DELETE FROM audit_log WHERE seq = 2");
     expect(await verifyAuditChain(store.audit, AUDIT_GENESIS_HASH)).toMatchObject({ ok: false, brokenAt: 2, reason: "sequence_gap" });
   });
 });

@@ -7,7 +7,7 @@ import { AuditLog } from "../../src/audit/log.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { createLogger } from "../../src/log.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
-import { auditRecordCount } from "../helpers/audit-records.js";
+import { auditRecordCount, tamperAuditLog } from "../helpers/audit-records.js";
 import { runCli } from "../helpers/cli.js";
 import { httpsRaw } from "../helpers/https.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -26,16 +26,6 @@ afterAll(async () => {
 });
 
 const fileHash = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
-
-/** Edits as an attacker with file access would: around the append-only triggers (as in audit.test.ts). */
-function tamper(path: string, sql: string): void {
-  const db = new Database(path);
-  db.exec("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;");
-  db.exec(sql);
-  db.exec(`CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-           CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;`);
-  db.close();
-}
 
 describe("audit verify with the server stopped, and the tail check at start", () => {
   it("verifies through the running server and says so; its intact tail is exported as hallmark_audit_chain_ok 1", async () => {
@@ -85,7 +75,7 @@ describe("audit verify with the server stopped, and the tail check at start", ()
   });
 
   it("--offline exits 1 on an edited record, and still writes nothing", async () => {
-    tamper(dbPath, "UPDATE audit_log SET spiffe_id = 'spiffe://example.org/evil' WHERE seq = 3");
+    tamperAuditLog(dbPath, "UPDATE audit_log SET spiffe_id = 'spiffe://example.org/evil' WHERE seq = 3");
     const before = fileHash(dbPath);
     const r = await runCli(["audit", "verify", "--data-dir", data.path, "--offline"]);
     expect(r.code).toBe(1);

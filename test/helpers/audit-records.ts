@@ -50,3 +50,16 @@ export function auditRecordCount(dbPath: string): number {
     db.close();
   }
 }
+
+/** Edits the log as an attacker with file access would: around the append-only triggers. */
+export function tamperAuditLog(dbPath: string, sql: string): void {
+  const db = new Database(dbPath);
+  try {
+    db.exec("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;");
+    db.exec(sql);
+    db.exec(`CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+             CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;`);
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,46 @@
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
+
+export interface BenchServer {
+  /** https://127.0.0.1:PORT as the server reported it. */
+  url: string;
+  pid: number;
+  adminSocket: string;
+  /** SIGTERM, then waits for the exit; nothing when it has already exited. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `hallmark server` in a process of its own on a free loopback port (so the load generator and
+ * the server do not share an event loop), its URL read from its "listening on" line. `nodeArgs`
+ * go to node itself (BENCH_SERVER_NODE_ARGS, e.g. --cpu-prof).
+ */
+export async function startBenchServer(dataDir: string, nodeArgs: string[] = []): Promise<BenchServer> {
+  const server = spawn(process.execPath, [...nodeArgs, BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
+    env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const stop = async () => {
+    if (server.exitCode !== null || server.signalCode !== null) return;
+    server.kill("SIGTERM");
+    await new Promise((r) => server.once("exit", r));
+  };
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let err = "";
+      server.stderr.on("data", (c: Buffer) => {
+        err += c.toString();
+        const m = /listening on (https:\/\/\S+)/.exec(err);
+        if (m?.[1]) resolve(m[1]);
+      });
+      server.on("exit", (code) => reject(new Error(`server exited ${code}: ${err}`)));
+    });
+    return { url, pid: server.pid!, adminSocket: join(dataDir, "admin.sock"), stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
