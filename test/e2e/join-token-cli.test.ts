@@ -113,6 +113,28 @@ describe("join-token quick start through the CLI", () => {
     expect(bundle.keys.filter((k) => k.use === "x509-svid").every((k) => Array.isArray(k.x5c) && (k.x5c as unknown[]).length === 1)).toBe(true);
   });
 
+  it("keeps --trust-bundle current through a CA rotation: a stale copy verifies the server and is brought up to date", async () => {
+    const certs = (file: string) => (readFileSync(file, "utf8").match(/-----BEGIN CERTIFICATE-----/g) ?? []).length;
+    const stalePath = join(work.path, "stale-bundle.pem");
+    writeFileSync(stalePath, readFileSync(bundlePath));
+    expect(certs(stalePath)).toBe(1);
+    expect((await admin("ca", "rotate", "--kind", "x509", "--step", "prepare")).code).toBe(0);
+    // The next node call brings the prepared root into the file it was given.
+    expect((await runCli(["fetch", "jwt", ...asNode(), "--audience", "https://api.example.org"])).code).toBe(0);
+    expect(certs(bundlePath)).toBe(2);
+    expect((await admin("ca", "rotate", "--kind", "x509", "--step", "activate")).code).toBe(0);
+    // The stale copy knows only the old root; the server's chain carries the new CA cross-signed by it.
+    const stale = ["--server", server.url, "--svid", join(nodeDir, "svid.pem"), "--key", join(nodeDir, "svid.key"), "--trust-bundle", stalePath];
+    const r = await runCli(["fetch", "x509", ...stale, "--out", join(work.path, "after-rotation")]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(readFileSync(stalePath, "utf8")).toBe(readFileSync(bundlePath, "utf8"));
+    // Nothing to retire yet, and retire says why: which key waits for which expiry.
+    const retire = await admin("ca", "rotate", "--kind", "x509", "--step", "retire");
+    expect(retire.code).toBe(0);
+    expect(retire.stdout).toMatch(/^previous x509 key [0-9a-f-]{36} stays published until its last SVID expires at \d{4}-/);
+  });
+
   it("lists nodes and entries, verifies the audit chain, then evicts the node", async () => {
     const nodes = await admin("node", "list", "--json");
     expect(JSON.parse(nodes.stdout).nodes.map((n: { spiffe_id: string }) => n.spiffe_id)).toContain(NODE_ID);
