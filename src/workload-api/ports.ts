@@ -1,0 +1,75 @@
+/**
+ * The seams of the SPIFFE Workload API (issue 9), so that its three parts are built and tested
+ * apart: the kernel's word on who is calling (peer credentials, unix workload attestation), the
+ * agent's cache of what this node may hand out (WorkloadIdentities), and the gRPC service that
+ * serves them on the local socket. Nothing here knows gRPC, HTTP or the kernel.
+ */
+
+/** What the kernel says about the process at the other end of an accepted Unix socket (SO_PEERCRED). */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Unix workload attestation: the selectors of a caller (`unix:uid:1001`, `unix:user:billing`,
+ * `unix:gid:…`, `unix:group:…`, `unix:supplementary_gid:…`, `unix:supplementary_group:…`, and
+ * with path discovery `unix:path:…`, `unix:sha256:…`), read while the process is provably the
+ * one that connected (pid reuse is refused).
+ */
+export interface WorkloadAttestor {
+  attest(peer: PeerCredentials): Promise<string[]>;
+}
+
+/** One X.509-SVID as the Workload API hands it out. */
+export interface WorkloadX509Svid {
+  spiffeId: string;
+  /** DER: the leaf first, then intermediates. */
+  certChain: Buffer[];
+  /** DER, unencrypted PKCS#8. */
+  privateKey: Buffer;
+  /** DER certificates of the SVID's own trust domain. */
+  bundle: Buffer[];
+  /** Passed through from the registration entry, when it has one. */
+  hint: string;
+  expiresAt: Date;
+}
+
+export interface WorkloadJwtSvid {
+  spiffeId: string;
+  token: string;
+  hint: string;
+}
+
+/**
+ * What the agent may hand out to a caller with these selectors: entries the server says this node
+ * is entitled to whose selectors are all among the caller's. Empty lists mean "not entitled"
+ * (the Workload API answers PermissionDenied). `onChange` fires whenever any answer may differ
+ * (an SVID renewed, an entry added or removed, a bundle rotated), so streams resend full state.
+ */
+export interface WorkloadIdentities {
+  x509Svids(selectors: readonly string[]): Promise<WorkloadX509Svid[]>;
+  /** `spiffeId` narrows to one identity; refused when the caller is not entitled to it. */
+  jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string): Promise<WorkloadJwtSvid[]>;
+  /** Trust domain ID (spiffe://td) → DER certificates; this trust domain and federated ones. */
+  x509Bundles(): Promise<Map<string, Buffer[]>>;
+  /** Trust domain ID (spiffe://td) → JWKS (a SPIFFE bundle's JWT authorities). */
+  jwtBundles(): Promise<Map<string, Record<string, unknown>>>;
+  /** Verifies a JWT-SVID against the JWT bundles and the audience; its SPIFFE ID and claims. */
+  validateJwtSvid(token: string, audience: string): Promise<{ spiffeId: string; claims: Record<string, unknown> }>;
+  onChange(listener: () => void): () => void;
+}
+
+/** The Workload API on its Unix socket (src/workload-api/server.ts implements it). */
+export interface WorkloadApiOptions {
+  /** The socket path; its directory is created 0755 and the socket 0777 (any local process may ask; the kernel says who asked). */
+  socketPath: string;
+  identities: WorkloadIdentities;
+  attestor: WorkloadAttestor;
+}
+
+export interface RunningWorkloadApi {
+  socketPath: string;
+  close(): Promise<void>;
+}
