@@ -1,58 +1,35 @@
-import { chmodSync, readFileSync, symlinkSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import { readFileSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connectedPeer, type ConnectedPeer, isSameProcess, processStartTime } from "../../src/workload-api/peer-credentials.js";
-import { finished, NOBODY, spawnAs, type UnixUser } from "../helpers/as-user.js";
+import { isSameProcess, processStartTime } from "../../src/workload-api/peer-credentials.js";
+import { finished, NOBODY, spawnAs } from "../helpers/as-user.js";
+import { NODE_CLIENT, peerSocket, PYTHON_CLIENT } from "../helpers/peer-socket.js";
 import { tempDir } from "../helpers/tmp.js";
-
-// A client that connects and waits until the server hangs up, so its pid is alive while the server reads.
-const NODE_CLIENT = "const s=require('net').connect(process.argv[1]);s.on('data',()=>{});s.on('error',()=>process.exit(3));s.on('close',()=>process.exit(0))";
-const PY_CLIENT = "import socket,sys\ns=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);s.recv(1)";
 
 describe("peer credentials over a real Unix socket (SO_PEERCRED addon)", () => {
   const dir = tempDir("peercred");
-  const path = join(dir.path, "peer.sock");
-  let server: Server;
-  const waiting: ((peer: ConnectedPeer) => void)[] = [];
-
+  let socket: Awaited<ReturnType<typeof peerSocket>>;
   beforeAll(async () => {
-    chmodSync(dir.path, 0o755);
-    server = createServer((socket: Socket) => {
-      const peer = connectedPeer(socket);
-      socket.end();
-      waiting.shift()?.(peer);
-    });
-    await new Promise<void>((done) => server.listen(path, done));
-    chmodSync(path, 0o777);
+    socket = await peerSocket(dir.path);
   });
   afterAll(async () => {
-    await new Promise((done) => server.close(done));
+    await socket.close();
     dir.remove();
   });
 
-  async function connectAs(user: UnixUser | undefined, lang: "node" | "python") {
-    const seen = new Promise<ConnectedPeer>((done) => waiting.push(done));
-    const child =
-      lang === "node" ? spawnAs(user, process.execPath, ["-e", NODE_CLIENT, path]) : spawnAs(user, "/usr/bin/python3", ["-c", PY_CLIENT, path]);
-    const result = finished(child);
-    const peer = await seen;
-    expect((await result).code).toBe(0);
-    return { peer, pid: child.pid! };
-  }
-
-  it("a root client: uid 0, gid 0, its own pid", async () => {
-    const { peer, pid } = await connectAs(undefined, "node");
+  it("a root client: uid 0, gid 0, its own pid, and its start time", async () => {
+    const { result: peer, pid } = await socket.connect(undefined, NODE_CLIENT, async (p) => ({ ...p, now: processStartTime(p.pid) }));
     expect(peer).toMatchObject({ pid, uid: 0, gid: 0 });
+    expect(peer.startTime).toBe(peer.now);
   });
 
   it("a client running as nobody (setpriv): uid and gid 65534, its own pid", async () => {
-    const { peer, pid } = await connectAs(NOBODY, "node");
+    const { result: peer, pid } = await socket.connect(NOBODY, NODE_CLIENT, async (p) => p);
     expect(peer).toMatchObject({ pid, uid: 65534, gid: 65534 });
   });
 
   it("a python client as uid 65534 with gid 100: the kernel reports exactly those", async () => {
-    const { peer, pid } = await connectAs({ uid: 65534, gid: 100 }, "python");
+    const { result: peer, pid } = await socket.connect({ uid: 65534, gid: 100 }, PYTHON_CLIENT, async (p) => p);
     expect(peer).toMatchObject({ pid, uid: 65534, gid: 100 });
   });
 
