@@ -50,17 +50,20 @@ function notEntitled(): never {
   throw workloadApiError("workload_not_entitled", "no registration entry matches this workload");
 }
 
-/** The JSON claims of a JWT as a google.protobuf.Struct (proto-loader's object form, keepCase, oneofs). */
+/**
+ * The JSON claims of a JWT as a google.protobuf.Struct. protobufjs defines the well-known types
+ * with camelCase field names, whatever keepCase says for our own messages.
+ */
 function toStruct(obj: Record<string, unknown>): { fields: Record<string, unknown> } {
   return { fields: Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, toValue(v)])) };
 }
 function toValue(v: unknown): unknown {
-  if (v === null || v === undefined) return { null_value: "NULL_VALUE" };
-  if (typeof v === "number") return { number_value: v };
-  if (typeof v === "string") return { string_value: v };
-  if (typeof v === "boolean") return { bool_value: v };
-  if (Array.isArray(v)) return { list_value: { values: v.map(toValue) } };
-  return { struct_value: toStruct(v as Record<string, unknown>) };
+  if (v === null || v === undefined) return { nullValue: "NULL_VALUE" };
+  if (typeof v === "number") return { numberValue: v };
+  if (typeof v === "string") return { stringValue: v };
+  if (typeof v === "boolean") return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(toValue) } };
+  return { structValue: toStruct(v as Record<string, unknown>) };
 }
 
 /**
