@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/check-node
 
-# python3, make and g++ build the native parts of pkcs11js and better-sqlite3 (node-gyp).
-PACKAGES=(softhsm2 swtpm swtpm-tools tpm2-tools openssl python3 make g++)
+# python3, make and g++ build the native parts of pkcs11js and better-sqlite3 (node-gyp), and our own
+# addon (scripts/build-native). The Workload API tests run workloads under other uids (setpriv, in
+# util-linux) and use Debian's gRPC for Python as a client that is not our code.
+PACKAGES=(softhsm2 swtpm swtpm-tools tpm2-tools openssl python3 make g++ util-linux python3-grpcio python3-grpc-tools)
 # On a fresh machine cloud-init or unattended-upgrades often hold the apt/dpkg lock for a while:
 # wait for it, up to this many seconds, instead of failing at once.
 LOCK_TIMEOUT=${HALLMARK_APT_LOCK_TIMEOUT:-120}
@@ -45,3 +47,6 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   echo "install-deps: npm ci"
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
+
+# The project's own N-API addon (SO_PEERCRED), rebuilt only when its sources changed.
+scripts/build-native

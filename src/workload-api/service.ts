@@ -1,0 +1,231 @@
+import {
+  type Metadata,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { SpiffeId } from "../spiffe/id.js";
+import { workloadApiError } from "./errors.js";
+import { toGrpcError } from "./grpc-status.js";
+import type { WorkloadIdentities, WorkloadX509Svid } from "./ports.js";
+
+/** Who is calling, as attested for this call. */
+export interface WorkloadCaller {
+  uid: number;
+  pid: number;
+  selectors: string[];
+  /** Throws (Unauthenticated) once the pid no longer names the process that connected; called before every answer. */
+  assertStillConnected(): void;
+}
+
+export interface WorkloadServiceLimits {
+  /** Open streams one uid may hold at once (beyond: RESOURCE_EXHAUSTED), so one workload cannot starve the others. */
+  maxStreamsPerUid: number;
+  /** Updates after a change are spread over this many milliseconds, so thousands of streams do not all refetch at once. */
+  updateJitterMs: number;
+}
+
+export interface WorkloadServiceDeps {
+  identities: WorkloadIdentities;
+  /** The attested caller of a call (its connection's peer credentials), or a refusal. */
+  callerOf(call: { getPeer(): string }): Promise<WorkloadCaller>;
+  limits: WorkloadServiceLimits;
+  log?: Logger;
+}
+
+/** SPIFFE_Workload_API.md: every call carries this metadata, proving it was not forwarded by a confused proxy. */
+function requireSecurityHeader(metadata: Metadata): void {
+  if (!metadata.get("workload.spiffe.io").includes("true")) {
+    throw workloadApiError("workload_header_missing", "the call must carry the metadata workload.spiffe.io: true");
+  }
+}
+
+function trustDomainIdOf(spiffeId: string): string {
+  return SpiffeId.parse(spiffeId).trustDomain.idString;
+}
+
+function notEntitled(): never {
+  throw workloadApiError("workload_not_entitled", "no registration entry matches this workload");
+}
+
+/**
+ * The JSON claims of a JWT as a google.protobuf.Struct. protobufjs defines the well-known types
+ * with camelCase field names, whatever keepCase says for our own messages.
+ */
+function toStruct(obj: Record<string, unknown>): { fields: Record<string, unknown> } {
+  return { fields: Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, toValue(v)])) };
+}
+function toValue(v: unknown): unknown {
+  if (v === null || v === undefined) return { nullValue: "NULL_VALUE" };
+  if (typeof v === "number") return { numberValue: v };
+  if (typeof v === "string") return { stringValue: v };
+  if (typeof v === "boolean") return { boolValue: v };
+  if (Array.isArray(v)) return { listValue: { values: v.map(toValue) } };
+  return { structValue: toStruct(v as Record<string, unknown>) };
+}
+
+/**
+ * The handlers of `SpiffeWorkloadAPI`. They never see a socket: the caller comes from `callerOf`,
+ * what it may have from `identities`. Streams send the full current state at once, then again
+ * (after a small random delay) whenever `identities` reports a change.
+ */
+export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceImplementation {
+  const { identities, limits, log } = deps;
+  const streamsPerUid = new Map<number, number>();
+
+  async function entitledSvids(caller: WorkloadCaller): Promise<WorkloadX509Svid[]> {
+    const svids = await identities.x509Svids(caller.selectors);
+    if (svids.length === 0) notEntitled();
+    return svids;
+  }
+
+  async function x509SvidResponse(caller: WorkloadCaller) {
+    const svids = await entitledSvids(caller);
+    const own = new Set(svids.map((s) => trustDomainIdOf(s.spiffeId)));
+    const federated = [...(await identities.x509Bundles())].filter(([td]) => !own.has(td));
+    return {
+      svids: svids.map((s) => ({
+        spiffe_id: s.spiffeId,
+        x509_svid: Buffer.concat(s.certChain),
+        x509_svid_key: s.privateKey,
+        bundle: Buffer.concat(s.bundle),
+        hint: s.hint,
+      })),
+      crl: [],
+      federated_bundles: Object.fromEntries(federated.map(([td, certs]) => [td, Buffer.concat(certs)])),
+    };
+  }
+
+  // As SPIRE without "allow unauthenticated verifiers": bundles only for workloads with an identity here.
+  async function x509BundlesResponse(caller: WorkloadCaller) {
+    await entitledSvids(caller);
+    const bundles = await identities.x509Bundles();
+    return { crl: [], bundles: Object.fromEntries([...bundles].map(([td, certs]) => [td, Buffer.concat(certs)])) };
+  }
+
+  async function jwtBundlesResponse(caller: WorkloadCaller) {
+    await entitledSvids(caller);
+    const bundles = await identities.jwtBundles();
+    return { bundles: Object.fromEntries([...bundles].map(([td, jwks]) => [td, Buffer.from(JSON.stringify(jwks))])) };
+  }
+
+  function takeStreamSlot(uid: number): () => void {
+    const open = streamsPerUid.get(uid) ?? 0;
+    if (open >= limits.maxStreamsPerUid) {
+      throw workloadApiError("workload_too_many_streams", `this user already holds ${open} open Workload API streams`);
+    }
+    streamsPerUid.set(uid, open + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (streamsPerUid.get(uid) ?? 1) - 1;
+      if (n === 0) streamsPerUid.delete(uid);
+      else streamsPerUid.set(uid, n);
+    };
+  }
+
+  function stream(build: (caller: WorkloadCaller) => Promise<object>) {
+    return (call: ServerWritableStream<object, object>): void => {
+      let closed = false;
+      let release = (): void => undefined;
+      let unsubscribe = (): void => undefined;
+      let timer: NodeJS.Timeout | undefined;
+      let sending: Promise<void> = Promise.resolve();
+      const finish = (): void => {
+        closed = true;
+        clearTimeout(timer);
+        unsubscribe();
+        release();
+      };
+      const fail = (e: unknown): void => {
+        if (closed) return;
+        finish();
+        call.emit("error", toGrpcError(e, log));
+      };
+      call.on("cancelled", finish);
+      call.on("close", finish);
+      call.on("error", finish);
+
+      const sendCurrent = (caller: WorkloadCaller): Promise<void> =>
+        // One send at a time, in order: a slow build never overtakes a newer one.
+        (sending = sending.then(async () => {
+          if (closed) return;
+          try {
+            const message = await build(caller);
+            caller.assertStillConnected();
+            if (!closed) call.write(message);
+          } catch (e) {
+            fail(e);
+          }
+        }));
+
+      void (async () => {
+        try {
+          requireSecurityHeader(call.metadata);
+          const caller = await deps.callerOf(call);
+          if (closed) return;
+          release = takeStreamSlot(caller.uid);
+          await sendCurrent(caller);
+          if (closed) return;
+          unsubscribe = identities.onChange(() => {
+            if (closed || timer) return;
+            timer = setTimeout(() => {
+              timer = undefined;
+              void sendCurrent(caller);
+            }, Math.random() * limits.updateJitterMs);
+          });
+        } catch (e) {
+          fail(e);
+        }
+      })();
+    };
+  }
+
+  function unary<Req, Res>(answer: (request: Req, caller: WorkloadCaller) => Promise<Res>) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      void (async () => {
+        try {
+          requireSecurityHeader(call.metadata);
+          const caller = await deps.callerOf(call);
+          const response = await answer(call.request, caller);
+          caller.assertStillConnected();
+          callback(null, response);
+        } catch (e) {
+          callback(toGrpcError(e, log));
+        }
+      })();
+    };
+  }
+
+  return {
+    FetchX509SVID: stream(x509SvidResponse),
+    FetchX509Bundles: stream(x509BundlesResponse),
+    FetchJWTBundles: stream(jwtBundlesResponse),
+    FetchJWTSVID: unary(async (req: { audience: string[]; spiffe_id: string }, caller) => {
+      if (req.audience.length === 0 || req.audience.some((a) => a === "")) {
+        throw workloadApiError("workload_request_invalid", "audience is required");
+      }
+      if (req.spiffe_id !== "") SpiffeId.parse(req.spiffe_id);
+      const svids = await identities.jwtSvids(caller.selectors, req.audience, req.spiffe_id || undefined);
+      if (svids.length === 0) notEntitled();
+      return { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) };
+    }),
+    ValidateJWTSVID: unary(async (req: { audience: string; svid: string }, caller) => {
+      if (req.audience === "") throw workloadApiError("workload_request_invalid", "audience is required");
+      if (req.svid === "") throw workloadApiError("workload_request_invalid", "svid is required");
+      await entitledSvids(caller);
+      let validated: { spiffeId: string; claims: Record<string, unknown> };
+      try {
+        validated = await identities.validateJwtSvid(req.svid, req.audience);
+      } catch (e) {
+        // The standard answers InvalidArgument to a JWT-SVID that does not validate, whatever the reason.
+        const status = toGrpcError(e, log);
+        throw workloadApiError("workload_jwt_invalid", `the JWT-SVID does not validate (${status.details})`, { cause: e });
+      }
+      return { spiffe_id: validated.spiffeId, claims: toStruct(validated.claims) };
+    }),
+  };
+}

@@ -1,0 +1,263 @@
+import { execFileSync } from "node:child_process";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { credentials, loadPackageDefinition, Metadata, status, type Client, type ServiceClientConstructor } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { attest, joinTokenProducer } from "../../src/client/attest.js";
+import { adminRequest, expectOk } from "../../src/client/http.js";
+import { NodeClient } from "../../src/client/node.js";
+import { HallmarkError } from "../../src/errors.js";
+import { pemBlocks } from "../../src/pki/pem.js";
+import type { WorkloadIdentities, WorkloadX509Svid } from "../../src/workload-api/ports.js";
+import { startWorkloadApi, workloadProtoPath } from "../../src/workload-api/server.js";
+import { unixWorkloadAttestor } from "../../src/workload-api/unix-attestor.js";
+import { finished, NOBODY, spawnAs } from "../helpers/as-user.js";
+import { run } from "../helpers/cli.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { tempDir } from "../helpers/tmp.js";
+
+/**
+ * The Workload API over its real socket, serving REAL SVIDs: a real Hallmark server admits a node
+ * with a join token; entries for unix:uid:0 and unix:uid:65534 are fetched by that node, and an
+ * in-test WorkloadIdentities (the agent's cache stands in) serves them. Clients: @grpc/grpc-js
+ * loaded from the proto (root, in this process) and Debian's python3-grpcio (as uid 65534).
+ */
+const TD = "spiffe://example.org";
+const ROOT_ID = `${TD}/workload/root`;
+const NOBODY_ID = `${TD}/workload/nobody`;
+const dir = tempDir("workload-api");
+const socketPath = join(dir.path, "run", "agent.sock");
+let server: TestServer;
+let node: NodeClient;
+let api: Awaited<ReturnType<typeof startWorkloadApi>>;
+let identities: TestIdentities;
+let client: Client & Record<string, (...args: unknown[]) => unknown>;
+
+/** The port, backed by what the real server issued to the node. */
+class TestIdentities implements WorkloadIdentities {
+  readonly entries = new Map<string, { selectors: string[]; svid: WorkloadX509Svid }>();
+  private listeners = new Set<() => void>();
+  constructor(
+    private readonly jwks: JSONWebKeySet,
+    private readonly bundle: Buffer[],
+  ) {}
+  private matching(selectors: readonly string[]) {
+    return [...this.entries.values()].filter((e) => e.selectors.every((s) => selectors.includes(s)));
+  }
+  async x509Svids(selectors: readonly string[]) {
+    return this.matching(selectors).map((e) => e.svid);
+  }
+  async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string) {
+    const mine = this.matching(selectors).filter((e) => !spiffeId || e.svid.spiffeId === spiffeId);
+    return Promise.all(mine.map(async (e) => ({ spiffeId: e.svid.spiffeId, token: (await node.fetchJwt([...audience], e.svid.spiffeId)).token, hint: "" })));
+  }
+  async x509Bundles() {
+    return new Map([[TD, this.bundle]]);
+  }
+  async jwtBundles() {
+    return new Map([[TD, this.jwks as unknown as Record<string, unknown>]]);
+  }
+  async validateJwtSvid(token: string, audience: string) {
+    try {
+      const { payload } = await jwtVerify(token, createLocalJWKSet(this.jwks), { audience });
+      return { spiffeId: String(payload.sub), claims: payload as Record<string, unknown> };
+    } catch (e) {
+      throw new HallmarkError("workload_jwt_invalid", "the JWT-SVID does not verify", { cause: e });
+    }
+  }
+  onChange(listener: () => void) {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+  changed() {
+    for (const l of this.listeners) l();
+  }
+}
+
+/** A SPIFFE bundle's JWT authorities as a plain JWKS: jose only accepts keys whose `use` is absent or "sig". */
+function jwtKeys(spiffeBundle: JSONWebKeySet): JSONWebKeySet {
+  return { keys: spiffeBundle.keys.filter((k) => k.use === "jwt-svid").map(({ use: _use, ...k }) => k) };
+}
+
+const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
+
+async function workloadSvid(spiffeId: string): Promise<WorkloadX509Svid> {
+  const s = await node.fetchX509(spiffeId);
+  return {
+    spiffeId: s.spiffeId,
+    certChain: pemBlocks(s.certChainPem),
+    privateKey: createPrivateKey(s.privateKeyPem).export({ type: "pkcs8", format: "der" }),
+    bundle: pemBlocks(s.bundlePem),
+    hint: "",
+    expiresAt: new Date(s.expiresAt),
+  };
+}
+
+function withHeader(): Metadata {
+  const m = new Metadata();
+  m.set("workload.spiffe.io", "true");
+  return m;
+}
+
+function unary<T>(method: string, request: object, metadata = withHeader()): Promise<T> {
+  return new Promise((done, fail) => client[method]!(request, metadata, (e: Error | null, r: T) => (e ? fail(e) : done(r))));
+}
+
+beforeAll(async () => {
+  server = await startTestServer();
+  const nodeId = `${TD}/node/workload-host`;
+  for (const [id, uid] of [[ROOT_ID, 0], [NOBODY_ID, 65534]] as const) {
+    await admin("POST", "/admin/entries", { parent_id: nodeId, spiffe_id: id, selectors: [`unix:uid:${uid}`] });
+  }
+  const bundlePem = ((await admin("GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem;
+  const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: nodeId, ttl_seconds: 600 })) as { token: string };
+  const svid = await attest({ server: server.url, tls: { trustBundlePem: bundlePem }, producer: joinTokenProducer(token) });
+  node = new NodeClient(server.url, { certPem: svid.certChainPem, keyPem: svid.privateKeyPem!, trustBundlePem: bundlePem });
+  const spiffeBundle = (await node.bundle()).spiffe_bundle as JSONWebKeySet;
+  const jwks = jwtKeys(spiffeBundle);
+  identities = new TestIdentities(jwks, pemBlocks(bundlePem));
+  identities.entries.set(ROOT_ID, { selectors: ["unix:uid:0"], svid: await workloadSvid(ROOT_ID) });
+  identities.entries.set(NOBODY_ID, { selectors: ["unix:uid:65534"], svid: await workloadSvid(NOBODY_ID) });
+
+  chmodSync(dir.path, 0o755);
+  api = await startWorkloadApi({ socketPath, identities, attestor: unixWorkloadAttestor(), limits: { updateJitterMs: 50 } });
+  const pkg = loadPackageDefinition(loadSync(workloadProtoPath(), { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true }));
+  const Ctor = pkg.SpiffeWorkloadAPI as ServiceClientConstructor;
+  client = new Ctor(`unix://${socketPath}`, credentials.createInsecure()) as typeof client;
+});
+
+afterAll(async () => {
+  client?.close();
+  await api?.close();
+  node?.close();
+  await server?.destroy();
+  dir.remove();
+});
+
+describe("SpiffeWorkloadAPI on the socket, with real SVIDs", () => {
+  it("the socket file is 0777 in a 0755 directory it created", async () => {
+    const { statSync } = await import("node:fs");
+    expect(statSync(socketPath).mode & 0o777).toBe(0o777);
+    expect(statSync(join(dir.path, "run")).mode & 0o777).toBe(0o755);
+  });
+
+  it("a call without the workload.spiffe.io metadata: INVALID_ARGUMENT", async () => {
+    await expect(unary("FetchJWTSVID", { audience: ["a"] }, new Metadata())).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+  });
+
+  it("a JWT request with no audience: INVALID_ARGUMENT", async () => {
+    await expect(unary("FetchJWTSVID", { audience: [] })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+  });
+
+  it("FetchJWTSVID for root; ValidateJWTSVID accepts it and refuses it with a flipped bit (INVALID_ARGUMENT)", async () => {
+    const r = await unary<{ svids: { spiffe_id: string; svid: string }[] }>("FetchJWTSVID", { audience: ["billing"] });
+    expect(r.svids.map((s) => s.spiffe_id)).toEqual([ROOT_ID]);
+    const token = r.svids[0]!.svid;
+    const ok = await unary<{ spiffe_id: string; claims: { fields: Record<string, { stringValue?: string }> } }>("ValidateJWTSVID", { audience: "billing", svid: token });
+    expect(ok.spiffe_id).toBe(ROOT_ID);
+    expect(ok.claims.fields.sub?.stringValue).toBe(ROOT_ID);
+    const sig = token.lastIndexOf(".") + 5;
+    const flipped = token.slice(0, sig) + (token[sig] === "A" ? "B" : "A") + token.slice(sig + 1);
+    await expect(unary("ValidateJWTSVID", { audience: "billing", svid: flipped })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+    await expect(unary("ValidateJWTSVID", { audience: "other", svid: token })).rejects.toMatchObject({ code: status.INVALID_ARGUMENT });
+  });
+
+  it("FetchX509SVID: the first message at once, another after a change, each with the full state; openssl verifies the SVID", async () => {
+    const call = client.FetchX509SVID!({}, withHeader()) as NodeJS.EventEmitter & { cancel(): void };
+    call.on("error", () => undefined); // the CANCELLED our own cancel() ends it with
+    const messages: { svids: { spiffe_id: string; x509_svid: Buffer; bundle: Buffer }[] }[] = [];
+    const next = () => new Promise<void>((done) => call.once("data", (m: (typeof messages)[number]) => (messages.push(m), done())));
+    await next();
+    const second = next();
+    identities.changed();
+    await second;
+    call.cancel();
+    expect(messages).toHaveLength(2);
+    for (const m of messages) expect(m.svids.map((s) => s.spiffe_id)).toEqual([ROOT_ID]);
+    const svid = messages[1]!.svids[0]!;
+    const leaf = new X509Certificate(svid.x509_svid);
+    expect(leaf.subjectAltName).toContain(`URI:${ROOT_ID}`);
+    const pems = join(dir.path, "root-check");
+    mkdirSync(pems);
+    writeFileSync(join(pems, "leaf.pem"), leaf.toString());
+    writeFileSync(join(pems, "ca.pem"), new X509Certificate(svid.bundle).toString());
+    const v = await run("openssl", ["verify", "-CAfile", join(pems, "ca.pem"), join(pems, "leaf.pem")]);
+    expect(v.stdout).toContain(": OK");
+  });
+
+  it("FetchJWTBundles: the JWKS of the trust domain; an independent JOSE library verifies a JWT-SVID with it", async () => {
+    const call = client.FetchJWTBundles!({}, withHeader()) as NodeJS.EventEmitter & { cancel(): void };
+    call.on("error", () => undefined);
+    const m = await new Promise<{ bundles: Record<string, Buffer> }>((done) => call.once("data", done));
+    call.cancel();
+    const jwks = JSON.parse(m.bundles[TD]!.toString()) as JSONWebKeySet;
+    const r = await unary<{ svids: { svid: string }[] }>("FetchJWTSVID", { audience: ["x"] });
+    const { payload } = await jwtVerify(r.svids[0]!.svid, createLocalJWKSet(jwks), { audience: "x" });
+    expect(payload.sub).toBe(ROOT_ID);
+  });
+
+  it("garbage bytes on the socket do not crash the server; it answers the next call", async () => {
+    await new Promise<void>((done) => {
+      const s = connect(socketPath, () => s.end(Buffer.from("GET / HTTP/1.1\r\n\r\n\x00\xff garbage".repeat(100))));
+      s.resume(); // read (and drop) the GOAWAY, so the server's hang-up is seen
+      s.on("close", () => done());
+      s.on("error", () => done());
+    });
+    const r = await unary<{ svids: unknown[] }>("FetchJWTSVID", { audience: ["after-garbage"] });
+    expect(r.svids).toHaveLength(1);
+  });
+});
+
+const PYTHON_CLIENT = `
+import sys, grpc
+sys.path.insert(0, sys.argv[1])
+import workload_pb2, workload_pb2_grpc
+stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(grpc.insecure_channel("unix:" + sys.argv[2]))
+try:
+    for m in stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=(("workload.spiffe.io", "true"),), timeout=10):
+        open(sys.argv[3] + "/svid.der", "wb").write(m.svids[0].x509_svid)
+        open(sys.argv[3] + "/bundle.der", "wb").write(m.svids[0].bundle)
+        print(m.svids[0].spiffe_id)
+        break
+except grpc.RpcError as e:
+    print(e.code().name)
+`;
+
+describe("Debian's python3-grpcio as an independent client, run as other uids", () => {
+  const hasGrpcio = existsSync("/usr/lib/python3/dist-packages/grpc") && existsSync("/usr/lib/python3/dist-packages/grpc_tools");
+  if (!hasGrpcio) console.warn("skipped: python3-grpcio/python3-grpc-tools are not installed (scripts/install-deps.sh installs them)");
+
+  async function pythonAs(uid: number) {
+    const out = join(dir.path, `py-${uid}`);
+    mkdirSync(out, { recursive: true, mode: 0o777 });
+    chmodSync(out, 0o777);
+    const gen = join(dir.path, "pygen");
+    if (!existsSync(gen)) {
+      mkdirSync(gen, { mode: 0o755 });
+      execFileSync("/usr/bin/python3", ["-m", "grpc_tools.protoc", `-I${join(workloadProtoPath(), "..")}`, `--python_out=${gen}`, `--grpc_python_out=${gen}`, workloadProtoPath()]);
+      chmodSync(gen, 0o755);
+    }
+    const r = await finished(spawnAs({ uid, gid: uid === 65534 ? 65534 : uid }, "/usr/bin/python3", ["-c", PYTHON_CLIENT, gen, socketPath, out]));
+    return { ...r, out };
+  }
+
+  it.skipIf(!hasGrpcio)("as nobody: FetchX509SVID gives the nobody SVID, and openssl verifies its DER against the DER bundle", async () => {
+    const { stdout, stderr, out } = await pythonAs(NOBODY.uid);
+    expect(stdout.trim(), stderr).toBe(NOBODY_ID);
+    const conv = async (name: string) => {
+      await run("openssl", ["x509", "-inform", "DER", "-in", join(out, `${name}.der`), "-out", join(out, `${name}.pem`)]);
+      return join(out, `${name}.pem`);
+    };
+    const v = await run("openssl", ["verify", "-CAfile", await conv("bundle"), await conv("svid")]);
+    expect(v.stdout).toContain(": OK");
+  });
+
+  it.skipIf(!hasGrpcio)("as a uid with no entry (4242): PERMISSION_DENIED", async () => {
+    const { stdout, stderr } = await pythonAs(4242);
+    expect(stdout.trim(), stderr).toBe("PERMISSION_DENIED");
+  });
+});
