@@ -33,6 +33,8 @@ export interface Command {
   name: string;
   summary: string;
   options: OptionSpec;
+  /** The one operand the command takes after its flags (e.g. TOKEN), stored in the values under `name`. */
+  operand?: { name: string; value: string; description: string };
   /** More lines for `--help` after the options (environment, notes), when a command has them. */
   notes?: () => string[];
   run(values: ArgValues): Promise<number>;
@@ -46,12 +48,17 @@ export function parseCommandArgs(cmd: Command, argv: string[]): ArgValues {
     const options = Object.fromEntries(
       Object.entries(cmd.options).map(([name, f]) => [name, { type: f.type, ...(f.multiple ? { multiple: true } : {}) }]),
     );
-    values = parseArgs({ args: argv, options: { ...options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false })
-      .values as ArgValues;
+    const parsed = parseArgs({ args: argv, options: { ...options, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: true });
+    values = parsed.values as ArgValues;
+    if (parsed.positionals.length > (cmd.operand ? 1 : 0)) throw new Error(`unexpected argument '${parsed.positionals.at(-1)}'`);
+    if (cmd.operand && parsed.positionals[0] !== undefined) values[cmd.operand.name] = parsed.positionals[0];
   } catch (e) {
     throw new UsageError(`${(e as Error).message.split("\n")[0]} (see 'hallmark ${cmd.name} --help')`);
   }
   if (values.help) return values;
+  if (cmd.operand && values[cmd.operand.name] === undefined) {
+    throw new UsageError(`${cmd.operand.value} is required (see 'hallmark ${cmd.name} --help')`);
+  }
   for (const [name, f] of Object.entries(cmd.options)) {
     const v = values[name];
     if (f.required && (v === undefined || v === "" || (Array.isArray(v) && v.length === 0))) {

@@ -47,7 +47,7 @@ export function usageLine(cmd: Command): string {
   const flags = Object.entries(cmd.options);
   const required = flags.filter(([, f]) => f.required).map(([n, f]) => `${flagLabel(n, f)}${f.multiple ? "..." : ""}`);
   const optional = flags.some(([, f]) => !f.required);
-  return ["hallmark", cmd.name, ...required, ...(optional ? ["[options]"] : [])].join(" ");
+  return ["hallmark", cmd.name, ...required, ...(optional ? ["[options]"] : []), ...(cmd.operand ? [cmd.operand.value] : [])].join(" ");
 }
 
 function flagDescription(f: FlagSpec): string {
@@ -61,10 +61,10 @@ function flagDescription(f: FlagSpec): string {
 }
 
 export function commandHelp(cmd: Command): string {
-  const rows = [...Object.entries(cmd.options), ["help", HELP_FLAG] as const].map(([n, f]) => [
-    n === "help" ? "-h, --help" : flagLabel(n, f),
-    flagDescription(f),
-  ]);
+  const rows = [
+    ...(cmd.operand ? [[cmd.operand.value, cmd.operand.description]] : []),
+    ...[...Object.entries(cmd.options), ["help", HELP_FLAG] as const].map(([n, f]) => [n === "help" ? "-h, --help" : flagLabel(n, f), flagDescription(f)]),
+  ];
   const width = Math.max(...rows.map(([l]) => l!.length));
   return [
     `hallmark ${cmd.name}: ${cmd.summary}`,

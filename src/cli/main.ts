@@ -5,9 +5,10 @@ import { type Command, UsageError, parseCommandArgs } from "./args.js";
 import { clientCommands } from "./client-commands.js";
 import { commandHelp, commandsOfGroup, groupHelp, topHelp } from "./help.js";
 import { opsCommands } from "./ops-commands.js";
+import { workloadCommands } from "./workload-commands.js";
 import { serverCommand } from "./server-command.js";
 
-const COMMANDS: Command[] = [serverCommand, ...adminCommands, ...opsCommands, ...clientCommands];
+const COMMANDS: Command[] = [serverCommand, ...adminCommands, ...opsCommands, ...clientCommands, ...workloadCommands];
 
 type Target = { kind: "command"; cmd: Command; rest: string[] } | { kind: "group"; group: string; rest: string[] };
 

@@ -138,3 +138,15 @@ export function decodeGeneralNames(v: Uint8Array): { uris: string[]; dnsNames: s
   }
   return out;
 }
+
+/** DER elements laid end to end in `b` (a certificate chain in one buffer, as the Workload API sends it), each of tag `tag`. */
+export function concatenatedElements(b: Uint8Array, tag: number): Buffer[] | undefined {
+  const out: Buffer[] = [];
+  for (let at = 0; at < b.length; ) {
+    const t = readTlv(b, at);
+    if (!t || t.tag !== tag) return undefined;
+    out.push(Buffer.from(b.subarray(at, t.end)));
+    at = t.end;
+  }
+  return out;
+}

@@ -14,6 +14,8 @@ export const WORKLOAD_API_ERRORS = {
   workload_too_many_streams: { status: 429, title: "This workload holds too many open streams" },
   workload_jwt_invalid: { status: 400, title: "The JWT-SVID does not validate" },
   workload_socket_in_use: { status: 409, title: "The Workload API socket is held by another running process" },
+  // client side (`hallmark workload`): the agent answered with a gRPC error status
+  workload_api_refused: { status: 502, title: "The Workload API refused the call" },
   peercred_addon_missing: { status: 500, title: "The peer credentials addon is not built (run scripts/build-native)" },
 } as const satisfies ErrorTable;
 

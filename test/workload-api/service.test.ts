@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { credentials, loadPackageDefinition, Metadata, status, type Client, type ServiceClientConstructor } from "@grpc/grpc-js";
@@ -16,7 +16,7 @@ import type { WorkloadIdentities, WorkloadX509Svid } from "../../src/workload-ap
 import { startWorkloadApi, workloadProtoPath } from "../../src/workload-api/server.js";
 import { unixWorkloadAttestor } from "../../src/workload-api/unix-attestor.js";
 import { finished, NOBODY, spawnAs } from "../helpers/as-user.js";
-import { run } from "../helpers/cli.js";
+import { run, runCli } from "../helpers/cli.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -259,5 +259,45 @@ describe("Debian's python3-grpcio as an independent client, run as other uids", 
   it.skipIf(!hasGrpcio)("as a uid with no entry (4242): PERMISSION_DENIED", async () => {
     const { stdout, stderr } = await pythonAs(4242);
     expect(stdout.trim(), stderr).toBe("PERMISSION_DENIED");
+  });
+});
+
+describe("hallmark workload: the Workload API's own client (the built CLI, as root: the uid-0 entry)", () => {
+  it("fetch x509 writes the SVID, its key and the bundle, which openssl verifies", async () => {
+    const out = join(dir.path, "cli-x509");
+    const r = await runCli(["workload", "fetch", "x509", "--socket", socketPath, "--out", out]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(ROOT_ID);
+    const v = await run("openssl", ["verify", "-CAfile", join(out, "bundle.pem"), "-untrusted", join(out, "svid.pem"), join(out, "svid.pem")]);
+    expect(v.stdout).toContain(": OK");
+    const leaf = new X509Certificate(readFileSync(join(out, "svid.pem")));
+    expect(leaf.checkPrivateKey(createPrivateKey(readFileSync(join(out, "svid.key"))))).toBe(true);
+  });
+
+  it("fetch jwt, then validate-jwt TOKEN; a missing audience is a usage error", async () => {
+    const env = { SPIFFE_ENDPOINT_SOCKET: `unix://${socketPath}` };
+    const jwt = await runCli(["workload", "fetch", "jwt", "--audience", "billing"], env);
+    expect(jwt.code, jwt.stderr).toBe(0);
+    const token = jwt.stdout.trim();
+    const ok = await runCli(["workload", "validate-jwt", "--audience", "billing", token], env);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout.trim()).toBe(ROOT_ID);
+    const wrong = await runCli(["workload", "validate-jwt", "--audience", "payroll", token], env);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/^hallmark: workload_api_refused: INVALID_ARGUMENT: /);
+    const usage = await runCli(["workload", "fetch", "jwt"], env);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr.trim()).toBe("hallmark: --audience is required for jwt");
+  });
+
+  it("bundles names the trust domain; no agent at the socket is one line, exit 1", async () => {
+    const b = await runCli(["workload", "fetch", "bundles", "--socket", socketPath, "--json"]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(JSON.parse(b.stdout)).toHaveProperty([TD, "x509_authorities"], 1);
+    const none = await runCli(["workload", "fetch", "x509", "--socket", join(dir.path, "no-agent.sock")]);
+    expect(none.code).toBe(1);
+    expect(none.stderr.trim().split("\n")).toHaveLength(1);
+    expect(none.stderr).toMatch(/^hallmark: unavailable: cannot reach the Workload API/);
   });
 });
