@@ -5,6 +5,7 @@ import type { Metrics } from "../service/metrics.js";
 import type { NodeIssuanceService } from "../service/node-issuance.js";
 import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
+import type { EntryRecord } from "../store/types.js";
 import { pemChain } from "../pki/pem.js";
 import { serveOpenApi } from "./openapi.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
@@ -37,6 +38,17 @@ const attestationOutcome = z.discriminatedUnion("status", [
   z.object({ status: z.literal("challenge"), challenge: jsonObject.describe("the attestor's next round (TPM: credential activation)") }),
   svidAnswer.extend({ status: z.literal("issued"), selectors: z.array(z.string()) }),
 ]);
+
+/** An entry as its node's agent needs it. */
+const nodeEntry = z.object({
+  id: z.uuid(),
+  spiffe_id: spiffeIdField,
+  selectors: z.array(z.string()),
+  x509_ttl_seconds: z.number().int().nullable().describe("null: the server's default"),
+  jwt_ttl_seconds: z.number().int().nullable().describe("null: the server's default"),
+  dns_names: z.array(z.string()),
+  hint: z.string(),
+});
 
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
@@ -167,12 +179,39 @@ export const PUBLIC_ROUTES = {
     operationId: "nodeEntries",
     method: "GET",
     url: "/v1/node/entries",
-    summary: "The registration entries the node may fetch SVIDs for",
+    summary: "The registration entries the node may fetch SVIDs for, in full or as the changes since a revision",
+    description:
+      "Without `since`, or when the server's change log cannot continue from it, the full list (`full: true`), " +
+      "by pages: ask again with `page_after` set to `next_page` until it is absent, then poll with the first page's `revision`. " +
+      "With `since`, only the creations and deletions that concern this node after that revision; `more` says to ask again at once.",
     caller: "node",
+    query: z
+      .object({
+        since: z.string().regex(/^\d{1,15}$/).transform(Number).optional().describe("a revision from an earlier answer"),
+        page_after: z.uuid().optional().describe("the next_page of the previous full page"),
+      })
+      .strict(),
     responses: {
       200: {
-        description: "The entries and the current bundle",
-        body: z.object({ entries: z.array(z.object({ id: z.uuid(), spiffe_id: spiffeIdField, selectors: z.array(z.string()) })), bundle_pem: z.string() }),
+        description: "The entries or the changes, the revision to continue from, and the current bundle",
+        body: z.discriminatedUnion("full", [
+          z.object({
+            full: z.literal(true),
+            revision: z.number().int(),
+            entries: z.array(nodeEntry),
+            next_page: z.uuid().optional().describe("present when more entries follow"),
+            bundle_pem: z.string(),
+          }),
+          z.object({
+            full: z.literal(false),
+            revision: z.number().int(),
+            more: z.boolean(),
+            changes: z.array(
+              z.discriminatedUnion("op", [z.object({ op: z.literal("created"), entry: nodeEntry }), z.object({ op: z.literal("deleted"), id: z.uuid() })]),
+            ),
+            bundle_pem: z.string(),
+          }),
+        ]),
       },
     },
     errors: NODE_AUTH_ERRORS,
@@ -257,9 +296,17 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(
     app,
     R.nodeEntries,
-    async (_in, node) => {
-      const entries = await deps.nodes.entitledEntries(node);
-      return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })), bundle_pem: await bundlePem() };
+    async ({ query }, node) => {
+      const sync = await deps.nodes.entrySync(node, query.since, query.page_after);
+      const bundle_pem = await bundlePem();
+      if (sync.full) {
+        return { full: true as const, revision: sync.revision, entries: sync.entries.map(nodeEntryJson), ...(sync.nextPage ? { next_page: sync.nextPage } : {}), bundle_pem };
+      }
+      const changes = [
+        ...sync.deleted.map((id) => ({ op: "deleted" as const, id })),
+        ...sync.created.map((e) => ({ op: "created" as const, entry: nodeEntryJson(e) })),
+      ];
+      return { full: false as const, revision: sync.revision, more: sync.more, changes, bundle_pem };
     },
     nodeOf,
   );
@@ -274,6 +321,18 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
       "Node endpoints need the node's X509-SVID as the TLS client certificate.",
     routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES)],
   });
+}
+
+function nodeEntryJson(e: EntryRecord) {
+  return {
+    id: e.id,
+    spiffe_id: e.spiffeId,
+    selectors: e.selectors,
+    x509_ttl_seconds: e.x509SvidTtlSeconds ?? null,
+    jwt_ttl_seconds: e.jwtSvidTtlSeconds ?? null,
+    dns_names: e.dnsNames,
+    hint: e.hint ?? "",
+  };
 }
 
 function actorOf(ip: string): string {

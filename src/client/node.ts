@@ -2,6 +2,21 @@ import { newClientKey } from "./csr.js";
 import { ApiClient, expectOk, type ServerTls } from "./http.js";
 import { TrustBundle } from "./trust-bundle.js";
 
+/** An entry as GET /v1/node/entries sends it (src/api/public-routes.ts, nodeEntry). */
+export interface NodeEntry {
+  id: string;
+  spiffe_id: string;
+  selectors: string[];
+  x509_ttl_seconds: number | null;
+  jwt_ttl_seconds: number | null;
+  dns_names: string[];
+  hint: string;
+}
+
+export type NodeEntriesAnswer =
+  | { full: true; revision: number; entries: NodeEntry[]; next_page?: string; bundle_pem: string }
+  | { full: false; revision: number; more: boolean; changes: Array<{ op: "created"; entry: NodeEntry } | { op: "deleted"; id: string }>; bundle_pem: string };
+
 /** A node's calls with its SVID over mutual TLS: renew, workload X.509-SVIDs, JWT-SVIDs. */
 export class NodeClient {
   private readonly api: ApiClient;
@@ -44,6 +59,14 @@ export class NodeClient {
       bundle_pem: string;
     };
     return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at };
+  }
+
+  /** GET /v1/node/entries: the full list (a page of it), or the changes since `since`. */
+  async entries(query: { since?: number | undefined; pageAfter?: string | undefined } = {}): Promise<NodeEntriesAnswer> {
+    const q = new URLSearchParams();
+    if (query.since !== undefined) q.set("since", String(query.since));
+    if (query.pageAfter !== undefined) q.set("page_after", query.pageAfter);
+    return (await this.call("GET", `/v1/node/entries${q.size ? `?${q}` : ""}`)) as NodeEntriesAnswer;
   }
 
   async bundle() {
