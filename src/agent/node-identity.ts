@@ -1,5 +1,5 @@
 import { X509Certificate } from "node:crypto";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { EvidenceProducer } from "../attestors/types.js";
@@ -43,6 +43,12 @@ interface NodeSvid {
   keyPem: string;
   notBefore: Date;
   notAfter: Date;
+  /**
+   * When it was received (a stored one: when its file was written). Half-life counts from here,
+   * not from notBefore: certificates are backdated for lagging clocks, and with short TTLs the
+   * backdating alone would put every SVID past half its life at once.
+   */
+  receivedAt: Date;
 }
 
 /** Codes that say this SVID is no longer the node's: a new one is needed (attest again). */
@@ -193,7 +199,7 @@ export class NodeIdentity {
     writeSvidFiles(this.o.dataDir, { certChainPem: svid.certChainPem, privateKeyPem: svid.privateKeyPem, bundlePem: svid.bundlePem });
     const record: NodeRecordFile = { spiffeId: svid.spiffeId, attestor: this.o.attestor, attestedAt: this.clock().toISOString() };
     writeFileAtomic(join(this.o.dataDir, "node.json"), `${JSON.stringify(record)}\n`, 0o600);
-    this.adopt(parseSvid(svid.certChainPem, svid.privateKeyPem), svid.bundlePem);
+    this.adopt(parseSvid(svid.certChainPem, svid.privateKeyPem, this.clock()), svid.bundlePem);
     this.o.log.info({ spiffeId: svid.spiffeId, attestor: this.o.attestor, expiresAt: svid.expiresAt }, "agent: node attested");
     this.emitRenewed();
   }
@@ -202,7 +208,7 @@ export class NodeIdentity {
     if (!this.canReattest()) {
       const r = await this.call((c) => c.renew());
       writeSvidFiles(this.o.dataDir, { certChainPem: r.certChainPem, privateKeyPem: r.privateKeyPem, bundlePem: r.bundlePem });
-      this.adopt(parseSvid(r.certChainPem, r.privateKeyPem), r.bundlePem);
+      this.adopt(parseSvid(r.certChainPem, r.privateKeyPem, this.clock()), r.bundlePem);
       this.o.log.info({ spiffeId: r.spiffeId, expiresAt: r.expiresAt }, "agent: node SVID renewed");
       this.emitRenewed();
     } else {
@@ -226,8 +232,8 @@ export class NodeIdentity {
   private scheduleRenewal(): void {
     void (async () => {
       while (!this.stop.signal.aborted && !this.removedBy) {
-        const { notBefore, notAfter } = this.current;
-        const half = notBefore.getTime() + (notAfter.getTime() - notBefore.getTime()) / 2;
+        const { receivedAt, notAfter } = this.current;
+        const half = receivedAt.getTime() + (notAfter.getTime() - receivedAt.getTime()) / 2;
         await sleep(Math.max(0, half - this.clock().getTime()), this.stop.signal);
         if (this.stop.signal.aborted || this.removedBy) return;
         try {
@@ -284,7 +290,7 @@ export class NodeIdentity {
     const keyPem = readIfExists(join(this.o.dataDir, "svid.key"));
     if (!certPem || !keyPem) return undefined;
     try {
-      const svid = parseSvid(certPem, keyPem);
+      const svid = parseSvid(certPem, keyPem, statSync(join(this.o.dataDir, "svid.pem")).mtime);
       if (svid.notAfter <= this.clock()) {
         this.o.log.warn({ spiffeId: svid.spiffeId, expiredAt: svid.notAfter.toISOString() }, "agent: the stored node SVID has expired");
         return undefined;
@@ -297,12 +303,13 @@ export class NodeIdentity {
   }
 }
 
-function parseSvid(certPem: string, keyPem: string): NodeSvid {
+function parseSvid(certPem: string, keyPem: string, receivedAt = new Date()): NodeSvid {
   const leaf = new X509Certificate(certPem);
   const uris = (leaf.subjectAltName ?? "").split(", ").filter((n) => n.startsWith("URI:"));
   if (uris.length !== 1) throw new HallmarkError("client_cert_invalid", "the stored node SVID must carry exactly one URI SAN");
   const spiffeId = SpiffeId.parse(uris[0]!.slice(4)).toString();
-  return { spiffeId, certPem, keyPem, notBefore: new Date(leaf.validFrom), notAfter: new Date(leaf.validTo) };
+  const [notBefore, notAfter] = [new Date(leaf.validFrom), new Date(leaf.validTo)];
+  return { spiffeId, certPem, keyPem, notBefore, notAfter, receivedAt: new Date(Math.min(Math.max(receivedAt.getTime(), notBefore.getTime()), notAfter.getTime())) };
 }
 
 /** The data directory: created 0700, or tightened to 0700; a symlink or a file is refused. */

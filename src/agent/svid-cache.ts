@@ -1,4 +1,4 @@
-import { X509Certificate, createPrivateKey } from "node:crypto";
+import { createPrivateKey } from "node:crypto";
 import type { Logger } from "pino";
 import { isHallmarkError } from "../errors.js";
 import { pemBlocks } from "../pki/pem.js";
@@ -13,7 +13,8 @@ export interface CachedX509Svid {
   privateKey: Buffer;
   /** DER certificates of the trust bundle that came with it. */
   bundle: Buffer[];
-  notBefore: Date;
+  /** Half-life counts from here: notBefore is backdated for lagging clocks. */
+  receivedAt: Date;
   expiresAt: Date;
 }
 
@@ -108,7 +109,7 @@ export class SvidCache {
   /** The X.509-SVID for this SPIFFE ID: the cached one while before half its life, else a new one. */
   async x509For(spiffeId: string): Promise<CachedX509Svid> {
     const cached = this.x509.get(spiffeId);
-    if (cached && !this.pastHalfLife(cached.notBefore, cached.expiresAt)) return cached;
+    if (cached && !this.pastHalfLife(cached.receivedAt, cached.expiresAt)) return cached;
     try {
       return await this.fetchX509(spiffeId);
     } catch (e) {
@@ -150,7 +151,7 @@ export class SvidCache {
         const now = this.clock().getTime();
         const due = this.x509.keys().filter((id) => {
           const s = this.x509.peek(id)!;
-          return this.pastHalfLife(s.notBefore, s.expiresAt) && (this.retryAt.get(id) ?? 0) <= now;
+          return this.pastHalfLife(s.receivedAt, s.expiresAt) && (this.retryAt.get(id) ?? 0) <= now;
         });
         let renewed = 0;
         await this.each(due, async (id) => {
@@ -178,13 +179,12 @@ export class SvidCache {
       p = this.identity
         .call((c) => c.fetchX509(spiffeId))
         .then((r) => {
-          const leaf = new X509Certificate(r.certChainPem);
           const svid: CachedX509Svid = {
             spiffeId: r.spiffeId,
             certChain: pemBlocks(r.certChainPem),
             privateKey: createPrivateKey(r.privateKeyPem).export({ format: "der", type: "pkcs8" }),
             bundle: pemBlocks(r.bundlePem),
-            notBefore: new Date(leaf.validFrom),
+            receivedAt: this.clock(),
             expiresAt: new Date(r.expiresAt),
           };
           this.retryAt.delete(spiffeId);
