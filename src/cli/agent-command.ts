@@ -1,0 +1,90 @@
+import { createProducer } from "../client/producers.js";
+import { parseDurationSeconds } from "../config/duration.js";
+import { HallmarkError } from "../errors.js";
+import { createLogger } from "../log.js";
+import { type StartWorkloadApi, runAgent } from "../agent/run-agent.js";
+import type { WorkloadAttestor } from "../workload-api/ports.js";
+import { type Command, UsageError, optionalString, requireString } from "./args.js";
+import { ATTESTATION_OPTIONS, SERVER_OPTIONS, producerOptions, readTrustBundle, serverUrl } from "./client-commands.js";
+
+const DEFAULT_DATA_DIR = "/var/lib/hallmark-agent";
+const DEFAULT_SOCKET = "/run/hallmark/agent.sock";
+
+/**
+ * The gRPC Workload API lives in src/workload-api/server.ts (built apart, issue 9); it is loaded
+ * when the agent starts, so that a build without it says so in one line instead of failing to
+ * load the whole CLI. The module exports `startWorkloadApi` and `createUnixWorkloadAttestor`.
+ */
+async function loadWorkloadApi(): Promise<{ start: StartWorkloadApi; attestor: WorkloadAttestor }> {
+  const specifier = "../workload-api/server.js";
+  let mod: { startWorkloadApi?: unknown; createUnixWorkloadAttestor?: unknown };
+  try {
+    mod = (await import(specifier)) as typeof mod;
+  } catch (cause) {
+    throw new HallmarkError("unavailable", "this build of hallmark has no Workload API server (src/workload-api/server.ts)", { cause });
+  }
+  if (typeof mod.startWorkloadApi !== "function" || typeof mod.createUnixWorkloadAttestor !== "function") {
+    throw new HallmarkError("unavailable", "src/workload-api/server.ts must export startWorkloadApi and createUnixWorkloadAttestor");
+  }
+  return { start: mod.startWorkloadApi as StartWorkloadApi, attestor: (mod.createUnixWorkloadAttestor as () => WorkloadAttestor)() };
+}
+
+export const agentCommand: Command = {
+  name: "agent",
+  summary: "run the node agent: attest this node, keep its SVID fresh, serve the SPIFFE Workload API on a Unix socket",
+  options: {
+    ...SERVER_OPTIONS,
+    "data-dir": {
+      type: "string",
+      value: "DIR",
+      description: "where the node SVID (svid.pem, svid.key 0600), bundle.pem and node.json are kept (0700); a restart reuses the SVID, so a join token is needed only once",
+      default: DEFAULT_DATA_DIR,
+      env: "HALLMARK_AGENT_DATA_DIR",
+    },
+    socket: { type: "string", value: "PATH", description: "the Workload API's Unix socket (clients: SPIFFE_ENDPOINT_SOCKET=unix://PATH)", default: DEFAULT_SOCKET, env: "HALLMARK_AGENT_SOCKET" },
+    ...ATTESTATION_OPTIONS,
+    "poll-interval": { type: "string", value: "DURATION", description: "how often the agent asks the server for changed entries and the bundle", default: "5s" },
+    "log-level": { type: "string", value: "LEVEL", description: "trace, debug, info, warn or error (JSON lines on stdout)", default: "info", env: "HALLMARK_AGENT_LOG_LEVEL" },
+  },
+  notes: () => [
+    "The agent exits 0 on SIGTERM or SIGINT, and 1 (after saying why) when it cannot serve any more:",
+    "the node was evicted or banned, or a join-token node lost its SVID (a join token is used once).",
+    "Hardware attestors attest again at half of the node SVID's life: give --evidence-cmd, as evidence",
+    "made beforehand (--evidence-file) is bound to one nonce.",
+  ],
+  async run(v) {
+    const server = serverUrl(v);
+    const trustBundlePem = readTrustBundle(requireString(v, "trust-bundle"));
+    const chosen = producerOptions(v);
+    if (chosen.tpmKeyResident) throw new UsageError("--tpm-key-resident is not supported by 'hallmark agent' yet: the agent needs its node key for mutual TLS");
+    const pollRaw = optionalString(v, "poll-interval") ?? "5s";
+    const poll = parseDurationSeconds(pollRaw);
+    if (poll === undefined || poll <= 0) throw new UsageError(`--poll-interval '${pollRaw}' is not a duration (e.g. 5s, 1m)`);
+    const log = createLogger(optionalString(v, "log-level") ?? process.env.HALLMARK_AGENT_LOG_LEVEL ?? "info");
+    const workloadApi = await loadWorkloadApi();
+    const agent = await runAgent(
+      {
+        server,
+        serverId: optionalString(v, "server-id"),
+        trustBundlePem,
+        dataDir: optionalString(v, "data-dir") ?? process.env.HALLMARK_AGENT_DATA_DIR ?? DEFAULT_DATA_DIR,
+        socketPath: optionalString(v, "socket") ?? process.env.HALLMARK_AGENT_SOCKET ?? DEFAULT_SOCKET,
+        attestor: chosen.attestor,
+        producer: () => createProducer(chosen),
+        pollIntervalSeconds: poll,
+        log,
+      },
+      workloadApi,
+    );
+    const outcome = await new Promise<Error | undefined>((resolve) => {
+      const stop = () => resolve(undefined);
+      process.once("SIGTERM", stop);
+      process.once("SIGINT", stop);
+      void agent.failed.then(resolve);
+    });
+    await agent.close();
+    log.info({ reason: outcome?.message ?? "signal" }, "agent: stopped");
+    if (outcome) throw outcome;
+    return 0;
+  },
+};
