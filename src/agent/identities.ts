@@ -10,6 +10,9 @@ import { agentError } from "./errors.js";
 import type { NodeIdentity } from "./node-identity.js";
 import type { SvidCache } from "./svid-cache.js";
 
+/** JWT-SVID §3: asymmetric signatures only (never `none`, never HMAC with a public key). */
+const JWT_SVID_ALGORITHMS = ["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
+
 /** The server's bundle as GET /v1/bundle gives it: PEM, and the SPIFFE bundle (JWKS). */
 export interface ServerBundle {
   bundlePem: string;
@@ -100,11 +103,12 @@ export class AgentIdentities implements WorkloadIdentities {
     } catch {
       throw invalid("the token is not a JWS");
     }
+    if (!alg || !JWT_SVID_ALGORITHMS.includes(alg)) throw invalid(`the algorithm ${String(alg).slice(0, 16)} is not one JWT-SVIDs use`);
     const jwk = this.jwtKeys().find((k) => k.kid === kid);
-    if (!jwk || !alg) throw invalid("no key of this trust domain's JWT bundle signed it");
+    if (!jwk) throw invalid("no key of this trust domain's JWT bundle signed it");
     try {
       const { kid: _kid, use: _use, ...key } = jwk;
-      const { payload } = await jwtVerify(token, await importJWK(key, alg), { audience, algorithms: [alg] });
+      const { payload } = await jwtVerify(token, await importJWK(key, alg), { audience, algorithms: [alg], requiredClaims: ["sub", "aud", "exp"] });
       const id = SpiffeId.parse(String(payload.sub ?? ""));
       if (id.trustDomain.idString !== this.trustDomainId) throw invalid(`the subject ${id} is not in this trust domain`);
       return { spiffeId: id.toString(), claims: payload as Record<string, unknown> };

@@ -1,7 +1,7 @@
 import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto";
 import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { importJWK, jwtVerify, decodeProtectedHeader, type JWK } from "jose";
+import { SignJWT, UnsecuredJWT, decodeProtectedHeader, generateKeyPair, importJWK, jwtVerify, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AgentCore, startAgentCore } from "../../src/agent/run-agent.js";
 import { joinTokenProducer } from "../../src/client/attest.js";
@@ -120,6 +120,12 @@ describe("agent core", () => {
     expect(valid.spiffeId).toBe("spiffe://example.org/api");
     await expect(core.identities.validateJwtSvid(jwt!.token, "https://other.example.org")).rejects.toMatchObject({ code: "jwt_svid_invalid" });
     await expect(core.identities.validateJwtSvid("not.a.jwt", "https://api.example.org")).rejects.toMatchObject({ code: "jwt_svid_invalid" });
+    // Unsigned, and signed by a key that only borrows the bundle key's kid: both refused.
+    const claims = { sub: "spiffe://example.org/api", aud: "https://api.example.org", exp: Math.floor(Date.now() / 1000) + 60 };
+    await expect(core.identities.validateJwtSvid(new UnsecuredJWT(claims).encode(), "https://api.example.org")).rejects.toMatchObject({ code: "jwt_svid_invalid" });
+    const { privateKey } = await generateKeyPair("ES256");
+    const forged = await new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: kid! }).sign(privateKey);
+    await expect(core.identities.validateJwtSvid(forged, "https://api.example.org")).rejects.toMatchObject({ code: "jwt_svid_invalid" });
   });
 
   it("restarts on its stored SVID without the join token", async () => {

@@ -1,5 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { createServer } from "node:net";
+import { Writable } from "node:stream";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { type AgentCore, startAgentCore } from "../../src/agent/run-agent.js";
 import { joinTokenProducer } from "../../src/client/attest.js";
@@ -16,7 +17,9 @@ import { tempDir } from "../helpers/tmp.js";
  */
 const NODE = "spiffe://example.org/node/agent-renewal";
 const SVID_TTLS = { nodeTtl: 8, x509Ttl: 4, jwtTtl: 60, maxTtl: 86400, nodeRenewalOverlap: 0 };
-const log = createLogger(process.env.HALLMARK_TEST_LOG ?? "silent");
+// The agent's warnings, to see it fail and back off while the server is down.
+const warnings: string[] = [];
+const log = createLogger("warn", new Writable({ write: (chunk: Buffer, _enc, done) => (warnings.push(String(chunk)), done()) }));
 const agentData = tempDir("agent-renewal");
 let server: TestServer;
 let listen: string;
@@ -78,8 +81,10 @@ it("renews the node SVID and workload SVIDs at half-life, and survives a server 
   const firstNodeExpiry = agent.node.expiresAt.getTime();
   await waitFor(() => agent.node.expiresAt.getTime() > firstNodeExpiry, "a node SVID renewal", 10_000);
 
-  // Server restart on the same data directory and port.
+  // Server restart on the same data directory and port; the agent fails meanwhile and retries.
   await server.close();
+  const before = warnings.length;
+  await waitFor(() => warnings.slice(before).some((w) => w.includes("failed; retrying")), "the agent to notice the server is down", 10_000);
   server = await startTestServer({ dataDir: server.dataDir, overrides: { listen, svid: SVID_TTLS } });
   const afterRestart = (await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: "spiffe://example.org/after-restart", selectors: ["unix:uid:1002"] })) as { id: string };
   await waitFor(() => agent.entries.entries.has(afterRestart.id), "the entry made after the restart to reach the agent", 15_000);
