@@ -351,6 +351,10 @@ class SqliteEntries implements EntryRepository {
     return Number(row?.seq ?? 0);
   }
 
+  async pruneChanges(before: Date): Promise<number> {
+    return prepared(this.db, "DELETE FROM entry_changes WHERE changed_at < ?").run(ms(before)).changes;
+  }
+
   async changesSince(revision: number, limit: number): Promise<EntryChangePage | undefined> {
     return this.db.transaction((): EntryChangePage | undefined => {
       const head = Number((prepared(this.db, "SELECT seq FROM sqlite_sequence WHERE name = 'entry_changes'").get() as Row | undefined)?.seq ?? 0);

@@ -91,6 +91,8 @@ export interface EntryRepository {
   changesSince(revision: number, limit: number): Promise<EntryChangePage | undefined>;
   /** The revision of the latest change (0 before any). */
   revision(): Promise<number>;
+  /** Forgets changes made before `before`; agents behind them get a full list. The revision never goes back. */
+  pruneChanges(before: Date): Promise<number>;
 }
 
 /** One creation or deletion in the entries' change log. */
