@@ -2,6 +2,7 @@ import { createPrivateKey } from "node:crypto";
 import type { Logger } from "pino";
 import { isHallmarkError } from "../errors.js";
 import { pemBlocks } from "../pki/pem.js";
+import { type FetchedX509, X509_BATCH_SIZE } from "../client/node.js";
 import { sleep } from "./backoff.js";
 import type { NodeIdentity } from "./node-identity.js";
 
@@ -30,7 +31,7 @@ export interface SvidCacheOptions {
   maxSvids?: number | undefined;
   /** How often renewals are looked for, in ms (default 1000). */
   checkEveryMs?: number | undefined;
-  /** Renewals asked of the server at once (default 4). */
+  /** Batch requests in flight at once (default 2). */
   concurrency?: number | undefined;
   /** After a failed renewal, the next try of that SVID waits this long (default 2000 ms). */
   retryMs?: number | undefined;
@@ -134,7 +135,7 @@ export class SvidCache {
     for (const id of this.x509.keys()) if (!spiffeIds.has(id)) this.x509.delete(id);
     for (const key of this.jwt.keys()) if (!spiffeIds.has(key.slice(0, key.indexOf("\n")))) this.jwt.delete(key);
     const missing = [...spiffeIds].filter((id) => !this.x509.peek(id)).slice(0, this.o.maxSvids ?? 1000);
-    await this.each(missing, (id) => this.fetchX509(id));
+    await this.fetchBatches(missing);
   }
 
   /** Forgets every SVID (the node was removed). */
@@ -153,12 +154,7 @@ export class SvidCache {
           const s = this.x509.peek(id)!;
           return this.pastHalfLife(s.receivedAt, s.expiresAt) && (this.retryAt.get(id) ?? 0) <= now;
         });
-        let renewed = 0;
-        await this.each(due, async (id) => {
-          await this.fetchX509(id);
-          renewed++;
-        });
-        if (renewed > 0) for (const l of this.listeners) l();
+        if ((await this.fetchBatches(due)) > 0) for (const l of this.listeners) l();
       }
     })();
   }
@@ -172,27 +168,15 @@ export class SvidCache {
     return this.clock().getTime() >= from.getTime() + (to.getTime() - from.getTime()) / 2;
   }
 
-  /** One fetch per SPIFFE ID at a time, whoever asks. */
+  /** One fetch per SPIFFE ID at a time, whoever asks (a workload waiting for an SVID not cached). */
   private fetchX509(spiffeId: string): Promise<CachedX509Svid> {
     let p = this.inflight.get(spiffeId);
     if (!p) {
       p = this.identity
         .call((c) => c.fetchX509(spiffeId))
-        .then((r) => {
-          const svid: CachedX509Svid = {
-            spiffeId: r.spiffeId,
-            certChain: pemBlocks(r.certChainPem),
-            privateKey: createPrivateKey(r.privateKeyPem).export({ format: "der", type: "pkcs8" }),
-            bundle: pemBlocks(r.bundlePem),
-            receivedAt: this.clock(),
-            expiresAt: new Date(r.expiresAt),
-          };
-          this.retryAt.delete(spiffeId);
-          this.x509.set(spiffeId, svid);
-          return svid;
-        })
+        .then((r) => this.store(spiffeId, r))
         .catch((e: unknown) => {
-          this.retryAt.set(spiffeId, this.clock().getTime() + (this.o.retryMs ?? 2000));
+          this.failed(spiffeId, e);
           throw e;
         })
         .finally(() => this.inflight.delete(spiffeId));
@@ -201,16 +185,52 @@ export class SvidCache {
     return p;
   }
 
-  /** Runs `work` over `items`, `concurrency` at a time; failures are logged, not thrown. */
-  private async each(items: string[], work: (id: string) => Promise<unknown>): Promise<void> {
-    const queue = [...items];
+  /**
+   * Fetches many SVIDs by batches of X509_BATCH_SIZE (one request each, `concurrency` requests at
+   * a time), so that a node with thousands of entries does not make thousands of requests.
+   * Failures are logged and retried later, never thrown. Returns how many were stored.
+   */
+  private async fetchBatches(ids: readonly string[]): Promise<number> {
+    const chunks: string[][] = [];
+    for (let i = 0; i < ids.length; i += X509_BATCH_SIZE) chunks.push(ids.slice(i, i + X509_BATCH_SIZE));
+    let stored = 0;
     const worker = async () => {
-      for (let id = queue.shift(); id !== undefined && !this.identity.removed; id = queue.shift()) {
-        await work(id).catch((e: unknown) =>
-          this.o.log.warn({ spiffeId: id, code: isHallmarkError(e) ? e.code : "error", detail: (e as Error).message }, "agent: workload SVID fetch failed"),
-        );
+      for (let chunk = chunks.shift(); chunk && !this.identity.removed; chunk = chunks.shift()) {
+        const batch = chunk;
+        try {
+          const results = await this.identity.call((c) => c.fetchX509Batch(batch));
+          results.forEach((r, i) => {
+            if (r instanceof Error) this.failed(batch[i]!, r);
+            else {
+              this.store(batch[i]!, r);
+              stored++;
+            }
+          });
+        } catch (e) {
+          for (const id of batch) this.failed(id, e);
+        }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.o.concurrency ?? 4, queue.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(this.o.concurrency ?? 2, chunks.length) }, worker));
+    return stored;
+  }
+
+  private store(spiffeId: string, r: FetchedX509): CachedX509Svid {
+    const svid: CachedX509Svid = {
+      spiffeId: r.spiffeId,
+      certChain: pemBlocks(r.certChainPem),
+      privateKey: createPrivateKey(r.privateKeyPem).export({ format: "der", type: "pkcs8" }),
+      bundle: pemBlocks(r.bundlePem),
+      receivedAt: this.clock(),
+      expiresAt: new Date(r.expiresAt),
+    };
+    this.retryAt.delete(spiffeId);
+    this.x509.set(spiffeId, svid);
+    return svid;
+  }
+
+  private failed(spiffeId: string, e: unknown): void {
+    this.retryAt.set(spiffeId, this.clock().getTime() + (this.o.retryMs ?? 2000));
+    this.o.log.warn({ spiffeId, code: isHallmarkError(e) ? e.code : "error", detail: (e as Error).message }, "agent: workload SVID fetch failed");
   }
 }

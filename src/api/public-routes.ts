@@ -7,6 +7,8 @@ import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
 import { pemChain } from "../pki/pem.js";
+import { errorSpec } from "../error-codes.js";
+import { isHallmarkError } from "../errors.js";
 import { serveOpenApi } from "./openapi.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
 import { rateLimitHook } from "./rate-limit.js";
@@ -25,6 +27,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
+/** Requests per POST /v1/svids/x509/batch: 64 CSRs of a few hundred bytes stay far below the body limit. */
+export const MAX_X509_BATCH = 64;
 const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or base64 DER); its signature is the proof of possession");
 const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
 
@@ -158,6 +162,32 @@ export const PUBLIC_ROUTES = {
     responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer } },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
   }),
+  fetchX509SvidBatch: defineRoute({
+    operationId: "fetchX509SvidBatch",
+    method: "POST",
+    url: "/v1/svids/x509/batch",
+    summary: "X509-SVIDs for several entries the node is entitled to, in one request",
+    description:
+      "Each request is judged, issued and audited on its own, as POST /v1/svids/x509 would: a refused one answers " +
+      "`error` with its code in its place, and the others are issued.",
+    caller: "node",
+    body: z.object({ requests: z.array(z.object({ csr, spiffe_id: spiffeIdField }).strict()).min(1).max(MAX_X509_BATCH) }).strict(),
+    responses: {
+      200: {
+        description: "One result per request, in order, and the current bundle",
+        body: z.object({
+          results: z.array(
+            z.union([
+              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid }),
+              z.object({ spiffe_id: spiffeIdField, error: z.object({ code: z.string(), detail: z.string() }) }),
+            ]),
+          ),
+          bundle_pem: z.string(),
+        }),
+      },
+    },
+    errors: NODE_AUTH_ERRORS,
+  }),
   fetchJwtSvid: defineRoute({
     operationId: "fetchJwtSvid",
     method: "POST",
@@ -281,6 +311,25 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     async ({ body }, node) => {
       const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
       return svidBody(svid.spiffeId, svid);
+    },
+    nodeOf,
+  );
+  registerRoute(
+    app,
+    R.fetchX509SvidBatch,
+    async ({ body }, node) => {
+      const results = [];
+      // One at a time: each issuance is one HSM signature and one audit record, as for single requests.
+      for (const r of body.requests) {
+        try {
+          const svid = await deps.nodes.workloadX509(node, r.csr, r.spiffe_id);
+          results.push({ spiffe_id: svid.spiffeId, svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() } });
+        } catch (e) {
+          if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
+          results.push({ spiffe_id: r.spiffe_id, error: { code: e.code, detail: e.message } });
+        }
+      }
+      return { results, bundle_pem: await bundlePem() };
     },
     nodeOf,
   );

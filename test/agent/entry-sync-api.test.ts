@@ -1,4 +1,7 @@
+import Database from "better-sqlite3";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AUDIT_EVENTS } from "../../src/service/audit-events.js";
 import { attest, joinTokenProducer } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { NodeClient, type NodeEntriesAnswer } from "../../src/client/node.js";
@@ -124,5 +127,38 @@ describe("GET /v1/node/entries", () => {
 
   it("refuses a malformed revision with invalid_request", async () => {
     await expect(nodeA.entries({ since: -1 })).rejects.toMatchObject({ code: "invalid_request" });
+  });
+});
+
+describe("POST /v1/svids/x509/batch", () => {
+  it("issues each entitled request in its place and refuses the others one by one", async () => {
+    await entry(A, "spiffe://example.org/batch/one", ["unix:uid:1"]);
+    await entry(A, "spiffe://example.org/batch/two", ["unix:uid:2"]);
+    await entry(B, "spiffe://example.org/batch/bs", ["unix:uid:3"]);
+    const results = await nodeA.fetchX509Batch(["spiffe://example.org/batch/one", "spiffe://example.org/batch/bs", "spiffe://example.org/batch/two"]);
+    expect(results.map((r) => (r instanceof Error ? (r as { code?: string }).code : r.spiffeId))).toEqual([
+      "spiffe://example.org/batch/one",
+      "not_entitled",
+      "spiffe://example.org/batch/two",
+    ]);
+    // Each one audited on its own, as single requests are.
+    const db = new Database(join(server.dataDir, "hallmark.db"), { readonly: true });
+    try {
+      const rows = db
+        .prepare("SELECT outcome, code, spiffe_id AS id FROM audit_log WHERE event = ? AND spiffe_id LIKE 'spiffe://example.org/batch/%' ORDER BY seq")
+        .all(AUDIT_EVENTS.issueX509);
+      expect(rows).toEqual([
+        { outcome: "success", code: null, id: "spiffe://example.org/batch/one" },
+        { outcome: "refused", code: "not_entitled", id: "spiffe://example.org/batch/bs" },
+        { outcome: "success", code: null, id: "spiffe://example.org/batch/two" },
+      ]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("refuses more than 64 requests as a malformed request", async () => {
+    const ids = Array.from({ length: 65 }, (_, i) => `spiffe://example.org/batch/${i}`);
+    await expect(nodeA.fetchX509Batch(ids)).rejects.toMatchObject({ code: "invalid_request" });
   });
 });
