@@ -130,11 +130,16 @@ export class SvidCache {
     return svid;
   }
 
-  /** Keeps only the SVIDs of these SPIFFE IDs (the node's current entries) and fetches the missing ones, up to the cap. */
+  /**
+   * Keeps only the SVIDs of these SPIFFE IDs (the node's current entries) and fetches missing ones
+   * while the cache has room: past the cap, SVIDs are fetched when a workload asks, never by
+   * evicting cached ones (which would refetch the whole cache at every entry change).
+   */
   async reconcile(spiffeIds: ReadonlySet<string>): Promise<void> {
     for (const id of this.x509.keys()) if (!spiffeIds.has(id)) this.x509.delete(id);
     for (const key of this.jwt.keys()) if (!spiffeIds.has(key.slice(0, key.indexOf("\n")))) this.jwt.delete(key);
-    const missing = [...spiffeIds].filter((id) => !this.x509.peek(id)).slice(0, this.o.maxSvids ?? 1000);
+    const room = Math.max(0, (this.o.maxSvids ?? 1000) - this.x509.size);
+    const missing = [...spiffeIds].filter((id) => !this.x509.peek(id)).slice(0, room);
     await this.fetchBatches(missing);
   }
 

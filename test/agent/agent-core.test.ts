@@ -137,6 +137,34 @@ describe("agent core", () => {
     expect((await core.identities.jwtSvids(["unix:uid:1003"], ["aud"])).map((s) => s.spiffeId)).toEqual(["spiffe://example.org/api"]);
   });
 
+  it("keeps at most maxCachedSvids X.509-SVIDs and still serves the others on demand", async () => {
+    const small = "spiffe://example.org/node/agent-small-cache";
+    const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: small, ttl_seconds: 600 })) as { token: string };
+    const ids = [1, 2, 3, 4].map((i) => `spiffe://example.org/capped/${i}`);
+    for (const id of ids) await admin("POST", "/admin/entries", { parent_id: small, spiffe_id: id, selectors: ["unix:uid:4000"] });
+    const smallData = tempDir("agent-small-cache");
+    try {
+      const capped = await startAgentCore({
+        server: server.url,
+        trustBundlePem: bundle,
+        dataDir: smallData.path,
+        attestor: "join_token",
+        producer: async () => joinTokenProducer(token),
+        pollIntervalSeconds: 0.2,
+        maxCachedSvids: 2,
+        log,
+      });
+      cores.push(capped);
+      expect(capped.entries.entries.size).toBe(4);
+      expect(capped.svids.x509Count).toBe(2);
+      expect((await capped.identities.x509Svids(["unix:uid:4000"])).map((s) => s.spiffeId).sort()).toEqual(ids);
+      expect(capped.svids.x509Count).toBe(2);
+      await capped.close();
+    } finally {
+      smallData.remove();
+    }
+  });
+
   it("stops serving at once when the node is evicted, and says why", async () => {
     expect((await core.identities.x509Svids(["unix:uid:1003"])).length).toBe(1);
     await admin("POST", "/admin/nodes/evict", { spiffe_id: NODE });
