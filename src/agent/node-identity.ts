@@ -145,12 +145,8 @@ export class NodeIdentity {
     try {
       return await work(this.client_);
     } catch (e) {
-      if (!isHallmarkError(e)) throw e;
-      if (NODE_REFUSED.has(e.code)) {
-        this.fail(agentError("agent_node_removed", `the server refused this node (${e.code}: ${e.message})`));
-        throw this.removedBy!;
-      }
-      if (!SVID_REFUSED.has(e.code)) throw e;
+      this.stopIfNodeRefused(e);
+      if (!isHallmarkError(e) || !SVID_REFUSED.has(e.code)) throw e;
       this.o.log.warn({ code: e.code }, "agent: the server refused the node SVID; getting a new one");
       await this.replaceRefusedSvid(e);
       return work(this.client_);
@@ -187,11 +183,21 @@ export class NodeIdentity {
     throw e;
   }
 
+  /** An eviction or a ban (on a node call, or refusing a new attestation) stops everything. */
+  private stopIfNodeRefused(e: unknown): void {
+    if (!isHallmarkError(e) || !NODE_REFUSED.has(e.code)) return;
+    this.fail(agentError("agent_node_removed", `the server refused this node (${e.code}: ${e.message})`));
+    throw this.removedBy!;
+  }
+
   private async attestNow(): Promise<void> {
     const svid = await attest({
       server: this.o.server,
       tls: { trustBundlePem: this.client_?.trustBundlePem ?? this.o.trustBundlePem, serverId: this.o.serverId },
       producer: await this.o.producer(),
+    }).catch((e: unknown) => {
+      this.stopIfNodeRefused(e);
+      throw e;
     });
     if (svid.privateKeyPem === undefined) {
       throw agentError("agent_data_dir_unsafe", "the attestor kept the SVID key in hardware: the agent needs a key it can use for TLS (--tpm-key-resident is not supported by the agent yet)");

@@ -74,4 +74,9 @@ it("attests with the TPM, attests again at half-life with fresh evidence, and se
   expect(attestations).toBeGreaterThanOrEqual(2);
   expect(agent.node.removed).toBeUndefined();
   expect((await agent.identities.x509Svids(["unix:uid:1001"])).length).toBe(1);
+
+  // A ban evicts the node and refuses its re-attestation: the agent stops serving and says why.
+  await admin("POST", "/admin/nodes/ban", { spiffe_id: NODE });
+  expect(await agent.failed).toMatchObject({ code: "agent_node_removed", message: expect.stringMatching(/node_evicted|node_banned/) });
+  expect(await agent.identities.x509Svids(["unix:uid:1001"])).toEqual([]);
 }, 60_000);
