@@ -94,4 +94,13 @@ it("renews the node SVID and workload SVIDs at half-life, and survives a server 
 
   expect(agent.node.removed).toBeUndefined();
   expect(tokenUses).toBe(1);
+
+  // Down past the node SVID's expiry: a join-token node cannot come back, and says so.
+  await server.close();
+  const why = await agent.failed;
+  expect(why).toMatchObject({ code: "agent_cannot_reattest", message: expect.stringMatching(/expired .* join-token node cannot attest again/) });
+  expect(Date.now()).toBeGreaterThanOrEqual(agent.node.expiresAt.getTime());
+  expect(await agent.identities.x509Svids(["unix:uid:1001"])).toEqual([]);
+  expect(tokenUses).toBe(1);
+  server = await startTestServer({ dataDir: server.dataDir, overrides: { listen, svid: SVID_TTLS } });
 }, 60_000);
