@@ -191,10 +191,14 @@ export class NodeIdentity {
   }
 
   private async attestNow(): Promise<void> {
+    // A producer that cannot be made (a flag missing) will not be made by waiting: not transient.
+    const producer = await this.o.producer().catch((e: unknown) => {
+      throw isHallmarkError(e) ? e : new HallmarkError("invalid_request", (e as Error).message);
+    });
     const svid = await attest({
       server: this.o.server,
       tls: { trustBundlePem: this.client_?.trustBundlePem ?? this.o.trustBundlePem, serverId: this.o.serverId },
-      producer: await this.o.producer(),
+      producer,
     }).catch((e: unknown) => {
       this.stopIfNodeRefused(e);
       throw e;
@@ -307,6 +311,11 @@ export class NodeIdentity {
       return undefined;
     }
   }
+}
+
+/** The attestor this data directory's node attested with, if it did: a restart needs no attestation flag. */
+export function storedAttestor(dataDir: string): string | undefined {
+  return readJson<NodeRecordFile>(join(dataDir, "node.json"))?.attestor;
 }
 
 function parseSvid(certPem: string, keyPem: string, receivedAt = new Date()): NodeSvid {

@@ -2,6 +2,7 @@ import { createProducer } from "../client/producers.js";
 import { parseDurationSeconds } from "../config/duration.js";
 import { HallmarkError } from "../errors.js";
 import { createLogger } from "../log.js";
+import { storedAttestor } from "../agent/node-identity.js";
 import { type StartWorkloadApi, runAgent } from "../agent/run-agent.js";
 import type { WorkloadAttestor } from "../workload-api/ports.js";
 import { type Command, UsageError, optionalString, requireString } from "./args.js";
@@ -49,13 +50,17 @@ export const agentCommand: Command = {
   notes: () => [
     "The agent exits 0 on SIGTERM or SIGINT, and 1 (after saying why) when it cannot serve any more:",
     "the node was evicted or banned, or a join-token node lost its SVID (a join token is used once).",
+    "A restart needs no attestation flag: DIR/node.json remembers the attestor (a join token is never sent again).",
     "Hardware attestors attest again at half of the node SVID's life: give --evidence-cmd, as evidence",
     "made beforehand (--evidence-file) is bound to one nonce.",
   ],
   async run(v) {
     const server = serverUrl(v);
     const trustBundlePem = readTrustBundle(requireString(v, "trust-bundle"));
-    const chosen = producerOptions(v);
+    const dataDir = optionalString(v, "data-dir") ?? process.env.HALLMARK_AGENT_DATA_DIR ?? DEFAULT_DATA_DIR;
+    // A restart needs no attestation flag: node.json says how this node attested.
+    const remembered = optionalString(v, "attestor") || optionalString(v, "join-token") ? undefined : storedAttestor(dataDir);
+    const chosen = producerOptions(remembered ? { ...v, attestor: remembered } : v);
     if (chosen.tpmKeyResident) throw new UsageError("--tpm-key-resident is not supported by 'hallmark agent' yet: the agent needs its node key for mutual TLS");
     const pollRaw = optionalString(v, "poll-interval") ?? "5s";
     const poll = parseDurationSeconds(pollRaw);
@@ -67,7 +72,7 @@ export const agentCommand: Command = {
         server,
         serverId: optionalString(v, "server-id"),
         trustBundlePem,
-        dataDir: optionalString(v, "data-dir") ?? process.env.HALLMARK_AGENT_DATA_DIR ?? DEFAULT_DATA_DIR,
+        dataDir,
         socketPath: optionalString(v, "socket") ?? process.env.HALLMARK_AGENT_SOCKET ?? DEFAULT_SOCKET,
         attestor: chosen.attestor,
         producer: () => createProducer(chosen),

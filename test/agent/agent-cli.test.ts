@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
@@ -38,5 +38,11 @@ describe("hallmark agent", () => {
     const r = await runCli([...base, "--join-token", "t"]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe("hallmark: unavailable: this build of hallmark has no Workload API server (src/workload-api/server.ts)");
+    // A restart without attestation flags: node.json names the attestor, so this is no usage error.
+    mkdirSync(join(dir.path, "data"), { recursive: true, mode: 0o700 });
+    writeFileSync(join(dir.path, "data", "node.json"), JSON.stringify({ spiffeId: "spiffe://example.org/n", attestor: "join_token", attestedAt: new Date().toISOString() }));
+    const restart = await runCli(base);
+    expect(restart.code).toBe(1);
+    expect(restart.stderr).toMatch(/^hallmark: unavailable: /);
   });
 });

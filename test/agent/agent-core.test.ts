@@ -175,6 +175,25 @@ describe("agent core", () => {
     expect(await core.identities.jwtSvids(["unix:uid:1003"], ["aud"])).toEqual([]);
   });
 
+  it("fails at once, without retrying, when no producer can be made for the first attestation", async () => {
+    const empty = tempDir("agent-no-token");
+    try {
+      const start = startAgentCore({
+        server: server.url,
+        trustBundlePem: bundle,
+        dataDir: empty.path,
+        attestor: "join_token",
+        producer: async () => {
+          throw new Error("--join-token is required for the join_token attestor");
+        },
+        log,
+      });
+      await expect(start).rejects.toMatchObject({ code: "invalid_request", message: "--join-token is required for the join_token attestor" });
+    } finally {
+      empty.remove();
+    }
+  });
+
   it("refuses to attest again with a spent join token when no valid SVID is stored", async () => {
     await core.close();
     rmSync(join(data.path, "svid.pem"));
