@@ -5,6 +5,7 @@ import { TPM_ERRORS } from "./tpm/errors.js";
 import { TPM_ATTESTOR_ERRORS } from "./attestors/tpm/errors.js";
 import { NITRO_ERRORS } from "./attestors/aws-nitro/errors.js";
 import { SNP_ERRORS } from "./attestors/amd-sev-snp/errors.js";
+import { AGENT_ERRORS } from "./agent/errors.js";
 import { WORKLOAD_API_ERRORS } from "./workload-api/errors.js";
 
 /** Every code Hallmark can answer with, in one table (the API and the docs read it). */
@@ -15,6 +16,7 @@ export const ERROR_CODES: Readonly<Record<string, ErrorSpec>> = {
   ...TPM_ATTESTOR_ERRORS,
   ...NITRO_ERRORS,
   ...SNP_ERRORS,
+  ...AGENT_ERRORS,
   ...WORKLOAD_API_ERRORS,
 };
 

@@ -23,6 +23,7 @@ const entry = z.object({
   x509_ttl_seconds: z.number().int().nullable(),
   jwt_ttl_seconds: z.number().int().nullable(),
   dns_names: z.array(z.string()),
+  hint: z.string().describe("passed to workloads with the SVID (Workload API hint)"),
   created_at: timestamp,
 });
 const noContent = { 204: { description: "Done" } } as const;
@@ -52,6 +53,7 @@ export const ADMIN_ROUTES = {
         x509_ttl_seconds: ttl.optional(),
         jwt_ttl_seconds: ttl.optional(),
         dns_names: z.array(z.string().max(253)).max(32).optional(),
+        hint: z.string().max(1024).optional().describe("passed to workloads with the SVID (Workload API hint)"),
       })
       .strict(),
     responses: { 201: { description: "The entry", body: entry } },
@@ -233,6 +235,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
       x509SvidTtlSeconds: body.x509_ttl_seconds,
       jwtSvidTtlSeconds: body.jwt_ttl_seconds,
       dnsNames: body.dns_names,
+      hint: body.hint,
     });
     reply.code(201);
     return entryJson(e);
@@ -308,6 +311,7 @@ function entryJson(e: EntryRecord) {
     x509_ttl_seconds: e.x509SvidTtlSeconds ?? null,
     jwt_ttl_seconds: e.jwtSvidTtlSeconds ?? null,
     dns_names: e.dnsNames,
+    hint: e.hint ?? "",
     created_at: e.createdAt.toISOString(),
   };
 }

@@ -5,7 +5,10 @@ import type { Metrics } from "../service/metrics.js";
 import type { NodeIssuanceService } from "../service/node-issuance.js";
 import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
+import type { EntryRecord } from "../store/types.js";
 import { pemChain } from "../pki/pem.js";
+import { errorSpec } from "../error-codes.js";
+import { isHallmarkError } from "../errors.js";
 import { serveOpenApi } from "./openapi.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
 import { rateLimitHook } from "./rate-limit.js";
@@ -24,6 +27,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
+/** Requests per POST /v1/svids/x509/batch: 64 CSRs of a few hundred bytes stay far below the body limit. */
+export const MAX_X509_BATCH = 64;
 const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or base64 DER); its signature is the proof of possession");
 const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
 
@@ -37,6 +42,17 @@ const attestationOutcome = z.discriminatedUnion("status", [
   z.object({ status: z.literal("challenge"), challenge: jsonObject.describe("the attestor's next round (TPM: credential activation)") }),
   svidAnswer.extend({ status: z.literal("issued"), selectors: z.array(z.string()) }),
 ]);
+
+/** An entry as its node's agent needs it. */
+const nodeEntry = z.object({
+  id: z.uuid(),
+  spiffe_id: spiffeIdField,
+  selectors: z.array(z.string()),
+  x509_ttl_seconds: z.number().int().nullable().describe("null: the server's default"),
+  jwt_ttl_seconds: z.number().int().nullable().describe("null: the server's default"),
+  dns_names: z.array(z.string()),
+  hint: z.string(),
+});
 
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
@@ -146,6 +162,32 @@ export const PUBLIC_ROUTES = {
     responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer } },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
   }),
+  fetchX509SvidBatch: defineRoute({
+    operationId: "fetchX509SvidBatch",
+    method: "POST",
+    url: "/v1/svids/x509/batch",
+    summary: "X509-SVIDs for several entries the node is entitled to, in one request",
+    description:
+      "Each request is judged, issued and audited on its own, as POST /v1/svids/x509 would: a refused one answers " +
+      "`error` with its code in its place, and the others are issued.",
+    caller: "node",
+    body: z.object({ requests: z.array(z.object({ csr, spiffe_id: spiffeIdField }).strict()).min(1).max(MAX_X509_BATCH) }).strict(),
+    responses: {
+      200: {
+        description: "One result per request, in order, and the current bundle",
+        body: z.object({
+          results: z.array(
+            z.union([
+              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid }),
+              z.object({ spiffe_id: spiffeIdField, error: z.object({ code: z.string(), detail: z.string() }) }),
+            ]),
+          ),
+          bundle_pem: z.string(),
+        }),
+      },
+    },
+    errors: NODE_AUTH_ERRORS,
+  }),
   fetchJwtSvid: defineRoute({
     operationId: "fetchJwtSvid",
     method: "POST",
@@ -167,12 +209,39 @@ export const PUBLIC_ROUTES = {
     operationId: "nodeEntries",
     method: "GET",
     url: "/v1/node/entries",
-    summary: "The registration entries the node may fetch SVIDs for",
+    summary: "The registration entries the node may fetch SVIDs for, in full or as the changes since a revision",
+    description:
+      "Without `since`, or when the server's change log cannot continue from it, the full list (`full: true`), " +
+      "by pages: ask again with `page_after` set to `next_page` until it is absent, then poll with the first page's `revision`. " +
+      "With `since`, only the creations and deletions that concern this node after that revision; `more` says to ask again at once.",
     caller: "node",
+    query: z
+      .object({
+        since: z.string().regex(/^\d{1,15}$/).transform(Number).optional().describe("a revision from an earlier answer"),
+        page_after: z.uuid().optional().describe("the next_page of the previous full page"),
+      })
+      .strict(),
     responses: {
       200: {
-        description: "The entries and the current bundle",
-        body: z.object({ entries: z.array(z.object({ id: z.uuid(), spiffe_id: spiffeIdField, selectors: z.array(z.string()) })), bundle_pem: z.string() }),
+        description: "The entries or the changes, the revision to continue from, and the current bundle",
+        body: z.discriminatedUnion("full", [
+          z.object({
+            full: z.literal(true),
+            revision: z.number().int(),
+            entries: z.array(nodeEntry),
+            next_page: z.uuid().optional().describe("present when more entries follow"),
+            bundle_pem: z.string(),
+          }),
+          z.object({
+            full: z.literal(false),
+            revision: z.number().int(),
+            more: z.boolean(),
+            changes: z.array(
+              z.discriminatedUnion("op", [z.object({ op: z.literal("created"), entry: nodeEntry }), z.object({ op: z.literal("deleted"), id: z.uuid() })]),
+            ),
+            bundle_pem: z.string(),
+          }),
+        ]),
       },
     },
     errors: NODE_AUTH_ERRORS,
@@ -247,6 +316,25 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   );
   registerRoute(
     app,
+    R.fetchX509SvidBatch,
+    async ({ body }, node) => {
+      const results = [];
+      // One at a time: each issuance is one HSM signature and one audit record, as for single requests.
+      for (const r of body.requests) {
+        try {
+          const svid = await deps.nodes.workloadX509(node, r.csr, r.spiffe_id);
+          results.push({ spiffe_id: svid.spiffeId, svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() } });
+        } catch (e) {
+          if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
+          results.push({ spiffe_id: r.spiffe_id, error: { code: e.code, detail: e.message } });
+        }
+      }
+      return { results, bundle_pem: await bundlePem() };
+    },
+    nodeOf,
+  );
+  registerRoute(
+    app,
     R.fetchJwtSvid,
     async ({ body }, node) => {
       const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
@@ -257,9 +345,17 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(
     app,
     R.nodeEntries,
-    async (_in, node) => {
-      const entries = await deps.nodes.entitledEntries(node);
-      return { entries: entries.map((e) => ({ id: e.id, spiffe_id: e.spiffeId, selectors: e.selectors })), bundle_pem: await bundlePem() };
+    async ({ query }, node) => {
+      const sync = await deps.nodes.entrySync(node, query.since, query.page_after);
+      const bundle_pem = await bundlePem();
+      if (sync.full) {
+        return { full: true as const, revision: sync.revision, entries: sync.entries.map(nodeEntryJson), ...(sync.nextPage ? { next_page: sync.nextPage } : {}), bundle_pem };
+      }
+      const changes = [
+        ...sync.deleted.map((id) => ({ op: "deleted" as const, id })),
+        ...sync.created.map((e) => ({ op: "created" as const, entry: nodeEntryJson(e) })),
+      ];
+      return { full: false as const, revision: sync.revision, more: sync.more, changes, bundle_pem };
     },
     nodeOf,
   );
@@ -274,6 +370,18 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
       "Node endpoints need the node's X509-SVID as the TLS client certificate.",
     routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES)],
   });
+}
+
+function nodeEntryJson(e: EntryRecord) {
+  return {
+    id: e.id,
+    spiffe_id: e.spiffeId,
+    selectors: e.selectors,
+    x509_ttl_seconds: e.x509SvidTtlSeconds ?? null,
+    jwt_ttl_seconds: e.jwtSvidTtlSeconds ?? null,
+    dns_names: e.dnsNames,
+    hint: e.hint ?? "",
+  };
 }
 
 function actorOf(ip: string): string {

@@ -123,6 +123,7 @@ export const adminCommands: Command[] = [
       "x509-ttl": { type: "string", value: "DURATION", description: "lifetime of X.509-SVIDs for this entry", default: "the server's svid.x509Ttl (1h), capped by svid.maxTtl" },
       "jwt-ttl": { type: "string", value: "DURATION", description: "lifetime of JWT-SVIDs for this entry", default: "the server's svid.jwtTtl (5m), capped by svid.maxTtl" },
       dns: { type: "string", multiple: true, value: "NAME", description: "a DNS name to add to the X.509-SVID's subject alternative names" },
+      hint: { type: "string", value: "TEXT", description: "a hint handed to the workload with its SVID (Workload API hint), e.g. to tell several identities apart" },
       ...ADMIN_OPTIONS,
     },
     async run(v) {
@@ -135,6 +136,7 @@ export const adminCommands: Command[] = [
         ...(x509 ? { x509_ttl_seconds: seconds(x509, "x509-ttl") } : {}),
         ...(jwt ? { jwt_ttl_seconds: seconds(jwt, "jwt-ttl") } : {}),
         dns_names: stringList(v, "dns"),
+        ...(optionalString(v, "hint") !== undefined ? { hint: optionalString(v, "hint") } : {}),
       })) as EntryJson;
       return print(v, e, () => entryLine(e));
     },

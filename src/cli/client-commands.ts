@@ -4,14 +4,14 @@ import { attest } from "../client/attest.js";
 import { writeFileAtomic, writeSvidFiles } from "../client/files.js";
 import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
-import { PRODUCER_TYPES, createProducer } from "../client/producers.js";
+import { PRODUCER_TYPES, type ProducerOptions, createProducer } from "../client/producers.js";
 import { TrustBundle } from "../client/trust-bundle.js";
 import { HallmarkError } from "../errors.js";
 import { readInputFile, readInputText } from "../input-file.js";
 import { pemBlocks } from "../pki/pem.js";
 import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
-const SERVER_OPTIONS: OptionSpec = {
+export const SERVER_OPTIONS: OptionSpec = {
   server: { type: "string", value: "URL", required: true, description: "the Hallmark server, https://HOST:PORT" },
   "trust-bundle": { type: "string", value: "FILE", required: true, description: "PEM trust bundle the server's certificate must chain to ('hallmark bundle show', or bundle.pem from attest)" },
   "server-id": {
@@ -31,7 +31,7 @@ const NODE_OPTIONS: OptionSpec = {
 const WORKLOAD_ID: FlagSpec = { type: "string", value: "ID", description: "which entry's SPIFFE ID, when the node is entitled to several" };
 
 /** --server must be an https:// URL; a bare HOST:PORT is the usual slip, so say what was meant. */
-function serverUrl(v: Record<string, unknown>): string {
+export function serverUrl(v: Record<string, unknown>): string {
   const raw = requireString(v, "server");
   if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(raw)) throw new UsageError(`--server '${raw}' has no scheme: did you mean https://${raw}?`);
   let url: URL;
@@ -45,7 +45,7 @@ function serverUrl(v: Record<string, unknown>): string {
 }
 
 /** The --trust-bundle file, refused up front when it holds no certificate (TLS would only say "unable to verify"). */
-function readTrustBundle(path: string): string {
+export function readTrustBundle(path: string): string {
   const pem = readInputText(path, "--trust-bundle");
   if (pemBlocks(pem).length === 0) {
     throw new HallmarkError("bundle_malformed", `--trust-bundle ${path} holds no PEM certificate ('hallmark bundle show --format pem' writes one)`);
@@ -63,6 +63,41 @@ function nodeClient(v: Record<string, unknown>): NodeClient {
   return new NodeClient(server, { certPem, keyPem, trustBundlePem, serverId: optionalString(v, "server-id") }, bundle);
 }
 
+/** How a node proves what it is: the flags of `hallmark attest`, shared with `hallmark agent`. */
+export const ATTESTATION_OPTIONS: OptionSpec = {
+  attestor: { type: "string", value: "TYPE", description: `the evidence to present: ${PRODUCER_TYPES().join(", ")}`, default: "join_token when --join-token is given" },
+  "join-token": { type: "string", value: "TOKEN", description: "the one-time token from 'hallmark token create' (join_token)" },
+  tpm: { type: "string", value: "SPEC", description: "the TPM: swtpm:host=H,port=P or a device such as /dev/tpmrm0 (tpm)" },
+  "tpm-ek": { type: "string", value: "EK", description: "which endorsement key: rsa2048, ecc-p256 or ecc-p384 (tpm)", default: "rsa2048" },
+  "tpm-key-resident": { type: "boolean", description: "create the SVID key inside the TPM; DIR/svid.tpmkey holds its TPM-wrapped blob (tpm)" },
+  "evidence-file": { type: "string", value: "FILE", description: "evidence made beforehand: a Nitro attestation document or an SEV-SNP report, raw or base64 (aws_nitro, amd_sev_snp)" },
+  "evidence-cmd": {
+    type: "string",
+    value: "CMD",
+    description: "a command that prints the evidence, given HALLMARK_NONCE_HEX, HALLMARK_PUBLIC_KEY_DER_B64 (and HALLMARK_REPORT_DATA_HEX for amd_sev_snp) (aws_nitro, amd_sev_snp)",
+  },
+  vcek: { type: "string", value: "FILE", description: "the VCEK or VLEK certificate, DER or PEM, to send with the report (amd_sev_snp)" },
+};
+
+/** The producer the ATTESTATION_OPTIONS choose (files read now: a bad path is a usage-time error). */
+export function producerOptions(v: Record<string, unknown>): ProducerOptions {
+  const joinToken = optionalString(v, "join-token");
+  const attestor = optionalString(v, "attestor") ?? (joinToken ? "join_token" : undefined);
+  if (!attestor) throw new UsageError(`--attestor is required (one of: ${PRODUCER_TYPES().join(", ")})`);
+  const evidenceFile = optionalString(v, "evidence-file");
+  const vcekFile = optionalString(v, "vcek");
+  return {
+    attestor,
+    joinToken,
+    tpm: optionalString(v, "tpm"),
+    tpmEk: optionalString(v, "tpm-ek"),
+    tpmKeyResident: v["tpm-key-resident"] === true,
+    evidence: evidenceFile ? readInputFile(evidenceFile, "--evidence-file") : undefined,
+    evidenceCmd: optionalString(v, "evidence-cmd"),
+    vcek: vcekFile ? readInputFile(vcekFile, "--vcek") : undefined,
+  };
+}
+
 export const clientCommands: Command[] = [
   {
     name: "attest",
@@ -75,50 +110,21 @@ export const clientCommands: Command[] = [
         default: "none: insecure bootstrap, the server is not authenticated and a warning says so",
       },
       out: OUT,
-      attestor: { type: "string", value: "TYPE", description: `the evidence to present: ${PRODUCER_TYPES().join(", ")}`, default: "join_token when --join-token is given" },
-      "join-token": { type: "string", value: "TOKEN", description: "the one-time token from 'hallmark token create' (join_token)" },
-      tpm: { type: "string", value: "SPEC", description: "the TPM: swtpm:host=H,port=P or a device such as /dev/tpmrm0 (tpm)" },
-      "tpm-ek": { type: "string", value: "EK", description: "which endorsement key: rsa2048, ecc-p256 or ecc-p384 (tpm)", default: "rsa2048" },
-      "tpm-key-resident": { type: "boolean", description: "create the SVID key inside the TPM; DIR/svid.tpmkey holds its TPM-wrapped blob (tpm)" },
-      "evidence-file": { type: "string", value: "FILE", description: "evidence made beforehand: a Nitro attestation document or an SEV-SNP report, raw or base64 (aws_nitro, amd_sev_snp)" },
-      "evidence-cmd": {
-        type: "string",
-        value: "CMD",
-        description: "a command that prints the evidence, given HALLMARK_NONCE_HEX, HALLMARK_PUBLIC_KEY_DER_B64 (and HALLMARK_REPORT_DATA_HEX for amd_sev_snp) (aws_nitro, amd_sev_snp)",
-      },
-      vcek: { type: "string", value: "FILE", description: "the VCEK or VLEK certificate, DER or PEM, to send with the report (amd_sev_snp)" },
+      ...ATTESTATION_OPTIONS,
       json: JSON_FLAG,
     },
     async run(v) {
       const server = serverUrl(v);
       const out = requireString(v, "out");
       const bundlePath = optionalString(v, "trust-bundle");
-      const joinToken = optionalString(v, "join-token");
-      const attestor = optionalString(v, "attestor") ?? (joinToken ? "join_token" : undefined);
-      if (!attestor) throw new UsageError(`--attestor is required (one of: ${PRODUCER_TYPES().join(", ")})`);
+      const chosen = producerOptions(v);
       if (!bundlePath) {
         console.error("warning: no --trust-bundle: the server is not authenticated (insecure bootstrap); the bundle it returns is trusted as is");
       }
-      const evidenceFile = optionalString(v, "evidence-file");
-      const vcekFile = optionalString(v, "vcek");
       const trustBundlePem = bundlePath ? readTrustBundle(bundlePath) : undefined;
-      const evidence = evidenceFile ? readInputFile(evidenceFile, "--evidence-file") : undefined;
-      const vcek = vcekFile ? readInputFile(vcekFile, "--vcek") : undefined;
-      let producer;
-      try {
-        producer = await createProducer({
-          attestor,
-          joinToken,
-          tpm: optionalString(v, "tpm"),
-          tpmEk: optionalString(v, "tpm-ek"),
-          tpmKeyResident: v["tpm-key-resident"] === true,
-          evidence,
-          evidenceCmd: optionalString(v, "evidence-cmd"),
-          vcek,
-        });
-      } catch (e) {
+      const producer = await createProducer(chosen).catch((e: unknown) => {
         throw new UsageError((e as Error).message);
-      }
+      });
       const svid = await attest({ server, tls: { trustBundlePem, serverId: optionalString(v, "server-id") }, producer });
       writeSvidFiles(out, svid);
       // The server was authenticated with the given bundle: keep that file current too.

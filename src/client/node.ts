@@ -1,6 +1,34 @@
+import { HallmarkError } from "../errors.js";
 import { newClientKey } from "./csr.js";
 import { ApiClient, expectOk, type ServerTls } from "./http.js";
 import { TrustBundle } from "./trust-bundle.js";
+
+/** An entry as GET /v1/node/entries sends it (src/api/public-routes.ts, nodeEntry). */
+export interface NodeEntry {
+  id: string;
+  spiffe_id: string;
+  selectors: string[];
+  x509_ttl_seconds: number | null;
+  jwt_ttl_seconds: number | null;
+  dns_names: string[];
+  hint: string;
+}
+
+export type NodeEntriesAnswer =
+  | { full: true; revision: number; entries: NodeEntry[]; next_page?: string; bundle_pem: string }
+  | { full: false; revision: number; more: boolean; changes: Array<{ op: "created"; entry: NodeEntry } | { op: "deleted"; id: string }>; bundle_pem: string };
+
+/** Requests per batch call: the server's MAX_X509_BATCH (src/api/public-routes.ts). */
+export const X509_BATCH_SIZE = 64;
+
+export interface FetchedX509 {
+  spiffeId: string;
+  certChainPem: string;
+  privateKeyPem: string;
+  bundlePem: string;
+  expiresAt: string;
+  serial: string;
+}
 
 /** A node's calls with its SVID over mutual TLS: renew, workload X.509-SVIDs, JWT-SVIDs. */
 export class NodeClient {
@@ -22,10 +50,27 @@ export class NodeClient {
     return this.trust.pem;
   }
 
-  async fetchX509(spiffeId?: string) {
+  async fetchX509(spiffeId?: string): Promise<FetchedX509> {
     const key = await newClientKey();
     const r = (await this.call("POST", "/v1/svids/x509", { csr: key.csrPem, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as { spiffe_id: string; svid: { cert_chain_pem: string; expires_at: string; serial: string }; bundle_pem: string };
     return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at, serial: r.svid.serial };
+  }
+
+  /**
+   * X.509-SVIDs for several SPIFFE IDs in one request (POST /v1/svids/x509/batch, at most 64), a
+   * fresh key for each; a refused one comes back as its HallmarkError, in its place.
+   */
+  async fetchX509Batch(spiffeIds: readonly string[]): Promise<Array<FetchedX509 | HallmarkError>> {
+    const keys = await Promise.all(spiffeIds.map(() => newClientKey()));
+    const r = (await this.call("POST", "/v1/svids/x509/batch", { requests: spiffeIds.map((id, i) => ({ csr: keys[i]!.csrPem, spiffe_id: id })) })) as {
+      results: Array<{ spiffe_id: string; svid?: { cert_chain_pem: string; expires_at: string; serial: string }; error?: { code: string; detail: string } }>;
+      bundle_pem: string;
+    };
+    return spiffeIds.map((id, i) => {
+      const one = r.results[i];
+      if (!one?.svid) return new HallmarkError(one?.error?.code ?? "unavailable", one?.error?.detail ?? `no result for ${id}`);
+      return { spiffeId: one.spiffe_id, certChainPem: one.svid.cert_chain_pem, privateKeyPem: keys[i]!.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: one.svid.expires_at, serial: one.svid.serial };
+    });
   }
 
   async fetchJwt(audience: string[], spiffeId?: string) {
@@ -44,6 +89,14 @@ export class NodeClient {
       bundle_pem: string;
     };
     return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at };
+  }
+
+  /** GET /v1/node/entries: the full list (a page of it), or the changes since `since`. */
+  async entries(query: { since?: number | undefined; pageAfter?: string | undefined } = {}): Promise<NodeEntriesAnswer> {
+    const q = new URLSearchParams();
+    if (query.since !== undefined) q.set("since", String(query.since));
+    if (query.pageAfter !== undefined) q.set("page_after", query.pageAfter);
+    return (await this.call("GET", `/v1/node/entries${q.size ? `?${q}` : ""}`)) as NodeEntriesAnswer;
   }
 
   async bundle() {

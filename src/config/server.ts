@@ -32,6 +32,7 @@ const LIMIT_DEFAULTS = {
   attestRate: { perSecond: 10, burst: 40, trackedAddresses: 100_000 },
   rateLimitAuditInterval: 60,
   purgeInterval: 60,
+  entryChangeRetention: 7 * 86400,
 };
 
 export const serverConfigSchema = z
@@ -220,6 +221,11 @@ export const serverConfigSchema = z
         rateLimitAuditInterval: durationSeconds.default(LIMIT_DEFAULTS.rateLimitAuditInterval),
         /** Expired attestation sessions (nonces) and join tokens are deleted this often. */
         purgeInterval: durationSeconds.default(LIMIT_DEFAULTS.purgeInterval),
+        /**
+         * How long entry creations and deletions stay in the change log agents sync from. An agent
+         * whose last revision is older (offline longer than this) gets the full list again.
+         */
+        entryChangeRetention: durationSeconds.default(LIMIT_DEFAULTS.entryChangeRetention),
       })
       .strict()
       .refine((l) => l.headersTimeout <= l.requestTimeout, "headersTimeout must not exceed requestTimeout")

@@ -35,6 +35,8 @@ export interface NewEntry {
   x509SvidTtlSeconds?: number | undefined;
   jwtSvidTtlSeconds?: number | undefined;
   dnsNames?: string[] | undefined;
+  /** Handed to workloads with the SVID (Workload API `hint`). */
+  hint?: string | undefined;
 }
 
 /** Administration, reached only through the local admin socket. Every change is audited. */
@@ -77,6 +79,7 @@ export class AdminService {
       x509SvidTtlSeconds: input.x509SvidTtlSeconds,
       jwtSvidTtlSeconds: input.jwtSvidTtlSeconds,
       dnsNames: input.dnsNames ?? [],
+      hint: input.hint ?? "",
       admin: false,
       createdAt: this.deps.clock(),
     };
@@ -93,7 +96,7 @@ export class AdminService {
 
   async deleteEntry(id: string): Promise<void> {
     const entry = await this.deps.store.entries.get(id);
-    if (!entry || !(await this.deps.store.entries.delete(id))) throw new HallmarkError("entry_not_found", "no such registration entry");
+    if (!entry || !(await this.deps.store.entries.delete(id, this.deps.clock()))) throw new HallmarkError("entry_not_found", "no such registration entry");
     await this.audit(AUDIT_EVENTS.entryDelete, entry.spiffeId, { entryId: id });
   }
 

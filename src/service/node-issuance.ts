@@ -10,6 +10,14 @@ import type { Metrics } from "./metrics.js";
 import { isCurrentNodeSvid, supersede } from "./node-svid.js";
 import type { CsrParser, IssuedJwt, IssuedX509, PresentedSvid, SvidIssuer } from "./ports.js";
 
+/** Entries (or changes) per entry-sync answer: bounds every answer, whatever the node's share. */
+export const ENTRY_PAGE = 500;
+
+/** What an agent's entry poll gets: a full list (maybe one page of it), or the changes since its revision. */
+export type EntrySync =
+  | { full: true; revision: number; entries: EntryRecord[]; nextPage: string | undefined }
+  | { full: false; revision: number; more: boolean; created: EntryRecord[]; deleted: string[] };
+
 export interface NodeIssuanceDeps {
   trustDomain: TrustDomain;
   /** The server's own ID: entries parented to it apply to every node whose selectors match (node aliases). */
@@ -131,10 +139,40 @@ export class NodeIssuanceService {
   /** Entries the node may receive: its children, and aliases whose selectors the node has. */
   async entitledEntries(node: NodeRecord): Promise<EntryRecord[]> {
     const children = await this.deps.store.entries.list({ parentId: node.spiffeId });
-    const aliases = (await this.deps.store.entries.list({ parentId: this.deps.serverId.toString() })).filter(
-      (e) => e.selectors.length > 0 && e.selectors.every((s) => node.selectors.includes(s)),
-    );
+    const aliases = (await this.deps.store.entries.list({ parentId: this.deps.serverId.toString() })).filter((e) => this.entitles(node, e));
     return [...children, ...aliases];
+  }
+
+  /** Whether an entry with this parent and these selectors is the node's (entitledEntries' rule, for one entry or tombstone). */
+  private entitles(node: NodeRecord, e: { parentId: string; selectors: readonly string[] }): boolean {
+    if (e.parentId === node.spiffeId) return true;
+    return e.parentId === this.deps.serverId.toString() && e.selectors.length > 0 && e.selectors.every((s) => node.selectors.includes(s));
+  }
+
+  /**
+   * The node's entries for an agent that keeps a copy: with `since` (a revision an earlier answer
+   * gave) only what changed for this node after it; without it, or when the change log cannot
+   * continue from it, the full list, by pages of ENTRY_PAGE in id order (`pageAfter`: the last id
+   * of the previous page). The revision is read before the list, so replaying the changes after
+   * it is never short of anything (creations and deletions apply idempotently).
+   */
+  async entrySync(node: NodeRecord, since: number | undefined, pageAfter: string | undefined): Promise<EntrySync> {
+    const page = since === undefined ? undefined : await this.deps.store.entries.changesSince(since, ENTRY_PAGE);
+    if (!page) {
+      const revision = await this.deps.store.entries.revision();
+      const all = (await this.entitledEntries(node)).filter((e) => pageAfter === undefined || e.id > pageAfter).sort((a, b) => (a.id < b.id ? -1 : 1));
+      const entries = all.slice(0, ENTRY_PAGE);
+      return { full: true, revision, entries, nextPage: all.length > ENTRY_PAGE ? entries.at(-1)?.id : undefined };
+    }
+    const mine = page.changes.filter((c) => this.entitles(node, c));
+    return {
+      full: false,
+      revision: page.revision,
+      more: page.more,
+      // A creation whose entry is gone already is followed by its tombstone: nothing to send.
+      created: mine.flatMap((c) => (c.kind === "created" && c.entry ? [c.entry] : [])),
+      deleted: mine.filter((c) => c.kind === "deleted").map((c) => c.entryId),
+    };
   }
 
   private async entitledEntry(node: NodeRecord, requested: string | undefined): Promise<EntryRecord> {

@@ -2,10 +2,16 @@ import type { Store } from "../store/types.js";
 
 /**
  * Deletes expired attestation sessions (their nonces can no longer be used) and expired join
- * tokens, so that what anonymous callers create does not stay in the database for ever.
+ * tokens, so that what anonymous callers create does not stay in the database for ever, and entry
+ * changes older than `entryChangeRetentionSeconds` (agents that far behind resync in full).
  */
-export async function purgeExpired(store: Store, now: Date): Promise<{ sessions: number; joinTokens: number }> {
+export async function purgeExpired(
+  store: Store,
+  now: Date,
+  entryChangeRetentionSeconds: number,
+): Promise<{ sessions: number; joinTokens: number; entryChanges: number }> {
   const sessions = await store.sessions.purgeExpired(now);
   const joinTokens = await store.joinTokens.purgeExpired(now);
-  return { sessions, joinTokens };
+  const entryChanges = await store.entries.pruneChanges(new Date(now.getTime() - entryChangeRetentionSeconds * 1000));
+  return { sessions, joinTokens, entryChanges };
 }

@@ -109,4 +109,22 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX node_bans_hardware ON node_bans(attestor_type, hardware_id);
   `,
+  // 3: registration entry revisions, so that agents sync incrementally: every creation and deletion
+  // is one row of a change log whose revision only grows (PostgreSQL: a bigserial). Deletions keep
+  // the entry's parent and selectors, so the server can tell which nodes a tombstone concerns
+  // without leaking it to others. Entries that exist already are logged as created, so an agent
+  // starting from revision 0 sees them. Entries also get an optional `hint` for workloads.
+  `
+  ALTER TABLE entries ADD COLUMN hint TEXT NOT NULL DEFAULT '';
+  CREATE TABLE entry_changes (
+    revision   INTEGER PRIMARY KEY AUTOINCREMENT,
+    entry_id   TEXT NOT NULL,
+    kind       TEXT NOT NULL CHECK (kind IN ('created', 'deleted')),
+    parent_id  TEXT NOT NULL,
+    selectors  TEXT NOT NULL,
+    changed_at INTEGER NOT NULL
+  );
+  INSERT INTO entry_changes (entry_id, kind, parent_id, selectors, changed_at)
+    SELECT id, 'created', parent_id, selectors, created_at FROM entries ORDER BY created_at, id;
+  `,
 ];

@@ -18,6 +18,8 @@ import type {
   CaKeyRepository,
   CaKeyStatus,
   ConsumeOutcome,
+  EntryChange,
+  EntryChangePage,
   EntryRecord,
   EntryRepository,
   IssuedSvidRecord,
@@ -281,29 +283,38 @@ class SqliteEntries implements EntryRepository {
   constructor(private readonly db: Db) {}
 
   async create(e: EntryRecord): Promise<void> {
+    const selectors = JSON.stringify([...e.selectors].sort());
     try {
-      prepared(
+      this.db.transaction(() => {
+        prepared(
           this.db,
-          `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
+          `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, hint, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
           e.id,
           e.spiffeId,
           e.parentId,
-          JSON.stringify([...e.selectors].sort()),
+          selectors,
           e.x509SvidTtlSeconds ?? null,
           e.jwtSvidTtlSeconds ?? null,
           JSON.stringify(e.dnsNames),
           e.admin ? 1 : 0,
+          e.hint ?? "",
           ms(e.createdAt),
         );
+        this.logChange(e.id, "created", e.parentId, selectors, e.createdAt);
+      })();
     } catch (cause) {
       if (isUniqueViolation(cause)) {
         throw new HallmarkError("entry_exists", "an entry with this SPIFFE ID, parent and selectors exists");
       }
       throw cause;
     }
+  }
+
+  private logChange(entryId: string, kind: EntryChange["kind"], parentId: string, selectors: string, at: Date): void {
+    prepared(this.db, "INSERT INTO entry_changes (entry_id, kind, parent_id, selectors, changed_at) VALUES (?, ?, ?, ?, ?)")
+      .run(entryId, kind, parentId, selectors, ms(at));
   }
 
   async get(id: string): Promise<EntryRecord | undefined> {
@@ -326,8 +337,48 @@ class SqliteEntries implements EntryRepository {
     return (prepared(this.db, sql).all(...args) as Row[]).map(entryFromRow);
   }
 
-  async delete(id: string): Promise<boolean> {
-    return prepared(this.db, "DELETE FROM entries WHERE id = ?").run(id).changes > 0;
+  async delete(id: string, at: Date): Promise<boolean> {
+    return this.db.transaction((): boolean => {
+      const row = prepared(this.db, "DELETE FROM entries WHERE id = ? RETURNING parent_id, selectors").get(id) as Row | undefined;
+      if (!row) return false;
+      this.logChange(id, "deleted", String(row.parent_id), String(row.selectors), at);
+      return true;
+    })();
+  }
+
+  async revision(): Promise<number> {
+    const row = prepared(this.db, "SELECT seq FROM sqlite_sequence WHERE name = 'entry_changes'").get() as Row | undefined;
+    return Number(row?.seq ?? 0);
+  }
+
+  async pruneChanges(before: Date): Promise<number> {
+    return prepared(this.db, "DELETE FROM entry_changes WHERE changed_at < ?").run(ms(before)).changes;
+  }
+
+  async changesSince(revision: number, limit: number): Promise<EntryChangePage | undefined> {
+    return this.db.transaction((): EntryChangePage | undefined => {
+      const head = Number((prepared(this.db, "SELECT seq FROM sqlite_sequence WHERE name = 'entry_changes'").get() as Row | undefined)?.seq ?? 0);
+      const oldest = (prepared(this.db, "SELECT MIN(revision) AS r FROM entry_changes").get() as Row).r;
+      // Continuable: within [oldest retained - 1, head]. An empty log continues only from its head.
+      const floor = oldest === null || oldest === undefined ? head : Number(oldest) - 1;
+      if (!Number.isSafeInteger(revision) || revision < floor || revision > head) return undefined;
+      const rows = prepared(
+        this.db,
+        `SELECT c.revision, c.entry_id, c.kind, c.parent_id AS change_parent, c.selectors AS change_selectors, e.*
+         FROM entry_changes c LEFT JOIN entries e ON c.kind = 'created' AND e.id = c.entry_id
+         WHERE c.revision > ? ORDER BY c.revision LIMIT ?`,
+      ).all(revision, limit) as Row[];
+      const changes = rows.map((r): EntryChange => ({
+        revision: Number(r.revision),
+        kind: r.kind === "deleted" ? "deleted" : "created",
+        entryId: String(r.entry_id),
+        parentId: String(r.change_parent),
+        selectors: JSON.parse(String(r.change_selectors)) as string[],
+        entry: r.id === null || r.id === undefined ? undefined : entryFromRow(r),
+      }));
+      const last = changes.at(-1)?.revision ?? head;
+      return { changes, revision: last, more: last < head };
+    })();
   }
 }
 
@@ -340,6 +391,7 @@ function entryFromRow(r: Row): EntryRecord {
     x509SvidTtlSeconds: optNum(r.x509_ttl),
     jwtSvidTtlSeconds: optNum(r.jwt_ttl),
     dnsNames: JSON.parse(String(r.dns_names)) as string[],
+    hint: String(r.hint ?? ""),
     admin: r.admin === 1,
     createdAt: date(r.created_at),
   };

@@ -67,6 +67,8 @@ export interface EntryRecord {
   x509SvidTtlSeconds?: number | undefined;
   jwtSvidTtlSeconds?: number | undefined;
   dnsNames: string[];
+  /** Passed to workloads with their SVIDs (Workload API `hint`), "" when none. */
+  hint?: string | undefined;
   /**
    * Reserved for an admin API over mTLS that does not exist: nothing grants anything on it, so
    * nothing sets it (always false; the column stays so no migration is needed to bring it back).
@@ -79,7 +81,38 @@ export interface EntryRepository {
   create(entry: EntryRecord): Promise<void>;
   get(id: string): Promise<EntryRecord | undefined>;
   list(filter?: { parentId?: string; spiffeId?: string }): Promise<EntryRecord[]>;
-  delete(id: string): Promise<boolean>;
+  /** Deletes the entry and logs a tombstone (dated `at`) in one transaction. */
+  delete(id: string, at: Date): Promise<boolean>;
+  /**
+   * At most `limit` changes after `revision`, oldest first; undefined when `revision` is not one
+   * this log can continue from (older than what it retains, or newer than its head: a restored
+   * database), so the caller starts over from a full list.
+   */
+  changesSince(revision: number, limit: number): Promise<EntryChangePage | undefined>;
+  /** The revision of the latest change (0 before any). */
+  revision(): Promise<number>;
+  /** Forgets changes made before `before`; agents behind them get a full list. The revision never goes back. */
+  pruneChanges(before: Date): Promise<number>;
+}
+
+/** One creation or deletion in the entries' change log. */
+export interface EntryChange {
+  revision: number;
+  kind: "created" | "deleted";
+  entryId: string;
+  /** The entry's parent and selectors, kept for deletions: who the change concerns. */
+  parentId: string;
+  selectors: string[];
+  /** The entry, for a creation whose entry still exists (a later tombstone follows otherwise). */
+  entry?: EntryRecord | undefined;
+}
+
+export interface EntryChangePage {
+  changes: EntryChange[];
+  /** The revision to continue from: the last change returned, or the head when none. */
+  revision: number;
+  /** True when changes after `revision` remain (the page was full). */
+  more: boolean;
 }
 
 export interface JoinTokenRecord {

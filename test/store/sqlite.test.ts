@@ -51,7 +51,7 @@ describe("SQLite store", () => {
     await expect(store.entries.create({ ...e, id: "e2", selectors: ["a:b", "k:v"] })).rejects.toMatchObject({ code: "entry_exists" });
     expect((await store.entries.list({ parentId: "spiffe://example.org/n1" })).map((x) => x.id)).toEqual(["e1"]);
     expect(await store.entries.list({ parentId: "spiffe://example.org/other" })).toEqual([]);
-    expect(await store.entries.delete("e1")).toBe(true);
+    expect(await store.entries.delete("e1", new Date())).toBe(true);
     expect(await store.entries.get("e1")).toBeUndefined();
   });
 
@@ -116,7 +116,7 @@ describe("SQLite store opened read-only", () => {
       await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
       expect((await ro.audit.tail(10)).map((r) => r.seq)).toEqual([1, 2]);
       await expect(ro.audit.append({ time: t0, event: "x", outcome: "success", details: {} }, () => hash(9))).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
-      await expect(ro.entries.delete("x")).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
+      await expect(ro.entries.delete("x", new Date())).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
     } finally {
       await ro.close();
       await writer.close();

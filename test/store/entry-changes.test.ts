@@ -1,0 +1,75 @@
+import Database from "better-sqlite3";
+import { join } from "node:path";
+import { afterAll, expect, it } from "vitest";
+import { openSqliteStore } from "../../src/store/sqlite.js";
+import type { EntryRecord } from "../../src/store/types.js";
+import { tempDir } from "../helpers/tmp.js";
+
+/** The entries' change log (migration 3): revisions, tombstones, pruning, and a database migrated from version 2. */
+const dir = tempDir("entry-changes");
+afterAll(() => dir.remove());
+const t0 = new Date("2026-01-01T00:00:00Z");
+const at = (s: number) => new Date(t0.getTime() + s * 1000);
+const entry = (id: string, createdAt: Date, parentId = "spiffe://example.org/node/a"): EntryRecord => ({
+  id,
+  spiffeId: `spiffe://example.org/w/${id}`,
+  parentId,
+  selectors: ["unix:uid:1"],
+  dnsNames: [],
+  hint: `hint-${id}`,
+  admin: false,
+  createdAt,
+});
+
+it("logs creations and tombstones with growing revisions, and prunes without ever going back", async () => {
+  const store = await openSqliteStore(join(dir.path, "a.db"));
+  try {
+    expect(await store.entries.revision()).toBe(0);
+    await store.entries.create(entry("e1", at(0)));
+    await store.entries.create(entry("e2", at(1), "spiffe://example.org/node/b"));
+    expect(await store.entries.delete("e1", at(2))).toBe(true);
+    expect(await store.entries.delete("e1", at(3))).toBe(false);
+    expect(await store.entries.revision()).toBe(3);
+
+    const all = (await store.entries.changesSince(0, 10))!;
+    expect(all.changes.map((c) => [c.revision, c.kind, c.entryId, c.parentId, c.entry?.hint])).toEqual([
+      [1, "created", "e1", "spiffe://example.org/node/a", undefined], // deleted since: no entry to send
+      [2, "created", "e2", "spiffe://example.org/node/b", "hint-e2"],
+      [3, "deleted", "e1", "spiffe://example.org/node/a", undefined],
+    ]);
+    expect(all).toMatchObject({ revision: 3, more: false });
+    expect(await store.entries.changesSince(0, 2)).toMatchObject({ revision: 2, more: true });
+    expect(await store.entries.changesSince(4, 10)).toBeUndefined();
+
+    expect(await store.entries.pruneChanges(at(2))).toBe(2);
+    // Revision 0 and 1 are before what the log holds now: the caller starts over.
+    expect(await store.entries.changesSince(1, 10)).toBeUndefined();
+    expect((await store.entries.changesSince(2, 10))!.changes.map((c) => c.revision)).toEqual([3]);
+    expect(await store.entries.pruneChanges(at(10))).toBe(1);
+    expect(await store.entries.revision()).toBe(3);
+    expect(await store.entries.changesSince(3, 10)).toEqual({ changes: [], revision: 3, more: false });
+    expect(await store.entries.changesSince(2, 10)).toBeUndefined();
+    await store.entries.create(entry("e3", at(11)));
+    expect((await store.entries.changesSince(3, 10))!.changes.map((c) => [c.revision, c.entryId])).toEqual([[4, "e3"]]);
+  } finally {
+    await store.close();
+  }
+});
+
+it("logs the entries of a version-2 database as created when it migrates", async () => {
+  const path = join(dir.path, "b.db");
+  const first = await openSqliteStore(path);
+  await first.entries.create(entry("old", at(0)));
+  await first.close();
+  // Back to version 2, as a database written before migration 3 would be.
+  const db = new Database(path);
+  db.exec("DROP TABLE entry_changes; ALTER TABLE entries DROP COLUMN hint; DELETE FROM schema_version WHERE version = 3");
+  db.close();
+  const store = await openSqliteStore(path, { backupBeforeMigrate: false });
+  try {
+    const page = (await store.entries.changesSince(0, 10))!;
+    expect(page.changes.map((c) => [c.kind, c.entryId, c.entry?.hint])).toEqual([["created", "old", ""]]);
+  } finally {
+    await store.close();
+  }
+});
