@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { credentials, loadPackageDefinition, Metadata, status, type Client, type ServiceClientConstructor } from "@grpc/grpc-js";
@@ -15,9 +14,10 @@ import { pemBlocks } from "../../src/pki/pem.js";
 import type { WorkloadIdentities, WorkloadX509Svid } from "../../src/workload-api/ports.js";
 import { startWorkloadApi, workloadProtoPath } from "../../src/workload-api/server.js";
 import { unixWorkloadAttestor } from "../../src/workload-api/unix-attestor.js";
-import { finished, NOBODY, spawnAs } from "../helpers/as-user.js";
+import { NOBODY } from "../helpers/as-user.js";
 import { run, runCli } from "../helpers/cli.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
+import { hasPythonGrpc, NO_PYTHON_GRPC, pythonFetchX509As } from "../helpers/python-workload-client.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -212,40 +212,12 @@ describe("SpiffeWorkloadAPI on the socket, with real SVIDs", () => {
   });
 });
 
-const PYTHON_CLIENT = `
-import sys, grpc
-sys.path.insert(0, sys.argv[1])
-import workload_pb2, workload_pb2_grpc
-stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(grpc.insecure_channel("unix:" + sys.argv[2]))
-try:
-    for m in stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=(("workload.spiffe.io", "true"),), timeout=10):
-        open(sys.argv[3] + "/svid.der", "wb").write(m.svids[0].x509_svid)
-        open(sys.argv[3] + "/bundle.der", "wb").write(m.svids[0].bundle)
-        print(m.svids[0].spiffe_id)
-        break
-except grpc.RpcError as e:
-    print(e.code().name)
-`;
 
 describe("Debian's python3-grpcio as an independent client, run as other uids", () => {
-  const hasGrpcio = existsSync("/usr/lib/python3/dist-packages/grpc") && existsSync("/usr/lib/python3/dist-packages/grpc_tools");
-  if (!hasGrpcio) console.warn("skipped: python3-grpcio/python3-grpc-tools are not installed (scripts/install-deps.sh installs them)");
+  if (!hasPythonGrpc) console.warn(`skipped: ${NO_PYTHON_GRPC}`);
+  const pythonAs = (uid: number) => pythonFetchX509As({ uid, gid: uid }, socketPath, dir.path);
 
-  async function pythonAs(uid: number) {
-    const out = join(dir.path, `py-${uid}`);
-    mkdirSync(out, { recursive: true, mode: 0o777 });
-    chmodSync(out, 0o777);
-    const gen = join(dir.path, "pygen");
-    if (!existsSync(gen)) {
-      mkdirSync(gen, { mode: 0o755 });
-      execFileSync("/usr/bin/python3", ["-m", "grpc_tools.protoc", `-I${join(workloadProtoPath(), "..")}`, `--python_out=${gen}`, `--grpc_python_out=${gen}`, workloadProtoPath()]);
-      chmodSync(gen, 0o755);
-    }
-    const r = await finished(spawnAs({ uid, gid: uid === 65534 ? 65534 : uid }, "/usr/bin/python3", ["-c", PYTHON_CLIENT, gen, socketPath, out]));
-    return { ...r, out };
-  }
-
-  it.skipIf(!hasGrpcio)("as nobody: FetchX509SVID gives the nobody SVID, and openssl verifies its DER against the DER bundle", async () => {
+  it.skipIf(!hasPythonGrpc)("as nobody: FetchX509SVID gives the nobody SVID, and openssl verifies its DER against the DER bundle", async () => {
     const { stdout, stderr, out } = await pythonAs(NOBODY.uid);
     expect(stdout.trim(), stderr).toBe(NOBODY_ID);
     const conv = async (name: string) => {
@@ -256,7 +228,7 @@ describe("Debian's python3-grpcio as an independent client, run as other uids", 
     expect(v.stdout).toContain(": OK");
   });
 
-  it.skipIf(!hasGrpcio)("as a uid with no entry (4242): PERMISSION_DENIED", async () => {
+  it.skipIf(!hasPythonGrpc)("as a uid with no entry (4242): PERMISSION_DENIED", async () => {
     const { stdout, stderr } = await pythonAs(4242);
     expect(stdout.trim(), stderr).toBe("PERMISSION_DENIED");
   });
