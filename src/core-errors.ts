@@ -50,6 +50,10 @@ export const CORE_ERRORS = {
   no_entries: { status: 404, title: "No registration entry matches" },
   invalid_audience: { status: 400, title: "The audience is invalid" },
   ttl_invalid: { status: 400, title: "The TTL is invalid" },
+  // the workload's public key a WIT-SVID binds (cnf.jwk; src/issuer/wit-svid.ts)
+  wit_key_malformed: { status: 400, title: "The public key is not a well-formed public JWK with an alg" },
+  wit_key_private: { status: 400, title: "The JWK carries private key members: send only the public key" },
+  wit_key_unsupported: { status: 400, title: "The key type, curve, size or alg is not one the WIT-SVID standard allows" },
   // authentication
   client_cert_required: { status: 401, title: "A client certificate is required" },
   client_cert_invalid: { status: 401, title: "The client certificate is not valid for this trust domain" },

@@ -164,7 +164,7 @@ export const ADMIN_ROUTES = {
     url: "/admin/ca/rotate",
     summary: "One key rotation step",
     caller: "admin",
-    body: z.object({ kind: z.enum(["x509", "jwt"]), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict(),
+    body: z.object({ kind: z.enum(["x509", "jwt", "wit"]), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict(),
     responses: { 200: { description: "What changed", body: z.object({ changed: z.array(z.string()), notes: z.array(z.string()).optional() }) } },
     errors: ["ca_rotation_in_progress", "ca_rotation_nothing_prepared"],
   }),

@@ -205,6 +205,30 @@ export const PUBLIC_ROUTES = {
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
   }),
+  fetchWitSvid: defineRoute({
+    operationId: "fetchWitSvid",
+    method: "POST",
+    url: "/v1/svids/wit",
+    summary: "A WIT-SVID binding the workload's public key, for an entry the node is entitled to",
+    description:
+      "The token (typ wit+jwt) carries the key as cnf.jwk; verify it with the keys of the SPIFFE bundle whose `use` is wit-svid. " +
+      "The key must be EC P-256/P-384/P-521 or RSA of 2048-8192 bits, public members only, with an `alg` WIT-SVID allows (ES256/384/512, RS256/384/512, PS256/384/512).",
+    caller: "node",
+    body: z
+      .object({
+        // Loose on purpose: the issuer checks every member, so a bad key is refused with a wit_key_* code rather than invalid_request.
+        public_key_jwk: jsonObject.describe("the workload's public key as a JWK (RFC 7517) with `alg`"),
+        spiffe_id: spiffeIdField.optional().describe("needed when several entries apply"),
+      })
+      .strict(),
+    responses: {
+      200: {
+        description: "The workload's WIT-SVID",
+        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
+      },
+    },
+    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "wit_key_malformed", "wit_key_private", "wit_key_unsupported"],
+  }),
   nodeEntries: defineRoute({
     operationId: "nodeEntries",
     method: "GET",
@@ -339,6 +363,15 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     async ({ body }, node) => {
       const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
       return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), bundle_pem: await bundlePem() };
+    },
+    nodeOf,
+  );
+  registerRoute(
+    app,
+    R.fetchWitSvid,
+    async ({ body }, node) => {
+      const wit = await deps.nodes.workloadWit(node, body.public_key_jwk, body.spiffe_id);
+      return { spiffe_id: wit.spiffeId, token: wit.token, expires_at: wit.expiresAt.toISOString(), bundle_pem: await bundlePem() };
     },
     nodeOf,
   );

@@ -205,9 +205,9 @@ export const adminCommands: Command[] = [
   },
   {
     name: "ca rotate",
-    summary: "rotate the X.509 CA or JWT key: prepare, activate, retire, or auto (the next due step)",
+    summary: "rotate the X.509 CA, JWT or WIT key: prepare, activate, retire, or auto (the next due step)",
     options: {
-      kind: { type: "string", value: "x509|jwt", description: "which key: the X.509 CA or the JWT-SVID signing key", default: "x509" },
+      kind: { type: "string", value: "x509|jwt|wit", description: "which key: the X.509 CA, the JWT-SVID or the WIT-SVID signing key", default: "x509" },
       step: {
         type: "string",
         value: "STEP",
@@ -219,7 +219,7 @@ export const adminCommands: Command[] = [
     async run(v) {
       const kind = optionalString(v, "kind") ?? "x509";
       const step = optionalString(v, "step") ?? "auto";
-      if (kind !== "x509" && kind !== "jwt") throw new UsageError("--kind must be x509 or jwt");
+      if (kind !== "x509" && kind !== "jwt" && kind !== "wit") throw new UsageError("--kind must be x509, jwt or wit");
       if (!["prepare", "activate", "retire", "auto"].includes(step)) throw new UsageError("--step must be prepare, activate, retire or auto");
       const r = (await admin(v, "POST", "/admin/ca/rotate", { kind, step })) as { changed: string[]; notes?: string[] };
       return print(v, r, () => (r.changed.length ? r.changed.join("\n") : (r.notes ?? []).join("\n") || "nothing to do"));
@@ -227,7 +227,7 @@ export const adminCommands: Command[] = [
   },
   {
     name: "ca show",
-    summary: "list CA and JWT keys with their rotation state",
+    summary: "list CA, JWT and WIT keys with their rotation state",
     options: ADMIN_OPTIONS,
     async run(v) {
       const r = (await admin(v, "GET", "/admin/ca/keys")) as { keys: Array<{ id: string; kind: string; status: string; notAfter?: string }> };

@@ -81,6 +81,15 @@ export class NodeClient {
     };
   }
 
+  /** A WIT-SVID binding `publicKeyJwk` (a public JWK with `alg`; the private key stays with the caller). */
+  async fetchWit(publicKeyJwk: Record<string, unknown>, spiffeId?: string) {
+    return (await this.call("POST", "/v1/svids/wit", { public_key_jwk: publicKeyJwk, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as {
+      spiffe_id: string;
+      token: string;
+      expires_at: string;
+    };
+  }
+
   async renew() {
     const key = await newClientKey();
     const r = (await this.call("POST", "/v1/node/renew", { csr: key.csrPem })) as {

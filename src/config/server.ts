@@ -125,6 +125,8 @@ export const serverConfigSchema = z
         nodeTtl: durationSeconds.default(3600),
         x509Ttl: durationSeconds.default(3600),
         jwtTtl: durationSeconds.default(300),
+        /** Life of a WIT-SVID (WIT-SVID §3.4 sets no limit; a proof-of-possession token may live longer than a bearer JWT). Capped by maxTtl. */
+        witTtl: durationSeconds.default(300),
         maxTtl: durationSeconds.default(86400),
         /**
          * After a node renews or attests again, its previous SVID keeps working this long, so
@@ -133,7 +135,7 @@ export const serverConfigSchema = z
         nodeRenewalOverlap: z.union([z.literal(0), durationSeconds]).default(30),
       })
       .strict()
-      .default({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, maxTtl: 86400, nodeRenewalOverlap: 30 }),
+      .default({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, witTtl: 300, maxTtl: 86400, nodeRenewalOverlap: 30 }),
     attestation: z
       .object({
         sessionTtl: durationSeconds.default(120),

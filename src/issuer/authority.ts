@@ -3,13 +3,14 @@ import type { Logger } from "pino";
 import { HallmarkError } from "../errors.js";
 import type { KeyStore, KeyType, Signer } from "../hsm/signer.js";
 import type { Clock } from "../service/clock.js";
-import type { AutomaticCaKeyChange, CaAdministration, IssuedJwt, IssuedX509, RotationStep, SvidIssuer, X509IssueRequest } from "../service/ports.js";
+import type { AutomaticCaKeyChange, CaAdministration, IssuedJwt, IssuedWit, IssuedX509, RotationStep, SvidIssuer, WitIssueRequest, X509IssueRequest } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
 import { reconcileCaKeys } from "./ca-key-reconcile.js";
 import { type JwtAuthority, bundlePem, jwtJwks, spiffeBundleJwks } from "./bundle.js";
 import { checkSigningCertConformance } from "./conformance.js";
 import { mintJwtSvid } from "./jwt-svid.js";
+import { mintWitSvid } from "./wit-svid.js";
 import { SCHEMES, jwtSchemeFor } from "./signature-formats.js";
 import { createIntermediateCa, createRootCa } from "./x509-ca.js";
 import { issueX509Svid } from "./x509-svid.js";
@@ -39,6 +40,12 @@ export interface AuthorityOptions {
   x509: { keyType: KeyType; ttlSeconds: number; upstream?: UpstreamCa | undefined };
   /** `keyTtlSeconds`: how long a JWT key signs before scheduled rotation (default: the CA TTL). */
   jwt: { keyType: KeyType; rsaPadding?: "pkcs1" | "pss"; keyTtlSeconds?: number; maxTtlSeconds?: number };
+  /**
+   * The WIT-SVID key: of the JWT key's type and padding (both sign JWS; one setting for both), a
+   * key of its own since a bundle key has one `use`. `keyTtlSeconds` defaults to the JWT key's.
+   * Absent: no WIT key, no WIT-SVIDs, no `wit-svid` keys in the bundle.
+   */
+  wit?: { keyTtlSeconds?: number; maxTtlSeconds?: number } | undefined;
   refreshHintSeconds: number;
   rotation?: RotationSchedule | undefined;
   /** Told of every key step the CA takes on its own (an administrator's steps are audited by whoever asked). */
@@ -53,6 +60,7 @@ export interface LoadedKey {
 export interface BundleContents {
   x509Authorities: Buffer[];
   jwtAuthorities: JwtAuthority[];
+  witAuthorities: JwtAuthority[];
   sequence: number;
 }
 
@@ -68,7 +76,8 @@ const PAST_TENSE: Record<KeyStep["step"], string> = { prepare: "prepared", activ
 const describe = (s: KeyStep): string => `${PAST_TENSE[s.step]} ${s.kind} key ${s.keyId}`;
 
 const PUBLISHED: ReadonlySet<CaKeyStatus> = new Set(["prepared", "active", "previous"]);
-const KINDS: readonly CaKeyKind[] = ["x509", "jwt"];
+/** Every kind: their label prefixes are ours whether or not this CA creates keys of each. */
+const ALL_KINDS: readonly CaKeyKind[] = ["x509", "jwt", "wit"];
 const DEFAULT_SCHEDULE: RotationSchedule = { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 };
 
 /** The HSM label of a CA key: found again by it after a restart. */
@@ -121,12 +130,12 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
         keyStore: this.o.keyStore,
         caKeys: this.o.caKeys,
         log: this.o.log,
-        prefixes: KINDS.map((kind) => caKeyLabel(kind, "")),
+        prefixes: ALL_KINDS.map((kind) => caKeyLabel(kind, "")),
         records,
         keep: new Set(upstream ? [upstream] : []),
       });
     });
-    for (const kind of KINDS) {
+    for (const kind of this.kinds()) {
       if (this.key(kind, "active")) continue;
       const now = this.o.clock();
       const steps = await this.serialized(async () => [...(this.key(kind, "prepared") ? [] : [await this.prepareNow(kind, now)]), await this.activateNow(kind, now)]);
@@ -186,6 +195,31 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return jwt;
   }
 
+  /** A WIT-SVID binding the workload's public key (`cnf.jwk`), signed by the WIT key; recorded like every SVID. */
+  async issueWit(input: WitIssueRequest): Promise<IssuedWit> {
+    const active = this.requireActive("wit");
+    const wit = await mintWitSvid({
+      signer: active.signer,
+      scheme: this.jwtScheme(active),
+      kid: active.record.kid!,
+      spiffeId: this.member(input.spiffeId),
+      publicKey: input.publicKeyJwk,
+      ttlSeconds: input.ttlSeconds,
+      now: input.now,
+      maxTtlSeconds: this.o.wit?.maxTtlSeconds,
+    });
+    await this.o.svids.record({
+      serial: `wit-${wit.jti}`,
+      spiffeId: input.spiffeId.toString(),
+      kind: "wit",
+      nodeId: input.nodeId,
+      caKeyId: active.record.id,
+      issuedAt: input.now,
+      notAfter: wit.expiresAt,
+    });
+    return wit;
+  }
+
   /** Trust anchors: our CA certificates (root mode) or the upstream root (intermediate mode). */
   async x509Authorities(): Promise<Buffer[]> {
     const upstream = this.o.x509.upstream;
@@ -200,7 +234,12 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   /** Everything relying parties need: prepared, active and previous keys, and the sequence. */
   async bundle(): Promise<BundleContents> {
-    return { x509Authorities: await this.x509Authorities(), jwtAuthorities: this.jwtAuthorities(), sequence: await this.o.caKeys.bundleSequence() };
+    return {
+      x509Authorities: await this.x509Authorities(),
+      jwtAuthorities: this.jwsAuthorities("jwt"),
+      witAuthorities: this.jwsAuthorities("wit"),
+      sequence: await this.o.caKeys.bundleSequence(),
+    };
   }
 
   async bundlePem(): Promise<string> {
@@ -212,7 +251,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
   }
 
   async jwtJwks(): Promise<Record<string, unknown>> {
-    return jwtJwks(this.jwtAuthorities());
+    return jwtJwks(this.jwsAuthorities("jwt"));
   }
 
   async keys(): Promise<Array<{ id: string; kind: string; status: string; notAfter?: string | undefined; kid?: string | undefined }>> {
@@ -266,6 +305,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
   // --- rotation ---
 
   async rotate(kind: CaKeyKind, step: RotationStep): Promise<{ changed: string[]; notes?: string[] }> {
+    if (!this.kinds().includes(kind)) throw new HallmarkError("invalid_request", `this CA keeps no ${kind} key`);
     switch (step) {
       case "prepare":
         return { changed: [await this.prepare(kind)] };
@@ -343,7 +383,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
   /** The rotation steps themselves, called only inside `serialized`. */
   private async rotateDueNow(now: Date, schedule: RotationSchedule, kind?: CaKeyKind, changed: KeyStep[] = []): Promise<KeyStep[]> {
     changed.push(...(await this.retireNow(now, kind)));
-    for (const k of kind ? [kind] : KINDS) {
+    for (const k of kind ? [kind] : this.kinds()) {
       const active = this.requireActive(k);
       const start = (active.record.activatedAt ?? active.record.createdAt).getTime();
       const end = active.record.notAfter?.getTime() ?? start;
@@ -358,7 +398,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     if (this.key(kind, "prepared")) throw new HallmarkError("ca_rotation_in_progress", `a ${kind} key is already prepared; activate it first`);
     const id = randomUUID();
     const label = caKeyLabel(kind, id);
-    const keyType = kind === "x509" ? this.o.x509.keyType : this.o.jwt.keyType;
+    const keyType = kind === "x509" ? this.o.x509.keyType : this.o.jwt.keyType; // jwt and wit alike
     // The intent is recorded before the HSM generates anything: whatever a crash from here on
     // leaves in the token is named by a pending record, and the next start destroys it.
     const record: CaKeyRecord = { id, kind, label, keyType, status: "pending", createdAt: now };
@@ -369,7 +409,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       if (kind === "x509") Object.assign(record, await this.newCaCertificate(signer, now));
       else {
         record.kid = createHash("sha256").update(signer.publicKey.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 32);
-        record.notAfter = new Date(now.getTime() + (this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds) * 1000);
+        const keyTtl = (kind === "wit" ? this.o.wit?.keyTtlSeconds : undefined) ?? this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds;
+        record.notAfter = new Date(now.getTime() + keyTtl * 1000);
       }
       await this.o.caKeys.markPrepared(record);
     } catch (e) {
@@ -456,8 +497,14 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return [...this.loaded.values()].filter((k) => k.record.kind === kind && PUBLISHED.has(k.record.status)).sort(byAge);
   }
 
-  private jwtAuthorities(): JwtAuthority[] {
-    return this.published("jwt").map((k) => ({ kid: k.record.kid!, publicKey: k.signer.publicKey, alg: SCHEMES[this.jwtScheme(k)].jwsAlg }));
+  /** The kinds of key this CA keeps: the WIT key only when WIT-SVIDs are configured. */
+  private kinds(): readonly CaKeyKind[] {
+    return this.o.wit ? ALL_KINDS : ["x509", "jwt"];
+  }
+
+  /** The published JWT-SVID or WIT-SVID keys. */
+  private jwsAuthorities(kind: "jwt" | "wit"): JwtAuthority[] {
+    return this.published(kind).map((k) => ({ kid: k.record.kid!, publicKey: k.signer.publicKey, alg: SCHEMES[this.jwtScheme(k)].jwsAlg }));
   }
 
   private jwtScheme(k: LoadedKey) {

@@ -7,8 +7,9 @@ import { SCHEMES, jwtSchemeFor } from "./signature-formats.js";
 /**
  * The trust bundle in its forms. SPIFFE bundle (SPIFFE_Trust_Domain_and_Bundle.md §4): a JWK Set
  * whose keys carry `use` "x509-svid" (with `x5c` holding exactly one certificate, and no `kid`,
- * X509-SVID §6.1) or "jwt-svid" (with `kid`, JWT-SVID §6.1), plus `spiffe_sequence` and
- * `spiffe_refresh_hint`.
+ * X509-SVID §6.1), "jwt-svid" (with `kid`, JWT-SVID §6.1) or "wit-svid" (with `kid`, WIT-SVID
+ * §6.1; a JWK has one `use`, so the WIT-SVID keys are keys of their own), plus `spiffe_sequence`
+ * and `spiffe_refresh_hint`.
  */
 export interface JwtAuthority {
   kid: string;
@@ -20,18 +21,27 @@ export interface JwtAuthority {
 export interface SpiffeBundle {
   x509Authorities: Buffer[];
   jwtAuthorities: JwtAuthority[];
+  /** WIT-SVID signing keys (WIT-SVID §6.2: none means the trust domain does not issue WIT-SVIDs). */
+  witAuthorities: JwtAuthority[];
   sequence?: number | undefined;
   refreshHintSeconds?: number | undefined;
 }
 
-export function spiffeBundleJwks(o: { x509Authorities: Buffer[]; jwtAuthorities: JwtAuthority[]; sequence: number; refreshHintSeconds: number }): Record<string, unknown> {
+export function spiffeBundleJwks(o: {
+  x509Authorities: Buffer[];
+  jwtAuthorities: JwtAuthority[];
+  witAuthorities?: JwtAuthority[] | undefined;
+  sequence: number;
+  refreshHintSeconds: number;
+}): Record<string, unknown> {
   const x509Keys = o.x509Authorities.map((der) => ({
     ...publicJwk(new X509Certificate(der).publicKey),
     use: "x509-svid",
     x5c: [der.toString("base64")],
   }));
   const jwtKeys = o.jwtAuthorities.map((a) => ({ ...publicJwk(a.publicKey), use: "jwt-svid", kid: a.kid }));
-  return { keys: [...x509Keys, ...jwtKeys], spiffe_sequence: o.sequence, spiffe_refresh_hint: o.refreshHintSeconds };
+  const witKeys = (o.witAuthorities ?? []).map((a) => ({ ...publicJwk(a.publicKey), use: "wit-svid", kid: a.kid }));
+  return { keys: [...x509Keys, ...jwtKeys, ...witKeys], spiffe_sequence: o.sequence, spiffe_refresh_hint: o.refreshHintSeconds };
 }
 
 /** A plain JWKS of the JWT-SVID keys for OIDC relying parties (`use` sig, `alg` set). */
@@ -66,7 +76,8 @@ const malformed = (why: string) => new HallmarkError("bundle_malformed", `the SP
 /**
  * Reads a SPIFFE bundle (a foreign one, for federation, or our own in tests). Per the standard,
  * elements with an unknown `use`, an unusable key, an `x509-svid` element without `x5c`, or a
- * `jwt-svid` element without `kid` are ignored (§4.2.2; X509-SVID §6.2; JWT-SVID §6.2); only the
+ * `jwt-svid` or `wit-svid` element without `kid` are ignored (§4.2.2; X509-SVID §6.2; JWT-SVID
+ * §6.2; WIT-SVID §6.2); only the
  * first `x5c` certificate counts. The document itself must be a JSON object with a `keys` array.
  */
 export function parseSpiffeBundle(input: string | Uint8Array | Record<string, unknown>): SpiffeBundle {
@@ -83,7 +94,7 @@ export function parseSpiffeBundle(input: string | Uint8Array | Record<string, un
   if (doc.keys.length > MAX_BUNDLE_KEYS) throw malformed(`more than ${MAX_BUNDLE_KEYS} keys`);
   const sequence = optionalCount(doc.spiffe_sequence, "spiffe_sequence");
   const refreshHintSeconds = optionalCount(doc.spiffe_refresh_hint, "spiffe_refresh_hint");
-  const bundle: SpiffeBundle = { x509Authorities: [], jwtAuthorities: [], sequence, refreshHintSeconds };
+  const bundle: SpiffeBundle = { x509Authorities: [], jwtAuthorities: [], witAuthorities: [], sequence, refreshHintSeconds };
   for (const key of doc.keys) {
     if (!isObject(key)) continue;
     if (key.use === "x509-svid") {
@@ -92,6 +103,9 @@ export function parseSpiffeBundle(input: string | Uint8Array | Record<string, un
     } else if (key.use === "jwt-svid") {
       const authority = jwtElement(key);
       if (authority) bundle.jwtAuthorities.push(authority);
+    } else if (key.use === "wit-svid") {
+      const authority = jwtElement(key);
+      if (authority) bundle.witAuthorities.push(authority);
     }
   }
   return bundle;

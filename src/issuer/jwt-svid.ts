@@ -1,6 +1,7 @@
 import { HallmarkError } from "../errors.js";
 import type { SignatureScheme, Signer } from "../hsm/signer.js";
 import type { SpiffeId } from "../spiffe/id.js";
+import { signCompactJws } from "./jws.js";
 import { SCHEMES, jwtSchemeFor } from "./signature-formats.js";
 import { requireTtl } from "./validity.js";
 
@@ -42,8 +43,8 @@ export function validateAudience(audience: unknown): string[] {
  * in the header (§2; `typ` JWT is allowed) and `sub`, `aud`, `exp` in the claims (§3; `iat`
  * added). `iss`, when given, is the OIDC discovery document's issuer: JWT-SVID §3 leaves other
  * registered claims optional, but OIDC federation relying parties (AWS, GCP, Vault) match `iss`
- * against the issuer they discovered the JWKS from and refuse a token without one. Assembled here around the Signer, since JOSE libraries sign only with keys they hold
- * in memory; ECDSA signers return r||s, which is exactly the JWS form (RFC 7518 §3.4).
+ * against the issuer they discovered the JWKS from and refuse a token without one. Signed by
+ * signCompactJws around the HSM Signer.
  */
 export async function mintJwtSvid(o: {
   signer: Signer;
@@ -67,9 +68,5 @@ export async function mintJwtSvid(o: {
   const exp = iat + o.ttlSeconds;
   const header = { alg: SCHEMES[scheme].jwsAlg, kid: o.kid, typ: "JWT" };
   const claims = { ...(o.issuer === undefined ? {} : { iss: o.issuer }), sub: o.spiffeId.toString(), aud: audience.length === 1 ? audience[0] : audience, exp, iat };
-  const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
-  const signature = await o.signer.sign(Buffer.from(signingInput, "ascii"), scheme);
-  return { token: `${signingInput}.${Buffer.from(signature).toString("base64url")}`, expiresAt: new Date(exp * 1000) };
+  return { token: await signCompactJws(o.signer, scheme, header, claims), expiresAt: new Date(exp * 1000) };
 }
-
-const b64url = (s: string) => Buffer.from(s, "utf8").toString("base64url");

@@ -96,7 +96,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       issuer: ca,
       parseCsr,
       clock,
-      ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, max: config.svid.maxTtl },
+      ttl: { node: config.svid.nodeTtl, x509: config.svid.x509Ttl, jwt: config.svid.jwtTtl, wit: config.svid.witTtl, max: config.svid.maxTtl },
       renewalOverlapSeconds: config.svid.nodeRenewalOverlap,
       metrics,
       jwtIssuer: issuerUrl,

@@ -10,7 +10,7 @@ import type { EntryRecord, NodeBanRecord, NodeRecord, Store } from "../store/typ
 import { AUDIT_EVENTS } from "./audit-events.js";
 import type { Clock } from "./clock.js";
 import type { Metrics } from "./metrics.js";
-import type { AuditChainVerifier, CaAdministration, RotationStep } from "./ports.js";
+import type { AuditChainVerifier, CaAdministration, CaKeyKindName, RotationStep } from "./ports.js";
 
 export interface AdminServiceDeps {
   trustDomain: TrustDomain;
@@ -135,7 +135,7 @@ export class AdminService {
     await this.audit(AUDIT_EVENTS.nodeUnban, id, {});
   }
 
-  async rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[]; notes?: string[] }> {
+  async rotate(kind: CaKeyKindName, step: RotationStep): Promise<{ changed: string[]; notes?: string[] }> {
     const result = await this.deps.ca.rotate(kind, step);
     await this.audit(AUDIT_EVENTS.caRotate, undefined, { kind, step, changed: result.changed });
     return result;

@@ -5,6 +5,8 @@ export const AUDIT_EVENTS = {
   authenticateNode: "authenticate_node",
   issueX509: "issue_x509",
   issueJwt: "issue_jwt",
+  /** A WIT-SVID for a workload (its `serial` is the token's jti). */
+  issueWit: "issue_wit",
   tokenCreate: "token_create",
   entryCreate: "entry_create",
   entryDelete: "entry_delete",

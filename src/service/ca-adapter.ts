@@ -38,6 +38,7 @@ export async function openCertificateAuthority(o: {
     log: o.log,
     x509: { keyType: config.ca.keyType, ttlSeconds: config.ca.ttl, upstream: await loadUpstream(config, o.keyStore) },
     jwt: { keyType: config.jwt.keyType, rsaPadding: config.jwt.rsaPadding, maxTtlSeconds: config.svid.maxTtl },
+    wit: { maxTtlSeconds: config.svid.maxTtl },
     refreshHintSeconds: config.bundle.refreshHint,
     rotation: config.ca.rotation && {
       prepareAt: config.ca.rotation.prepareAt,

@@ -24,7 +24,7 @@ export class Metrics {
     bump(this.attestations, labels({ attestor, outcome }));
   }
 
-  issuance(kind: "x509" | "jwt" | "node", outcome: string, seconds?: number): void {
+  issuance(kind: "x509" | "jwt" | "wit" | "node", outcome: string, seconds?: number): void {
     bump(this.issuances, labels({ kind, outcome }));
     if (seconds === undefined) return;
     const key = labels({ kind });

@@ -1,6 +1,7 @@
 import type { AuditLog } from "../audit/log.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
 import { validateAudience } from "../issuer/jwt-svid.js";
+import { validateWitPublicJwk } from "../issuer/wit-svid.js";
 import { SpiffeId, type TrustDomain } from "../spiffe/id.js";
 import type { EntryRecord, NodeRecord, Store } from "../store/types.js";
 import { checkCsrSans } from "./attestation.js";
@@ -8,7 +9,7 @@ import { AUDIT_EVENTS } from "./audit-events.js";
 import type { Clock } from "./clock.js";
 import type { Metrics } from "./metrics.js";
 import { isCurrentNodeSvid, supersede } from "./node-svid.js";
-import type { CsrParser, IssuedJwt, IssuedX509, PresentedSvid, SvidIssuer } from "./ports.js";
+import type { CsrParser, IssuedJwt, IssuedWit, IssuedX509, PresentedSvid, SvidIssuer } from "./ports.js";
 
 /** Entries (or changes) per entry-sync answer: bounds every answer, whatever the node's share. */
 export const ENTRY_PAGE = 500;
@@ -27,7 +28,7 @@ export interface NodeIssuanceDeps {
   issuer: SvidIssuer;
   parseCsr: CsrParser;
   clock: Clock;
-  ttl: { node: number; x509: number; jwt: number; max: number };
+  ttl: { node: number; x509: number; jwt: number; wit: number; max: number };
   /** How long a renewed node's previous SVID keeps working, for requests already in flight. */
   renewalOverlapSeconds: number;
   metrics: Metrics;
@@ -37,8 +38,8 @@ export interface NodeIssuanceDeps {
 
 /**
  * What an attested node may do with its SVID (over mutual TLS): renew it (join-token nodes
- * only; hardware nodes attest again with fresh evidence), and fetch X.509 and JWT SVIDs for the
- * registration entries it is entitled to.
+ * only; hardware nodes attest again with fresh evidence), and fetch X.509, JWT and WIT SVIDs for
+ * the registration entries it is entitled to.
  */
 export class NodeIssuanceService {
   constructor(private readonly deps: NodeIssuanceDeps) {}
@@ -136,6 +137,22 @@ export class NodeIssuanceService {
     });
   }
 
+  /**
+   * A WIT-SVID binding `publicKeyJwk` (the workload's key, generated where the workload's private
+   * key lives: the agent) to an entry the node is entitled to. The key is checked before the
+   * entitlement, and both refusals are audited; the success record's serial is the token's jti.
+   */
+  async workloadWit(node: NodeRecord, publicKeyJwk: unknown, requested?: string): Promise<IssuedWit & { spiffeId: string }> {
+    return this.audited(AUDIT_EVENTS.issueWit, "wit", node, requested, async (now) => {
+      validateWitPublicJwk(publicKeyJwk);
+      const entry = await this.entitledEntry(node, requested);
+      const id = SpiffeId.parse(entry.spiffeId);
+      const ttlSeconds = Math.min(this.deps.ttl.wit, this.deps.ttl.max);
+      const wit = await this.deps.issuer.issueWit({ spiffeId: id, publicKeyJwk, ttlSeconds, nodeId: node.spiffeId, now });
+      return { result: { ...wit, spiffeId: id.toString() }, spiffeId: id.toString(), serial: wit.jti };
+    });
+  }
+
   /** Entries the node may receive: its children, and aliases whose selectors the node has. */
   async entitledEntries(node: NodeRecord): Promise<EntryRecord[]> {
     const children = await this.deps.store.entries.list({ parentId: node.spiffeId });
@@ -198,7 +215,7 @@ export class NodeIssuanceService {
 
   private async audited<T>(
     event: string,
-    kind: "x509" | "jwt" | "node",
+    kind: "x509" | "jwt" | "wit" | "node",
     node: NodeRecord,
     requested: string | undefined,
     work: (now: Date) => Promise<{ result: T; spiffeId: string; serial: string | undefined }>,

@@ -17,6 +17,22 @@ export interface IssuedJwt {
   expiresAt: Date;
 }
 
+export interface IssuedWit {
+  token: string;
+  expiresAt: Date;
+  /** The token's `jti`: names it in the audit record. */
+  jti: string;
+}
+
+/** What a WIT-SVID is issued for: the workload's public key, a JWK checked by the issuer (src/issuer/wit-svid.ts). */
+export interface WitIssueRequest {
+  spiffeId: SpiffeId;
+  publicKeyJwk: unknown;
+  ttlSeconds: number;
+  nodeId?: string;
+  now: Date;
+}
+
 /** What an X.509-SVID is issued for. */
 export interface X509IssueRequest {
   spki: Buffer;
@@ -33,6 +49,7 @@ export interface SvidIssuer {
   issueX509(input: X509IssueRequest): Promise<IssuedX509>;
   /** `issuer`: the `iss` claim (the OIDC discovery issuer). */
   issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt>;
+  issueWit(input: WitIssueRequest): Promise<IssuedWit>;
   /** Root and CA certificates relying parties trust (current, next and previous keys). */
   x509Authorities(): Promise<Buffer[]>;
 }
@@ -63,6 +80,9 @@ export interface VerifiedCsr {
 
 export type CsrParser = (input: string) => VerifiedCsr;
 
+/** The CA's keys: x509 (the CA), jwt (JWT-SVIDs), wit (WIT-SVIDs). */
+export type CaKeyKindName = "x509" | "jwt" | "wit";
+
 export type RotationStep = "prepare" | "activate" | "retire" | "auto";
 
 /**
@@ -71,7 +91,7 @@ export type RotationStep = "prepare" | "activate" | "retire" | "auto";
  * administrator's `ca rotate`. Awaited: a step that cannot be audited fails the start.
  */
 export interface AutomaticCaKeyChange {
-  kind: "x509" | "jwt";
+  kind: CaKeyKindName;
   step: "prepare" | "activate" | "retire";
   keyId: string;
   trigger: "start" | "schedule";
@@ -85,7 +105,7 @@ export interface CaAdministration {
   /** Plain JWKS of the JWT-SVID keys, for OIDC relying parties. */
   jwtJwks(): Promise<Record<string, unknown>>;
   /** `notes` say why nothing changed, when nothing did (e.g. which key waits for which expiry). */
-  rotate(kind: "x509" | "jwt", step: RotationStep): Promise<{ changed: string[]; notes?: string[] }>;
+  rotate(kind: CaKeyKindName, step: RotationStep): Promise<{ changed: string[]; notes?: string[] }>;
   /** Current keys and their states, for `hallmark ca show`-style listings. */
   keys(): Promise<Array<{ id: string; kind: string; status: string; notAfter?: string | undefined; kid?: string | undefined }>>;
 }

@@ -531,7 +531,7 @@ class SqliteSvids implements SvidRepository {
     return {
       serial: String(r.serial),
       spiffeId: String(r.spiffe_id),
-      kind: String(r.kind) as "x509" | "jwt",
+      kind: String(r.kind) as IssuedSvidRecord["kind"],
       nodeId: optStr(r.node_id),
       caKeyId: String(r.ca_key_id),
       issuedAt: date(r.issued_at),

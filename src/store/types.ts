@@ -169,7 +169,7 @@ export interface SessionRepository {
 export interface IssuedSvidRecord {
   serial: string;
   spiffeId: string;
-  kind: "x509" | "jwt";
+  kind: "x509" | "jwt" | "wit";
   /** The node that asked (undefined for the node's own SVID). */
   nodeId?: string | undefined;
   caKeyId: string;
@@ -185,7 +185,8 @@ export interface SvidRepository {
   countByKind(): Promise<Record<string, number>>;
 }
 
-export type CaKeyKind = "x509" | "jwt";
+/** x509: the CA key; jwt: the JWT-SVID key; wit: the WIT-SVID key (a bundle key has one `use`, so each kind has its own). */
+export type CaKeyKind = "x509" | "jwt" | "wit";
 /**
  * pending: the intent to create this key, recorded before the HSM is asked to generate it; never
  * published, never signing, and not listed by `list` (a start destroys whatever the HSM holds under
@@ -204,7 +205,7 @@ export interface CaKeyRecord {
   /** X.509 CA: the CA certificate (DER) and its chain to the upstream root (DER, issuer first), if any. */
   certificate?: Buffer | undefined;
   upstreamChain?: Buffer[] | undefined;
-  /** JWT key: the `kid`. */
+  /** JWT and WIT keys: the `kid`. */
   kid?: string | undefined;
   notAfter?: Date | undefined;
   createdAt: Date;

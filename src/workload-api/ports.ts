@@ -43,6 +43,21 @@ export interface WorkloadJwtSvid {
 }
 
 /**
+ * One WIT-SVID as the Workload API hands it out: the token and the private key it binds, which
+ * the agent generated (the server only ever sees the public half, POST /v1/svids/wit).
+ */
+export interface WorkloadWitSvid {
+  spiffeId: string;
+  /** JWS compact serialisation, `typ` wit+jwt; its `cnf.jwk` is the public half of `privateKeyJwk`. */
+  token: string;
+  /** The private key as a JWK (RFC 7517) with `alg`, as the standard's `wit_svid_key` carries it. */
+  privateKeyJwk: Record<string, unknown>;
+  /** Passed through from the registration entry, when it has one. */
+  hint: string;
+  expiresAt: Date;
+}
+
+/**
  * What the agent may hand out to a caller with these selectors: entries the server says this node
  * is entitled to whose selectors are all among the caller's. Empty lists mean "not entitled"
  * (the Workload API answers PermissionDenied). `onChange` fires whenever any answer may differ
@@ -56,6 +71,10 @@ export interface WorkloadIdentities {
   x509Bundles(): Promise<Map<string, Buffer[]>>;
   /** Trust domain ID (spiffe://td) → JWKS (a SPIFFE bundle's JWT authorities). */
   jwtBundles(): Promise<Map<string, Record<string, unknown>>>;
+  /** WIT-SVIDs for the same entries as x509Svids (the service narrows to a requested SPIFFE ID). */
+  witSvids(selectors: readonly string[]): Promise<WorkloadWitSvid[]>;
+  /** Trust domain ID (spiffe://td) → JWKS of the WIT-SVID keys (a SPIFFE bundle's `use` wit-svid elements, each with its kid). */
+  witBundles(): Promise<Map<string, Record<string, unknown>>>;
   /** Verifies a JWT-SVID against the JWT bundles and the audience; its SPIFFE ID and claims. */
   validateJwtSvid(token: string, audience: string): Promise<{ spiffeId: string; claims: Record<string, unknown> }>;
   onChange(listener: () => void): () => void;

@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import { SpiffeId } from "../spiffe/id.js";
 import { workloadApiError } from "./errors.js";
 import { toGrpcError } from "./grpc-status.js";
-import type { WorkloadIdentities, WorkloadX509Svid } from "./ports.js";
+import type { WorkloadIdentities, WorkloadWitSvid, WorkloadX509Svid } from "./ports.js";
 
 /** Who is calling, as attested for this call. */
 export interface WorkloadCaller {
@@ -111,6 +111,26 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
     return { bundles: Object.fromEntries([...bundles].map(([td, jwks]) => [td, Buffer.from(JSON.stringify(jwks))])) };
   }
 
+  /** WIT-SVID profile (SPIFFE_Workload_API.md §7.2.1): all identities, or the one named; none is PermissionDenied. */
+  async function witSvidResponse(caller: WorkloadCaller, request: { spiffe_id?: string }) {
+    const wanted = request.spiffe_id ?? "";
+    if (wanted !== "") SpiffeId.parse(wanted);
+    const svids = (await identities.witSvids(caller.selectors)).filter((s: WorkloadWitSvid) => wanted === "" || s.spiffeId === wanted);
+    if (svids.length === 0) notEntitled();
+    return { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, wit_svid: s.token, wit_svid_key: JSON.stringify(s.privateKeyJwk), hint: s.hint })) };
+  }
+
+  /** §7.2.2: JWK Sets as JSON text; a key without a `kid` is left out (every key MUST have one). */
+  async function witBundlesResponse(caller: WorkloadCaller) {
+    await entitledSvids(caller);
+    const bundles = await identities.witBundles();
+    const withKids = (jwks: Record<string, unknown>) => ({
+      ...jwks,
+      keys: (Array.isArray(jwks.keys) ? jwks.keys : []).filter((k: unknown) => typeof (k as { kid?: unknown })?.kid === "string"),
+    });
+    return { bundles: Object.fromEntries([...bundles].map(([td, jwks]) => [td, JSON.stringify(withKids(jwks))])) };
+  }
+
   function takeStreamSlot(uid: number): () => void {
     const open = streamsPerUid.get(uid) ?? 0;
     if (open >= limits.maxStreamsPerUid) {
@@ -127,8 +147,8 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
     };
   }
 
-  function stream(build: (caller: WorkloadCaller) => Promise<object>) {
-    return (call: ServerWritableStream<object, object>): void => {
+  function stream<Req>(build: (caller: WorkloadCaller, request: Req) => Promise<object>) {
+    return (call: ServerWritableStream<Req, object>): void => {
       let closed = false;
       let release = (): void => undefined;
       let unsubscribe = (): void => undefined;
@@ -154,7 +174,7 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
         (sending = sending.then(async () => {
           if (closed) return;
           try {
-            const message = await build(caller);
+            const message = await build(caller, call.request);
             caller.assertStillConnected();
             if (!closed) call.write(message);
           } catch (e) {
@@ -204,6 +224,8 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
     FetchX509SVID: stream(x509SvidResponse),
     FetchX509Bundles: stream(x509BundlesResponse),
     FetchJWTBundles: stream(jwtBundlesResponse),
+    FetchWITSVID: stream(witSvidResponse),
+    FetchWITBundles: stream(witBundlesResponse),
     FetchJWTSVID: unary(async (req: { audience: string[]; spiffe_id: string }, caller) => {
       if (req.audience.length === 0 || req.audience.some((a) => a === "")) {
         throw workloadApiError("workload_request_invalid", "audience is required");

@@ -19,7 +19,7 @@ describe("server configuration", () => {
     expect(c.trustDomain).toBe("example.org");
     expect(c.listen).toBe("127.0.0.1:8443");
     expect(c.hsm.softhsmAutoInit).toBe(true);
-    expect(c.svid).toEqual({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, maxTtl: 86400, nodeRenewalOverlap: 30 });
+    expect(c.svid).toEqual({ nodeTtl: 3600, x509Ttl: 3600, jwtTtl: 300, witTtl: 300, maxTtl: 86400, nodeRenewalOverlap: 30 });
   });
 
   it("reads YAML and JSON, lets the environment override the file and flags override both", () => {
@@ -28,8 +28,8 @@ describe("server configuration", () => {
     expect(c.trustDomain).toBe("env.example");
     expect(c.listen).toBe("127.0.0.1:9001");
     expect(c.ca.ttl).toBe(30 * 86400);
-    const json = file("c.json", JSON.stringify({ svid: { jwtTtl: "2m" } }));
-    expect(loadServerConfig({ config: json }, {}).svid.jwtTtl).toBe(120);
+    const json = file("c.json", JSON.stringify({ svid: { jwtTtl: "2m", witTtl: "10m" } }));
+    expect(loadServerConfig({ config: json }, {}).svid).toMatchObject({ jwtTtl: 120, witTtl: 600 });
   });
 
   it("reports every bad field on its own line, with its path", () => {

@@ -82,12 +82,12 @@ describe("kill -9 during `ca rotate --step prepare`", () => {
 
     // The token holds exactly the keys the database records as published: no leftover under our prefixes.
     const published = (await store.caKeys.list()).filter((k) => k.status !== "retired").map((k) => k.label);
-    expect(published).toHaveLength(3);
+    expect(published).toHaveLength(4); // the active x509, jwt and wit keys, and the x509 key prepared again
     const pin = readFileSync(join(data.path, "softhsm", "user.pin"), "utf8").trim();
     const { modulePath } = await ensureSoftHsmToken({ dir: join(data.path, "softhsm"), label: "hallmark", requiredBecause: "the test just used it" });
     const ks = await openPkcs11KeyStore({ modulePath, tokenLabel: "hallmark", pin, sessions: 1 });
     try {
-      const objects = [...(await ks.listKeyObjects("hallmark-x509-")), ...(await ks.listKeyObjects("hallmark-jwt-"))];
+      const objects = (await Promise.all(["x509", "jwt", "wit"].map((kind) => ks.listKeyObjects(`hallmark-${kind}-`)))).flat();
       expect(objects.map((o) => `${o.label} ${o.objectClass}`).sort()).toEqual(published.flatMap((l) => [`${l} private-key`, `${l} public-key`]).sort());
     } finally {
       await ks.close();

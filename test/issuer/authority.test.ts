@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { X509Certificate, generateKeyPairSync } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createLocalJWKSet, jwtVerify } from "jose";
+import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify } from "jose";
 import { pemChain } from "../../src/pki/pem.js";
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
 import type { KeyType } from "../../src/hsm/signer.js";
@@ -306,6 +306,58 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
     expect(next.filter((s) => s.startsWith("retired"))).toHaveLength(2);
     expect(await ca.x509Authorities()).toHaveLength(1);
     expect(svid.chain).toHaveLength(1);
+  });
+
+  it("with WIT-SVIDs configured: a third key, sensitive in the HSM, with a kid of its own, published with use wit-svid, rotated and retired like the JWT key", async () => {
+    const store = await newStore("wit");
+    const { c, clock: ck } = localClock();
+    const ca = await CertificateAuthority.open(options(store, { clock: ck, wit: {} }));
+    const records = await store.caKeys.list();
+    expect(records.map((k) => k.kind).sort()).toEqual(["jwt", "wit", "x509"]);
+    for (const k of records) expect(await keyStore.describeKey(k.label)).toMatchObject({ sensitive: true, extractable: false, valueReadable: false });
+    expect(ca.activeKey("wit").record.kid).not.toBe(ca.activeKey("jwt").record.kid);
+
+    const { publicKey } = await generateKeyPair("ES256", { extractable: true });
+    const jwk = { ...(await exportJWK(publicKey)), alg: "ES256" };
+    const witKeys = async () => parseSpiffeBundle(JSON.stringify(await ca.spiffeBundle())).witAuthorities;
+    const verify = async (token: string, at: Date) => {
+      const keys = await witKeys();
+      return jwtVerify(token, (h) => keys.find((k) => k.kid === h.kid)?.publicKey ?? Promise.reject(new Error(`no key ${h.kid}`)), { typ: "wit+jwt", currentDate: at });
+    };
+    const oldWit = await ca.issueWit({ spiffeId: td.id("/w"), publicKeyJwk: jwk, ttlSeconds: 300, now: c.t });
+    expect((await verify(oldWit.token, c.t)).payload).toMatchObject({ sub: "spiffe://example.org/w", cnf: { jwk } });
+    expect(await store.svids.get(`wit-${oldWit.jti}`)).toMatchObject({ kind: "wit", caKeyId: ca.activeKey("wit").record.id });
+
+    // prepare publishes a second WIT key; activate signs with it; the old key stays until its last WIT expires.
+    const seq = (await ca.bundle()).sequence;
+    await ca.rotate("wit", "prepare");
+    expect(await witKeys()).toHaveLength(2);
+    await ca.rotate("wit", "activate");
+    expect((await ca.bundle()).sequence).toBe(seq + 2);
+    const newWit = await ca.issueWit({ spiffeId: td.id("/w"), publicKeyJwk: jwk, ttlSeconds: 300, now: c.t });
+    const kidOf = async (t: string) => (await verify(t, c.t)).protectedHeader.kid;
+    expect(await kidOf(oldWit.token)).not.toBe(await kidOf(newWit.token));
+    expect((await ca.rotate("wit", "retire")).changed).toEqual([]);
+    c.t = new Date(c.t.getTime() + 301_000);
+    expect((await ca.rotate("wit", "retire")).changed).toHaveLength(1);
+    expect(await witKeys()).toHaveLength(1);
+    await expect(verify(oldWit.token, new Date(c.t.getTime() - 10_000))).rejects.toThrow(/no key/);
+    // The JWT key was never touched by the WIT key's rotation.
+    expect((await ca.bundle()).jwtAuthorities).toHaveLength(1);
+
+    // The schedule rotates all three kinds.
+    c.t = new Date(c.t.getTime() + 40 * 86400_000);
+    const changed = await ca.rotateIfDue(c.t, { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 });
+    expect(changed.filter((s) => s.startsWith("activated")).map((s) => s.split(" ")[1]).sort()).toEqual(["jwt", "wit", "x509"]);
+  });
+
+  it("without WIT-SVIDs configured: no WIT key, no wit-svid keys in the bundle, and no WIT key to rotate", async () => {
+    const store = await newStore("no-wit");
+    const ca = await CertificateAuthority.open(options(store));
+    expect((await store.caKeys.list()).map((k) => k.kind).sort()).toEqual(["jwt", "x509"]);
+    expect(parseSpiffeBundle(JSON.stringify(await ca.spiffeBundle())).witAuthorities).toEqual([]);
+    await expect(ca.rotate("wit", "prepare")).rejects.toMatchObject({ code: "invalid_request" });
+    await expect(ca.issueWit({ spiffeId: td.id("/w"), publicKeyJwk: {}, ttlSeconds: 60, now })).rejects.toMatchObject({ code: "ca_not_ready" });
   });
 
   it("uses an upstream CA key held in the HSM under its label", async () => {

@@ -4,14 +4,14 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { credentials, loadPackageDefinition, Metadata, status, type Client, type ServiceClientConstructor } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
-import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from "jose";
+import { CompactSign, compactVerify, createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, jwtVerify, type JWTHeaderParameters, type JSONWebKeySet } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { attest, joinTokenProducer } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { NodeClient } from "../../src/client/node.js";
 import { HallmarkError } from "../../src/errors.js";
 import { pemBlocks } from "../../src/pki/pem.js";
-import type { WorkloadIdentities, WorkloadX509Svid } from "../../src/workload-api/ports.js";
+import type { WorkloadIdentities, WorkloadWitSvid, WorkloadX509Svid } from "../../src/workload-api/ports.js";
 import { startWorkloadApi, workloadProtoPath } from "../../src/workload-api/server.js";
 import { unixWorkloadAttestor } from "../../src/workload-api/unix-attestor.js";
 import { NOBODY } from "../helpers/as-user.js";
@@ -23,7 +23,8 @@ import { tempDir } from "../helpers/tmp.js";
 /**
  * The Workload API over its real socket, serving REAL SVIDs: a real Hallmark server admits a node
  * with a join token; entries for unix:uid:0 and unix:uid:65534 are fetched by that node, and an
- * in-test WorkloadIdentities (the agent's cache stands in) serves them. Clients: @grpc/grpc-js
+ * in-test WorkloadIdentities (the agent's cache stands in) serves them, and WIT-SVIDs the node
+ * asked the server for with a key pair made here, as the agent does. Clients: @grpc/grpc-js
  * loaded from the proto (root, in this process) and Debian's python3-grpcio (as uid 65534).
  */
 const TD = "spiffe://example.org";
@@ -41,9 +42,12 @@ let client: Client & Record<string, (...args: unknown[]) => unknown>;
 class TestIdentities implements WorkloadIdentities {
   readonly entries = new Map<string, { selectors: string[]; svid: WorkloadX509Svid }>();
   private listeners = new Set<() => void>();
+  /** One WIT-SVID per identity, kept (the agent's cache renews at half-life; the tests do not wait that long). */
+  private readonly wits = new Map<string, Promise<WorkloadWitSvid>>();
   constructor(
     private readonly jwks: JSONWebKeySet,
     private readonly bundle: Buffer[],
+    private readonly witJwks: JSONWebKeySet,
   ) {}
   private matching(selectors: readonly string[]) {
     return [...this.entries.values()].filter((e) => e.selectors.every((s) => selectors.includes(s)));
@@ -54,6 +58,25 @@ class TestIdentities implements WorkloadIdentities {
   async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string) {
     const mine = this.matching(selectors).filter((e) => !spiffeId || e.svid.spiffeId === spiffeId);
     return Promise.all(mine.map(async (e) => ({ spiffeId: e.svid.spiffeId, token: (await node.fetchJwt([...audience], e.svid.spiffeId)).token, hint: "" })));
+  }
+  async witSvids(selectors: readonly string[]) {
+    return Promise.all(this.matching(selectors).map((e) => this.wit(e.svid.spiffeId)));
+  }
+  private wit(spiffeId: string): Promise<WorkloadWitSvid> {
+    let w = this.wits.get(spiffeId);
+    if (!w) {
+      w = (async () => {
+        const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
+        const r = await node.fetchWit({ ...(await exportJWK(publicKey)), alg: "ES256" }, spiffeId);
+        const privateKeyJwk: Record<string, unknown> = { ...(await exportJWK(privateKey)), alg: "ES256" };
+        return { spiffeId: r.spiffe_id, token: r.token, privateKeyJwk, hint: "", expiresAt: new Date(r.expires_at) };
+      })();
+      this.wits.set(spiffeId, w);
+    }
+    return w;
+  }
+  async witBundles() {
+    return new Map([[TD, this.witJwks as unknown as Record<string, unknown>]]);
   }
   async x509Bundles() {
     return new Map([[TD, this.bundle]]);
@@ -119,7 +142,9 @@ beforeAll(async () => {
   node = new NodeClient(server.url, { certPem: svid.certChainPem, keyPem: svid.privateKeyPem!, trustBundlePem: bundlePem });
   const spiffeBundle = (await node.bundle()).spiffe_bundle as JSONWebKeySet;
   const jwks = jwtKeys(spiffeBundle);
-  identities = new TestIdentities(jwks, pemBlocks(bundlePem));
+  // The WIT keys exactly as the SPIFFE bundle publishes them (use wit-svid, kid).
+  const witJwks = { keys: spiffeBundle.keys.filter((k) => k.use === "wit-svid") };
+  identities = new TestIdentities(jwks, pemBlocks(bundlePem), witJwks);
   identities.entries.set(ROOT_ID, { selectors: ["unix:uid:0"], svid: await workloadSvid(ROOT_ID) });
   identities.entries.set(NOBODY_ID, { selectors: ["unix:uid:65534"], svid: await workloadSvid(NOBODY_ID) });
 
@@ -198,6 +223,61 @@ describe("SpiffeWorkloadAPI on the socket, with real SVIDs", () => {
     const r = await unary<{ svids: { svid: string }[] }>("FetchJWTSVID", { audience: ["x"] });
     const { payload } = await jwtVerify(r.svids[0]!.svid, createLocalJWKSet(jwks), { audience: "x" });
     expect(payload.sub).toBe(ROOT_ID);
+  });
+
+  type WitMessage = { svids: { spiffe_id: string; wit_svid: string; wit_svid_key: string; hint: string }[] };
+  const openStream = (method: string, request: object, metadata = withHeader()) => {
+    const call = client[method]!(request, metadata) as NodeJS.EventEmitter & { cancel(): void };
+    const ended = new Promise<{ code: number }>((done) => call.on("error", done));
+    return { call, ended, next: <T>() => new Promise<T>((done) => call.once("data", done)) };
+  };
+
+  /** WIT-SVID §6.2 as a verifier does it: the key of the bundle (from FetchWITBundles) that the header's kid names. */
+  async function verifyWithWitBundle(token: string) {
+    const s = openStream("FetchWITBundles", {});
+    const m = await s.next<{ bundles: Record<string, string> }>();
+    s.call.cancel();
+    expect(Object.keys(m.bundles)).toEqual([TD]);
+    const jwks = JSON.parse(m.bundles[TD]!) as { keys: JWK[] };
+    expect(jwks.keys.length).toBeGreaterThan(0);
+    for (const k of jwks.keys) expect(k).toMatchObject({ use: "wit-svid", kid: expect.any(String) });
+    return jwtVerify(token, async (h: JWTHeaderParameters) => importJWK(jwks.keys.find((k) => k.kid === h.kid)!, h.alg), { typ: "wit+jwt" });
+  }
+
+  it("FetchWITSVID: the first message at once, another after a change, each with the full state; jose verifies the WIT against FetchWITBundles", async () => {
+    const s = openStream("FetchWITSVID", {});
+    const first = await s.next<WitMessage>();
+    const second = s.next<WitMessage>();
+    identities.changed();
+    const again = await second;
+    s.call.cancel();
+    for (const m of [first, again]) expect(m.svids.map((w) => w.spiffe_id)).toEqual([ROOT_ID]);
+    const wit = again.svids[0]!;
+    const { payload, protectedHeader } = await verifyWithWitBundle(wit.wit_svid);
+    expect(protectedHeader.typ).toBe("wit+jwt");
+    expect(payload.sub).toBe(ROOT_ID);
+    // wit_svid_key is the private JWK whose public half is cnf.jwk: a proof of possession made with it verifies under cnf.jwk.
+    const privateJwk = JSON.parse(wit.wit_svid_key) as JWK;
+    expect(privateJwk.d).toBeTruthy();
+    const { d: _d, ...publicPart } = privateJwk;
+    expect((payload.cnf as { jwk: JWK }).jwk).toEqual(publicPart);
+    const proof = await new CompactSign(Buffer.from("proof")).setProtectedHeader({ alg: "ES256" }).sign(await importJWK(privateJwk, "ES256"));
+    const checked = await compactVerify(proof, await importJWK((payload.cnf as { jwk: JWK }).jwk, "ES256"));
+    expect(Buffer.from(checked.payload).toString()).toBe("proof");
+    // A flipped bit in the WIT's signature fails.
+    const sig = wit.wit_svid.lastIndexOf(".") + 5;
+    const flipped = wit.wit_svid.slice(0, sig) + (wit.wit_svid[sig] === "A" ? "B" : "A") + wit.wit_svid.slice(sig + 1);
+    await expect(verifyWithWitBundle(flipped)).rejects.toMatchObject({ code: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" });
+  });
+
+  it("FetchWITSVID names one identity: its own is served; another's is PERMISSION_DENIED; a malformed one and a missing header INVALID_ARGUMENT", async () => {
+    const own = openStream("FetchWITSVID", { spiffe_id: ROOT_ID });
+    expect((await own.next<WitMessage>()).svids.map((w) => w.spiffe_id)).toEqual([ROOT_ID]);
+    own.call.cancel();
+    expect(await openStream("FetchWITSVID", { spiffe_id: NOBODY_ID }).ended).toMatchObject({ code: status.PERMISSION_DENIED });
+    expect(await openStream("FetchWITSVID", { spiffe_id: "not a spiffe id" }).ended).toMatchObject({ code: status.INVALID_ARGUMENT });
+    expect(await openStream("FetchWITSVID", {}, new Metadata()).ended).toMatchObject({ code: status.INVALID_ARGUMENT });
+    expect(await openStream("FetchWITBundles", {}, new Metadata()).ended).toMatchObject({ code: status.INVALID_ARGUMENT });
   });
 
   it("garbage bytes on the socket do not crash the server; it answers the next call", async () => {
