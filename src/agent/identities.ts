@@ -4,7 +4,7 @@ import type { NodeEntry } from "../client/node.js";
 import { isHallmarkError } from "../errors.js";
 import { pemBlocks } from "../pki/pem.js";
 import { SpiffeId } from "../spiffe/id.js";
-import type { WorkloadIdentities, WorkloadJwtSvid, WorkloadX509Svid } from "../workload-api/ports.js";
+import type { WorkloadIdentities, WorkloadJwtSvid, WorkloadWitSvid, WorkloadX509Svid } from "../workload-api/ports.js";
 import type { EntrySync } from "./entry-sync.js";
 import { agentError } from "./errors.js";
 import type { NodeIdentity } from "./node-identity.js";
@@ -85,6 +85,24 @@ export class AgentIdentities implements WorkloadIdentities {
     return out;
   }
 
+  async witSvids(selectors: readonly string[]): Promise<WorkloadWitSvid[]> {
+    const out: WorkloadWitSvid[] = [];
+    for (const entry of unique(this.matching(selectors))) {
+      try {
+        const s = await this.cache.witFor(entry.spiffe_id);
+        if (this.identity.removed) return [];
+        out.push({ spiffeId: s.spiffeId, token: s.token, privateKeyJwk: s.privateKeyJwk, hint: entry.hint, expiresAt: s.expiresAt });
+      } catch (e) {
+        this.log.warn({ spiffeId: entry.spiffe_id, code: isHallmarkError(e) ? e.code : "error" }, "agent: no WIT-SVID for a matching entry");
+      }
+    }
+    return out;
+  }
+
+  async witBundles(): Promise<Map<string, Record<string, unknown>>> {
+    return new Map([[this.trustDomainId, { keys: this.bundleKeys("wit-svid") }]]);
+  }
+
   async x509Bundles(): Promise<Map<string, Buffer[]>> {
     const der = this.x509Bundle() ?? pemBlocks(this.identity.trustBundlePem);
     return new Map([[this.trustDomainId, der]]);
@@ -128,8 +146,13 @@ export class AgentIdentities implements WorkloadIdentities {
   }
 
   private jwtKeys(): Array<JWK & { kid?: string; use?: string }> {
+    return this.bundleKeys("jwt-svid");
+  }
+
+  /** The SPIFFE bundle's keys of one `use` (jwt-svid, wit-svid), as the server published them. */
+  private bundleKeys(use: string): Array<JWK & { kid?: string; use?: string }> {
     const keys = (this.bundle?.spiffeBundle.keys ?? []) as Array<JWK & { use?: string }>;
-    return keys.filter((k) => typeof k === "object" && k !== null && k.use === "jwt-svid" && typeof k.kid === "string");
+    return keys.filter((k) => typeof k === "object" && k !== null && k.use === use && typeof k.kid === "string");
   }
 
   private changed(): void {

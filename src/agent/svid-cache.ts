@@ -1,4 +1,4 @@
-import { createPrivateKey } from "node:crypto";
+import { createPrivateKey, generateKeyPairSync } from "node:crypto";
 import type { Logger } from "pino";
 import { isHallmarkError } from "../errors.js";
 import { pemBlocks } from "../pki/pem.js";
@@ -25,6 +25,18 @@ export interface CachedJwtSvid {
   fetchedAt: Date;
   expiresAt: Date;
 }
+
+export interface CachedWitSvid {
+  spiffeId: string;
+  token: string;
+  /** The private JWK (with `alg`) whose public half the WIT binds in `cnf.jwk`: made here, handed only to the workload. */
+  privateKeyJwk: Record<string, unknown>;
+  fetchedAt: Date;
+  expiresAt: Date;
+}
+
+/** WIT-SVID keys: ES256 on P-256, which the WIT-SVID standard allows and every JOSE library has. */
+const WIT_KEY_ALG = "ES256";
 
 export interface SvidCacheOptions {
   /** Hard cap of each cache (X.509 and JWT): the least recently used SVID goes first (default 1000). */
@@ -81,6 +93,7 @@ class Lru<V> {
 export class SvidCache {
   private readonly x509 : Lru<CachedX509Svid>;
   private readonly jwt: Lru<CachedJwtSvid>;
+  private readonly wit: Lru<CachedWitSvid>;
   private readonly inflight = new Map<string, Promise<CachedX509Svid>>();
   private readonly retryAt = new Map<string, number>();
   private readonly listeners = new Set<() => void>();
@@ -94,6 +107,7 @@ export class SvidCache {
   ) {
     this.x509 = new Lru(o.maxSvids ?? 1000);
     this.jwt = new Lru(o.maxSvids ?? 1000);
+    this.wit = new Lru(o.maxSvids ?? 1000);
     this.clock = o.clock ?? (() => new Date());
   }
 
@@ -131,6 +145,22 @@ export class SvidCache {
   }
 
   /**
+   * The WIT-SVID for this SPIFFE ID: the cached one before half its life, else one for a new key
+   * pair. Once asked for, it is renewed in the background like the X.509-SVIDs, so open
+   * FetchWITSVID streams receive the next one before the current one expires.
+   */
+  async witFor(spiffeId: string): Promise<CachedWitSvid> {
+    const cached = this.wit.get(spiffeId);
+    if (cached && !this.pastHalfLife(cached.fetchedAt, cached.expiresAt)) return cached;
+    try {
+      return await this.fetchWit(spiffeId);
+    } catch (e) {
+      if (cached && cached.expiresAt > this.clock()) return cached;
+      throw e;
+    }
+  }
+
+  /**
    * Keeps only the SVIDs of these SPIFFE IDs (the node's current entries) and fetches missing ones
    * while the cache has room: past the cap, SVIDs are fetched when a workload asks, never by
    * evicting cached ones (which would refetch the whole cache at every entry change).
@@ -138,6 +168,7 @@ export class SvidCache {
   async reconcile(spiffeIds: ReadonlySet<string>): Promise<void> {
     for (const id of this.x509.keys()) if (!spiffeIds.has(id)) this.x509.delete(id);
     for (const key of this.jwt.keys()) if (!spiffeIds.has(key.slice(0, key.indexOf("\n")))) this.jwt.delete(key);
+    for (const id of this.wit.keys()) if (!spiffeIds.has(id)) this.wit.delete(id);
     const room = Math.max(0, (this.o.maxSvids ?? 1000) - this.x509.size);
     const missing = [...spiffeIds].filter((id) => !this.x509.peek(id)).slice(0, room);
     await this.fetchBatches(missing);
@@ -147,6 +178,7 @@ export class SvidCache {
   clear(): void {
     this.x509.clear();
     this.jwt.clear();
+    this.wit.clear();
   }
 
   startRenewal(): void {
@@ -159,7 +191,16 @@ export class SvidCache {
           const s = this.x509.peek(id)!;
           return this.pastHalfLife(s.receivedAt, s.expiresAt) && (this.retryAt.get(id) ?? 0) <= now;
         });
-        if ((await this.fetchBatches(due)) > 0) for (const l of this.listeners) l();
+        let renewed = await this.fetchBatches(due);
+        for (const id of this.wit.keys()) {
+          const w = this.wit.peek(id)!;
+          if (!this.pastHalfLife(w.fetchedAt, w.expiresAt) || (this.retryAt.get(`wit\n${id}`) ?? 0) > now) continue;
+          renewed += await this.fetchWit(id).then(
+            () => 1,
+            () => 0,
+          );
+        }
+        if (renewed > 0) for (const l of this.listeners) l();
       }
     })();
   }
@@ -218,6 +259,26 @@ export class SvidCache {
     };
     await Promise.all(Array.from({ length: Math.min(this.o.concurrency ?? 2, chunks.length) }, worker));
     return stored;
+  }
+
+  private async fetchWit(spiffeId: string): Promise<CachedWitSvid> {
+    const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    try {
+      const r = await this.identity.call((c) => c.fetchWit({ ...publicKey.export({ format: "jwk" }), alg: WIT_KEY_ALG }, spiffeId));
+      const svid: CachedWitSvid = {
+        spiffeId: r.spiffe_id,
+        token: r.token,
+        privateKeyJwk: { ...privateKey.export({ format: "jwk" }), alg: WIT_KEY_ALG },
+        fetchedAt: this.clock(),
+        expiresAt: new Date(r.expires_at),
+      };
+      this.retryAt.delete(`wit\n${spiffeId}`);
+      this.wit.set(spiffeId, svid);
+      return svid;
+    } catch (e) {
+      this.failed(`wit\n${spiffeId}`, e);
+      throw e;
+    }
   }
 
   private store(spiffeId: string, r: FetchedX509): CachedX509Svid {

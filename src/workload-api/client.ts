@@ -57,6 +57,20 @@ export class WorkloadApiClient {
     return new Map(Object.entries(first.bundles).map(([td, json]) => [td, JSON.parse(json.toString("utf8")) as unknown]));
   }
 
+  /** WIT-SVIDs with their private JWKs (the WIT-SVID profile). */
+  async fetchWit(spiffeId?: string): Promise<Array<{ spiffeId: string; token: string; privateKeyJwk: Record<string, unknown>; hint: string }>> {
+    const first = (await this.firstMessage("FetchWITSVID", { spiffe_id: spiffeId ?? "" })) as {
+      svids: Array<{ spiffe_id: string; wit_svid: string; wit_svid_key: string; hint: string }>;
+    };
+    return first.svids.map((s) => ({ spiffeId: s.spiffe_id, token: s.wit_svid, privateKeyJwk: JSON.parse(s.wit_svid_key) as Record<string, unknown>, hint: s.hint }));
+  }
+
+  /** Trust domain ID → JWKS of WIT keys. */
+  async fetchWitBundles(): Promise<Map<string, unknown>> {
+    const first = (await this.firstMessage("FetchWITBundles", {})) as { bundles: Record<string, string> };
+    return new Map(Object.entries(first.bundles).map(([td, json]) => [td, JSON.parse(json) as unknown]));
+  }
+
   async fetchJwt(audience: string[], spiffeId?: string): Promise<Array<{ spiffeId: string; token: string; hint: string }>> {
     const r = (await this.unary("FetchJWTSVID", { audience, spiffe_id: spiffeId ?? "" })) as { svids: Array<{ spiffe_id: string; svid: string; hint: string }> };
     return r.svids.map((s) => ({ spiffeId: s.spiffe_id, token: s.svid, hint: s.hint }));

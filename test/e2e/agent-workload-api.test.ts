@@ -143,6 +143,20 @@ describe("hallmark agent and the SPIFFE Workload API", () => {
     expect((await asRoot((c) => c.validateJwt(jwt!.token, "https://api.example.org"))).spiffeId).toBe(ROOT_ID);
   });
 
+  it("hands out WIT-SVIDs bound to a key it made for the workload, verified against the WIT bundle", async () => {
+    const [wit] = await asRoot((c) => c.fetchWit());
+    expect(wit!.spiffeId).toBe(ROOT_ID);
+    const jwks = (await asRoot((c) => c.fetchWitBundles())).get("spiffe://example.org") as JSONWebKeySet;
+    expect(jwks.keys.length).toBeGreaterThan(0);
+    expect(jwks.keys.every((k) => k.use === "wit-svid")).toBe(true);
+    const keys = { keys: jwks.keys.map(({ use: _use, ...k }) => k) } as JSONWebKeySet;
+    const { payload, protectedHeader } = await jwtVerify(wit!.token, createLocalJWKSet(keys), { typ: "wit+jwt" });
+    expect(payload.sub).toBe(ROOT_ID);
+    const { d: _d, ...publicHalf } = wit!.privateKeyJwk;
+    expect((payload.cnf as { jwk: Record<string, unknown> }).jwk).toEqual(publicHalf);
+    expect(protectedHeader.kid).toBeTruthy();
+  });
+
   it("rotates the SVID on an open stream before it expires, with no action from anyone", async () => {
     const c = new WorkloadApiClient(socketPath);
     try {

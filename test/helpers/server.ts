@@ -32,7 +32,13 @@ export async function startTestServer(
     maxConnectionsPerAddress: 100_000,
     attestRate: { ...config.limits.attestRate, perSecond: 1_000_000, burst: 1_000_000 },
   };
-  Object.assign(config, opts.overrides ?? {});
+  // One level deep: `{ svid: { x509Ttl: 8 } }` keeps the section's other defaults (witTtl, maxTtl…).
+  const sections = config as unknown as Record<string, unknown>;
+  for (const [key, value] of Object.entries(opts.overrides ?? {})) {
+    const current = sections[key];
+    const both = [current, value].every((v) => typeof v === "object" && v !== null && !Array.isArray(v));
+    sections[key] = both ? { ...(current as object), ...(value as object) } : value;
+  }
   const log = opts.log ?? createLogger(process.env.HALLMARK_TEST_LOG ?? "silent");
   const server = await startServer(config, log, opts.clock);
   return {
