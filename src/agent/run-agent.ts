@@ -1,33 +1,17 @@
-import type { Logger } from "pino";
-import type { EvidenceProducer } from "../attestors/types.js";
 import { isHallmarkError } from "../errors.js";
 import type { RunningWorkloadApi, WorkloadApiOptions, WorkloadAttestor } from "../workload-api/ports.js";
 import { sleep } from "./backoff.js";
 import { EntrySync } from "./entry-sync.js";
 import { AgentIdentities } from "./identities.js";
-import { NodeIdentity } from "./node-identity.js";
+import { NodeIdentity, type NodeIdentityOptions } from "./node-identity.js";
 import { SvidCache } from "./svid-cache.js";
 
-export interface AgentOptions {
-  /** https://HOST:PORT of the Hallmark server. */
-  server: string;
-  /** The SPIFFE ID the server's certificate must carry; any /hallmark/server when undefined. */
-  serverId?: string | undefined;
-  /** The operator's --trust-bundle (PEM). */
-  trustBundlePem: string;
-  /** svid.pem, svid.key, bundle.pem and node.json (0700). */
-  dataDir: string;
-  /** join_token, tpm, aws_nitro or amd_sev_snp. */
-  attestor: string;
-  /** Makes the evidence producer of one attestation (createProducer from src/client/producers.ts). */
-  producer: () => Promise<EvidenceProducer>;
+/** How the node attests and whom it calls (NodeIdentityOptions), and how the agent polls and caches. */
+export interface AgentOptions extends Omit<NodeIdentityOptions, "clock"> {
   /** Seconds between entry and bundle polls (default 5). */
   pollIntervalSeconds?: number | undefined;
   /** Hard cap of cached X.509-SVIDs and of cached JWT-SVIDs (default 1000). */
   maxCachedSvids?: number | undefined;
-  /** Retry delays while the server is unreachable (default 1 s doubling to 30 s). */
-  retry?: { minMs: number; maxMs: number } | undefined;
-  log: Logger;
 }
 
 /** The agent without its socket: what tests and the Workload API use. */

@@ -1,10 +1,11 @@
 import { join } from "node:path";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { attest, joinTokenProducer, type SvidFiles } from "../../src/client/attest.js";
+import type { SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
 import { httpsRaw, postJson } from "../helpers/https.js";
+import { admitJoinTokenNode } from "../helpers/nodes.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /**
@@ -20,8 +21,7 @@ let node: SvidFiles;
 beforeAll(async () => {
   server = await startTestServer();
   const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
-  const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: NODE_ID, ttl_seconds: 600 })) as { token: string };
-  node = await attest({ server: server.url, tls: {}, producer: joinTokenProducer(token) });
+  node = await admitJoinTokenNode(server, NODE_ID);
   await admin("POST", "/admin/entries", { spiffe_id: WORKLOAD_ID, parent_id: NODE_ID, selectors: [] });
 }, 60_000);
 

@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
-import { attest, joinTokenProducer, type SvidFiles } from "../../src/client/attest.js";
+import type { SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { HallmarkError } from "../../src/errors.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
 import { runCli } from "../helpers/cli.js";
 import { KeptAliveNode, waitFor } from "../helpers/kept-alive.js";
+import { admitJoinTokenNode } from "../helpers/nodes.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /**
@@ -40,11 +41,7 @@ afterAll(async () => {
 
 const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
 
-async function admitNode(id: string): Promise<SvidFiles> {
-  const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: id, ttl_seconds: 600 })) as { token: string };
-  const bundle = ((await admin("GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem;
-  return attest({ server: server.url, tls: { trustBundlePem: bundle }, producer: joinTokenProducer(token) });
-}
+const admitNode = (id: string): Promise<SvidFiles> => admitJoinTokenNode(server, id);
 
 async function auditCodes(spiffeId: string): Promise<string[]> {
   const store = await openSqliteStore(join(server.dataDir, "hallmark.db"));

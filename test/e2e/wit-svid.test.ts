@@ -2,12 +2,13 @@ import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
 import { decodeProtectedHeader, exportJWK, generateKeyPair, importJWK, type JWK, jwtVerify, type JWTHeaderParameters } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { attest, joinTokenProducer, type SvidFiles } from "../../src/client/attest.js";
+import type { SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
 import type { AuditRecord } from "../../src/store/types.js";
 import { runCli } from "../helpers/cli.js";
 import { httpsRaw, postJson } from "../helpers/https.js";
+import { admitJoinTokenNode } from "../helpers/nodes.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /**
@@ -26,8 +27,7 @@ let node: SvidFiles;
 beforeAll(async () => {
   server = await startTestServer();
   const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
-  const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: NODE_ID, ttl_seconds: 600 })) as { token: string };
-  node = await attest({ server: server.url, tls: {}, producer: joinTokenProducer(token) });
+  node = await admitJoinTokenNode(server, NODE_ID);
   await admin("POST", "/admin/entries", { spiffe_id: WORKLOAD_ID, parent_id: NODE_ID, selectors: ["unix:uid:1000"] });
   await admin("POST", "/admin/entries", { spiffe_id: OTHER_ID, parent_id: "spiffe://example.org/node/someone-else", selectors: ["unix:uid:1000"] });
 }, 60_000);
