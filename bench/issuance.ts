@@ -10,6 +10,9 @@ import { startBenchServer } from "./server-process.js";
 import { closedLoop, openLoop, summary } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+/** Entries added to the node for the second X.509 phase: issuance cost must not grow with them (issue 10). */
+const NODE_ENTRIES = Number(process.env.BENCH_NODE_ENTRIES ?? 10_000);
+const WORKLOAD_ID = "spiffe://example.org/bench/w";
 
 /** utime + stime of a process, from /proc (Linux), in seconds. */
 function processCpuSeconds(pid: number): number {
@@ -40,7 +43,7 @@ export async function run(): Promise<void> {
     const nodeId = "spiffe://example.org/bench/node";
     const { token } = expectOk(await adminRequest(socket, "POST", "/admin/tokens", { spiffe_id: nodeId, ttl_seconds: 600 })) as { token: string };
     expectOk(
-      await adminRequest(socket, "POST", "/admin/entries", { parent_id: nodeId, spiffe_id: "spiffe://example.org/bench/w", selectors: ["bench:w"] }),
+      await adminRequest(socket, "POST", "/admin/entries", { parent_id: nodeId, spiffe_id: WORKLOAD_ID, selectors: ["bench:w"] }),
     );
     const { bundle_pem: bundlePem } = expectOk(await adminRequest(socket, "GET", "/admin/bundle")) as { bundle_pem: string };
     const node = await attest({ server: url, tls: { trustBundlePem: bundlePem }, producer: joinTokenProducer(token) });
@@ -51,11 +54,12 @@ export async function run(): Promise<void> {
     const csrs = await Promise.all(Array.from({ length: 64 }, () => newClientKey().then((k) => k.csrPem)));
     let i = 0;
     const x509 = async () => {
-      const r = await client.request("POST", "/v1/svids/x509", { csr: csrs[i++ % csrs.length] });
+      // Named, as the agent names it: the lookup is by (node, SPIFFE ID).
+      const r = await client.request("POST", "/v1/svids/x509", { csr: csrs[i++ % csrs.length], spiffe_id: WORKLOAD_ID });
       if (r.status !== 200) throw new Error(`x509 issuance failed: ${r.status} ${JSON.stringify(r.body)}`);
     };
     const jwt = async () => {
-      const r = await client.request("POST", "/v1/svids/jwt", { audience: ["bench"] });
+      const r = await client.request("POST", "/v1/svids/jwt", { audience: ["bench"], spiffe_id: WORKLOAD_ID });
       if (r.status !== 200) throw new Error(`jwt issuance failed: ${r.status}`);
     };
     await closedLoop(x509, 16, 1); // warm-up: TLS sessions, JIT
@@ -78,6 +82,34 @@ export async function run(): Promise<void> {
         `${((serverCpu / x509Peak.ops) * 1000).toFixed(2)} ms per issuance (capacity of one server core: ${(x509Peak.ops / serverCpu).toFixed(0)}/s)`,
     );
     console.log(`X.509-SVID peak / raw sign rate: ${(ratio * 100).toFixed(1)}% (target >= 25%)`);
+
+    if (NODE_ENTRIES > 0) {
+      // The same node with NODE_ENTRIES more entries: issuance must cost what it cost with one.
+      const t = performance.now();
+      let made = 0;
+      const addEntry = async () => {
+        for (let n = made++; n < NODE_ENTRIES; n = made++) {
+          expectOk(await adminRequest(socket, "POST", "/admin/entries", { parent_id: nodeId, spiffe_id: `spiffe://example.org/bench/e${n}`, selectors: [`bench:e${n}`] }));
+        }
+      };
+      await Promise.all(Array.from({ length: 8 }, addEntry));
+      console.log(`(created ${NODE_ENTRIES} more entries for the node in ${((performance.now() - t) / 1000).toFixed(1)} s)`);
+      await closedLoop(x509, 16, 1);
+      const cpu1 = processCpuSeconds(server.pid);
+      const manyPeak = await closedLoop(x509, 16, SECONDS);
+      const manyCpu = processCpuSeconds(server.pid) - cpu1;
+      console.log(summary(`X.509-SVID issuance with ${NODE_ENTRIES + 1} entries on the node (peak)`, manyPeak));
+      console.log(
+        `server CPU per X.509 issuance: ${((serverCpu / x509Peak.ops) * 1000).toFixed(2)} ms with 1 entry, ` +
+          `${((manyCpu / manyPeak.ops) * 1000).toFixed(2)} ms with ${NODE_ENTRIES + 1} (ratio ${(manyCpu / manyPeak.ops / (serverCpu / x509Peak.ops)).toFixed(2)})`,
+      );
+      const cpu2 = processCpuSeconds(server.pid);
+      const pages = await closedLoop(async () => {
+        const r = await client.request("GET", "/v1/node/entries");
+        if (r.status !== 200) throw new Error(`entries failed: ${r.status}`);
+      }, 1, SECONDS);
+      console.log(`GET /v1/node/entries (first page of the full list): ${(((processCpuSeconds(server.pid) - cpu2) / pages.ops) * 1000).toFixed(2)} ms of server CPU each`);
+    }
     client.close();
   } finally {
     await server.stop();

@@ -160,6 +160,13 @@ export class NodeIssuanceService {
     return [...children, ...aliases];
   }
 
+  /** entitledEntries(node) restricted to one SPIFFE ID, read through the (spiffe_id, parent_id) index. */
+  private async entitledEntriesFor(node: NodeRecord, spiffeId: string): Promise<EntryRecord[]> {
+    const children = await this.deps.store.entries.list({ parentId: node.spiffeId, spiffeId });
+    const aliases = (await this.deps.store.entries.list({ parentId: this.deps.serverId.toString(), spiffeId })).filter((e) => this.entitles(node, e));
+    return [...children, ...aliases];
+  }
+
   /** Whether an entry with this parent and these selectors is the node's (entitledEntries' rule, for one entry or tombstone). */
   private entitles(node: NodeRecord, e: { parentId: string; selectors: readonly string[] }): boolean {
     if (e.parentId === node.spiffeId) return true;
@@ -199,8 +206,9 @@ export class NodeIssuanceService {
         throw new HallmarkError("spiffe_id_outside_trust_domain", `${id} is not in trust domain ${this.deps.trustDomain}`);
       }
     }
-    const entries = await this.entitledEntries(node);
-    const matching = requested === undefined ? entries : entries.filter((e) => e.spiffeId === requested);
+    // A named identity is looked up by (parent, SPIFFE ID), an index hit: the cost of an issuance
+    // does not grow with the node's entry count (issue 10). Unnamed requests need the whole list.
+    const matching = requested === undefined ? await this.entitledEntries(node) : await this.entitledEntriesFor(node, requested);
     const [first, ...rest] = matching;
     if (!first) {
       throw requested === undefined
