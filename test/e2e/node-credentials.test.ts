@@ -185,3 +185,29 @@ describe("reserved SPIFFE IDs", () => {
     expect(r.stderr).toMatch(/^hallmark: spiffe_id_reserved: .*hallmark\/server/);
   });
 });
+
+describe("entitlement of a named identity (looked up by node and SPIFFE ID)", () => {
+  it("issues an alias entry's identity to a node whose selectors match, by name, and refuses a node whose do not", async () => {
+    const a = await admitNode("spiffe://example.org/node/alias-a");
+    const b = await admitNode("spiffe://example.org/node/alias-b");
+    const nodes = (await admin("GET", "/admin/nodes")) as { nodes: Array<{ spiffe_id: string; selectors: string[] }> };
+    const selectorsA = nodes.nodes.find((n) => n.spiffe_id === "spiffe://example.org/node/alias-a")!.selectors;
+    const aliasId = "spiffe://example.org/alias/shared";
+    await admin("POST", "/admin/entries", { parent_id: "spiffe://example.org/hallmark/server", spiffe_id: aliasId, selectors: selectorsA });
+    // Another entry with the same SPIFFE ID, parented elsewhere: it must not widen the entitlement.
+    await admin("POST", "/admin/entries", { parent_id: "spiffe://example.org/node/someone-else", spiffe_id: aliasId, selectors: [] });
+    const nodeA = new KeptAliveNode(server.url, a);
+    const nodeB = new KeptAliveNode(server.url, b);
+    try {
+      const okA = await nodeA.x509(aliasId);
+      expect(okA.status).toBe(200);
+      expect(okA.body.spiffe_id).toBe(aliasId);
+      const refusedB = await nodeB.x509(aliasId);
+      expect(refusedB.status).toBe(403);
+      expect(refusedB.body.code).toBe("not_entitled");
+    } finally {
+      nodeA.destroy();
+      nodeB.destroy();
+    }
+  });
+});
