@@ -21,6 +21,8 @@ export interface AgentOptions {
   attestor: string;
   /** Makes the evidence producer of one attestation (createProducer from src/client/producers.ts). */
   producer: () => Promise<EvidenceProducer>;
+  /** With --tpm-key-resident: signs with the TPM-resident node key of a svid.tpmkey file (see NodeIdentityOptions). */
+  residentKeySigner?: ((tpmKeyFile: string) => (message: Buffer) => Promise<Buffer>) | undefined;
   /** Seconds between entry and bundle polls (default 5). */
   pollIntervalSeconds?: number | undefined;
   /** Hard cap of cached X.509-SVIDs and of cached JWT-SVIDs (default 1000). */
@@ -60,6 +62,7 @@ export async function startAgentCore(o: AgentOptions): Promise<AgentCore> {
     dataDir: o.dataDir,
     attestor: o.attestor,
     producer: o.producer,
+    residentKeySigner: o.residentKeySigner,
     log: o.log,
     retry: o.retry,
   });
