@@ -1,5 +1,7 @@
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { X509Certificate } from "node:crypto";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { tpmResidentSigner } from "../../src/attestors/tpm/resident-key.js";
@@ -12,6 +14,7 @@ import { waitFor } from "../helpers/kept-alive.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { type Swtpm, startSwtpm } from "../helpers/swtpm.js";
 import { tempDir } from "../helpers/tmp.js";
+import { WorkloadApiClient } from "../../src/workload-api/client.js";
 
 /**
  * Issue 9, item 1: `hallmark agent --attestor tpm --tpm-key-resident`. The agent attests with a
@@ -25,6 +28,7 @@ const work = tempDir("agent-tpm-resident");
 let tpm: Swtpm;
 let server: TestServer;
 let core: AgentCore | undefined;
+let child: ChildProcess | undefined;
 
 beforeAll(async () => {
   tpm = await startSwtpm();
@@ -32,6 +36,7 @@ beforeAll(async () => {
   server = await startTestServer({ overrides: { attestors: { tpm: { ekRoots: [join(work.path, "root.pem")], idTemplate: "/hallmark/agent/tpm/resident-agent" } } } });
 }, 60_000);
 afterAll(async () => {
+  child?.kill("SIGKILL");
   await core?.close();
   await server?.destroy();
   await tpm?.stop();
@@ -104,4 +109,43 @@ it("attests with a TPM-resident key, then syncs entries and fetches a workload S
   expect((await restarted.identities.x509Svids(["unix:uid:1001"])).map((s) => s.spiffeId)).toEqual(["spiffe://example.org/resident-child"]);
   expect(attestations).toBe(0);
   expect(restarted.node.removed).toBeUndefined();
+}, 60_000);
+
+it("runs as `hallmark agent --attestor tpm --tpm-key-resident` and serves a workload its SVID on the socket", async () => {
+  await core?.close();
+  core = undefined;
+  const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
+  const bundleFile = join(work.path, "bundle.pem");
+  writeFileSync(bundleFile, ((await admin("GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem);
+  const uid = process.getuid!();
+  await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: "spiffe://example.org/resident-process-child", selectors: [`unix:uid:${uid}`] });
+  const dataDir = join(work.path, "agent-process");
+  const socketPath = join(work.path, "agent.sock");
+  const bin = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
+  let output = "";
+  child = spawn(
+    process.execPath,
+    [bin, "agent", "--server", server.url, "--trust-bundle", bundleFile, "--data-dir", dataDir, "--socket", socketPath, "--poll-interval", "1s", "--attestor", "tpm", "--tpm", tpm.tcti, "--tpm-key-resident"],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  const client = new WorkloadApiClient(socketPath);
+  try {
+    let svids: Awaited<ReturnType<WorkloadApiClient["fetchX509"]>> = [];
+    for (let i = 0; i < 100 && svids.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      if (!output.includes("agent: serving the Workload API")) continue;
+      svids = await client.fetchX509().catch(() => []);
+    }
+    expect(svids.map((s) => s.spiffeId), output.slice(-2000)).toContain("spiffe://example.org/resident-process-child");
+  } finally {
+    client.close();
+  }
+  expect(existsSync(join(dataDir, "svid.tpmkey"))).toBe(true);
+  expect(existsSync(join(dataDir, "svid.key"))).toBe(false);
+  const exited = new Promise<number | null>((r) => child!.once("exit", (code) => r(code)));
+  child.kill("SIGTERM");
+  expect(await exited).toBe(0);
+  child = undefined;
 }, 60_000);
