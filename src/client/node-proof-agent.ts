@@ -49,7 +49,11 @@ export class NodeProofAgent extends Agent {
           reject(e as Error);
           return;
         }
-        this.key.sign(message).then((signature) => resolve({ [NODE_SVID_HEADER]: this.svidHeader, [NODE_PROOF_HEADER]: signature.toString("base64") }), reject);
+        this.key.sign(message).then(
+          (signature) => resolve({ [NODE_SVID_HEADER]: this.svidHeader, [NODE_PROOF_HEADER]: signature.toString("base64") }),
+          // A TPM that cannot be reached is not a server that cannot be: say which (and retry later).
+          (e: Error) => reject(e instanceof HallmarkError ? e : new HallmarkError("unavailable", `the node proof could not be signed: ${e.message}`, { cause: e })),
+        );
       });
       socket.once("close", () => reject(new HallmarkError("unavailable", "the connection closed before its node proof was made")));
     });

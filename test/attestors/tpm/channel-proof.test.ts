@@ -147,6 +147,22 @@ describe("channel-bound node proofs signed in the TPM", () => {
     expect(r).toMatchObject({ status: 401, body: { code: "node_proof_svid_invalid" } });
   });
 
+  it("refuses malformed or half-sent proof headers with their codes, never a 500", async () => {
+    const valid = async (s: TLSSocket) => proofHeaders(s, node.svid.certChainPem, node.sign);
+    const cases: Array<[(h: Record<string, string>) => Record<string, string>, number, string]> = [
+      [(h) => ({ [NODE_SVID_HEADER]: h[NODE_SVID_HEADER]! }), 401, "node_proof_invalid"],
+      [(h) => ({ [NODE_PROOF_HEADER]: h[NODE_PROOF_HEADER]! }), 401, "node_proof_invalid"],
+      [(h) => ({ ...h, [NODE_PROOF_HEADER]: "not base64!" }), 401, "node_proof_invalid"],
+      [(h) => ({ ...h, [NODE_SVID_HEADER]: "AAAA" }), 401, "node_proof_svid_invalid"],
+      [(h) => ({ ...h, [NODE_SVID_HEADER]: Array(9).fill(h[NODE_SVID_HEADER]).join(",") }), 401, "node_proof_svid_invalid"],
+      [(h) => ({ ...h, [NODE_SVID_HEADER]: `${h[NODE_SVID_HEADER]},` }), 401, "node_proof_svid_invalid"],
+    ];
+    for (const [mangle, status, code] of cases) {
+      const s = await openTls();
+      expect(await nodeCall(s, mangle(await valid(s)))).toMatchObject({ status, body: { code } });
+    }
+  });
+
   it("refuses proof headers on TLS 1.2, even with a correct signature over its exporter value", async () => {
     const s = await openTls({ maxVersion: "TLSv1.2" });
     expect(s.getProtocol()).toBe("TLSv1.2");
