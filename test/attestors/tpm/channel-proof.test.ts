@@ -120,6 +120,18 @@ describe("channel-bound node proofs signed in the TPM", () => {
     }
   });
 
+  it("reports a TPM that cannot sign as unavailable (retried by the agent), not as an unreachable server", async () => {
+    const client = new NodeClient(server.url, {
+      trustBundlePem: bundle,
+      nodeProof: { chainPem: node.svid.certChainPem, sign: () => Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:1")) },
+    });
+    try {
+      await expect(client.entries()).rejects.toMatchObject({ code: "unavailable", message: expect.stringMatching(/^the node proof could not be signed/) });
+    } finally {
+      client.close();
+    }
+  });
+
   it("refuses a proof made for another connection (headers replayed from connection A on connection B)", async () => {
     const a = await openTls();
     const headersA = await proofHeaders(a, node.svid.certChainPem, node.sign);
