@@ -57,6 +57,12 @@ export const CORE_ERRORS = {
   // authentication
   client_cert_required: { status: 401, title: "A client certificate is required" },
   client_cert_invalid: { status: 401, title: "The client certificate is not valid for this trust domain" },
+  // channel-bound node authentication (src/api/node-proof.ts): a TPM-resident node key signs the
+  // TLS exporter value of its connection instead of a client certificate handshake
+  node_proof_invalid: { status: 401, title: "The node proof does not verify over this TLS connection's exported keying material" },
+  node_proof_svid_invalid: { status: 401, title: "The SVID chain sent with the node proof is not valid for this trust domain" },
+  node_proof_requires_tls13: { status: 401, title: "Node proofs are accepted on TLS 1.3 connections only" },
+  node_proof_conflict: { status: 400, title: "A request carries both a client certificate and a node proof" },
   admin_required: { status: 403, title: "This endpoint is for administrators" },
   // client side: the server did not prove its identity against the trust bundle
   server_untrusted: { status: 502, title: "The server's certificate does not verify against the trust bundle" },

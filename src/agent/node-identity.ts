@@ -1,5 +1,5 @@
 import { X509Certificate } from "node:crypto";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { EvidenceProducer } from "../attestors/types.js";
@@ -24,6 +24,12 @@ export interface NodeIdentityOptions {
   attestor: string;
   /** A producer for one attestation (src/client/producers.ts createProducer). */
   producer: () => Promise<EvidenceProducer>;
+  /**
+   * With --tpm-key-resident: a signer with the TPM-resident node key of a svid.tpmkey file. The
+   * node then authenticates its calls with channel-bound proofs (src/client/node-proof-agent.ts)
+   * instead of mutual TLS, and no svid.key ever exists.
+   */
+  residentKeySigner?: ((tpmKeyFile: string) => (message: Buffer) => Promise<Buffer>) | undefined;
   log: Logger;
   /** Retry delays while the server is unreachable (default 1 s doubling to 30 s). */
   retry?: { minMs: number; maxMs: number } | undefined;
@@ -37,10 +43,13 @@ interface NodeRecordFile {
   attestedAt: string;
 }
 
+/** The node key: a PEM file's content, or the TPM key file of a key that never leaves the TPM. */
+type NodeKey = { pem: string } | { tpmKeyFile: string };
+
 interface NodeSvid {
   spiffeId: string;
   certPem: string;
-  keyPem: string;
+  key: NodeKey;
   notBefore: Date;
   notAfter: Date;
   /**
@@ -52,7 +61,7 @@ interface NodeSvid {
 }
 
 /** Codes that say this SVID is no longer the node's: a new one is needed (attest again). */
-const SVID_REFUSED = new Set(["node_svid_superseded", "node_svid_expired", "client_cert_invalid", "client_cert_required"]);
+const SVID_REFUSED = new Set(["node_svid_superseded", "node_svid_expired", "client_cert_invalid", "client_cert_required", "node_proof_invalid", "node_proof_svid_invalid"]);
 /** Codes that say the node itself is refused: stop serving. */
 const NODE_REFUSED = new Set(["node_evicted", "node_banned"]);
 
@@ -203,22 +212,32 @@ export class NodeIdentity {
       this.stopIfNodeRefused(e);
       throw e;
     });
-    if (svid.privateKeyPem === undefined) {
-      throw agentError("agent_data_dir_unsafe", "the attestor kept the SVID key in hardware: the agent needs a key it can use for TLS (--tpm-key-resident is not supported by the agent yet)");
-    }
-    writeSvidFiles(this.o.dataDir, { certChainPem: svid.certChainPem, privateKeyPem: svid.privateKeyPem, bundlePem: svid.bundlePem });
+    const key = this.keyOf(svid);
+    writeSvidFiles(this.o.dataDir, { certChainPem: svid.certChainPem, privateKeyPem: svid.privateKeyPem, keyFiles: svid.keyFiles, bundlePem: svid.bundlePem });
+    // A node that switched to a TPM-resident key keeps no software key of an older SVID beside it.
+    if ("tpmKeyFile" in key) rmSync(join(this.o.dataDir, "svid.key"), { force: true });
     const record: NodeRecordFile = { spiffeId: svid.spiffeId, attestor: this.o.attestor, attestedAt: this.clock().toISOString() };
     writeFileAtomic(join(this.o.dataDir, "node.json"), `${JSON.stringify(record)}\n`, 0o600);
-    this.adopt(parseSvid(svid.certChainPem, svid.privateKeyPem, this.clock()), svid.bundlePem);
+    this.adopt(parseSvid(svid.certChainPem, key, this.clock()), svid.bundlePem);
     this.o.log.info({ spiffeId: svid.spiffeId, attestor: this.o.attestor, expiresAt: svid.expiresAt }, "agent: node attested");
     this.emitRenewed();
+  }
+
+  /** The attested SVID's key: the software key, or the TPM key file when the key stayed in the TPM. */
+  private keyOf(svid: { privateKeyPem?: string | undefined; keyFiles?: Record<string, string> | undefined }): NodeKey {
+    if (svid.privateKeyPem !== undefined) return { pem: svid.privateKeyPem };
+    const tpmKeyFile = svid.keyFiles?.["svid.tpmkey"];
+    if (tpmKeyFile === undefined || !this.o.residentKeySigner) {
+      throw agentError("agent_data_dir_unsafe", "the attestor kept the SVID key in hardware, and the agent has no way to sign with it");
+    }
+    return { tpmKeyFile };
   }
 
   private async renewNow(): Promise<void> {
     if (!this.canReattest()) {
       const r = await this.call((c) => c.renew());
       writeSvidFiles(this.o.dataDir, { certChainPem: r.certChainPem, privateKeyPem: r.privateKeyPem, bundlePem: r.bundlePem });
-      this.adopt(parseSvid(r.certChainPem, r.privateKeyPem, this.clock()), r.bundlePem);
+      this.adopt(parseSvid(r.certChainPem, { pem: r.privateKeyPem }, this.clock()), r.bundlePem);
       this.o.log.info({ spiffeId: r.spiffeId, expiresAt: r.expiresAt }, "agent: node SVID renewed");
       this.emitRenewed();
     } else {
@@ -230,11 +249,11 @@ export class NodeIdentity {
   private adopt(svid: NodeSvid, bundlePem: string): void {
     const old = this.client_;
     this.current = svid;
-    this.client_ = new NodeClient(
-      this.o.server,
-      { certPem: svid.certPem, keyPem: svid.keyPem, trustBundlePem: bundlePem, serverId: this.o.serverId },
-      join(this.o.dataDir, "bundle.pem"),
-    );
+    const credential =
+      "pem" in svid.key
+        ? { certPem: svid.certPem, keyPem: svid.key.pem }
+        : { nodeProof: { chainPem: svid.certPem, sign: this.o.residentKeySigner!(svid.key.tpmKeyFile) } };
+    this.client_ = new NodeClient(this.o.server, { ...credential, trustBundlePem: bundlePem, serverId: this.o.serverId }, join(this.o.dataDir, "bundle.pem"));
     old?.close();
   }
 
@@ -297,10 +316,13 @@ export class NodeIdentity {
   /** The stored SVID, when it is still valid now (the server may yet refuse it: see `call`). */
   private loadStored(): NodeSvid | undefined {
     const certPem = readIfExists(join(this.o.dataDir, "svid.pem"));
-    const keyPem = readIfExists(join(this.o.dataDir, "svid.key"));
-    if (!certPem || !keyPem) return undefined;
+    // The stored SVID is reused only with the kind of key this agent was started for: a node
+    // started with --tpm-key-resident attests again rather than go on with a software key.
+    const keyText = readIfExists(join(this.o.dataDir, this.o.residentKeySigner ? "svid.tpmkey" : "svid.key"));
+    const key: NodeKey | undefined = keyText === undefined ? undefined : this.o.residentKeySigner ? { tpmKeyFile: keyText } : { pem: keyText };
+    if (!certPem || !key) return undefined;
     try {
-      const svid = parseSvid(certPem, keyPem, statSync(join(this.o.dataDir, "svid.pem")).mtime);
+      const svid = parseSvid(certPem, key, statSync(join(this.o.dataDir, "svid.pem")).mtime);
       if (svid.notAfter <= this.clock()) {
         this.o.log.warn({ spiffeId: svid.spiffeId, expiredAt: svid.notAfter.toISOString() }, "agent: the stored node SVID has expired");
         return undefined;
@@ -318,13 +340,13 @@ export function storedAttestor(dataDir: string): string | undefined {
   return readJson<NodeRecordFile>(join(dataDir, "node.json"))?.attestor;
 }
 
-function parseSvid(certPem: string, keyPem: string, receivedAt = new Date()): NodeSvid {
+function parseSvid(certPem: string, key: NodeKey, receivedAt = new Date()): NodeSvid {
   const leaf = new X509Certificate(certPem);
   const uris = (leaf.subjectAltName ?? "").split(", ").filter((n) => n.startsWith("URI:"));
   if (uris.length !== 1) throw new HallmarkError("client_cert_invalid", "the stored node SVID must carry exactly one URI SAN");
   const spiffeId = SpiffeId.parse(uris[0]!.slice(4)).toString();
   const [notBefore, notAfter] = [new Date(leaf.validFrom), new Date(leaf.validTo)];
-  return { spiffeId, certPem, keyPem, notBefore, notAfter, receivedAt: new Date(Math.min(Math.max(receivedAt.getTime(), notBefore.getTime()), notAfter.getTime())) };
+  return { spiffeId, certPem, key, notBefore, notAfter, receivedAt: new Date(Math.min(Math.max(receivedAt.getTime(), notBefore.getTime()), notAfter.getTime())) };
 }
 
 /** The data directory: created 0700, or tightened to 0700; a symlink or a file is refused. */

@@ -44,6 +44,7 @@ export async function startAgentCore(o: AgentOptions): Promise<AgentCore> {
     dataDir: o.dataDir,
     attestor: o.attestor,
     producer: o.producer,
+    residentKeySigner: o.residentKeySigner,
     log: o.log,
     retry: o.retry,
   });

@@ -37,7 +37,18 @@ export async function authenticatedNode<T>(reply: FastifyReply, authenticate: ()
   }
 }
 
-const CLOSING_CODES = new Set(["node_svid_expired", "node_svid_superseded", "node_evicted", "node_banned", "client_cert_invalid"]);
+const CLOSING_CODES = new Set([
+  "node_svid_expired",
+  "node_svid_superseded",
+  "node_evicted",
+  "node_banned",
+  "client_cert_invalid",
+  // A proof refused on a connection cannot become valid on it (its exporter value is fixed).
+  "node_proof_invalid",
+  "node_proof_svid_invalid",
+  "node_proof_requires_tls13",
+  "node_proof_conflict",
+]);
 
 /**
  * Closes each mutually authenticated connection when its client certificate expires, so an idle

@@ -6,10 +6,11 @@ import type { NodeIssuanceService } from "../service/node-issuance.js";
 import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
-import { pemChain } from "../pki/pem.js";
+import { pemBlocks, pemChain } from "../pki/pem.js";
 import { errorSpec } from "../error-codes.js";
 import { isHallmarkError } from "../errors.js";
 import { serveOpenApi } from "./openapi.js";
+import { carriesNodeProof, provenSvid } from "./node-proof.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
 import { rateLimitHook } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
@@ -74,7 +75,17 @@ const ATTESTATION_ERRORS = [
   "spiffe_id_outside_trust_domain",
 ] as const;
 /** A node credential refused (src/api/peer.ts, NodeIssuanceService.authenticate). */
-const NODE_AUTH_ERRORS = ["client_cert_required", "client_cert_invalid", "node_svid_expired", "node_svid_superseded", "node_evicted"] as const;
+const NODE_AUTH_ERRORS = [
+  "client_cert_required",
+  "client_cert_invalid",
+  "node_proof_invalid",
+  "node_proof_svid_invalid",
+  "node_proof_requires_tls13",
+  "node_proof_conflict",
+  "node_svid_expired",
+  "node_svid_superseded",
+  "node_evicted",
+] as const;
 const WORKLOAD_ERRORS = ["not_entitled", "no_entries", "ambiguous_spiffe_id", "spiffe_id_outside_trust_domain"] as const;
 const ATTESTOR_CODES_NOTE = "Each attestor also refuses with its own codes (src/attestors/<type>/errors.ts).";
 
@@ -327,7 +338,14 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
 
   // Node endpoints: mutual TLS with the node's SVID. Every answer carries the current bundle, so a
   // client keeps its trust bundle current through CA rotations without a separate call.
-  const nodeOf = (req: FastifyRequest, reply: FastifyReply) => authenticatedNode(reply, () => deps.nodes.authenticate(presentedSvid(req)));
+  // A node whose key stays in its TPM authenticates with a channel-bound proof instead (src/api/node-proof.ts).
+  const anchors = async () => pemBlocks(await bundlePem());
+  const nodeOf = (req: FastifyRequest, reply: FastifyReply) =>
+    authenticatedNode(reply, () =>
+      carriesNodeProof(req)
+        ? deps.nodes.authenticateProof(actorOf(req.ip), (now) => provenSvid(req, now, anchors))
+        : deps.nodes.authenticate(presentedSvid(req)),
+    );
   registerRoute(app, R.renewNode, async ({ body }, node) => svidBody(node.spiffeId, await deps.nodes.renew(node, body.csr)), nodeOf);
   registerRoute(
     app,
@@ -400,7 +418,9 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     title: "Hallmark public API",
     description:
       "Attestation, node and workload SVIDs, trust bundles. Errors are RFC 9457 problem+json with a stable `code` (src/error-codes.ts). " +
-      "Node endpoints need the node's X509-SVID as the TLS client certificate.",
+      "Node endpoints need the node's X509-SVID as the TLS client certificate, or (a TPM-resident node key) on TLS 1.3 the headers " +
+      "Hallmark-Node-Svid (base64 DER chain, leaf first, comma-separated) and Hallmark-Node-Proof (the key's signature over the " +
+      "connection's exporter value: label EXPORTER-hallmark-node-auth, context SHA-256 of the leaf, 32 bytes).",
     routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES)],
   });
 }

@@ -17,6 +17,12 @@ async function loadWorkloadApi(discoverWorkloadPath: boolean, log: Logger): Prom
   return { start: (o) => startWorkloadApi({ ...o, log }), attestor: unixWorkloadAttestor({ discoverWorkloadPath, log }) };
 }
 
+/** The TPM code is loaded only for a TPM-resident node key. */
+async function tpmResidentSignerFor(tpm: string): Promise<(tpmKeyFile: string) => (message: Buffer) => Promise<Buffer>> {
+  const { tpmResidentSigner } = await import("../attestors/tpm/resident-key.js");
+  return (tpmKeyFile) => tpmResidentSigner(tpm, tpmKeyFile);
+}
+
 export const agentCommand: Command = {
   name: "agent",
   summary: "run the node agent: attest this node, keep its SVID fresh, serve the SPIFFE Workload API on a Unix socket",
@@ -44,6 +50,8 @@ export const agentCommand: Command = {
     "A restart needs no attestation flag: DIR/node.json remembers the attestor (a join token is never sent again).",
     "Hardware attestors attest again at half of the node SVID's life: give --evidence-cmd, as evidence",
     "made beforehand (--evidence-file) is bound to one nonce.",
+    "With --attestor tpm --tpm-key-resident the node key never leaves the TPM (DIR holds svid.tpmkey, the",
+    "TPM-wrapped blob, and no svid.key): node calls use TLS 1.3 and a proof signed in the TPM per connection.",
   ],
   async run(v) {
     const server = serverUrl(v);
@@ -52,7 +60,8 @@ export const agentCommand: Command = {
     // A restart needs no attestation flag: node.json says how this node attested.
     const remembered = optionalString(v, "attestor") || optionalString(v, "join-token") ? undefined : storedAttestor(dataDir);
     const chosen = producerOptions(remembered ? { ...v, attestor: remembered } : v);
-    if (chosen.tpmKeyResident) throw new UsageError("--tpm-key-resident is not supported by 'hallmark agent' yet: the agent needs its node key for mutual TLS");
+    // A TPM-resident node key cannot sign a TLS handshake: node calls carry proofs signed in the TPM.
+    const residentKeySigner = chosen.tpmKeyResident && chosen.tpm ? await tpmResidentSignerFor(chosen.tpm) : undefined;
     const pollRaw = optionalString(v, "poll-interval") ?? "5s";
     const poll = parseDurationSeconds(pollRaw);
     if (poll === undefined || poll <= 0) throw new UsageError(`--poll-interval '${pollRaw}' is not a duration (e.g. 5s, 1m)`);
@@ -67,6 +76,7 @@ export const agentCommand: Command = {
         socketPath: optionalString(v, "socket") ?? process.env.HALLMARK_AGENT_SOCKET ?? DEFAULT_WORKLOAD_SOCKET,
         attestor: chosen.attestor,
         producer: () => createProducer(chosen),
+        residentKeySigner,
         pollIntervalSeconds: poll,
         log,
       },

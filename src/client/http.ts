@@ -1,9 +1,11 @@
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { Agent, request as httpsRequest } from "node:https";
+import type { Socket } from "node:net";
 import type { PeerCertificate } from "node:tls";
 import { HallmarkError } from "../errors.js";
 import { SpiffeId } from "../spiffe/id.js";
+import { type NodeProofKey, NodeProofAgent } from "./node-proof-agent.js";
 
 /**
  * A small JSON-over-HTTP(S) client for Hallmark's API, with the server authenticated the SPIFFE
@@ -18,6 +20,11 @@ export interface ServerTls {
   /** Client SVID for mutual TLS. */
   certPem?: string | undefined;
   keyPem?: string | undefined;
+  /**
+   * Instead of certPem/keyPem, for a node key that cannot sign a TLS handshake (a TPM-resident
+   * key): each connection (TLS 1.3) carries the SVID chain and a proof bound to it.
+   */
+  nodeProof?: NodeProofKey | undefined;
   /** Connections kept open to the server (default 64). */
   maxSockets?: number | undefined;
 }
@@ -54,10 +61,12 @@ export class ApiClient {
 
   request(method: string, path: string, body?: unknown): Promise<ApiResponse> {
     const url = new URL(path, this.baseUrl);
+    const agent = this.agent;
     return sendJson(
-      (opts, cb) => httpsRequest(url, { ...opts, agent: this.agent }, cb),
+      (opts, cb) => httpsRequest(url, { ...opts, agent }, cb),
       method,
       body,
+      agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
     );
   }
 
@@ -91,7 +100,7 @@ export function checkSvidKeyPair(certPem: string, keyPem: string, names = { svid
 }
 
 function newAgent(tls: ServerTls): Agent {
-  return new Agent({
+  const options = {
     keepAlive: true,
     maxSockets: tls.maxSockets ?? 64,
     ca: tls.trustBundlePem,
@@ -99,7 +108,8 @@ function newAgent(tls: ServerTls): Agent {
     cert: tls.certPem,
     key: tls.keyPem,
     checkServerIdentity: (_host: string, cert: PeerCertificate) => checkServerSpiffeId(cert, tls.serverId),
-  });
+  };
+  return tls.nodeProof ? new NodeProofAgent(options, tls.nodeProof) : new Agent(options);
 }
 
 /** OpenSSL's verdicts that mean "the server is not who the trust bundle says", not "unreachable". */
@@ -140,7 +150,11 @@ type Requester = (
   cb: (res: import("node:http").IncomingMessage) => void,
 ) => import("node:http").ClientRequest;
 
-function sendJson(requester: Requester, method: string, body: unknown): Promise<ApiResponse> {
+/**
+ * One JSON request. `headersFor` gives headers that depend on the connection the request was
+ * given (a node proof): the request is written only once they are known.
+ */
+function sendJson(requester: Requester, method: string, body: unknown, headersFor?: (socket: Socket) => Promise<Record<string, string>>): Promise<ApiResponse> {
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
     const req = requester(
@@ -178,8 +192,20 @@ function sendJson(requester: Requester, method: string, body: unknown): Promise<
     );
     req.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e)));
     req.setTimeout(30_000, () => req.destroy(new HallmarkError("unavailable", "the server did not answer in 30 s")));
-    if (payload) req.write(payload);
-    req.end();
+    const send = () => {
+      if (payload) req.write(payload);
+      req.end();
+    };
+    if (!headersFor) return send();
+    req.once("socket", (socket) => {
+      headersFor(socket).then(
+        (headers) => {
+          for (const [name, value] of Object.entries(headers)) req.setHeader(name, value);
+          send();
+        },
+        (e: Error) => req.destroy(e),
+      );
+    });
   });
 }
 

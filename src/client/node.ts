@@ -30,14 +30,18 @@ export interface FetchedX509 {
   serial: string;
 }
 
-/** A node's calls with its SVID over mutual TLS: renew, workload X.509-SVIDs, JWT-SVIDs. */
+/**
+ * A node's calls with its SVID (over mutual TLS, or with channel-bound proofs for a TPM-resident
+ * key): renew, workload X.509-SVIDs, JWT-SVIDs.
+ */
 export class NodeClient {
   private readonly api: ApiClient;
   private readonly trust: TrustBundle;
 
   constructor(
     server: string,
-    tls: Required<Pick<ServerTls, "certPem" | "keyPem" | "trustBundlePem">> & ServerTls,
+    /** The SVID as certPem and keyPem (mutual TLS), or as nodeProof (a key in hardware: channel-bound proofs). */
+    tls: Required<Pick<ServerTls, "trustBundlePem">> & ServerTls,
     /** Rewritten whenever the server sends a newer bundle (see TrustBundle). */
     trustBundleFile?: string,
   ) {

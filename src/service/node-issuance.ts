@@ -55,19 +55,40 @@ export class NodeIssuanceService {
     try {
       return await this.checkNodeSvid(presented, now);
     } catch (e) {
-      const code = isHallmarkError(e) ? e.code : "internal";
-      await this.deps.audit.append({
-        time: now,
-        event: AUDIT_EVENTS.authenticateNode,
-        outcome: isHallmarkError(e) ? "refused" : "error",
-        code,
-        actor: presented.spiffeId.slice(0, 2048),
-        serial: presented.serial,
-        details: { reason: isHallmarkError(e) ? e.message : "internal error" },
-      });
-      this.deps.metrics.issuance("node", code);
+      await this.auditRefusal(e, now, presented.spiffeId, presented.serial);
       throw e;
     }
+  }
+
+  /**
+   * As authenticate, for a credential that is still to be verified (a channel-bound node proof,
+   * src/api/node-proof.ts): `verify` checks it at the service's time, and its refusal is audited
+   * too, under `actor` (the peer address: an unverified SPIFFE ID names nobody).
+   */
+  async authenticateProof(actor: string, verify: (now: Date) => Promise<PresentedSvid>): Promise<NodeRecord> {
+    const now = this.deps.clock();
+    let presented: PresentedSvid;
+    try {
+      presented = await verify(now);
+    } catch (e) {
+      await this.auditRefusal(e, now, actor, undefined);
+      throw e;
+    }
+    return this.authenticate(presented);
+  }
+
+  private async auditRefusal(e: unknown, now: Date, actor: string, serial: string | undefined): Promise<void> {
+    const code = isHallmarkError(e) ? e.code : "internal";
+    await this.deps.audit.append({
+      time: now,
+      event: AUDIT_EVENTS.authenticateNode,
+      outcome: isHallmarkError(e) ? "refused" : "error",
+      code,
+      actor: actor.slice(0, 2048),
+      ...(serial !== undefined ? { serial } : {}),
+      details: { reason: isHallmarkError(e) ? e.message : "internal error" },
+    });
+    this.deps.metrics.issuance("node", code);
   }
 
   private async checkNodeSvid(presented: PresentedSvid, now: Date): Promise<NodeRecord> {

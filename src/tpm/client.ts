@@ -155,10 +155,18 @@ export class TpmClient {
       this.command(CC.Create, [ekHandle], [policy], new TpmWriter().tpm2b(new TpmWriter().tpm2b(Buffer.alloc(0)).tpm2b(Buffer.alloc(0)).finish()).tpm2b(template).tpm2b(Buffer.alloc(0)).u32(0).finish()),
     );
     const r = new TpmReader(created.params);
-    const priv = r.tpm2b();
-    const pub = r.tpm2b();
-    const loaded = await this.withEkPolicy((policy) => this.command(CC.Load, [ekHandle], [policy], new TpmWriter().tpm2b(priv).tpm2b(pub).finish()));
-    return { handle: loaded.handles[0]!, public: new TpmWriter().tpm2b(pub).finish(), private: new TpmWriter().tpm2b(priv).finish() };
+    const priv = new TpmWriter().tpm2b(r.tpm2b()).finish();
+    const pub = new TpmWriter().tpm2b(r.tpm2b()).finish();
+    return { handle: await this.loadUnderEk(ekHandle, pub, priv), public: pub, private: priv };
+  }
+
+  /**
+   * TPM2_Load of a key created under the EK, from its TPM2B_PUBLIC and TPM2B_PRIVATE (the private
+   * part is wrapped by the EK's seed: only this TPM can load it). Call useEk first.
+   */
+  async loadUnderEk(ekHandle: number, tpm2bPublic: Buffer, tpm2bPrivate: Buffer): Promise<number> {
+    const loaded = await this.withEkPolicy((policy) => this.command(CC.Load, [ekHandle], [policy], Buffer.concat([tpm2bPrivate, tpm2bPublic])));
+    return loaded.handles[0]!;
   }
 
   /** TPM2_Quote with the AK's own scheme: the TPMS_ATTEST bytes and the TPMT_SIGNATURE bytes. */

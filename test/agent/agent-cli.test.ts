@@ -27,8 +27,5 @@ describe("hallmark agent", () => {
     const poll = await runCli([...base, "--join-token", "t", "--poll-interval", "soon"]);
     expect(poll.code).toBe(2);
     expect(poll.stderr).toMatch(/--poll-interval 'soon' is not a duration/);
-    const resident = await runCli([...base, "--attestor", "tpm", "--tpm", "swtpm:host=127.0.0.1,port=1", "--tpm-key-resident"]);
-    expect(resident.code).toBe(2);
-    expect(resident.stderr).toMatch(/--tpm-key-resident is not supported/);
   });
 });

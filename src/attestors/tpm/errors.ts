@@ -18,6 +18,8 @@ export const TPM_ATTESTOR_ERRORS = {
   tpm_certify_invalid: { status: 403, title: "The TPM2_Certify of the SVID key does not verify" },
   tpm_certify_key_mismatch: { status: 403, title: "The certified key is not the CSR's key" },
   tpm_activation_failed: { status: 403, title: "Credential activation was answered wrongly" },
+  // node side: the stored handle of a TPM-resident SVID key (svid.tpmkey)
+  tpm_key_file_unreadable: { status: 400, title: "The TPM key file (svid.tpmkey) is malformed" },
 } as const satisfies ErrorTable;
 
 export const tpmAttestorError = errorFactory(TPM_ATTESTOR_ERRORS);
