@@ -109,6 +109,32 @@ export async function run(): Promise<void> {
     await sleep(2000);
     const rssStart = rssMiB(agentPid);
 
+    // (c) Memory, first with 1,008 open streams (before the load phases leave garbage in the heap);
+    // with 10,000 entries for the node at the end.
+    for (const uid of STREAM_UIDS) await admin("POST", "/admin/entries", { parent_id: NODE_ID, spiffe_id: `${TD}/bench/holder-${uid}`, selectors: [`unix:uid:${uid}`] });
+    await sleep(2500); // one poll, and the SVIDs fetched
+    const holders = STREAM_UIDS.map((uid) => spawnAs({ uid, gid: uid }, process.execPath, [HOLDER, socket, String(STREAMS_PER_UID)]));
+    children.push(...holders);
+    await Promise.all(
+      holders.map(
+        (h) =>
+          new Promise<void>((done, fail) => {
+            let out = "";
+            h.stdout!.on("data", (d: Buffer) => {
+              out += d.toString();
+              if (out.includes("ready")) done();
+              if (out.includes("failed")) fail(new Error(`a stream holder failed: ${out}`));
+            });
+            h.stderr!.on("data", (d: Buffer) => process.stderr.write(d));
+          }),
+      ),
+    );
+    await sleep(2000);
+    const rssStreams = rssMiB(agentPid);
+    for (const h of holders) h.kill("SIGKILL");
+    await sleep(2000);
+    const rssAfterStreams = rssMiB(agentPid);
+
     // (a) First-message latency, one call at a time, each method on a connection of its own after
     // a warm-up. Each call cancels its stream after the first message, and nghttp2 (Node's HTTP/2)
     // closes a connection whose client resets more than 1,000 streams in a burst (rapid-reset
@@ -179,33 +205,8 @@ export async function run(): Promise<void> {
     }
     grpc.close();
 
-    // (c) Memory: idle, with 1,008 open streams, with 10,000 entries for the node.
     await sleep(2000);
     const rssIdle = rssMiB(agentPid);
-    for (const uid of STREAM_UIDS) await admin("POST", "/admin/entries", { parent_id: NODE_ID, spiffe_id: `${TD}/bench/holder-${uid}`, selectors: [`unix:uid:${uid}`] });
-    await sleep(2500); // one poll, and the SVIDs fetched
-    const holders = STREAM_UIDS.map((uid) => spawnAs({ uid, gid: uid }, process.execPath, [HOLDER, socket, String(STREAMS_PER_UID)]));
-    children.push(...holders);
-    await Promise.all(
-      holders.map(
-        (h) =>
-          new Promise<void>((done, fail) => {
-            let out = "";
-            h.stdout!.on("data", (d: Buffer) => {
-              out += d.toString();
-              if (out.includes("ready")) done();
-              if (out.includes("failed")) fail(new Error(`a stream holder failed: ${out}`));
-            });
-            h.stderr!.on("data", (d: Buffer) => process.stderr.write(d));
-          }),
-      ),
-    );
-    await sleep(2000);
-    const rssStreams = rssMiB(agentPid);
-    for (const h of holders) h.kill("SIGKILL");
-    await sleep(2000);
-    const rssAfterStreams = rssMiB(agentPid);
-
     const ENTRIES = 10_000;
     // What one `entry create` adds to the audit log, measured on an entry of another node (the agent ignores it).
     const auditRecords = async () => ((await admin("GET", "/admin/audit/verify")) as { records: number }).records;
@@ -228,7 +229,12 @@ export async function run(): Promise<void> {
     const tSync = performance.now();
     await until("the 10,000 entries on the agent", () => wl.fetchX509().then((s) => (s.some((x) => x.spiffeId === last) ? true : undefined)), 300_000);
     const syncSeconds = (performance.now() - tSync) / 1000;
-    await sleep(5000); // the cache fills up to its cap in the background
+    // The cache fills up to its cap in the background: wait until the server has issued nothing for 3 s.
+    let settled = -1;
+    for (let now = await auditRecords(); now !== settled; now = await auditRecords()) {
+      settled = now;
+      await sleep(3000);
+    }
     const rssEntries = rssMiB(agentPid);
     // Every SVID the server issued the agent meanwhile is an audit record: how many the cache fetched.
     const fetchedForCache = (await auditRecords()) - auditBefore - (ENTRIES + 1) * perCreate;
@@ -247,8 +253,9 @@ export async function run(): Promise<void> {
       `entry create → SVID on an open stream (poll 1 s), ${sorted.length} runs: median ${percentile(sorted, 50).toFixed(0)} ms, ` +
         `min ${sorted[0]!.toFixed(0)} ms, max ${sorted.at(-1)!.toFixed(0)} ms`,
     );
-    console.log(`agent RSS just after start (1 entry): ${rssStart.toFixed(1)} MiB; idle after the phases above (${propagation.length + 1} entries): ${rssIdle.toFixed(1)} MiB`);
+    console.log(`agent RSS idle just after start (1 entry): ${rssStart.toFixed(1)} MiB`);
     console.log(`agent RSS with ${STREAM_UIDS.length * STREAMS_PER_UID} open FetchX509SVID streams (${STREAM_UIDS.length} uids): ${rssStreams.toFixed(1)} MiB; after they closed: ${rssAfterStreams.toFixed(1)} MiB`);
+    console.log(`agent RSS idle after the latency, JWT and entry phases (${propagation.length + STREAM_UIDS.length + 1} entries): ${rssIdle.toFixed(1)} MiB`);
     console.log(
       `agent RSS with ${ENTRIES} more entries for the node (created in ${createSeconds.toFixed(1)} s over the admin API, 50 at a time; ` +
         `synced in ${syncSeconds.toFixed(1)} s): ${rssEntries.toFixed(1)} MiB; SVIDs the server issued the agent meanwhile: ${fetchedForCache} (the cache holds at most 1,000 X.509-SVIDs)`,
