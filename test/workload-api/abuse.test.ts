@@ -158,6 +158,23 @@ describe("Workload API under abuse (default limits)", () => {
     for (const s of [...full, over]) s.call.cancel();
   });
 
+  it("a flood of streams reset right after their first message gets its connection cut; other connections are served", async () => {
+    // nghttp2's rapid-reset protection (CVE-2023-44487) in Node's HTTP/2: past a burst of resets
+    // the server sends GOAWAY. Without it, a workload could make the agent build answers forever.
+    const flooder = newClient();
+    let cutAfter: number | undefined;
+    for (let i = 0; i < 3000 && cutAfter === undefined; i++) {
+      const s = openX509(flooder);
+      const o = await s.outcome;
+      s.call.cancel();
+      if (o.code !== undefined) cutAfter = i;
+    }
+    expect(cutAfter).toBeDefined();
+    const s = openX509(newClient());
+    expect((await s.outcome).message?.svids[0]?.spiffe_id).toBe(ROOT_ID);
+    s.call.cancel();
+  });
+
   it("a request bigger than maxRequestBytes is refused with RESOURCE_EXHAUSTED, and the server keeps answering", async () => {
     const c = newClient();
     const huge = { audience: ["x".repeat(LIMITS.maxRequestBytes + 1024)] };
