@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   attestors: () => import("./attestors.js"),
   tpm: () => import("./tpm.js"),
   audit: () => import("./audit-verify.js"),
+  workload: () => import("./workload-api.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);

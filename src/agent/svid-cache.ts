@@ -95,6 +95,7 @@ export class SvidCache {
   private readonly jwt: Lru<CachedJwtSvid>;
   private readonly wit: Lru<CachedWitSvid>;
   private readonly inflight = new Map<string, Promise<CachedX509Svid>>();
+  private reconciling: Promise<void> = Promise.resolve();
   private readonly retryAt = new Map<string, number>();
   private readonly listeners = new Set<() => void>();
   private readonly stop = new AbortController();
@@ -165,7 +166,14 @@ export class SvidCache {
    * while the cache has room: past the cap, SVIDs are fetched when a workload asks, never by
    * evicting cached ones (which would refetch the whole cache at every entry change).
    */
-  async reconcile(spiffeIds: ReadonlySet<string>): Promise<void> {
+  reconcile(spiffeIds: ReadonlySet<string>): Promise<void> {
+    // One at a time: a reconcile started while another's batches are in flight would count those
+    // SVIDs as missing and have the server issue them twice (every entry sync starts one).
+    this.reconciling = this.reconciling.catch(() => undefined).then(() => this.reconcileNow(spiffeIds));
+    return this.reconciling;
+  }
+
+  private async reconcileNow(spiffeIds: ReadonlySet<string>): Promise<void> {
     for (const id of this.x509.keys()) if (!spiffeIds.has(id)) this.x509.delete(id);
     for (const key of this.jwt.keys()) if (!spiffeIds.has(key.slice(0, key.indexOf("\n")))) this.jwt.delete(key);
     for (const id of this.wit.keys()) if (!spiffeIds.has(id)) this.wit.delete(id);

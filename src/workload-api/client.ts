@@ -27,9 +27,12 @@ export class WorkloadApiClient {
 
   constructor(socket: string = socketFromEnvironment()) {
     const definition = loadPackageDefinition(loadSync(workloadProtoPath(), WORKLOAD_PROTO_OPTIONS)) as unknown as {
-      SpiffeWorkloadAPI: new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => Client;
+      SpiffeWorkloadAPI: new (address: string, creds: ReturnType<typeof credentials.createInsecure>, options: Record<string, unknown>) => Client;
     };
-    this.client = new definition.SpiffeWorkloadAPI(`unix:${socket}`, credentials.createInsecure()) as Client & Record<string, (...args: unknown[]) => unknown>;
+    // A connection of its own (grpc-js otherwise shares one among all clients of an address), so
+    // that close() ends it and one client's streams never count against another's connection.
+    this.client = new definition.SpiffeWorkloadAPI(`unix:${socket}`, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 }) as Client &
+      Record<string, (...args: unknown[]) => unknown>;
   }
 
   async fetchX509(): Promise<FetchedX509Svid[]> {

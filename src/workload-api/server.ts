@@ -3,11 +3,11 @@ import { createServer, type Server as NetServer, type Socket } from "node:net";
 import { dirname } from "node:path";
 import { Server as GrpcServer, ServerCredentials, type ServiceDefinition } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
 import type { Logger } from "pino";
 import { shippedFile } from "../project-files.js";
 import { bindUnixSocket, isLiveSocket } from "../server/unix-socket.js";
 import { workloadApiError } from "./errors.js";
+import { addWorkloadReflection } from "./reflection.js";
 import { assertSameProcess, type ConnectedPeer, connectedPeer } from "./peer-credentials.js";
 import type { RunningWorkloadApi, WorkloadApiOptions } from "./ports.js";
 import { type WorkloadCaller, workloadApiHandlers, type WorkloadServiceLimits } from "./service.js";
@@ -78,7 +78,7 @@ export async function startWorkloadApi(options: WorkloadApiServerOptions): Promi
   }
 
   grpcServer.addService(packageDefinition.SpiffeWorkloadAPI as ServiceDefinition, workloadApiHandlers({ identities, callerOf, limits, log }));
-  new ReflectionService(packageDefinition).addToServer(grpcServer);
+  addWorkloadReflection(grpcServer, packageDefinition);
   const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
 
   let nextId = 0;

@@ -51,6 +51,26 @@ function notEntitled(): never {
 }
 
 /**
+ * SPIFFE_Workload_API.md §5.2.1 (and the JWT and WIT responses alike): when `hint` is set, "servers
+ * MUST ensure that the value is unique among SVIDs in this response". The first SVID with a hint
+ * keeps it; a later SVID with the same hint is left out of the response, as SPIRE's agent does:
+ * the hint is how a workload picks among its SVIDs, so an SVID sent without the hint its operator
+ * gave it could be picked for a use nobody meant.
+ */
+function withUniqueHints<T extends { spiffeId: string; hint: string }>(svids: T[], log: Logger | undefined): T[] {
+  const seen = new Set<string>();
+  return svids.filter((s) => {
+    if (s.hint === "") return true;
+    if (seen.has(s.hint)) {
+      log?.warn({ spiffeId: s.spiffeId, hint: s.hint }, "workload API: leaving out an SVID whose hint another SVID of the response already has");
+      return false;
+    }
+    seen.add(s.hint);
+    return true;
+  });
+}
+
+/**
  * The JSON claims of a JWT as a google.protobuf.Struct. protobufjs defines the well-known types
  * with camelCase field names, whatever keepCase says for our own messages.
  */
@@ -86,7 +106,7 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
     const own = new Set(svids.map((s) => trustDomainIdOf(s.spiffeId)));
     const federated = [...(await identities.x509Bundles())].filter(([td]) => !own.has(td));
     return {
-      svids: svids.map((s) => ({
+      svids: withUniqueHints(svids, log).map((s) => ({
         spiffe_id: s.spiffeId,
         x509_svid: Buffer.concat(s.certChain),
         x509_svid_key: s.privateKey,
@@ -117,7 +137,7 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
     if (wanted !== "") SpiffeId.parse(wanted);
     const svids = (await identities.witSvids(caller.selectors)).filter((s: WorkloadWitSvid) => wanted === "" || s.spiffeId === wanted);
     if (svids.length === 0) notEntitled();
-    return { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, wit_svid: s.token, wit_svid_key: JSON.stringify(s.privateKeyJwk), hint: s.hint })) };
+    return { svids: withUniqueHints(svids, log).map((s) => ({ spiffe_id: s.spiffeId, wit_svid: s.token, wit_svid_key: JSON.stringify(s.privateKeyJwk), hint: s.hint })) };
   }
 
   /** §7.2.2: JWK Sets as JSON text; a key without a `kid` is left out (every key MUST have one). */
@@ -233,7 +253,7 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
       if (req.spiffe_id !== "") SpiffeId.parse(req.spiffe_id);
       const svids = await identities.jwtSvids(caller.selectors, req.audience, req.spiffe_id || undefined);
       if (svids.length === 0) notEntitled();
-      return { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) };
+      return { svids: withUniqueHints(svids, log).map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) };
     }),
     ValidateJWTSVID: unary(async (req: { audience: string; svid: string }, caller) => {
       if (req.audience === "") throw workloadApiError("workload_request_invalid", "audience is required");

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { SignJWT, UnsecuredJWT, decodeProtectedHeader, generateKeyPair, importJWK, jwtVerify, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AgentCore, startAgentCore } from "../../src/agent/run-agent.js";
+import { SvidCache } from "../../src/agent/svid-cache.js";
 import { joinTokenProducer } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { createLogger } from "../../src/log.js";
@@ -163,6 +164,21 @@ describe("agent core", () => {
     } finally {
       smallData.remove();
     }
+  });
+
+  it("two reconciles at once (entry syncs that overlap) have the server issue each missing SVID once", async () => {
+    const ids = Array.from({ length: 12 }, (_, i) => `spiffe://example.org/reconciled/${i}`);
+    for (const id of ids) await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: id, selectors: ["unix:uid:4100"] });
+    await waitFor(() => ids.every((id) => [...core.entries.entries.values()].some((e) => e.spiffe_id === id)), "the entries to reach the agent", 10_000);
+    // A cache of its own on the same node identity: the core's cache fetched these already.
+    const fresh = new SvidCache(core.node, { log });
+    const audited = async () => ((await admin("GET", "/admin/audit/verify")) as { records: number }).records;
+    const before = await audited();
+    await Promise.all([fresh.reconcile(new Set(ids)), fresh.reconcile(new Set(ids))]);
+    expect(fresh.x509Count).toBe(ids.length);
+    // One audit record per issuance: the server signed each SVID once, not once per reconcile.
+    expect((await audited()) - before).toBe(ids.length);
+    await fresh.close();
   });
 
   it("stops serving at once when the node is evicted, and says why", async () => {

@@ -4,21 +4,15 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { credentials, loadPackageDefinition, Metadata, status, type Client, type ServiceClientConstructor } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
-import { CompactSign, compactVerify, createLocalJWKSet, exportJWK, generateKeyPair, importJWK, type JWK, jwtVerify, type JWTHeaderParameters, type JSONWebKeySet } from "jose";
+import { CompactSign, compactVerify, createLocalJWKSet, importJWK, type JWK, jwtVerify, type JWTHeaderParameters, type JSONWebKeySet } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { attest, joinTokenProducer } from "../../src/client/attest.js";
-import { adminRequest, expectOk } from "../../src/client/http.js";
-import { NodeClient } from "../../src/client/node.js";
-import { HallmarkError } from "../../src/errors.js";
-import { pemBlocks } from "../../src/pki/pem.js";
-import type { WorkloadIdentities, WorkloadWitSvid, WorkloadX509Svid } from "../../src/workload-api/ports.js";
 import { startWorkloadApi, workloadProtoPath } from "../../src/workload-api/server.js";
 import { unixWorkloadAttestor } from "../../src/workload-api/unix-attestor.js";
 import { NOBODY } from "../helpers/as-user.js";
 import { run, runCli } from "../helpers/cli.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
 import { hasPythonGrpc, NO_PYTHON_GRPC, pythonFetchX509As } from "../helpers/python-workload-client.js";
 import { tempDir } from "../helpers/tmp.js";
+import { startWorkloadBackend, TD, type TestIdentities, type WorkloadBackend } from "../helpers/workload-identities.js";
 
 /**
  * The Workload API over its real socket, serving REAL SVIDs: a real Hallmark server admits a node
@@ -27,98 +21,14 @@ import { tempDir } from "../helpers/tmp.js";
  * asked the server for with a key pair made here, as the agent does. Clients: @grpc/grpc-js
  * loaded from the proto (root, in this process) and Debian's python3-grpcio (as uid 65534).
  */
-const TD = "spiffe://example.org";
 const ROOT_ID = `${TD}/workload/root`;
 const NOBODY_ID = `${TD}/workload/nobody`;
 const dir = tempDir("workload-api");
 const socketPath = join(dir.path, "run", "agent.sock");
-let server: TestServer;
-let node: NodeClient;
+let backend: WorkloadBackend;
 let api: Awaited<ReturnType<typeof startWorkloadApi>>;
 let identities: TestIdentities;
 let client: Client & Record<string, (...args: unknown[]) => unknown>;
-
-/** The port, backed by what the real server issued to the node. */
-class TestIdentities implements WorkloadIdentities {
-  readonly entries = new Map<string, { selectors: string[]; svid: WorkloadX509Svid }>();
-  private listeners = new Set<() => void>();
-  /** One WIT-SVID per identity, kept (the agent's cache renews at half-life; the tests do not wait that long). */
-  private readonly wits = new Map<string, Promise<WorkloadWitSvid>>();
-  constructor(
-    private readonly jwks: JSONWebKeySet,
-    private readonly bundle: Buffer[],
-    private readonly witJwks: JSONWebKeySet,
-  ) {}
-  private matching(selectors: readonly string[]) {
-    return [...this.entries.values()].filter((e) => e.selectors.every((s) => selectors.includes(s)));
-  }
-  async x509Svids(selectors: readonly string[]) {
-    return this.matching(selectors).map((e) => e.svid);
-  }
-  async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string) {
-    const mine = this.matching(selectors).filter((e) => !spiffeId || e.svid.spiffeId === spiffeId);
-    return Promise.all(mine.map(async (e) => ({ spiffeId: e.svid.spiffeId, token: (await node.fetchJwt([...audience], e.svid.spiffeId)).token, hint: "" })));
-  }
-  async witSvids(selectors: readonly string[]) {
-    return Promise.all(this.matching(selectors).map((e) => this.wit(e.svid.spiffeId)));
-  }
-  private wit(spiffeId: string): Promise<WorkloadWitSvid> {
-    let w = this.wits.get(spiffeId);
-    if (!w) {
-      w = (async () => {
-        const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
-        const r = await node.fetchWit({ ...(await exportJWK(publicKey)), alg: "ES256" }, spiffeId);
-        const privateKeyJwk: Record<string, unknown> = { ...(await exportJWK(privateKey)), alg: "ES256" };
-        return { spiffeId: r.spiffe_id, token: r.token, privateKeyJwk, hint: "", expiresAt: new Date(r.expires_at) };
-      })();
-      this.wits.set(spiffeId, w);
-    }
-    return w;
-  }
-  async witBundles() {
-    return new Map([[TD, this.witJwks as unknown as Record<string, unknown>]]);
-  }
-  async x509Bundles() {
-    return new Map([[TD, this.bundle]]);
-  }
-  async jwtBundles() {
-    return new Map([[TD, this.jwks as unknown as Record<string, unknown>]]);
-  }
-  async validateJwtSvid(token: string, audience: string) {
-    try {
-      const { payload } = await jwtVerify(token, createLocalJWKSet(this.jwks), { audience });
-      return { spiffeId: String(payload.sub), claims: payload as Record<string, unknown> };
-    } catch (e) {
-      throw new HallmarkError("workload_jwt_invalid", "the JWT-SVID does not verify", { cause: e });
-    }
-  }
-  onChange(listener: () => void) {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-  changed() {
-    for (const l of this.listeners) l();
-  }
-}
-
-/** A SPIFFE bundle's JWT authorities as a plain JWKS: jose only accepts keys whose `use` is absent or "sig". */
-function jwtKeys(spiffeBundle: JSONWebKeySet): JSONWebKeySet {
-  return { keys: spiffeBundle.keys.filter((k) => k.use === "jwt-svid").map(({ use: _use, ...k }) => k) };
-}
-
-const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
-
-async function workloadSvid(spiffeId: string): Promise<WorkloadX509Svid> {
-  const s = await node.fetchX509(spiffeId);
-  return {
-    spiffeId: s.spiffeId,
-    certChain: pemBlocks(s.certChainPem),
-    privateKey: createPrivateKey(s.privateKeyPem).export({ type: "pkcs8", format: "der" }),
-    bundle: pemBlocks(s.bundlePem),
-    hint: "",
-    expiresAt: new Date(s.expiresAt),
-  };
-}
 
 function withHeader(): Metadata {
   const m = new Metadata();
@@ -131,22 +41,10 @@ function unary<T>(method: string, request: object, metadata = withHeader()): Pro
 }
 
 beforeAll(async () => {
-  server = await startTestServer();
-  const nodeId = `${TD}/node/workload-host`;
-  for (const [id, uid] of [[ROOT_ID, 0], [NOBODY_ID, 65534]] as const) {
-    await admin("POST", "/admin/entries", { parent_id: nodeId, spiffe_id: id, selectors: [`unix:uid:${uid}`] });
-  }
-  const bundlePem = ((await admin("GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem;
-  const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: nodeId, ttl_seconds: 600 })) as { token: string };
-  const svid = await attest({ server: server.url, tls: { trustBundlePem: bundlePem }, producer: joinTokenProducer(token) });
-  node = new NodeClient(server.url, { certPem: svid.certChainPem, keyPem: svid.privateKeyPem!, trustBundlePem: bundlePem });
-  const spiffeBundle = (await node.bundle()).spiffe_bundle as JSONWebKeySet;
-  const jwks = jwtKeys(spiffeBundle);
-  // The WIT keys exactly as the SPIFFE bundle publishes them (use wit-svid, kid).
-  const witJwks = { keys: spiffeBundle.keys.filter((k) => k.use === "wit-svid") };
-  identities = new TestIdentities(jwks, pemBlocks(bundlePem), witJwks);
-  identities.entries.set(ROOT_ID, { selectors: ["unix:uid:0"], svid: await workloadSvid(ROOT_ID) });
-  identities.entries.set(NOBODY_ID, { selectors: ["unix:uid:65534"], svid: await workloadSvid(NOBODY_ID) });
+  backend = await startWorkloadBackend();
+  identities = backend.identities;
+  await backend.addEntry(ROOT_ID, ["unix:uid:0"]);
+  await backend.addEntry(NOBODY_ID, ["unix:uid:65534"]);
 
   chmodSync(dir.path, 0o755);
   api = await startWorkloadApi({ socketPath, identities, attestor: unixWorkloadAttestor(), limits: { updateJitterMs: 50 } });
@@ -158,8 +56,7 @@ beforeAll(async () => {
 afterAll(async () => {
   client?.close();
   await api?.close();
-  node?.close();
-  await server?.destroy();
+  await backend?.close();
   dir.remove();
 });
 
