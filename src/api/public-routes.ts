@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
-import type { NodeIssuanceService } from "../service/node-issuance.js";
+import { type NodeIssuanceService, PAGE_TOKEN } from "../service/node-issuance.js";
 import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
@@ -253,7 +253,7 @@ export const PUBLIC_ROUTES = {
     query: z
       .object({
         since: z.string().regex(/^\d{1,15}$/).transform(Number).optional().describe("a revision from an earlier answer"),
-        page_after: z.uuid().optional().describe("the next_page of the previous full page"),
+        page_after: z.string().regex(PAGE_TOKEN).optional().describe("the next_page of the previous full page (opaque)"),
       })
       .strict(),
     responses: {
@@ -264,7 +264,7 @@ export const PUBLIC_ROUTES = {
             full: z.literal(true),
             revision: z.number().int(),
             entries: z.array(nodeEntry),
-            next_page: z.uuid().optional().describe("present when more entries follow"),
+            next_page: z.string().optional().describe("present when more entries follow: pass it as page_after"),
             bundle_pem: z.string(),
           }),
           z.object({

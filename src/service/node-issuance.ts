@@ -14,6 +14,16 @@ import type { CsrParser, IssuedJwt, IssuedWit, IssuedX509, PresentedSvid, SvidIs
 /** Entries (or changes) per entry-sync answer: bounds every answer, whatever the node's share. */
 export const ENTRY_PAGE = 500;
 
+/** The full list's page token: which part of the list it continues, and the last id sent. */
+export const PAGE_TOKEN = /^(children|aliases):([0-9a-f-]{36})?$/;
+
+function parsePageToken(token: string | undefined): ["children" | "aliases", string | undefined] {
+  if (token === undefined) return ["children", undefined];
+  const m = PAGE_TOKEN.exec(token);
+  if (!m) throw new HallmarkError("invalid_request", "page_after is not a next_page this server gave");
+  return [m[1] as "children" | "aliases", m[2] || undefined];
+}
+
 /** What an agent's entry poll gets: a full list (maybe one page of it), or the changes since its revision. */
 export type EntrySync =
   | { full: true; revision: number; entries: EntryRecord[]; nextPage: string | undefined }
@@ -181,6 +191,33 @@ export class NodeIssuanceService {
     return [...children, ...aliases];
   }
 
+  /**
+   * One page of the node's full list: its children in id order, read by pages from the store
+   * (the cost of a page does not grow with the node's entry count), then the aliases its selectors
+   * match. The page token says which of the two it continues: `children:<id>` or `aliases:<id>`.
+   */
+  private async fullListPage(node: NodeRecord, token: string | undefined): Promise<{ entries: EntryRecord[]; nextPage: string | undefined }> {
+    const [phase, after] = parsePageToken(token);
+    const entries: EntryRecord[] = [];
+    if (phase === "children") {
+      const children = await this.deps.store.entries.listByParent(node.spiffeId, after, ENTRY_PAGE + 1);
+      if (children.length > ENTRY_PAGE) {
+        const page = children.slice(0, ENTRY_PAGE);
+        return { entries: page, nextPage: `children:${page.at(-1)!.id}` };
+      }
+      entries.push(...children);
+    }
+    const aliasesAfter = phase === "aliases" ? after : undefined;
+    // Aliases are read whole and filtered by the node's selectors: a server has few of them.
+    const aliases = (await this.deps.store.entries.list({ parentId: this.deps.serverId.toString() }))
+      .filter((e) => this.entitles(node, e) && (aliasesAfter === undefined || e.id > aliasesAfter))
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
+    const room = ENTRY_PAGE - entries.length;
+    entries.push(...aliases.slice(0, room));
+    const more = aliases.length > room;
+    return { entries, nextPage: more ? `aliases:${entries.at(-1)?.id ?? aliasesAfter ?? ""}` : undefined };
+  }
+
   /** entitledEntries(node) restricted to one SPIFFE ID, read through the (spiffe_id, parent_id) index. */
   private async entitledEntriesFor(node: NodeRecord, spiffeId: string): Promise<EntryRecord[]> {
     const children = await this.deps.store.entries.list({ parentId: node.spiffeId, spiffeId });
@@ -205,9 +242,7 @@ export class NodeIssuanceService {
     const page = since === undefined ? undefined : await this.deps.store.entries.changesSince(since, ENTRY_PAGE);
     if (!page) {
       const revision = await this.deps.store.entries.revision();
-      const all = (await this.entitledEntries(node)).filter((e) => pageAfter === undefined || e.id > pageAfter).sort((a, b) => (a.id < b.id ? -1 : 1));
-      const entries = all.slice(0, ENTRY_PAGE);
-      return { full: true, revision, entries, nextPage: all.length > ENTRY_PAGE ? entries.at(-1)?.id : undefined };
+      return { full: true, revision, ...(await this.fullListPage(node, pageAfter)) };
     }
     const mine = page.changes.filter((c) => this.entitles(node, c));
     return {

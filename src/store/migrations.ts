@@ -127,4 +127,10 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   INSERT INTO entry_changes (entry_id, kind, parent_id, selectors, changed_at)
     SELECT id, 'created', parent_id, selectors, created_at FROM entries ORDER BY created_at, id;
   `,
+  // 4: the full entry list of a node is read by pages in id order (issue 10): (parent_id, id)
+  // replaces the parent_id index it extends.
+  `
+  CREATE INDEX entries_parent_id ON entries(parent_id, id);
+  DROP INDEX entries_parent;
+  `,
 ];

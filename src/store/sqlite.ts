@@ -337,6 +337,11 @@ class SqliteEntries implements EntryRepository {
     return (prepared(this.db, sql).all(...args) as Row[]).map(entryFromRow);
   }
 
+  async listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]> {
+    const rows = prepared(this.db, "SELECT * FROM entries WHERE parent_id = ? AND id > ? ORDER BY id LIMIT ?").all(parentId, afterId ?? "", limit) as Row[];
+    return rows.map(entryFromRow);
+  }
+
   async delete(id: string, at: Date): Promise<boolean> {
     return this.db.transaction((): boolean => {
       const row = prepared(this.db, "DELETE FROM entries WHERE id = ? RETURNING parent_id, selectors").get(id) as Row | undefined;

@@ -81,6 +81,8 @@ export interface EntryRepository {
   create(entry: EntryRecord): Promise<void>;
   get(id: string): Promise<EntryRecord | undefined>;
   list(filter?: { parentId?: string; spiffeId?: string }): Promise<EntryRecord[]>;
+  /** Entries of one parent in id order, after `afterId` (exclusive), at most `limit`: a page read through the (parent_id, id) index. */
+  listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]>;
   /** Deletes the entry and logs a tombstone (dated `at`) in one transaction. */
   delete(id: string, at: Date): Promise<boolean>;
   /**

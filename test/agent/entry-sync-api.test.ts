@@ -108,9 +108,13 @@ describe("GET /v1/node/entries", () => {
     expect(ahead.revision).toBe(head.revision);
   });
 
-  it("pages a large full list and the pages together are the whole list", async () => {
+  it("pages a large full list, children then the aliases the node matches, and the pages together are the whole list", async () => {
     const ids = new Set<string>();
     for (let i = 0; i < 520; i++) ids.add(await entry(B, `spiffe://example.org/sync/many/${i}`, ["unix:uid:2000"]));
+    // Aliases come after the children, on the page where the children run out.
+    const nodes = (await admin("GET", "/admin/nodes")) as { nodes: Array<{ spiffe_id: string; selectors: string[] }> };
+    const selectorsB = nodes.nodes.find((n) => n.spiffe_id === B)!.selectors;
+    for (let i = 0; i < 3; i++) ids.add(await entry(SERVER_ID, `spiffe://example.org/sync/alias-b/${i}`, selectorsB));
     const seen: string[] = [];
     let page = await nodeB.entries();
     let pages = 1;
@@ -123,6 +127,8 @@ describe("GET /v1/node/entries", () => {
     expect(pages).toBe(2);
     expect(new Set(seen).size).toBe(seen.length);
     for (const id of ids) expect(seen).toContain(id);
+    // A page token that this server did not give is refused, not guessed at.
+    await expect(nodeB.entries({ pageAfter: "not-a-token" })).rejects.toMatchObject({ code: "invalid_request" });
   });
 
   it("refuses a malformed revision with invalid_request", async () => {

@@ -61,9 +61,12 @@ it("logs the entries of a version-2 database as created when it migrates", async
   const first = await openSqliteStore(path);
   await first.entries.create(entry("old", at(0)));
   await first.close();
-  // Back to version 2, as a database written before migration 3 would be.
+  // Back to version 2, as a database written before migrations 3 and 4 would be.
   const db = new Database(path);
-  db.exec("DROP TABLE entry_changes; ALTER TABLE entries DROP COLUMN hint; DELETE FROM schema_version WHERE version = 3");
+  db.exec(
+    "DROP INDEX entries_parent_id; CREATE INDEX entries_parent ON entries(parent_id); " +
+      "DROP TABLE entry_changes; ALTER TABLE entries DROP COLUMN hint; DELETE FROM schema_version WHERE version >= 3",
+  );
   db.close();
   const store = await openSqliteStore(path, { backupBeforeMigrate: false });
   try {
