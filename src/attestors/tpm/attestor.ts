@@ -56,6 +56,8 @@ const evidenceSchema = z
 const answerSchema = z.object({ secret: z.string().min(1).max(256) }).strict();
 
 const AK_REQUIRED = TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin;
+/** What every TCG EK template sets (EK Credential Profile 2.0, §2.1.5): a restricted decryption key bound to its TPM. */
+const EK_REQUIRED = TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt;
 
 export function createTpmAttestor(input: z.input<typeof tpmAttestorConfigSchema>): TpmAttestor {
   const config = tpmAttestorConfigSchema.parse(input);
@@ -86,6 +88,11 @@ export class TpmAttestor implements Attestor {
   async attest(evidence: unknown, ctx: AttestationContext): Promise<AttestationStep> {
     const e = parseEvidence(evidenceSchema, evidence, this.type);
     const ek = decodeTpm2bPublic(Buffer.from(e.ek_public, "base64"));
+    // Credential activation proves the AK is in this TPM only if the EK can decrypt nothing but
+    // the TPM's own protocols: a restricted decryption key, never a signing key, bound to the TPM.
+    if ((ek.objectAttributes & EK_REQUIRED) !== EK_REQUIRED || ek.objectAttributes & TPMA_OBJECT.sign) {
+      throw tpmAttestorError("tpm_ek_attributes", "the EK must be a restricted decryption key (not a signing key), fixedTPM and fixedParent");
+    }
     const ekSpki = spkiOf(ek);
     const ekPubHash = sha256Fingerprint(ekSpki);
     const ekClaims = this.checkEk(ekSpki, ekPubHash, e.ek_cert, ctx.now);

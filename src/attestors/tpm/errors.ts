@@ -5,6 +5,7 @@ export const TPM_ATTESTOR_ERRORS = {
   tpm_ek_untrusted: { status: 403, title: "The EK certificate does not chain to a configured manufacturer root" },
   tpm_ek_missing_certificate: { status: 403, title: "The EK has no certificate and is not in the allow-list" },
   tpm_ek_mismatch: { status: 403, title: "The EK certificate's key is not the EK public key" },
+  tpm_ek_attributes: { status: 403, title: "The EK is not a restricted decryption key bound to its TPM" },
   tpm_ak_not_restricted: { status: 403, title: "The AK is not a restricted signing key" },
   tpm_ak_attributes: { status: 403, title: "The AK lacks fixedTPM, fixedParent or sensitiveDataOrigin" },
   tpm_quote_wrong_type: { status: 400, title: "The attestation is not a quote" },

@@ -67,6 +67,38 @@ describe("TPM attestation with Hallmark's own TPM client (swtpm TCP transport)",
     }
   });
 
+  it("refuses an EK whose attributes are not a restricted decryption key bound to the TPM, before anything else", async () => {
+    const { createTpmAttestor } = await import("../../../src/attestors/tpm/attestor.js");
+    const { TPMA_OBJECT } = await import("../../../src/tpm/constants.js");
+    const { TrustDomain } = await import("../../../src/spiffe/id.js");
+    const attestor = createTpmAttestor({ ekRoots: [join(work.path, "root.pem")], pcrPolicy: {}, idTemplate: "/ek/{ek_pubhash}" });
+    const producer = createTpmEvidenceProducer({ tpm: tpm.tcti, ek: "rsa2048", pcrs: [7] });
+    const nonce = Buffer.alloc(32, 7);
+    const spki = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004" + "44".repeat(64), "hex");
+    const ctx = { trustDomain: TrustDomain.parse("example.org"), sessionId: "s", nonce, boundKeySpki: spki, now: new Date() };
+    try {
+      const evidence = (await producer.evidence({ nonce, spki })) as Record<string, string>;
+      // TPM2B_PUBLIC: size (2), type (2), nameAlg (2), then objectAttributes (4, big-endian).
+      const withAttributes = (change: (a: number) => number) => {
+        const ek = Buffer.from(evidence.ek_public!, "base64");
+        ek.writeUInt32BE(change(ek.readUInt32BE(6)) >>> 0, 6);
+        return { ...evidence, ek_public: ek.toString("base64") };
+      };
+      for (const change of [
+        (a: number) => a | TPMA_OBJECT.sign,
+        (a: number) => a & ~TPMA_OBJECT.restricted,
+        (a: number) => a & ~TPMA_OBJECT.decrypt,
+        (a: number) => a & ~TPMA_OBJECT.fixedTPM,
+      ]) {
+        await expect(attestor.attest(withAttributes(change), ctx)).rejects.toMatchObject({ code: "tpm_ek_attributes" });
+      }
+      // The untouched EK gets past this check (to the credential-activation round).
+      expect((await attestor.attest(evidence, ctx)).kind).toBe("challenge");
+    } finally {
+      await producer.close?.();
+    }
+  });
+
   it("attests through `hallmark attest --attestor tpm --tpm swtpm:…` and writes an SVID openssl verifies", async () => {
     const out = join(work.path, "node");
     const r = await runCli(["attest", "--server", server.url, "--trust-bundle", join(work.path, "bundle.pem"), "--attestor", "tpm", "--tpm", tpm.tcti, "--out", out, "--json"]);
