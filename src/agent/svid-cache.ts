@@ -122,6 +122,11 @@ export class SvidCache {
     return this.x509.size;
   }
 
+  /** Whether an X.509-SVID for this SPIFFE ID is cached (without touching its recency). */
+  holdsX509(spiffeId: string): boolean {
+    return this.x509.peek(spiffeId) !== undefined;
+  }
+
   /** The X.509-SVID for this SPIFFE ID: the cached one while before half its life, else a new one. */
   async x509For(spiffeId: string): Promise<CachedX509Svid> {
     const cached = this.x509.get(spiffeId);

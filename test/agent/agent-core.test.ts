@@ -170,6 +170,8 @@ describe("agent core", () => {
     const ids = Array.from({ length: 12 }, (_, i) => `spiffe://example.org/reconciled/${i}`);
     for (const id of ids) await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: id, selectors: ["unix:uid:4100"] });
     await waitFor(() => ids.every((id) => [...core.entries.entries.values()].some((e) => e.spiffe_id === id)), "the entries to reach the agent", 10_000);
+    // …and the core's own reconcile to have fetched them, so that none of its issuances lands in the count below.
+    await waitFor(() => ids.every((id) => core.svids.holdsX509(id)), "the agent's cache to fetch them", 10_000);
     // A cache of its own on the same node identity: the core's cache fetched these already.
     const fresh = new SvidCache(core.node, { log });
     const audited = async () => ((await admin("GET", "/admin/audit/verify")) as { records: number }).records;

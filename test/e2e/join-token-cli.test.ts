@@ -148,7 +148,8 @@ describe("join-token quick start through the CLI", () => {
     expect((await admin("audit", "verify", "--checkpoint", checkpoint)).code).toBe(0);
     const first = JSON.parse(readFileSync(checkpoint, "utf8")) as { seq: number; hash: string };
     expect(first.seq).toBeGreaterThan(0);
-    await admin("token", "create", "--spiffe-id", "spiffe://example.org/node/later", "--ttl", "1m"); // one more record
+    const later = await admin("token", "create", "--spiffe-id", "spiffe://example.org/node/later", "--ttl", "1m"); // one more record
+    expect(later.code, later.stderr).toBe(0);
     const again = await admin("audit", "verify", "--checkpoint", checkpoint);
     expect(again.code).toBe(0);
     expect(again.stdout).toContain(`checkpoint record ${first.seq} still in place`);
@@ -170,9 +171,10 @@ describe("join-token quick start through the CLI", () => {
 
   it("bootstraps without a trust bundle (insecure, said on stderr), as the quick start allows", async () => {
     const t = await admin("token", "create", "--spiffe-id", "spiffe://example.org/node/insecure", "--ttl", "1m");
+    expect(t.code, t.stderr).toBe(0);
     const out = join(work.path, "insecure");
     const r = await runCli(["attest", "--server", server.url, "--join-token", t.stdout.trim(), "--out", out]);
-    expect(r.code).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/insecure bootstrap/);
     const v = await run("openssl", ["verify", "-CAfile", join(out, "bundle.pem"), "-untrusted", join(out, "svid.pem"), join(out, "svid.pem")]);
     expect(v.stdout).toContain(": OK");
