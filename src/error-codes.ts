@@ -7,6 +7,7 @@ import { NITRO_ERRORS } from "./attestors/aws-nitro/errors.js";
 import { SNP_ERRORS } from "./attestors/amd-sev-snp/errors.js";
 import { AGENT_ERRORS } from "./agent/errors.js";
 import { WORKLOAD_API_ERRORS } from "./workload-api/errors.js";
+import { OAUTH_ERRORS } from "./oauth/errors.js";
 
 /** Every code Hallmark can answer with, in one table (the API and the docs read it). */
 export const ERROR_CODES: Readonly<Record<string, ErrorSpec>> = {
@@ -18,6 +19,7 @@ export const ERROR_CODES: Readonly<Record<string, ErrorSpec>> = {
   ...SNP_ERRORS,
   ...AGENT_ERRORS,
   ...WORKLOAD_API_ERRORS,
+  ...OAUTH_ERRORS,
 };
 
 export function errorSpec(code: string): ErrorSpec {

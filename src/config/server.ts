@@ -12,6 +12,12 @@ const keyType = z.enum(["ec-p256", "ec-p384", "rsa-2048", "rsa-3072"]);
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT");
 
+/** An issuer URL relying parties compare byte for byte (OIDC Discovery §3, RFC 8414 §2): https, no query, fragment or trailing slash, since well-known paths are appended to it. */
+const httpsIssuer = z
+  .string()
+  .url()
+  .refine((u) => /^https:\/\/[^?#]*[^/?#]$/.test(u), "must be an https URL without query, fragment or trailing slash");
+
 const trustDomain = z.string().superRefine((v, ctx) => {
   try {
     TrustDomain.parse(v);
@@ -96,11 +102,7 @@ export const serverConfigSchema = z
          * OIDC Discovery §3 wants https with no query or fragment; no trailing slash, since the
          * JWKS URL is built by appending to it and relying parties compare `iss` byte for byte.
          */
-        issuer: z
-          .string()
-          .url()
-          .refine((u) => /^https:\/\/[^?#]*[^/?#]$/.test(u), "must be an https URL without query, fragment or trailing slash")
-          .optional(),
+        issuer: httpsIssuer.optional(),
       })
       .strict()
       .default({ keyType: "ec-p256", rsaPadding: "pkcs1" }),
@@ -174,6 +176,61 @@ export const serverConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Delegation: OAuth 2.0 Token Exchange (RFC 8693) at POST /oauth2/token, so an attested agent
+     * acts for a person with a narrow, DPoP-bound access token (RFC 9068, RFC 9449). Who may act
+     * for whom is policy in the datastore (`hallmark delegation create`); this section says whose
+     * subject tokens are trusted and how proofs are checked.
+     */
+    delegation: z
+      .object({
+        /** `iss` of access tokens and `issuer` of /.well-known/oauth-authorization-server; default jwt.issuer, else https://<listen>. Same rules as jwt.issuer. */
+        issuer: httpsIssuer.optional(),
+        /**
+         * Issuers whose tokens may be subject tokens (the company's OIDC provider). Keys come from
+         * this configuration only, never from a token's own `iss`: a JWKS file, or a JWKS URL
+         * fetched over HTTPS trusting `caFile` (default the system roots). Hallmark's own access
+         * tokens and JWT-SVIDs are always trusted subject tokens too (delegation chains).
+         */
+        subjectIssuers: z
+          .array(
+            z
+              .object({
+                issuer: z.string().url().max(512),
+                /** The subject token's `aud` must contain one of these. */
+                audiences: z.array(z.string().min(1).max(512)).min(1).max(16),
+                jwksFile: z.string().min(1).optional(),
+                jwksUri: z.string().url().refine((u) => u.startsWith("https://"), "must be an https URL").optional(),
+                /** PEM roots for jwksUri's TLS; default the system's. */
+                caFile: z.string().min(1).optional(),
+                /** How often jwksUri is fetched again (and at most how stale its keys may be). */
+                jwksRefresh: durationSeconds.default(300),
+              })
+              .strict()
+              .refine((i) => (i.jwksFile === undefined) !== (i.jwksUri === undefined), "give exactly one of jwksFile and jwksUri"),
+          )
+          .max(64)
+          .default([]),
+        /** Depth of nested `act` claims an access token may carry (RFC 8693 §4.1 chains); deeper requests are refused. */
+        maxActDepth: z.number().int().min(1).max(16).default(4),
+        /** Lifetime of an access token when the delegation and the subject token allow more. */
+        accessTokenTtl: durationSeconds.default(300),
+        /** The access-token signing key (in the HSM, published at /oauth2/jwks). */
+        keyType: keyType.default("ec-p256"),
+        dpop: z
+          .object({
+            /** Refuse exchanges without a DPoP proof, whatever the delegation says. */
+            required: z.boolean().default(true),
+            /** How far a proof's `iat` may be from the server's clock, either way (RFC 9449 §11.1). */
+            iatWindow: durationSeconds.default(60),
+            /** Demand server nonces (DPoP-Nonce, use_dpop_nonce: RFC 9449 §8). */
+            nonce: z.boolean().default(false),
+          })
+          .strict()
+          .default({ required: true, iatWindow: 60, nonce: false }),
+      })
+      .strict()
+      .default({ subjectIssuers: [], maxActDepth: 4, accessTokenTtl: 300, keyType: "ec-p256", dpop: { required: true, iatWindow: 60, nonce: false } }),
     audit: z
       .object({
         /**
