@@ -133,4 +133,13 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX entries_parent_id ON entries(parent_id, id);
   DROP INDEX entries_parent;
   `,
+  // 5: DPoP proofs seen within their window (issue 11, RFC 9449 §11.1): one row per (key
+  // thumbprint, jti) digest until the proof's window closes; replicas share it through here.
+  `
+  CREATE TABLE dpop_proofs (
+    key        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+  );
+  CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
+  `,
 ];
