@@ -110,7 +110,6 @@ export class FileKeySource implements KeySource {
  */
 export class RemoteKeySource implements KeySource {
   private loaded: { at: number; getKey: JWTVerifyGetKey } | undefined;
-  private lastForced = Number.NEGATIVE_INFINITY;
   private inflight: Promise<JWTVerifyGetKey> | undefined;
   private ca: string | undefined;
 
@@ -127,8 +126,8 @@ export class RemoteKeySource implements KeySource {
   }
 
   async refreshForUnknownKid(now: Date): Promise<boolean> {
-    if (now.getTime() - this.lastForced < UNKNOWN_KID_REFETCH_MS) return false;
-    this.lastForced = now.getTime();
+    // Counted from the last fetch of any kind: keys fetched a moment ago are the issuer's current ones.
+    if (this.loaded && now.getTime() - this.loaded.at < UNKNOWN_KID_REFETCH_MS) return false;
     const before = this.loaded?.getKey;
     return (await this.fetch(now)) !== before;
   }
