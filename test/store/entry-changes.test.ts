@@ -1,6 +1,7 @@
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
+import { SQLITE_MIGRATIONS } from "../../src/store/migrations.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
 import type { EntryRecord } from "../../src/store/types.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -58,14 +59,21 @@ it("logs creations and tombstones with growing revisions, and prunes without eve
 
 it("logs the entries of a version-2 database as created when it migrates", async () => {
   const path = join(dir.path, "b.db");
-  const first = await openSqliteStore(path);
-  await first.entries.create(entry("old", at(0)));
-  await first.close();
-  // Back to version 2, as a database written before migrations 3 and 4 would be.
+  // A database written by a version-2 Hallmark: migrations 1 and 2 only, one entry in it. Built
+  // from those migrations rather than by undoing later ones, so later migrations need no undoing here.
   const db = new Database(path);
-  db.exec(
-    "DROP INDEX entries_parent_id; CREATE INDEX entries_parent ON entries(parent_id); " +
-      "DROP TABLE entry_changes; ALTER TABLE entries DROP COLUMN hint; DELETE FROM schema_version WHERE version >= 3",
+  db.exec("CREATE TABLE schema_version (version INTEGER NOT NULL)");
+  for (const version of [1, 2]) {
+    db.exec(SQLITE_MIGRATIONS[version - 1]!);
+    db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(version);
+  }
+  db.prepare("INSERT INTO entries (id, spiffe_id, parent_id, selectors, dns_names, created_at) VALUES (?, ?, ?, ?, ?, ?)").run(
+    "old",
+    "spiffe://example.org/w/old",
+    "spiffe://example.org/node/a",
+    JSON.stringify(["unix:uid:1"]),
+    "[]",
+    at(0).getTime(),
   );
   db.close();
   const store = await openSqliteStore(path, { backupBeforeMigrate: false });
