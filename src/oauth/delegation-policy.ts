@@ -96,6 +96,10 @@ export type DelegationRefusalCode = (typeof CANDIDATE_CHECKS)[number];
 
 export function decideDelegation(candidates: DelegationRecord[], req: DelegationRequest, o: DelegationPolicyOptions): DelegationGrant {
   checkMayAct(req);
+  // A depth that is not a count is a caller's bug: refused, never read as "shallow enough" (NaN + 1 > n is false).
+  if (!Number.isSafeInteger(req.subject.actDepth) || req.subject.actDepth < 0) {
+    throw oauthError("act_too_deep", "the subject token's act nesting could not be counted", { internal: `actDepth=${String(req.subject.actDepth)}` });
+  }
   if (req.subject.actDepth + 1 > o.maxActDepth) {
     throw oauthError("act_too_deep", `the subject token already nests ${req.subject.actDepth} act claims; at most ${o.maxActDepth} are allowed`);
   }

@@ -188,6 +188,10 @@ describe("act depth", () => {
     expect(decideDelegation([delegation()], request({}, { actDepth: 3 }), options({ maxActDepth: 4 })).delegationId).toBe("d-wide");
     expect(refusal(() => decideDelegation([delegation()], request({}, { actDepth: 4 }), options({ maxActDepth: 4 }))).code).toBe("act_too_deep");
     expect(refusal(() => decideDelegation([delegation()], request(), options({ maxActDepth: 0 }))).code).toBe("act_too_deep");
+    // A depth the caller failed to count is refused, not taken as shallow.
+    for (const actDepth of [Number.NaN, -1, 1.5]) {
+      expect(refusal(() => decideDelegation([delegation()], request({}, { actDepth }), options())).code).toBe("act_too_deep");
+    }
   });
 });
 
