@@ -1,9 +1,10 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { createReadStream } from "node:fs";
 import { z } from "zod";
+import type { DelegationService } from "../oauth/delegation-service.js";
 import type { AdminService } from "../service/admin.js";
 import type { CaAdministration } from "../service/ports.js";
-import type { EntryRecord } from "../store/types.js";
+import type { DelegationRecord, EntryRecord } from "../store/types.js";
 import { serveOpenApi } from "./openapi.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
@@ -11,6 +12,7 @@ import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schem
 export interface AdminRouteDeps {
   admin: AdminService;
   ca: CaAdministration;
+  delegations: DelegationService;
 }
 
 const ttl = z.number().int().positive().max(10 * 365 * 86400);
@@ -27,6 +29,21 @@ const entry = z.object({
   created_at: timestamp,
 });
 const noContent = { 204: { description: "Done" } } as const;
+// Shapes only: the delegation service judges the content (scope-token syntax, URLs, the TTL
+// ceiling, attestor names) and refuses with codes of its own (delegation_invalid, ttl_invalid…).
+const delegation = z.object({
+  id: z.uuid(),
+  actor: spiffeIdField,
+  subject_issuer: z.string(),
+  subject: z.string().nullable().describe("one person's sub; null: any subject of the issuer"),
+  scopes: z.array(z.string()),
+  audiences: z.array(z.string()),
+  max_ttl_seconds: z.number().int(),
+  require_dpop: z.boolean(),
+  require_attestor: z.string().nullable(),
+  created_at: timestamp,
+});
+const delegationId = z.object({ id: z.uuid() }).strict();
 
 export const ADMIN_ROUTES = {
   createJoinToken: defineRoute({
@@ -77,6 +94,57 @@ export const ADMIN_ROUTES = {
     params: z.object({ id: z.uuid() }).strict(),
     responses: noContent,
     errors: ["entry_not_found"],
+  }),
+  createDelegation: defineRoute({
+    operationId: "createDelegation",
+    method: "POST",
+    url: "/admin/delegations",
+    summary: "A delegation: this agent may act for subjects of this issuer, within these bounds",
+    caller: "admin",
+    body: z
+      .object({
+        actor: spiffeIdField.describe("the agent's SPIFFE ID, in this trust domain, not under /hallmark"),
+        subject_issuer: z.string().max(512).describe("iss of the subject tokens: an http(s) URL without query or fragment"),
+        subject: z.string().max(1024).optional().describe("one person's sub; absent: any subject of the issuer"),
+        scopes: z.array(z.string().max(256)).min(1).max(64).describe("RFC 6749 §3.3 scope tokens (printable ASCII, no space, quote or backslash)"),
+        audiences: z.array(z.string().max(512)).min(1).max(16).describe("allowed audiences and resources: absolute URIs or logical names"),
+        max_ttl_seconds: z.number().int().positive().describe("at most svid.maxTtl"),
+        require_dpop: z.boolean().optional(),
+        require_attestor: z.string().max(64).optional().describe("an attestor type (tpm, aws_nitro, amd_sev_snp, join_token) the actor's node must have attested with"),
+      })
+      .strict(),
+    responses: { 201: { description: "The delegation", body: delegation } },
+    errors: ["invalid_spiffe_id", "spiffe_id_outside_trust_domain", "spiffe_id_reserved", "delegation_invalid", "ttl_invalid", "unknown_attestor"],
+  }),
+  listDelegations: defineRoute({
+    operationId: "listDelegations",
+    method: "GET",
+    url: "/admin/delegations",
+    summary: "Delegations, optionally of one actor",
+    caller: "admin",
+    query: z.object({ actor: spiffeIdField.optional() }).strict(),
+    responses: { 200: { description: "The delegations, oldest first", body: z.object({ delegations: z.array(delegation) }) } },
+    errors: ["invalid_spiffe_id"],
+  }),
+  getDelegation: defineRoute({
+    operationId: "getDelegation",
+    method: "GET",
+    url: "/admin/delegations/:id",
+    summary: "One delegation",
+    caller: "admin",
+    params: delegationId,
+    responses: { 200: { description: "The delegation", body: delegation } },
+    errors: ["delegation_not_found"],
+  }),
+  deleteDelegation: defineRoute({
+    operationId: "deleteDelegation",
+    method: "DELETE",
+    url: "/admin/delegations/:id",
+    summary: "Delete a delegation",
+    caller: "admin",
+    params: delegationId,
+    responses: noContent,
+    errors: ["delegation_not_found"],
   }),
   listNodes: defineRoute({
     operationId: "listNodes",
@@ -251,6 +319,28 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
     await deps.admin.deleteEntry(params.id);
     return reply.code(204).send();
   });
+  registerRoute(app, R.createDelegation, async ({ body }, _c, _req, reply) => {
+    const d = await deps.delegations.create({
+      actor: body.actor,
+      subjectIssuer: body.subject_issuer,
+      subject: body.subject,
+      scopes: body.scopes,
+      audiences: body.audiences,
+      maxTtlSeconds: body.max_ttl_seconds,
+      requireDpop: body.require_dpop,
+      requireAttestor: body.require_attestor,
+    });
+    reply.code(201);
+    return delegationJson(d);
+  });
+  registerRoute(app, R.listDelegations, async ({ query }) => ({
+    delegations: (await deps.delegations.list(query.actor !== undefined ? { actor: query.actor } : {})).map(delegationJson),
+  }));
+  registerRoute(app, R.getDelegation, async ({ params }) => delegationJson(await deps.delegations.get(params.id)));
+  registerRoute(app, R.deleteDelegation, async ({ params }, _c, _req, reply) => {
+    await deps.delegations.delete(params.id);
+    return reply.code(204).send();
+  });
   registerRoute(app, R.listNodes, async () => {
     const banned = new Set((await deps.admin.listNodeBans()).map((b) => b.spiffeId));
     return {
@@ -313,5 +403,20 @@ function entryJson(e: EntryRecord) {
     dns_names: e.dnsNames,
     hint: e.hint ?? "",
     created_at: e.createdAt.toISOString(),
+  };
+}
+
+function delegationJson(d: DelegationRecord) {
+  return {
+    id: d.id,
+    actor: d.actor,
+    subject_issuer: d.subjectIssuer,
+    subject: d.subject ?? null,
+    scopes: d.scopes,
+    audiences: d.audiences,
+    max_ttl_seconds: d.maxTtlSeconds,
+    require_dpop: d.requireDpop,
+    require_attestor: d.requireAttestor ?? null,
+    created_at: d.createdAt.toISOString(),
   };
 }

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from "fastify";
 import type { z } from "zod";
 import type { CORE_ERRORS } from "../core-errors.js";
+import type { OAuthErrorCode } from "../oauth/errors.js";
 import { parseBody } from "./problem.js";
 
 /**
@@ -37,7 +38,7 @@ export interface ResponseSpec {
   contentType?: string;
 }
 
-export type ErrorCode = keyof typeof CORE_ERRORS;
+export type ErrorCode = keyof typeof CORE_ERRORS | OAuthErrorCode;
 
 /** Keeps the literal type of a spec, so a handler's input and output are typed from its schemas. */
 export function defineRoute<const S extends RouteSpec>(spec: S): S {

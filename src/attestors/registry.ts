@@ -7,7 +7,7 @@ import type { TrustDomain } from "../spiffe/id.js";
 import type { Store } from "../store/types.js";
 import { type NitroAttestorConfig, createNitroAttestor, nitroAttestorConfigSchema } from "./aws-nitro/attestor.js";
 import { type SnpAttestorConfig, createSnpAttestor, snpAttestorConfigSchema } from "./amd-sev-snp/attestor.js";
-import { JoinTokenAttestor } from "./join-token/attestor.js";
+import { JOIN_TOKEN_ATTESTOR, JoinTokenAttestor } from "./join-token/attestor.js";
 import { type TpmAttestorConfig, createTpmAttestor, tpmAttestorConfigSchema } from "./tpm/attestor.js";
 import type { Attestor } from "./types.js";
 
@@ -30,6 +30,9 @@ const PLUGINS: AttestorPlugin[] = [
   { type: "tpm", schema: tpmAttestorConfigSchema, create: (c) => createTpmAttestor(c as TpmAttestorConfig) },
 ];
 
+/** Every attestor type Hallmark knows, enabled here or not: what a node's `attestorType` can be. */
+export const ATTESTOR_TYPES: readonly string[] = [JOIN_TOKEN_ATTESTOR, ...PLUGINS.map((p) => p.type)];
+
 /**
  * The enabled attestors: join_token unless disabled, and each one configured under
  * `attestors`. Each configuration is validated by the attestor's own schema, with errors
@@ -37,13 +40,13 @@ const PLUGINS: AttestorPlugin[] = [
  */
 export async function buildAttestors(config: ServerConfig, deps: AttestorDeps): Promise<Map<string, Attestor>> {
   const attestors = new Map<string, Attestor>();
-  if (config.joinToken.enabled) attestors.set("join_token", new JoinTokenAttestor(deps.store.joinTokens));
+  if (config.joinToken.enabled) attestors.set(JOIN_TOKEN_ATTESTOR, new JoinTokenAttestor(deps.store.joinTokens));
   for (const [type, raw] of Object.entries(config.attestors)) {
     const plugin = PLUGINS.find((p) => p.type === type);
     if (!plugin) {
       throw new HallmarkError(
         "config_invalid",
-        `config: attestors.${type}: unknown attestor (one of: ${["join_token", ...PLUGINS.map((p) => p.type)].join(", ")})`,
+        `config: attestors.${type}: unknown attestor (one of: ${ATTESTOR_TYPES.join(", ")})`,
       );
     }
     const parsed = plugin.schema.safeParse(raw ?? {});

@@ -91,6 +91,42 @@ interface EntryJson {
   selectors: string[];
 }
 
+interface DelegationJson {
+  id: string;
+  actor: string;
+  subject_issuer: string;
+  subject: string | null;
+  scopes: string[];
+  audiences: string[];
+  max_ttl_seconds: number;
+  require_dpop: boolean;
+  require_attestor: string | null;
+  created_at: string;
+}
+
+const delegationLine = (d: DelegationJson) =>
+  `${d.id}  ${d.actor}  for ${d.subject ?? "any subject"} of ${d.subject_issuer}  scope="${d.scopes.join(" ")}"  audience=${d.audiences.join(",")}` +
+  `  max-ttl=${d.max_ttl_seconds}s${d.require_dpop ? "  dpop" : ""}${d.require_attestor ? `  attestor=${d.require_attestor}` : ""}`;
+
+const delegationDetails = (d: DelegationJson) =>
+  [
+    `id:               ${d.id}`,
+    `actor:            ${d.actor}`,
+    `subject issuer:   ${d.subject_issuer}`,
+    `subject:          ${d.subject ?? "any subject of the issuer"}`,
+    `scope:            ${d.scopes.join(" ")}`,
+    `audiences:        ${d.audiences.join(" ")}`,
+    `max TTL:          ${d.max_ttl_seconds}s`,
+    `require DPoP:     ${d.require_dpop ? "yes" : "no (unless the server's delegation.dpop.required)"}`,
+    `require attestor: ${d.require_attestor ?? "none"}`,
+    `created:          ${d.created_at}`,
+  ].join("\n");
+
+/** `--scope "repo:read issues:write"`, repeatable: the scope tokens, space-separated as in OAuth; the server judges each. */
+const scopeTokens = (v: Record<string, unknown>): string[] => stringList(v, "scope").flatMap((s) => s.split(" ")).filter((t) => t !== "");
+
+const DELEGATION_ID = { name: "id", value: "ID", description: "the delegation's id, as 'delegation list' prints it" };
+
 const entryLine = (e: EntryJson) => `${e.id}  ${e.spiffe_id}  parent=${e.parent_id}  selectors=${e.selectors.join(",") || "-"}`;
 
 export const adminCommands: Command[] = [
@@ -182,6 +218,67 @@ export const adminCommands: Command[] = [
           .map((n) => `${n.spiffe_id}  ${n.attestor}  expires=${n.expires_at ?? "-"}${n.evicted ? "  EVICTED" : ""}${n.banned ? "  BANNED" : ""}`)
           .join("\n") || "no nodes",
       );
+    },
+  },
+  {
+    name: "delegation create",
+    summary: "let an agent act for people of an identity provider, within scopes, audiences and a lifetime",
+    options: {
+      actor: { ...SPIFFE_ID, description: "the agent's SPIFFE ID (its workload identity in this trust domain, not under /hallmark)" },
+      "subject-issuer": { type: "string", value: "URL", required: true, description: "the issuer (iss) of the people's tokens: a configured delegation.subjectIssuers entry, or Hallmark's own issuer for chains" },
+      subject: { type: "string", value: "SUB", description: "only this person (the tokens' sub)", default: "any subject of the issuer" },
+      scope: { type: "string", multiple: true, value: "SCOPES", required: true, description: "the most the agent may get: scope tokens separated by spaces, e.g. \"repo:read issues:write\"" },
+      audience: { type: "string", multiple: true, value: "AUD", required: true, description: "an audience or resource the agent's tokens may name (a URI or a logical name); repeat for more" },
+      "max-ttl": { type: "string", value: "DURATION", required: true, description: "the longest life of an access token under this delegation (90s, 5m, 1h; at most the server's svid.maxTtl)" },
+      "require-dpop": { type: "boolean", description: "issue only DPoP-bound tokens under this delegation, even where the server would allow Bearer" },
+      "require-attestor": { type: "string", value: "TYPE", description: "the agent's node must have attested with this attestor: tpm, aws_nitro, amd_sev_snp or join_token" },
+      ...ADMIN_OPTIONS,
+    },
+    async run(v) {
+      const subject = optionalString(v, "subject");
+      const attestor = optionalString(v, "require-attestor");
+      const d = (await admin(v, "POST", "/admin/delegations", {
+        actor: requireString(v, "actor"),
+        subject_issuer: requireString(v, "subject-issuer"),
+        ...(subject !== undefined ? { subject } : {}),
+        scopes: scopeTokens(v),
+        audiences: stringList(v, "audience"),
+        max_ttl_seconds: seconds(requireString(v, "max-ttl"), "max-ttl"),
+        require_dpop: v["require-dpop"] === true,
+        ...(attestor !== undefined ? { require_attestor: attestor } : {}),
+      })) as DelegationJson;
+      return print(v, d, () => delegationLine(d));
+    },
+  },
+  {
+    name: "delegation list",
+    summary: "list delegations, oldest first",
+    options: { actor: { type: "string", value: "ID", description: "only the delegations of this agent" }, ...ADMIN_OPTIONS },
+    async run(v) {
+      const actor = optionalString(v, "actor");
+      const r = (await admin(v, "GET", `/admin/delegations${actor ? `?${new URLSearchParams({ actor })}` : ""}`)) as { delegations: DelegationJson[] };
+      return print(v, r, () => r.delegations.map(delegationLine).join("\n") || "no delegations");
+    },
+  },
+  {
+    name: "delegation show",
+    summary: "show one delegation",
+    options: ADMIN_OPTIONS,
+    operand: DELEGATION_ID,
+    async run(v) {
+      const d = (await admin(v, "GET", `/admin/delegations/${encodeURIComponent(requireString(v, "id"))}`)) as DelegationJson;
+      return print(v, d, () => delegationDetails(d));
+    },
+  },
+  {
+    name: "delegation delete",
+    summary: "delete a delegation: the agent may no longer act under it",
+    options: ADMIN_OPTIONS,
+    operand: DELEGATION_ID,
+    async run(v) {
+      const id = requireString(v, "id");
+      await admin(v, "DELETE", `/admin/delegations/${encodeURIComponent(id)}`);
+      return print(v, { deleted: id }, () => `deleted ${id}`);
     },
   },
   nodeCommand("evict", "evict a node: every SVID it holds stops working at once; it may attest again", "evicted"),

@@ -5,6 +5,7 @@ const GROUP_SUMMARIES: Record<string, string> = {
   token: "join tokens for bootstrapping nodes",
   entry: "registration entries: which SPIFFE IDs a node may fetch for its workloads",
   node: "attested nodes: list, evict, ban",
+  delegation: "delegations: which agents may act for which people, within which scopes and audiences",
   bundle: "the trust bundle",
   ca: "the X.509 CA and JWT signing keys and their rotation",
   audit: "the audit log",

@@ -3,9 +3,10 @@ import { buildAdminApp, buildPublicApp } from "../api/app.js";
 import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
 import { AuditLog } from "../audit/log.js";
 import { WorkerAuditVerifier } from "../audit/worker-verifier.js";
-import { buildAttestors } from "../attestors/registry.js";
+import { ATTESTOR_TYPES, buildAttestors } from "../attestors/registry.js";
 import { type ServerConfig, adminSocketPath, databasePath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
+import { DelegationService } from "../oauth/delegation-service.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { findSoftHsmModule } from "../hsm/softhsm.js";
@@ -101,6 +102,14 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       metrics,
       jwtIssuer: issuerUrl,
     });
+    const delegations = new DelegationService({
+      trustDomain,
+      store,
+      audit,
+      clock,
+      maxTtlCeilingSeconds: config.svid.maxTtl,
+      attestorTypes: ATTESTOR_TYPES,
+    });
     const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir });
 
     const [host, port] = splitHostPort(config.listen);
@@ -135,7 +144,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit },
     );
     closers.push(() => publicApp.close());
-    const adminApp = await buildAdminApp({ log }, { admin, ca });
+    const adminApp = await buildAdminApp({ log }, { admin, ca, delegations });
     closers.push(() => adminApp.close());
     // Closers run in reverse: a verification still walking is stopped first (its caller gets
     // `unavailable`), so closing the admin listener does not wait for the walk to finish.

@@ -21,4 +21,7 @@ export const AUDIT_EVENTS = {
   /** Requests refused by the anonymous rate limit, counted per address and window (src/service/rate-limit.ts). */
   rateLimitedSummary: "rate_limited_summary",
   backup: "backup",
+  /** Who may act for whom (issue 11): a delegation created or deleted by the administrator. */
+  delegationCreate: "delegation_create",
+  delegationDelete: "delegation_delete",
 } as const;

@@ -142,4 +142,21 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
   `,
+  // 6 (issue 11): delegations, who may act for whom. Scopes and audiences are JSON arrays like
+  // the other list columns; the token endpoint looks delegations up by (actor, subject issuer).
+  `
+  CREATE TABLE delegations (
+    id               TEXT PRIMARY KEY,
+    actor            TEXT NOT NULL,
+    subject_issuer   TEXT NOT NULL,
+    subject          TEXT,
+    scopes           TEXT NOT NULL,
+    audiences        TEXT NOT NULL,
+    max_ttl          INTEGER NOT NULL,
+    require_dpop     INTEGER NOT NULL,
+    require_attestor TEXT,
+    created_at       INTEGER NOT NULL
+  );
+  CREATE INDEX delegations_actor_issuer ON delegations(actor, subject_issuer);
+  `,
 ];

@@ -19,6 +19,8 @@ import type {
   CaKeyStatus,
   ConsumeOutcome,
   DpopProofRepository,
+  DelegationRecord,
+  DelegationRepository,
   EntryChange,
   EntryChangePage,
   EntryRecord,
@@ -143,6 +145,7 @@ class SqliteStore implements Store {
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
+  readonly delegations: DelegationRepository;
 
   // Every repository call goes through the health guard: storage failures become
   // store_unavailable in this one place, and mark the store not ready until a write succeeds.
@@ -158,6 +161,7 @@ class SqliteStore implements Store {
     this.caKeys = health.guard("caKeys", new SqliteCaKeys(db));
     this.audit = health.guard("audit", new SqliteAudit(db));
     this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
+    this.delegations = health.guard("delegations", new SqliteDelegations(db));
   }
 
   healthy(): boolean {
@@ -683,6 +687,71 @@ function caKeyFromRow(r: Row): CaKeyRecord {
     createdAt: date(r.created_at),
     activatedAt: optDate(r.activated_at),
     retiredAt: optDate(r.retired_at),
+  };
+}
+
+class SqliteDelegations implements DelegationRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(d: DelegationRecord): Promise<void> {
+    prepared(
+      this.db,
+      `INSERT INTO delegations (id, actor, subject_issuer, subject, scopes, audiences, max_ttl, require_dpop, require_attestor, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      d.id,
+      d.actor,
+      d.subjectIssuer,
+      d.subject ?? null,
+      JSON.stringify(d.scopes),
+      JSON.stringify(d.audiences),
+      d.maxTtlSeconds,
+      d.requireDpop ? 1 : 0,
+      d.requireAttestor ?? null,
+      ms(d.createdAt),
+    );
+  }
+
+  async get(id: string): Promise<DelegationRecord | undefined> {
+    const row = prepared(this.db, "SELECT * FROM delegations WHERE id = ?").get(id) as Row | undefined;
+    return row && delegationFromRow(row);
+  }
+
+  async list(filter: { actor?: string } = {}): Promise<DelegationRecord[]> {
+    const rows = (
+      filter.actor !== undefined
+        ? prepared(this.db, "SELECT * FROM delegations WHERE actor = ? ORDER BY created_at, id").all(filter.actor)
+        : prepared(this.db, "SELECT * FROM delegations ORDER BY created_at, id").all()
+    ) as Row[];
+    return rows.map(delegationFromRow);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    return prepared(this.db, "DELETE FROM delegations WHERE id = ?").run(id).changes > 0;
+  }
+
+  async findFor(actor: string, subjectIssuer: string, subject: string): Promise<DelegationRecord[]> {
+    const rows = prepared(
+      this.db,
+      `SELECT * FROM delegations WHERE actor = ? AND subject_issuer = ? AND (subject IS NULL OR subject = ?)
+       ORDER BY created_at, id`,
+    ).all(actor, subjectIssuer, subject) as Row[];
+    return rows.map(delegationFromRow);
+  }
+}
+
+function delegationFromRow(r: Row): DelegationRecord {
+  return {
+    id: String(r.id),
+    actor: String(r.actor),
+    subjectIssuer: String(r.subject_issuer),
+    subject: optStr(r.subject),
+    scopes: JSON.parse(String(r.scopes)) as string[],
+    audiences: JSON.parse(String(r.audiences)) as string[],
+    maxTtlSeconds: Number(r.max_ttl),
+    requireDpop: r.require_dpop === 1,
+    requireAttestor: optStr(r.require_attestor),
+    createdAt: date(r.created_at),
   };
 }
 

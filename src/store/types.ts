@@ -233,6 +233,41 @@ export interface CaKeyRepository {
   bundleSequence(): Promise<number>;
 }
 
+/**
+ * Who may act for whom (RFC 8693 delegation): an attested agent (`actor`) may exchange the
+ * tokens of `subjectIssuer`'s subjects (or of one `subject`) for access tokens of at most these
+ * scopes and audiences, living at most `maxTtlSeconds`. Administered by `hallmark delegation`.
+ */
+export interface DelegationRecord {
+  /** A random UUID. */
+  id: string;
+  /** The agent's SPIFFE ID, in the server's trust domain. */
+  actor: string;
+  /** `iss` of the subject tokens: a configured subject issuer, or Hallmark's own issuer for chains. */
+  subjectIssuer: string;
+  /** One person's `sub`; undefined = any subject of that issuer. */
+  subject?: string | undefined;
+  /** The most the actor may get: scope tokens (RFC 6749 §3.3), no spaces. */
+  scopes: string[];
+  /** Allowed audiences/resources: absolute URIs or logical names. */
+  audiences: string[];
+  maxTtlSeconds: number;
+  requireDpop: boolean;
+  /** An attestor type ("tpm"…) the actor's node must have attested with. */
+  requireAttestor?: string | undefined;
+  createdAt: Date;
+}
+
+export interface DelegationRepository {
+  create(d: DelegationRecord): Promise<void>;
+  get(id: string): Promise<DelegationRecord | undefined>;
+  /** Oldest first (created, then id). */
+  list(filter?: { actor?: string }): Promise<DelegationRecord[]>;
+  delete(id: string): Promise<boolean>;
+  /** Delegations of this actor for this subject issuer that cover this subject (subject null or equal), oldest first. */
+  findFor(actor: string, subjectIssuer: string, subject: string): Promise<DelegationRecord[]>;
+}
+
 export interface AuditRecordInput {
   time: Date;
   /** attest, issue_x509, issue_jwt, refuse, token_create, entry_create, entry_delete, node_evict, ca_rotate… */
@@ -287,6 +322,7 @@ export interface Store {
   readonly caKeys: CaKeyRepository;
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
+  readonly delegations: DelegationRepository;
   /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
   healthy(): boolean;
   /**
