@@ -37,6 +37,8 @@ export const OAUTH_ERRORS = {
   // Access tokens presented to Hallmark or checked by a resource server (RFC 6750, RFC 9449 §7)
   access_token_invalid: { status: 401, title: "The access token is invalid, expired or revoked" },
   access_token_dpop_bound: { status: 401, title: "The access token is DPoP-bound and was presented without a matching proof" },
+  // Revocation (RFC 7009 §2.1: a client revokes only the tokens issued to it)
+  token_not_issued_to_client: { status: 400, title: "The token was not issued to the client asking to revoke it" },
   // Administration of delegations
   delegation_invalid: { status: 400, title: "The delegation is not valid" },
   delegation_not_found: { status: 404, title: "No such delegation" },
@@ -70,6 +72,7 @@ export const OAUTH_ERROR_OF: Readonly<Record<OAuthErrorCode, string>> = {
   dpop_nonce_required: "use_dpop_nonce",
   access_token_invalid: "invalid_token",
   access_token_dpop_bound: "invalid_token",
+  token_not_issued_to_client: "unauthorized_client",
   delegation_invalid: "invalid_request",
   delegation_not_found: "invalid_request",
 };

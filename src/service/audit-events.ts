@@ -21,4 +21,10 @@ export const AUDIT_EVENTS = {
   /** Requests refused by the anonymous rate limit, counted per address and window (src/service/rate-limit.ts). */
   rateLimitedSummary: "rate_limited_summary",
   backup: "backup",
+  /** An OAuth access token issued by token exchange (its `serial` is the jti). */
+  issueAccessToken: "issue_access_token",
+  /** An introspection (RFC 7662) answered or refused: the token's digest and jti, never the token. */
+  oauthIntrospect: "oauth_introspect",
+  /** A revocation (RFC 7009) done or refused, with the descendants it reached. */
+  oauthRevoke: "oauth_revoke",
 } as const;
