@@ -137,7 +137,8 @@ export class AccessTokenService {
   async introspect(credentials: ClientCredentials, token: string | undefined): Promise<IntrospectionAnswer> {
     const now = this.d.clock();
     const client = await this.authenticated(credentials, now, AUDIT_EVENTS.oauthIntrospect, token);
-    const v: Verdict = token === undefined ? { active: false, reason: "no token" } : await this.verdict(token, now);
+    if (token === undefined) await this.refuseMissingToken(AUDIT_EVENTS.oauthIntrospect, now, client);
+    const v = await this.verdict(token!, now);
     await this.d.audit.append({
       time: now,
       event: AUDIT_EVENTS.oauthIntrospect,
@@ -165,7 +166,8 @@ export class AccessTokenService {
   async revoke(credentials: ClientCredentials, token: string | undefined): Promise<void> {
     const now = this.d.clock();
     const client = await this.authenticated(credentials, now, AUDIT_EVENTS.oauthRevoke, token);
-    const claims = token === undefined ? undefined : await this.verifiedClaims(token, now);
+    if (token === undefined) await this.refuseMissingToken(AUDIT_EVENTS.oauthRevoke, now, client);
+    const claims = await this.verifiedClaims(token!, now);
     const record = typeof claims?.jti === "string" ? await this.d.store.accessTokens.get(claims.jti) : undefined;
     if (record && record.clientId !== client.clientId) {
       const e = oauthError("token_not_issued_to_client", "the token was issued to another client");
@@ -197,6 +199,13 @@ export class AccessTokenService {
       await this.auditRefusal(event, now, "unauthenticated", code, isHallmarkError(e) ? e.message : "internal error", token);
       throw e;
     }
+  }
+
+  /** RFC 7662 §2.1 and RFC 7009 §2.1: `token` is REQUIRED. */
+  private async refuseMissingToken(event: string, now: Date, client: AuthenticatedClient): Promise<never> {
+    const e = oauthError("oauth_invalid_request", "the token parameter is required");
+    await this.auditRefusal(event, now, client.clientId, e.code, e.message, undefined);
+    throw e;
   }
 
   private async auditRefusal(event: string, now: Date, actor: string, code: string, reason: string, token: string | undefined, jti?: string): Promise<void> {

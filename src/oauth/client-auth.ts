@@ -52,6 +52,7 @@ export interface ClientAuthenticatorDeps {
   audiences: () => readonly string[];
 }
 
+const NO_CREDENTIAL = "authenticate with a workload X509-SVID over mutual TLS or a JWT-SVID client assertion";
 const refuse = (why: string) => oauthError("oauth_client_unauthenticated", why);
 
 export class ClientAuthenticator {
@@ -67,10 +68,11 @@ export class ClientAuthenticator {
       if (c.presented) return await this.byCertificate(c.presented(), c.clientId, now);
     } catch (e) {
       if (isHallmarkError(e) && e.code === "oauth_client_unauthenticated") throw e;
-      if (isHallmarkError(e) && (e.code === "client_cert_invalid" || e.code === "client_cert_required")) throw refuse(e.message);
+      if (isHallmarkError(e) && e.code === "client_cert_invalid") throw refuse(e.message);
+      if (isHallmarkError(e) && e.code === "client_cert_required") throw refuse(NO_CREDENTIAL);
       throw e;
     }
-    throw refuse("authenticate with a workload X509-SVID over mutual TLS or a JWT-SVID client assertion");
+    throw refuse(NO_CREDENTIAL);
   }
 
   private async byCertificate(p: PresentedSvid, clientId: string | undefined, now: Date): Promise<AuthenticatedClient> {

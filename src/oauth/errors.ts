@@ -11,6 +11,7 @@ export const OAUTH_ERRORS = {
   oauth_invalid_request: { status: 400, title: "The token request is malformed or misses a required parameter" },
   oauth_unsupported_grant_type: { status: 400, title: "Only the token-exchange grant is supported" },
   oauth_unsupported_token_type: { status: 400, title: "The token type is not one this server accepts for that parameter" },
+  oauth_invalid_resource: { status: 400, title: "A resource parameter is not an absolute URI without a fragment (RFC 8707 §2)" },
   // Client authentication (RFC 8705 tls_client_auth, JWT-SVID client assertion)
   oauth_client_unauthenticated: { status: 401, title: "The client did not authenticate with a valid SVID" },
   // Subject and actor tokens
@@ -51,6 +52,7 @@ export const OAUTH_ERROR_OF: Readonly<Record<OAuthErrorCode, string>> = {
   oauth_invalid_request: "invalid_request",
   oauth_unsupported_grant_type: "unsupported_grant_type",
   oauth_unsupported_token_type: "invalid_request",
+  oauth_invalid_resource: "invalid_target",
   oauth_client_unauthenticated: "invalid_client",
   subject_token_invalid: "invalid_grant",
   subject_token_expired: "invalid_grant",

@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { loadServerConfig, type ServerConfig } from "../../src/config/server.js";
 import { createLogger } from "../../src/log.js";
-import { type RunningServer, startServer } from "../../src/server/run.js";
+import { type RunningServer, type StartOptions, startServer } from "../../src/server/run.js";
 import type { Clock } from "../../src/service/clock.js";
 import { tempDir } from "./tmp.js";
 
@@ -20,7 +20,7 @@ export interface TestServer extends RunningServer {
  * at a time (restart it with `startTestServer({ dataDir })`).
  */
 export async function startTestServer(
-  opts: { dataDir?: string; overrides?: Record<string, unknown>; clock?: Clock; configFile?: string; log?: Logger } = {},
+  opts: { dataDir?: string; overrides?: Record<string, unknown>; clock?: Clock; configFile?: string; log?: Logger; start?: StartOptions } = {},
 ): Promise<TestServer> {
   const dir = opts.dataDir ? undefined : tempDir("server");
   const dataDir = opts.dataDir ?? dir!.path;
@@ -40,7 +40,7 @@ export async function startTestServer(
     sections[key] = both ? { ...(current as object), ...(value as object) } : value;
   }
   const log = opts.log ?? createLogger(process.env.HALLMARK_TEST_LOG ?? "silent");
-  const server = await startServer(config, log, opts.clock);
+  const server = await startServer(config, log, opts.clock, opts.start);
   return {
     ...server,
     dataDir,
