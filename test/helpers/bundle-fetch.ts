@@ -7,7 +7,7 @@ import { request } from "node:https";
  * body and returns every response header (DPoP-Nonce, WWW-Authenticate, Cache-Control).
  */
 export function bundleFetch(ca: string, client: { cert?: string; key?: string } = {}) {
-  return (url: string | URL, init: { method?: string; headers?: HeadersInit; body?: unknown; signal?: AbortSignal | null } = {}): Promise<Response> =>
+  return (url: string | URL, init: { method?: string; headers?: ConstructorParameters<typeof Headers>[0]; body?: unknown; signal?: AbortSignal | null } = {}): Promise<Response> =>
     new Promise((resolve, reject) => {
       const headers: Record<string, string> = {};
       new Headers(init.headers).forEach((v, k) => (headers[k] = v));
