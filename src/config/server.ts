@@ -278,7 +278,7 @@ export const serverConfigSchema = z
           .default(LIMIT_DEFAULTS.attestRate),
         /** Rate-limited requests are audited as one `rate_limited_summary` record per address this often. */
         rateLimitAuditInterval: durationSeconds.default(LIMIT_DEFAULTS.rateLimitAuditInterval),
-        /** Expired attestation sessions (nonces) and join tokens are deleted this often. */
+        /** Expired attestation sessions (nonces), join tokens and DPoP proof records are deleted this often. */
         purgeInterval: durationSeconds.default(LIMIT_DEFAULTS.purgeInterval),
         /**
          * How long entry creations and deletions stay in the change log agents sync from. An agent

@@ -29,7 +29,7 @@ const WIT_ALGS: Readonly<Record<string, { kty: "EC"; crv: string } | { kty: "RSA
 const MIN_RSA_BITS = 2048;
 const MAX_RSA_BITS = 8192;
 /** Members that make a JWK private (RFC 7518 §6.2.2, §6.3.2, §6.4.1): never accepted, never echoed. */
-const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+export const PRIVATE_JWK_MEMBERS: readonly string[] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 const KEY_MEMBERS = { EC: ["crv", "x", "y"], RSA: ["n", "e"] } as const;
 /** Optional members kept as sent: a `kid` the workload names its key by, and `use` "sig". */
 const KID = /^[A-Za-z0-9._~-]{1,128}$/;
@@ -51,7 +51,7 @@ const unsupported = (why: string) => new HallmarkError("wit_key_unsupported", `p
 export function validateWitPublicJwk(input: unknown): WitPublicJwk {
   if (typeof input !== "object" || input === null || Array.isArray(input)) throw malformed("expected a JSON object (a JWK)");
   const jwk = input as Record<string, unknown>;
-  const leaked = PRIVATE_MEMBERS.filter((m) => m in jwk);
+  const leaked = PRIVATE_JWK_MEMBERS.filter((m) => m in jwk);
   if (leaked.length) throw new HallmarkError("wit_key_private", `public_key_jwk carries private members (${leaked.join(", ")}): send the public key only`);
   for (const [name, value] of Object.entries(jwk)) {
     if (typeof value !== "string" || value.length === 0 || value.length > MAX_MEMBER_CHARS) throw malformed(`member '${name.slice(0, 32)}' must be a non-empty string`);

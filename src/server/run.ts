@@ -160,7 +160,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     // Registered before the app's closer, so they stop after it: the last refusals are summarised.
     const summaries = startIntervalTask("rate-limit audit summary", limits.rateLimitAuditInterval, () => attestRateLimit.flush(), log, { finalRun: true });
     closers.push(() => summaries.stop());
-    const purge = startIntervalTask("purge expired sessions and join tokens", limits.purgeInterval, () => purgeExpired(store, clock(), limits.entryChangeRetention), log);
+    const purge = startIntervalTask("purge expired sessions, join tokens and DPoP proofs", limits.purgeInterval, () => purgeExpired(store, clock(), limits.entryChangeRetention), log);
     closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },

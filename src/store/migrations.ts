@@ -133,7 +133,16 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX entries_parent_id ON entries(parent_id, id);
   DROP INDEX entries_parent;
   `,
-  // 5 (delegation, issue 11): the access tokens Hallmark issued and their lineage (parent_jti),
+  // 5: DPoP proofs seen within their window (issue 11, RFC 9449 §11.1): one row per (key
+  // thumbprint, jti) digest until the proof's window closes; replicas share it through here.
+  `
+  CREATE TABLE dpop_proofs (
+    key        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+  );
+  CREATE INDEX dpop_proofs_expiry ON dpop_proofs(expires_at);
+  `,
+  // 6 (delegation, issue 11): the access tokens Hallmark issued and their lineage (parent_jti),
   // so that revoking a token, deleting its delegation or evicting its actor's node makes every
   // token derived from it inactive. The lineage is walked with a recursive CTE (PostgreSQL runs
   // the same). JWT-SVIDs now carry a jti and are recorded as 'jwt-<jti>', found again by it when

@@ -21,6 +21,7 @@ import {
   type CaKeyRepository,
   type CaKeyStatus,
   type ConsumeOutcome,
+  type DpopProofRepository,
   type EntryChange,
   type EntryChangePage,
   type EntryRecord,
@@ -145,6 +146,7 @@ class SqliteStore implements Store {
   readonly caKeys: CaKeyRepository;
   readonly accessTokens: AccessTokenRepository;
   readonly audit: AuditRepository;
+  readonly dpopProofs: DpopProofRepository;
 
   // Every repository call goes through the health guard: storage failures become
   // store_unavailable in this one place, and mark the store not ready until a write succeeds.
@@ -160,6 +162,7 @@ class SqliteStore implements Store {
     this.caKeys = health.guard("caKeys", new SqliteCaKeys(db));
     this.accessTokens = health.guard("accessTokens", new SqliteAccessTokens(db));
     this.audit = health.guard("audit", new SqliteAudit(db));
+    this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
   }
 
   healthy(): boolean {
@@ -447,6 +450,23 @@ function tokenFromRow(r: Row): JoinTokenRecord {
     usedAt: optDate(r.used_at),
     createdAt: date(r.created_at),
   };
+}
+
+class SqliteDpopProofs implements DpopProofRepository {
+  constructor(private readonly db: Db) {}
+
+  async remember(key: string, until: Date, now: Date): Promise<boolean> {
+    // One statement decides (PostgreSQL has the same ON CONFLICT … DO UPDATE … WHERE): a new key
+    // is inserted, an expired one taken over, a live one left alone, and `changes` tells which.
+    return (
+      prepared(this.db, "INSERT INTO dpop_proofs (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE dpop_proofs.expires_at <= ?")
+        .run(key, ms(until), ms(now)).changes === 1
+    );
+  }
+
+  async purgeExpired(now: Date): Promise<number> {
+    return prepared(this.db, "DELETE FROM dpop_proofs WHERE expires_at <= ?").run(ms(now)).changes;
+  }
 }
 
 class SqliteSessions implements SessionRepository {

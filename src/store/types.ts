@@ -318,6 +318,21 @@ export interface AuditRepository {
   tail(limit: number): Promise<AuditRecord[]>;
 }
 
+/**
+ * DPoP proofs seen within their acceptance window (RFC 9449 §11.1), shared by every replica of
+ * the server through the datastore: a proof replayed to another replica is caught too. Keys are
+ * digests of (key thumbprint, jti); nothing of the proof itself is stored.
+ */
+export interface DpopProofRepository {
+  /**
+   * Atomically remembers `key` until `until` and answers true, unless it is remembered already
+   * and unexpired at `now` (a replay): then false and nothing changes. An expired record is
+   * taken over, so purging is housekeeping, not correctness.
+   */
+  remember(key: string, until: Date, now: Date): Promise<boolean>;
+  purgeExpired(now: Date): Promise<number>;
+}
+
 export interface Store {
   readonly nodes: NodeRepository;
   readonly entries: EntryRepository;
@@ -327,6 +342,7 @@ export interface Store {
   readonly caKeys: CaKeyRepository;
   readonly accessTokens: AccessTokenRepository;
   readonly audit: AuditRepository;
+  readonly dpopProofs: DpopProofRepository;
   /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
   healthy(): boolean;
   /**

@@ -1,0 +1,305 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import * as x509 from "@peculiar/x509";
+import { webcrypto } from "node:crypto";
+import { renameSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { type CryptoKey, type JWK, SignJWT, exportJWK, exportSPKI, generateKeyPair } from "jose";
+import { type DelegationConfig, type OwnTokenKeys, SubjectTokenVerifier, TOKEN_TYPE } from "../../src/oauth/subject-tokens.js";
+import { testCert } from "../helpers/test-pki.js";
+import { tempDir } from "../helpers/tmp.js";
+
+/**
+ * A test identity provider: its signing keys made here, its JWKS served over HTTPS on loopback
+ * with a certificate from a CA made here, so that `caFile` is what makes it trusted.
+ */
+const dir = tempDir("subject-tokens");
+const now = new Date("2026-03-01T12:00:00Z");
+const t = Math.floor(now.getTime() / 1000);
+const at = (s: number) => new Date(now.getTime() + s * 1000);
+const ISSUER = "https://idp.example.com";
+const FILE_ISSUER = "https://file-idp.example.com";
+const AUD = "https://hallmark.example.org";
+const OWN = "https://hallmark.example.org";
+
+interface SigningKey {
+  kid: string;
+  privateKey: CryptoKey;
+  publicKey: CryptoKey;
+  jwk: JWK;
+}
+async function signingKey(kid: string, alg = "ES256"): Promise<SigningKey> {
+  const k = await generateKeyPair(alg, { extractable: true });
+  return { kid, ...k, jwk: { ...(await exportJWK(k.publicKey)), kid, alg, use: "sig" } };
+}
+
+let idpKey: SigningKey;
+let published: JWK[];
+let fetches = 0;
+let idp: Server;
+let jwksUri: string;
+let caFile: string;
+let otherCaFile: string;
+let ownAt: SigningKey;
+let ownSvid: SigningKey;
+
+const pem = (der: ArrayBuffer, label: string) => `-----BEGIN ${label}-----\n${Buffer.from(der).toString("base64").replace(/.{64}/g, "$&\n")}\n-----END ${label}-----\n`;
+
+beforeAll(async () => {
+  const root = await testCert({ name: "Test IdP Root", curve: "P-256" });
+  const leaf = await testCert({
+    name: "idp",
+    curve: "P-256",
+    issuer: root,
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "ip", value: "127.0.0.1" }])],
+  });
+  const other = await testCert({ name: "Another Root", curve: "P-256" });
+  caFile = join(dir.path, "idp-ca.pem");
+  otherCaFile = join(dir.path, "other-ca.pem");
+  writeFileSync(caFile, root.cert.toString("pem"));
+  writeFileSync(otherCaFile, other.cert.toString("pem"));
+  const key = pem(await webcrypto.subtle.exportKey("pkcs8", leaf.keys.privateKey), "PRIVATE KEY");
+  idpKey = await signingKey("idp-1");
+  published = [idpKey.jwk];
+  idp = createServer({ key, cert: leaf.cert.toString("pem") }, (req, res) => {
+    fetches++;
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ keys: published }));
+  });
+  await new Promise<void>((resolve) => idp.listen(0, "127.0.0.1", resolve));
+  jwksUri = `https://127.0.0.1:${(idp.address() as AddressInfo).port}/jwks`;
+  ownAt = await signingKey("at-1");
+  ownSvid = await signingKey("svid-1");
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => idp.close(resolve));
+  dir.remove();
+});
+
+const own = (): OwnTokenKeys => {
+  const atJwks = { keys: [ownAt.jwk] };
+  const svidJwks = { keys: [ownSvid.jwk] };
+  return { issuer: OWN, trustDomain: "example.org", tokenEndpoint: `${OWN}/oauth2/token`, accessTokenJwks: async () => atJwks, jwtSvidJwks: async () => svidJwks };
+};
+
+type Issuers = DelegationConfig["subjectIssuers"];
+const remoteIssuer = (extra: Partial<Issuers[number]> = {}): Issuers[number] => ({ issuer: ISSUER, audiences: [AUD], jwksUri, caFile, jwksRefresh: 300, ...extra });
+const verifier = (issuers: Issuers = [remoteIssuer()], maxActDepth = 4) => new SubjectTokenVerifier({ issuers, own: own(), maxActDepth });
+
+/** A person's token from the IdP, valid at `now` unless overridden; `undefined` removes a claim. */
+async function token(o: { claims?: Record<string, unknown>; header?: Record<string, unknown>; key?: SigningKey } = {}): Promise<string> {
+  const key = o.key ?? idpKey;
+  const claims: Record<string, unknown> = { iss: ISSUER, sub: "alice", aud: AUD, exp: t + 600, iat: t - 10, ...o.claims };
+  for (const [k, v] of Object.entries(claims)) if (v === undefined) delete claims[k];
+  return new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: key.kid, typ: "JWT", ...o.header } as never).sign(key.privateKey);
+}
+
+async function refusal(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as { code: string }).code;
+  }
+  return "accepted";
+}
+
+describe("subject tokens from a configured issuer", () => {
+  it("verifies a token with keys fetched over HTTPS trusting caFile, and reads its claims", async () => {
+    const v = verifier();
+    const r = await v.verify(await token({ claims: { scope: "repo:read  issues:write", jti: "j1", cnf: { jkt: "A".repeat(43) } } }), TOKEN_TYPE.idToken, now);
+    expect(r).toMatchObject({ origin: "external", issuer: ISSUER, subject: "alice", audience: [AUD], scope: ["repo:read", "issues:write"], jti: "j1", actDepth: 0, cnfJkt: "A".repeat(43) });
+    expect(r.expiresAt.getTime()).toBe((t + 600) * 1000);
+    expect(r.issuedAt?.getTime()).toBe((t - 10) * 1000);
+  });
+
+  it("refuses to trust a JWKS endpoint whose certificate does not chain to caFile", async () => {
+    const v = verifier([remoteIssuer({ caFile: otherCaFile })]);
+    const e = (await v.ready(now).catch((err: unknown) => err)) as { code: string; internal: string };
+    expect(e.code).toBe("unavailable");
+    expect(e.internal).toMatch(/certificate/i);
+    expect(await refusal(v.verify(await token(), TOKEN_TYPE.jwt, now))).toBe("unavailable");
+  });
+
+  it("verifies with a JWKS file, and picks up a new file when it changes", async () => {
+    const path = join(dir.path, "file-idp.jwks");
+    const k1 = await signingKey("f-1");
+    const k2 = await signingKey("f-2");
+    writeFileSync(path, JSON.stringify({ keys: [k1.jwk] }));
+    const v = verifier([{ issuer: FILE_ISSUER, audiences: [AUD], jwksFile: path, jwksRefresh: 300 }]);
+    await v.ready(now);
+    const byK2 = await token({ key: k2, claims: { iss: FILE_ISSUER } });
+    expect(await refusal(v.verify(await token({ key: k1, claims: { iss: FILE_ISSUER } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusal(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    writeFileSync(`${path}.new`, JSON.stringify({ keys: [k2.jwk] }));
+    renameSync(`${path}.new`, path);
+    expect(await refusal(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("accepted");
+    // A broken rewrite keeps the keys read last.
+    writeFileSync(`${path}.new`, "{ not json");
+    renameSync(`${path}.new`, path);
+    expect(await refusal(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("accepted");
+  });
+
+  it("refuses a JWKS that publishes a private key", async () => {
+    const path = join(dir.path, "private.jwks");
+    const k = await signingKey("p-1");
+    writeFileSync(path, JSON.stringify({ keys: [{ ...(await exportJWK(k.privateKey)), kid: "p-1" }] }));
+    const v = verifier([{ issuer: FILE_ISSUER, audiences: [AUD], jwksFile: path, jwksRefresh: 300 }]);
+    expect(await refusal(v.ready(now))).toBe("unavailable");
+  });
+
+  it("refuses an unknown issuer, another audience, an unknown token type", async () => {
+    const v = verifier();
+    expect(await refusal(v.verify(await token({ claims: { iss: "https://evil.example.com" } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_issuer_untrusted");
+    expect(await refusal(v.verify(await token({ claims: { aud: "https://other.example.com" } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
+    expect(await refusal(v.verify(await token({ claims: { aud: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
+    expect(await refusal(v.verify(await token({ claims: { aud: ["https://other.example.com", AUD] } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusal(v.verify(await token(), "urn:ietf:params:oauth:token-type:saml2", now))).toBe("oauth_unsupported_token_type");
+  });
+
+  it("refuses an expired token (no leeway on exp), a token not yet valid, and one without exp or sub", async () => {
+    const v = verifier();
+    expect(await refusal(v.verify(await token({ claims: { exp: t - 3600 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusal(v.verify(await token({ claims: { exp: t - 5 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusal(v.verify(await token({ claims: { nbf: t + 120 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusal(v.verify(await token({ claims: { nbf: t + 10 } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusal(v.verify(await token({ claims: { iat: t + 120 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusal(v.verify(await token({ claims: { exp: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusal(v.verify(await token({ claims: { sub: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+  });
+
+  it("refuses alg none and an HMAC signature keyed with the issuer's public key", async () => {
+    const v = verifier();
+    const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString("base64url");
+    const claims = { iss: ISSUER, sub: "alice", aud: AUD, exp: t + 600 };
+    expect(await refusal(v.verify(`${b64({ alg: "none", kid: idpKey.kid })}.${b64(claims)}.`, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusal(v.verify(`${b64({ alg: "none", kid: idpKey.kid })}.${b64(claims)}.AA`, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    for (const secret of [await exportSPKI(idpKey.publicKey), JSON.stringify(idpKey.jwk)]) {
+      const hs = await new SignJWT(claims).setProtectedHeader({ alg: "HS256", kid: idpKey.kid }).sign(new TextEncoder().encode(secret));
+      expect(await refusal(v.verify(hs, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    }
+  });
+
+  it("never takes keys from the token: jwk, jku and x5u headers naming an attacker's key are ignored", async () => {
+    const v = verifier();
+    const attacker = await signingKey(idpKey.kid);
+    let served = 0;
+    const evil = createServer((_, res) => {
+      served++;
+      res.end(JSON.stringify({ keys: [attacker.jwk] }));
+    });
+    await new Promise<void>((resolve) => evil.listen(0, "127.0.0.1", resolve));
+    const evilUrl = `https://127.0.0.1:${(evil.address() as AddressInfo).port}/jwks`;
+    try {
+      for (const header of [{ jwk: attacker.jwk }, { jku: evilUrl }, { x5u: evilUrl }, { jwk: attacker.jwk, kid: undefined }]) {
+        const forged = await token({ key: attacker, header });
+        expect(await refusal(v.verify(forged, TOKEN_TYPE.jwt, now)), JSON.stringify(Object.keys(header))).toBe("subject_token_invalid");
+      }
+      expect(served).toBe(0);
+    } finally {
+      await new Promise((resolve) => evil.close(resolve));
+    }
+  });
+
+  it("refuses a token larger than 16 KiB", async () => {
+    const big = await token({ claims: { pad: "x".repeat(16 * 1024) } });
+    expect(await refusal(verifier().verify(big, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusal(verifier().verify("a.b", TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+  });
+
+  it("counts the act chain and refuses one deeper than maxActDepth, and a malformed one", async () => {
+    const v = verifier([remoteIssuer()], 2);
+    const two = { sub: "spiffe://example.org/agent/a", iss: OWN, act: { sub: "spiffe://example.org/agent/b" } };
+    const r = await v.verify(await token({ claims: { act: two } }), TOKEN_TYPE.jwt, now);
+    expect(r.actDepth).toBe(2);
+    expect(r.act).toEqual(two);
+    const three = { sub: "x", act: { sub: "y", act: { sub: "z" } } };
+    expect(await refusal(v.verify(await token({ claims: { act: three } }), TOKEN_TYPE.jwt, now))).toBe("act_too_deep");
+    // Depth is counted before shape: a hostile nesting stops at the limit.
+    let deep: Record<string, unknown> = { sub: "leaf" };
+    for (let i = 0; i < 200; i++) deep = { sub: `s${i}`, act: deep };
+    expect(await refusal(v.verify(await token({ claims: { act: deep } }), TOKEN_TYPE.jwt, now))).toBe("act_too_deep");
+    for (const act of ["spiffe://example.org/a", { iss: OWN }, { sub: 7 }, { sub: "a", act: [] }, { sub: "a", iss: 3 }, null]) {
+      expect(await refusal(v.verify(await token({ claims: { act } }), TOKEN_TYPE.jwt, now)), JSON.stringify(act)).toBe("subject_token_invalid");
+    }
+  });
+
+  it("reads scope from scope or scp, and refuses a malformed one", async () => {
+    const v = verifier();
+    const scopeOf = async (claims: Record<string, unknown>) => (await v.verify(await token({ claims }), TOKEN_TYPE.jwt, now)).scope;
+    expect(await scopeOf({ scope: "a b a" })).toEqual(["a", "b"]);
+    expect(await scopeOf({ scp: ["x", "y"] })).toEqual(["x", "y"]);
+    expect(await scopeOf({ scp: "x y" })).toEqual(["x", "y"]);
+    expect(await scopeOf({ scope: "a", scp: ["b"] })).toEqual(["a"]);
+    expect(await scopeOf({})).toBeUndefined();
+    for (const claims of [{ scope: 'a "b"' }, { scp: ["a", 1] }, { scope: 5 }, { scp: { a: 1 } }]) {
+      expect(await refusal(scopeOf(claims)), JSON.stringify(claims)).toBe("subject_token_invalid");
+    }
+  });
+
+  it("reads may_act, and refuses one that names nobody or is not an object", async () => {
+    const v = verifier();
+    const r = await v.verify(await token({ claims: { may_act: { sub: "spiffe://example.org/agent/a", iss: OWN } } }), TOKEN_TYPE.jwt, now);
+    expect(r.mayAct).toEqual({ sub: "spiffe://example.org/agent/a", iss: OWN });
+    for (const may_act of [{}, "spiffe://example.org/agent/a", { sub: 1 }]) {
+      expect(await refusal(v.verify(await token({ claims: { may_act } }), TOKEN_TYPE.jwt, now)), JSON.stringify(may_act)).toBe("subject_token_invalid");
+    }
+  });
+
+  it("picks up a key the issuer rotated to, refetching on an unknown kid at most once per 30 s, and refreshes after jwksRefresh", async () => {
+    const v = verifier([remoteIssuer({ jwksRefresh: 300 })]);
+    await v.ready(at(-60));
+    const before = fetches;
+    const rotated = await signingKey("idp-2");
+    published = [idpKey.jwk, rotated.jwk];
+    try {
+      expect(await refusal(v.verify(await token({ key: rotated }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+      expect(fetches).toBe(before + 1);
+      // Made-up kids within 30 s of that fetch: refused without asking the issuer again.
+      const bogus = await signingKey("made-up");
+      expect(await refusal(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(1)))).toBe("subject_token_invalid");
+      expect(await refusal(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(29)))).toBe("subject_token_invalid");
+      expect(fetches).toBe(before + 1);
+      expect(await refusal(v.verify(await token({ key: bogus, claims: { exp: t + 3600 } }), TOKEN_TYPE.jwt, at(31)))).toBe("subject_token_invalid");
+      expect(fetches).toBe(before + 2);
+      // The issuer withdraws idp-1: within jwksRefresh of the last fetch (at 31 s) it is still
+      // trusted; after, the keys are fetched again, and the token's kid is not asked for twice.
+      published = [rotated.jwk];
+      const byOld = await token({ claims: { exp: t + 3600 } });
+      expect(await refusal(v.verify(byOld, TOKEN_TYPE.jwt, at(300)))).toBe("accepted");
+      expect(await refusal(v.verify(byOld, TOKEN_TYPE.jwt, at(332)))).toBe("subject_token_invalid");
+      expect(fetches).toBe(before + 3);
+    } finally {
+      published = [idpKey.jwk];
+    }
+  });
+});
+
+describe("Hallmark's own tokens as subject tokens (chains)", () => {
+  const atToken = (claims: Record<string, unknown>, key = ownAt, typ = "at+jwt") =>
+    new SignJWT({ iss: OWN, sub: "alice", aud: "https://api.example.com", exp: t + 300, iat: t, jti: "at-1", client_id: "spiffe://example.org/agent/a", ...claims })
+      .setProtectedHeader({ alg: "ES256", kid: key.kid, typ })
+      .sign(key.privateKey);
+  const svid = (claims: Record<string, unknown>, key = ownSvid) =>
+    new SignJWT({ sub: "spiffe://example.org/agent/b", aud: [OWN], exp: t + 300, iat: t, ...claims }).setProtectedHeader({ alg: "ES256", kid: key.kid, typ: "JWT" }).sign(key.privateKey);
+
+  it("verifies its own access tokens with the access-token keys, and only those", async () => {
+    const v = verifier();
+    const r = await v.verify(await atToken({ act: { sub: "spiffe://example.org/agent/a", iss: "example.org" }, cnf: { jkt: "B".repeat(43) } }), TOKEN_TYPE.accessToken, now);
+    expect(r).toMatchObject({ origin: "hallmark-access-token", issuer: OWN, subject: "alice", actDepth: 1, cnfJkt: "B".repeat(43), jti: "at-1" });
+    expect(await refusal(v.verify(await atToken({}, { ...ownSvid, kid: ownAt.kid }), TOKEN_TYPE.accessToken, now))).toBe("subject_token_invalid");
+    expect(await refusal(v.verify(await atToken({}), TOKEN_TYPE.idToken, now))).toBe("subject_token_invalid");
+  });
+
+  it("verifies JWT-SVIDs of its trust domain addressed to it, and refuses others", async () => {
+    const v = verifier();
+    const r = await v.verify(await svid({}), TOKEN_TYPE.jwt, now);
+    expect(r).toMatchObject({ origin: "hallmark-jwt-svid", subject: "spiffe://example.org/agent/b", audience: [OWN] });
+    expect(await refusal(v.verify(await svid({ aud: [`${OWN}/oauth2/token`] }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusal(v.verify(await svid({ aud: ["https://elsewhere.example.com"] }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
+    expect(await refusal(v.verify(await svid({}, { ...ownAt, kid: ownSvid.kid }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusal(v.verify(await svid({}), TOKEN_TYPE.accessToken, now))).toBe("subject_token_invalid");
+    expect(await refusal(v.verify(await svid({ sub: "spiffe://other.org/agent/b" }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+  });
+});
