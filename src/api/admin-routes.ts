@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { z } from "zod";
 import type { DelegationService } from "../oauth/delegation-service.js";
 import type { AdminService } from "../service/admin.js";
-import type { CaAdministration } from "../service/ports.js";
+import { CA_KEY_KINDS, type CaAdministration } from "../service/ports.js";
 import type { DelegationRecord, EntryRecord } from "../store/types.js";
 import { serveOpenApi } from "./openapi.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
@@ -232,7 +232,7 @@ export const ADMIN_ROUTES = {
     url: "/admin/ca/rotate",
     summary: "One key rotation step",
     caller: "admin",
-    body: z.object({ kind: z.enum(["x509", "jwt", "wit"]), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict(),
+    body: z.object({ kind: z.enum(CA_KEY_KINDS), step: z.enum(["prepare", "activate", "retire", "auto"]) }).strict(),
     responses: { 200: { description: "What changed", body: z.object({ changed: z.array(z.string()), notes: z.array(z.string()).optional() }) } },
     errors: ["ca_rotation_in_progress", "ca_rotation_nothing_prepared"],
   }),

@@ -19,6 +19,14 @@ export const JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema
 const API_VERSION = "1";
 const NODE_SVID_SCHEME = "nodeSvid";
 const PROBLEM_REF = { $ref: "#/components/schemas/Problem" };
+const OAUTH_ERROR_REF = { $ref: "#/components/schemas/OAuthError" };
+
+/** The OAuth error format of the /oauth2 endpoints (RFC 6749 §5.2), with Hallmark's code beside it (src/api/oauth-errors.ts). */
+export const oauthErrorSchema = z.object({
+  error: z.string().describe("the OAuth error code (invalid_request, invalid_client, invalid_grant…)"),
+  error_description: z.string().describe("what was wrong; for a status >= 500, a generic text"),
+  code: z.string().describe("stable Hallmark error code; the table is src/error-codes.ts"),
+});
 
 /** RFC 9457 problem details as Hallmark sends them (src/api/problem.ts). */
 export const problemSchema = z.object({
@@ -57,13 +65,14 @@ export function openApiDocument(api: ApiDescription): Record<string, unknown> {
     item[method] = operation(route);
   }
   const nodeRoutes = api.routes.some((r) => r.caller === "node");
+  const oauthRoutes = api.routes.some((r) => r.errorFormat === "oauth");
   return {
     openapi: "3.1.0",
     info: { title: api.title, version: API_VERSION, description: api.description },
     jsonSchemaDialect: JSON_SCHEMA_DIALECT,
     paths,
     components: {
-      schemas: { Problem: jsonSchemaOf(problemSchema) },
+      schemas: { Problem: jsonSchemaOf(problemSchema), ...(oauthRoutes ? { OAuthError: jsonSchemaOf(oauthErrorSchema) } : {}) },
       ...(nodeRoutes
         ? {
             securitySchemes: {
@@ -87,17 +96,18 @@ function operation(route: RouteSpec): Record<string, unknown> {
       ...(r.body ? { content: { [r.contentType ?? "application/json"]: { schema: jsonSchemaOf(r.body) } } } : {}),
     };
   }
+  const refusal = route.errorFormat === "oauth" ? { "application/json": { schema: OAUTH_ERROR_REF } } : { "application/problem+json": { schema: PROBLEM_REF } };
   for (const [status, codes] of refusalsByStatus(route)) {
     if (responses[status]) throw new Error(`${route.operationId}: status ${status} is both an answer and a refusal`);
     responses[status] = {
       description: `Refused: ${codes.map((c) => `\`${c}\``).join(", ")}`,
       "x-hallmark-error-codes": codes,
-      content: { "application/problem+json": { schema: PROBLEM_REF } },
+      content: refusal,
     };
   }
   responses.default = {
     description: "Any other failure (`internal`, `unavailable`, `hsm_unavailable`, `ca_not_ready`…); a 5xx never details its cause",
-    content: { "application/problem+json": { schema: PROBLEM_REF } },
+    content: refusal,
   };
   return {
     operationId: route.operationId,
@@ -105,9 +115,13 @@ function operation(route: RouteSpec): Record<string, unknown> {
     ...(route.description ? { description: route.description } : {}),
     ...(route.caller === "node" ? { security: [{ [NODE_SVID_SCHEME]: [] }] } : {}),
     ...(parameters.length ? { parameters } : {}),
-    ...(route.body ? { requestBody: { required: true, content: { "application/json": { schema: jsonSchemaOf(route.body) } } } } : {}),
+    ...(route.body ? { requestBody: { required: true, content: { [bodyMediaType(route)]: { schema: jsonSchemaOf(route.body) } } } } : {}),
     responses,
   };
+}
+
+function bodyMediaType(route: RouteSpec): string {
+  return route.bodyType === "form" ? "application/x-www-form-urlencoded" : "application/json";
 }
 
 function parametersOf(schema: z.ZodObject | undefined, where: "path" | "query"): Array<Record<string, unknown>> {

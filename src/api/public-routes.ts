@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Logger } from "pino";
 import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
@@ -11,6 +12,7 @@ import { errorSpec } from "../error-codes.js";
 import { isHallmarkError } from "../errors.js";
 import { serveOpenApi } from "./openapi.js";
 import { carriesNodeProof, provenSvid } from "./node-proof.js";
+import { OAUTH_ROUTES, type OAuthServices, oauthRoutes } from "./oauth-routes.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
 import { rateLimitHook } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
@@ -23,6 +25,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
   ca: CaAdministration;
   metrics: Metrics;
   ready: () => boolean;
+  /** The token service (src/api/oauth-routes.ts): read at request time only. */
+  oauth: OAuthServices;
   /** The per-address limit of the anonymous attestation endpoints; none in in-process tests. */
   attestRateLimit?: AnonymousRateLimit | undefined;
 }
@@ -414,6 +418,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   // Trust bundle: public, as relying parties fetch it before they trust anything.
   registerRoute(app, R.bundle, async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
   await wellKnownRoutes(app, deps);
+  await app.register(oauthRoutes, { oauth: deps.oauth, log: app.log as unknown as Logger });
   serveOpenApi(app, R.openApi, {
     title: "Hallmark public API",
     description:
@@ -421,7 +426,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
       "Node endpoints need the node's X509-SVID as the TLS client certificate, or (a TPM-resident node key) on TLS 1.3 the headers " +
       "Hallmark-Node-Svid (base64 DER chain, leaf first, comma-separated) and Hallmark-Node-Proof (the key's signature over the " +
       "connection's exporter value: label EXPORTER-hallmark-node-auth, context SHA-256 of the leaf, 32 bytes).",
-    routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES)],
+    routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES), ...Object.values(OAUTH_ROUTES)],
   });
 }
 

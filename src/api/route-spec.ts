@@ -25,6 +25,10 @@ export interface RouteSpec {
   params?: z.ZodObject;
   query?: z.ZodObject;
   body?: z.ZodType;
+  /** How the body travels: JSON (default) or an HTML form (the OAuth endpoints, RFC 6749 §3.2). */
+  bodyType?: "json" | "form";
+  /** How refusals are written: problem+json (default), or the OAuth error format (RFC 6749 §5.2) with our `code` beside it. */
+  errorFormat?: "problem" | "oauth";
   /** Success answers. Their body schemas document the contract; they are never run on a reply. */
   responses: Readonly<Record<number, ResponseSpec>>;
   /** Codes this route refuses with, besides the request-shape codes every route with input can answer. */

@@ -8,6 +8,7 @@ import { parseDurationSeconds } from "../config/duration.js";
 import { databasePath } from "../config/server.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
 import { readInputText } from "../input-file.js";
+import { CA_KEY_KINDS } from "../service/ports.js";
 import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
 const DATA_DIR: FlagSpec = {
@@ -302,9 +303,14 @@ export const adminCommands: Command[] = [
   },
   {
     name: "ca rotate",
-    summary: "rotate the X.509 CA, JWT or WIT key: prepare, activate, retire, or auto (the next due step)",
+    summary: "rotate the X.509 CA, JWT, WIT or access-token key: prepare, activate, retire, or auto (the next due step)",
     options: {
-      kind: { type: "string", value: "x509|jwt|wit", description: "which key: the X.509 CA, the JWT-SVID or the WIT-SVID signing key", default: "x509" },
+      kind: {
+        type: "string",
+        value: "x509|jwt|wit|token",
+        description: "which key: the X.509 CA, the JWT-SVID, the WIT-SVID or the OAuth access-token signing key",
+        default: "x509",
+      },
       step: {
         type: "string",
         value: "STEP",
@@ -316,7 +322,7 @@ export const adminCommands: Command[] = [
     async run(v) {
       const kind = optionalString(v, "kind") ?? "x509";
       const step = optionalString(v, "step") ?? "auto";
-      if (kind !== "x509" && kind !== "jwt" && kind !== "wit") throw new UsageError("--kind must be x509, jwt or wit");
+      if (!(CA_KEY_KINDS as readonly string[]).includes(kind)) throw new UsageError("--kind must be x509, jwt, wit or token");
       if (!["prepare", "activate", "retire", "auto"].includes(step)) throw new UsageError("--step must be prepare, activate, retire or auto");
       const r = (await admin(v, "POST", "/admin/ca/rotate", { kind, step })) as { changed: string[]; notes?: string[] };
       return print(v, r, () => (r.changed.length ? r.changed.join("\n") : (r.notes ?? []).join("\n") || "nothing to do"));

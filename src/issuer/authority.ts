@@ -3,12 +3,26 @@ import type { Logger } from "pino";
 import { HallmarkError } from "../errors.js";
 import type { KeyStore, KeyType, Signer } from "../hsm/signer.js";
 import type { Clock } from "../service/clock.js";
-import type { AutomaticCaKeyChange, CaAdministration, IssuedJwt, IssuedWit, IssuedX509, RotationStep, SvidIssuer, WitIssueRequest, X509IssueRequest } from "../service/ports.js";
+import type {
+  AccessTokenSigner,
+  AutomaticCaKeyChange,
+  CaAdministration,
+  IssuedJwt,
+  IssuedWit,
+  IssuedX509,
+  RotationStep,
+  SignedAccessToken,
+  SvidIssuer,
+  WitIssueRequest,
+  X509IssueRequest,
+} from "../service/ports.js";
+import { normalizeSerial } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
 import { reconcileCaKeys } from "./ca-key-reconcile.js";
 import { type JwtAuthority, bundlePem, jwtJwks, spiffeBundleJwks } from "./bundle.js";
 import { checkSigningCertConformance } from "./conformance.js";
+import { signCompactJws } from "./jws.js";
 import { mintJwtSvid } from "./jwt-svid.js";
 import { mintWitSvid } from "./wit-svid.js";
 import { SCHEMES, jwtSchemeFor } from "./signature-formats.js";
@@ -46,6 +60,12 @@ export interface AuthorityOptions {
    * Absent: no WIT key, no WIT-SVIDs, no `wit-svid` keys in the bundle.
    */
   wit?: { keyTtlSeconds?: number; maxTtlSeconds?: number } | undefined;
+  /**
+   * The OAuth access-token key (RFC 9068): a key of its own, of `keyType`, published only in the
+   * plain JWKS of /oauth2/jwks. A previous token key retires once the last access token it signed
+   * has expired (`latestExpiry`, read from the access-token records). Absent: no token key.
+   */
+  token?: { keyType: KeyType; keyTtlSeconds?: number; latestExpiry: (keyId: string) => Promise<Date | undefined> } | undefined;
   refreshHintSeconds: number;
   rotation?: RotationSchedule | undefined;
   /** Told of every key step the CA takes on its own (an administrator's steps are audited by whoever asked). */
@@ -77,7 +97,7 @@ const describe = (s: KeyStep): string => `${PAST_TENSE[s.step]} ${s.kind} key ${
 
 const PUBLISHED: ReadonlySet<CaKeyStatus> = new Set(["prepared", "active", "previous"]);
 /** Every kind: their label prefixes are ours whether or not this CA creates keys of each. */
-const ALL_KINDS: readonly CaKeyKind[] = ["x509", "jwt", "wit"];
+const ALL_KINDS: readonly CaKeyKind[] = ["x509", "jwt", "wit", "token"];
 const DEFAULT_SCHEDULE: RotationSchedule = { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 };
 
 /** The HSM label of a CA key: found again by it after a restart. */
@@ -91,7 +111,7 @@ export const caKeyLabel = (kind: CaKeyKind, id: string): string => `hallmark-${k
  * last SVID it signed has expired, it leaves the bundle and is destroyed in the KeyStore).
  * Every change of the published keys bumps the bundle sequence.
  */
-export class CertificateAuthority implements SvidIssuer, CaAdministration {
+export class CertificateAuthority implements SvidIssuer, CaAdministration, AccessTokenSigner {
   private readonly loaded = new Map<string, LoadedKey>();
   private readonly listeners: Array<() => void> = [];
   /** The active CA certificate cross-signed by the previous key, by "active/previous" key ids. */
@@ -158,7 +178,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       now: input.now,
     });
     await this.o.svids.record({
-      serial: leaf.serialHex,
+      // One spelling, the one request-time lookups use (a serial may start with a zero nibble).
+      serial: normalizeSerial(leaf.serialHex),
       spiffeId: input.spiffeId.toString(),
       kind: "x509",
       nodeId: input.nodeId,
@@ -171,7 +192,11 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
 
   async issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt> {
     const active = this.requireActive("jwt");
+    // The jti names the token's record, so that a JWT-SVID presented back to Hallmark (an OAuth
+    // client assertion) is traced to the node it was issued to.
+    const jti = randomUUID();
     const jwt = await mintJwtSvid({
+      jti,
       signer: active.signer,
       scheme: this.jwtScheme(active),
       kid: active.record.kid!,
@@ -183,8 +208,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       maxTtlSeconds: this.o.jwt.maxTtlSeconds,
     });
     await this.o.svids.record({
-      // JWT-SVIDs have no serial; a random one keys the record (the repository's primary key).
-      serial: `jwt-${randomUUID()}`,
+      // JWT-SVIDs have no serial; their jti keys the record (the repository's primary key).
+      serial: `jwt-${jti}`,
       spiffeId: input.spiffeId.toString(),
       kind: "jwt",
       nodeId: input.nodeId,
@@ -218,6 +243,23 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       notAfter: wit.expiresAt,
     });
     return wit;
+  }
+
+  /**
+   * Signs the claims of an RFC 9068 access token (header typ at+jwt) with the active token key.
+   * The claims are the caller's (src/oauth/access-token.ts); the key never leaves the KeyStore.
+   */
+  async signAccessToken(claims: { exp: number } & Record<string, unknown>): Promise<SignedAccessToken> {
+    const active = this.requireActive("token");
+    const scheme = this.jwtScheme(active);
+    const kid = active.record.kid!;
+    const token = await signCompactJws(active.signer, scheme, { typ: "at+jwt", alg: SCHEMES[scheme].jwsAlg, kid }, claims);
+    return { token, kid, keyId: active.record.id, expiresAt: new Date(claims.exp * 1000) };
+  }
+
+  /** The access-token keys (prepared, active, previous) as a plain JWKS: `kid`, `alg`, `use` sig. */
+  async accessTokenJwks(): Promise<Record<string, unknown>> {
+    return jwtJwks(this.jwsAuthorities("token"));
   }
 
   /** Trust anchors: our CA certificates (root mode) or the upstream root (intermediate mode). */
@@ -328,7 +370,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     }
     const notes: string[] = [];
     for (const k of previous) {
-      const last = await this.o.svids.latestExpiry(k.record.id);
+      const last = await this.latestExpiry(k.record);
       notes.push(`previous ${kind} key ${k.record.id} stays published until its last SVID expires at ${last?.toISOString() ?? "(none recorded)"}`);
     }
     return { changed, notes };
@@ -398,7 +440,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     if (this.key(kind, "prepared")) throw new HallmarkError("ca_rotation_in_progress", `a ${kind} key is already prepared; activate it first`);
     const id = randomUUID();
     const label = caKeyLabel(kind, id);
-    const keyType = kind === "x509" ? this.o.x509.keyType : this.o.jwt.keyType; // jwt and wit alike
+    const keyType = kind === "x509" ? this.o.x509.keyType : kind === "token" ? this.o.token!.keyType : this.o.jwt.keyType; // jwt and wit alike
     // The intent is recorded before the HSM generates anything: whatever a crash from here on
     // leaves in the token is named by a pending record, and the next start destroys it.
     const record: CaKeyRecord = { id, kind, label, keyType, status: "pending", createdAt: now };
@@ -409,7 +451,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
       if (kind === "x509") Object.assign(record, await this.newCaCertificate(signer, now));
       else {
         record.kid = createHash("sha256").update(signer.publicKey.export({ type: "spki", format: "der" })).digest("base64url").slice(0, 32);
-        const keyTtl = (kind === "wit" ? this.o.wit?.keyTtlSeconds : undefined) ?? this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds;
+        const own = kind === "wit" ? this.o.wit?.keyTtlSeconds : kind === "token" ? this.o.token?.keyTtlSeconds : undefined;
+        const keyTtl = own ?? this.o.jwt.keyTtlSeconds ?? this.o.x509.ttlSeconds;
         record.notAfter = new Date(now.getTime() + keyTtl * 1000);
       }
       await this.o.caKeys.markPrepared(record);
@@ -446,7 +489,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
   private async retireNow(now: Date, kind?: CaKeyKind): Promise<KeyStep[]> {
     const changed: KeyStep[] = [];
     for (const k of [...this.loaded.values()].filter((k) => k.record.status === "previous" && (!kind || k.record.kind === kind))) {
-      const last = await this.o.svids.latestExpiry(k.record.id);
+      const last = await this.latestExpiry(k.record);
       if (last && last.getTime() > now.getTime()) continue;
       await this.setStatus(k, "retired", now);
       this.loaded.delete(k.record.id);
@@ -497,13 +540,18 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration {
     return [...this.loaded.values()].filter((k) => k.record.kind === kind && PUBLISHED.has(k.record.status)).sort(byAge);
   }
 
-  /** The kinds of key this CA keeps: the WIT key only when WIT-SVIDs are configured. */
+  /** The kinds of key this CA keeps: the WIT key only when WIT-SVIDs are configured, the token key only when access tokens are. */
   private kinds(): readonly CaKeyKind[] {
-    return this.o.wit ? ALL_KINDS : ["x509", "jwt"];
+    return ALL_KINDS.filter((k) => (k === "wit" ? this.o.wit : k === "token" ? this.o.token : true));
   }
 
-  /** The published JWT-SVID or WIT-SVID keys. */
-  private jwsAuthorities(kind: "jwt" | "wit"): JwtAuthority[] {
+  /** When the last credential a key signed expires: SVIDs for the SVID keys, access tokens for the token key. */
+  private latestExpiry(record: CaKeyRecord): Promise<Date | undefined> {
+    return record.kind === "token" && this.o.token ? this.o.token.latestExpiry(record.id) : this.o.svids.latestExpiry(record.id);
+  }
+
+  /** The published JWT-SVID, WIT-SVID or access-token keys. */
+  private jwsAuthorities(kind: "jwt" | "wit" | "token"): JwtAuthority[] {
     return this.published(kind).map((k) => ({ kid: k.record.kid!, publicKey: k.signer.publicKey, alg: SCHEMES[this.jwtScheme(k)].jwsAlg }));
   }
 

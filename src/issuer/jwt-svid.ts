@@ -55,6 +55,8 @@ export async function mintJwtSvid(o: {
   now: Date;
   /** The `iss` claim: the issuer of the OIDC discovery document that publishes this key. */
   issuer?: string | undefined;
+  /** The `jti` claim (JWT-SVID §3 allows it): names the issuance record. */
+  jti?: string | undefined;
   /** Default: ES256/ES384 for EC keys, RS256 for RSA keys. */
   scheme?: SignatureScheme;
   maxTtlSeconds?: number;
@@ -67,6 +69,13 @@ export async function mintJwtSvid(o: {
   const iat = Math.floor(o.now.getTime() / 1000);
   const exp = iat + o.ttlSeconds;
   const header = { alg: SCHEMES[scheme].jwsAlg, kid: o.kid, typ: "JWT" };
-  const claims = { ...(o.issuer === undefined ? {} : { iss: o.issuer }), sub: o.spiffeId.toString(), aud: audience.length === 1 ? audience[0] : audience, exp, iat };
+  const claims = {
+    ...(o.issuer === undefined ? {} : { iss: o.issuer }),
+    sub: o.spiffeId.toString(),
+    aud: audience.length === 1 ? audience[0] : audience,
+    exp,
+    iat,
+    ...(o.jti === undefined ? {} : { jti: o.jti }),
+  };
   return { token: await signCompactJws(o.signer, scheme, header, claims), expiresAt: new Date(exp * 1000) };
 }

@@ -3,6 +3,7 @@ import type { AuditLog } from "../audit/log.js";
 import { HallmarkError } from "../errors.js";
 import { AUDIT_EVENTS } from "../service/audit-events.js";
 import type { Clock } from "../service/clock.js";
+import type { DelegationLookup } from "../service/ports.js";
 import { HALLMARK_NAMESPACE, SpiffeId, inHallmarkNamespace, parseMemberId, type TrustDomain } from "../spiffe/id.js";
 import type { DelegationRecord, Store } from "../store/types.js";
 import { oauthError } from "./errors.js";
@@ -43,7 +44,7 @@ const CONTROL = /[\x00-\x1f\x7f]/;
  * Who may act for whom: the delegations behind token exchange. Administration (create, list,
  * show, delete: each change audited) and the lookup the token endpoint makes. No HTTP here.
  */
-export class DelegationService {
+export class DelegationService implements DelegationLookup {
   constructor(private readonly deps: DelegationServiceDeps) {}
 
   async create(input: NewDelegation): Promise<DelegationRecord> {
@@ -78,6 +79,11 @@ export class DelegationService {
     const d = await this.get(id);
     if (!(await this.deps.store.delegations.delete(id))) throw oauthError("delegation_not_found", "no such delegation");
     await this.audit(AUDIT_EVENTS.delegationDelete, d);
+  }
+
+  /** Whether the delegation still exists: every access token issued under it is active only while it does. */
+  async exists(id: string): Promise<boolean> {
+    return (await this.deps.store.delegations.get(id)) !== undefined;
   }
 
   /** The delegations that could let `actor` act for `subject` of `subjectIssuer`: decideDelegation's candidates. */

@@ -11,6 +11,7 @@ export const OAUTH_ERRORS = {
   oauth_invalid_request: { status: 400, title: "The token request is malformed or misses a required parameter" },
   oauth_unsupported_grant_type: { status: 400, title: "Only the token-exchange grant is supported" },
   oauth_unsupported_token_type: { status: 400, title: "The token type is not one this server accepts for that parameter" },
+  oauth_invalid_resource: { status: 400, title: "A resource parameter is not an absolute URI without a fragment (RFC 8707 §2)" },
   // Client authentication (RFC 8705 tls_client_auth, JWT-SVID client assertion)
   oauth_client_unauthenticated: { status: 401, title: "The client did not authenticate with a valid SVID" },
   // Subject and actor tokens
@@ -37,6 +38,8 @@ export const OAUTH_ERRORS = {
   // Access tokens presented to Hallmark or checked by a resource server (RFC 6750, RFC 9449 §7)
   access_token_invalid: { status: 401, title: "The access token is invalid, expired or revoked" },
   access_token_dpop_bound: { status: 401, title: "The access token is DPoP-bound and was presented without a matching proof" },
+  // Revocation (RFC 7009 §2.1: a client revokes only the tokens issued to it)
+  token_not_issued_to_client: { status: 400, title: "The token was not issued to the client asking to revoke it" },
   // Administration of delegations
   delegation_invalid: { status: 400, title: "The delegation is not valid" },
   delegation_not_found: { status: 404, title: "No such delegation" },
@@ -49,6 +52,7 @@ export const OAUTH_ERROR_OF: Readonly<Record<OAuthErrorCode, string>> = {
   oauth_invalid_request: "invalid_request",
   oauth_unsupported_grant_type: "unsupported_grant_type",
   oauth_unsupported_token_type: "invalid_request",
+  oauth_invalid_resource: "invalid_target",
   oauth_client_unauthenticated: "invalid_client",
   subject_token_invalid: "invalid_grant",
   subject_token_expired: "invalid_grant",
@@ -70,6 +74,7 @@ export const OAUTH_ERROR_OF: Readonly<Record<OAuthErrorCode, string>> = {
   dpop_nonce_required: "use_dpop_nonce",
   access_token_invalid: "invalid_token",
   access_token_dpop_bound: "invalid_token",
+  token_not_issued_to_client: "unauthorized_client",
   delegation_invalid: "invalid_request",
   delegation_not_found: "invalid_request",
 };

@@ -7,9 +7,11 @@ import { jwtSchemeFor, x509SchemeFor } from "../issuer/signature-formats.js";
  * mechanism check. An upstream key given by hsmLabel is left out: its type is known only once
  * it is found, and it is used the moment the CA starts, so a missing mechanism shows at once.
  */
-export function hsmKeyUses(config: Pick<ServerConfig, "ca" | "jwt">): KeyUse[] {
+export function hsmKeyUses(config: Pick<ServerConfig, "ca" | "jwt" | "delegation">): KeyUse[] {
   return [
     { purpose: "ca.keyType", keyType: config.ca.keyType, scheme: x509SchemeFor(config.ca.keyType) },
     { purpose: "jwt.keyType", keyType: config.jwt.keyType, scheme: jwtSchemeFor(config.jwt.keyType, config.jwt.rsaPadding) },
+    // Access tokens sign with the JWT key's RSA padding: one JWS setting for every JWS key.
+    { purpose: "delegation.keyType", keyType: config.delegation.keyType, scheme: jwtSchemeFor(config.delegation.keyType, config.jwt.rsaPadding) },
   ];
 }

@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import { buildAdminApp, buildPublicApp } from "../api/app.js";
+import type { OAuthServices } from "../api/oauth-routes.js";
 import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
 import { AuditLog } from "../audit/log.js";
 import { WorkerAuditVerifier } from "../audit/worker-verifier.js";
@@ -11,6 +12,9 @@ import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { findSoftHsmModule } from "../hsm/softhsm.js";
 import { SOFTHSM_AUTO_INIT_LOG, softHsmAutoInitInUse } from "./dev-notice.js";
+import { AccessTokenService } from "../oauth/access-tokens.js";
+import { ClientAuthenticator } from "../oauth/client-auth.js";
+import { ownAudiences } from "../oauth/metadata.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
 import { checkAuditTail } from "../service/audit-tail-check.js";
@@ -39,6 +43,8 @@ export interface RunningServer {
   adminSocket: string;
   /** The https_web federation bundle endpoint, when configured. */
   webBundleUrl?: string;
+  /** The token service behind /oauth2 (token exchange issues through it; tests and benches too). */
+  oauth: OAuthServices;
   close(): Promise<void>;
 }
 
@@ -110,6 +116,20 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       maxTtlCeilingSeconds: config.svid.maxTtl,
       attestorTypes: ATTESTOR_TYPES,
     });
+    // The token service's issuer: delegation.issuer, else the OIDC issuer (same rules, same default).
+    const oauthIssuer = () => config.delegation.issuer ?? issuerUrl();
+    const clients = new ClientAuthenticator({ trustDomain, store, jwtJwks: () => ca.jwtJwks(), audiences: () => ownAudiences(oauthIssuer()) });
+    const tokens = new AccessTokenService({
+      trustDomain,
+      store,
+      signer: ca,
+      delegations,
+      clients,
+      audit,
+      clock,
+      issuer: oauthIssuer,
+    });
+    const oauth: OAuthServices = { tokens, signer: ca, issuer: oauthIssuer };
     const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir });
 
     const [host, port] = splitHostPort(config.listen);
@@ -141,7 +161,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },
-      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, oauth },
     );
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca, delegations });
@@ -169,7 +189,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(async () => stopRotation());
     ready = true;
     log.info({ url, adminSocket, webBundleUrl, trustDomain: trustDomain.name, dataDir: config.dataDir }, "hallmark server ready");
-    return { url, adminSocket, ...(webBundleUrl ? { webBundleUrl } : {}), close: closeAll };
+    return { url, adminSocket, ...(webBundleUrl ? { webBundleUrl } : {}), oauth, close: closeAll };
   } catch (e) {
     await closeAll();
     throw e;

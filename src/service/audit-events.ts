@@ -24,4 +24,10 @@ export const AUDIT_EVENTS = {
   /** Who may act for whom (issue 11): a delegation created or deleted by the administrator. */
   delegationCreate: "delegation_create",
   delegationDelete: "delegation_delete",
+  /** An OAuth access token issued by token exchange (its `serial` is the jti). */
+  issueAccessToken: "issue_access_token",
+  /** An introspection (RFC 7662) answered or refused: the token's digest and jti, never the token. */
+  oauthIntrospect: "oauth_introspect",
+  /** A revocation (RFC 7009) done or refused, with the descendants it reached. */
+  oauthRevoke: "oauth_revoke",
 } as const;

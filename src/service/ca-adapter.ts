@@ -39,6 +39,7 @@ export async function openCertificateAuthority(o: {
     x509: { keyType: config.ca.keyType, ttlSeconds: config.ca.ttl, upstream: await loadUpstream(config, o.keyStore) },
     jwt: { keyType: config.jwt.keyType, rsaPadding: config.jwt.rsaPadding, maxTtlSeconds: config.svid.maxTtl },
     wit: { maxTtlSeconds: config.svid.maxTtl },
+    token: { keyType: config.delegation.keyType, latestExpiry: (keyId) => o.store.accessTokens.latestExpiry(keyId) },
     refreshHintSeconds: config.bundle.refreshHint,
     rotation: config.ca.rotation && {
       prepareAt: config.ca.rotation.prepareAt,

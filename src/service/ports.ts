@@ -80,8 +80,35 @@ export interface VerifiedCsr {
 
 export type CsrParser = (input: string) => VerifiedCsr;
 
-/** The CA's keys: x509 (the CA), jwt (JWT-SVIDs), wit (WIT-SVIDs). */
-export type CaKeyKindName = "x509" | "jwt" | "wit";
+/** The CA's keys: x509 (the CA), jwt (JWT-SVIDs), wit (WIT-SVIDs), token (OAuth access tokens). */
+export type CaKeyKindName = "x509" | "jwt" | "wit" | "token";
+export const CA_KEY_KINDS = ["x509", "jwt", "wit", "token"] as const satisfies readonly CaKeyKindName[];
+
+/** An access token signed by the HSM key: `kid` names it in the JWKS, `keyId` in the CA's key records. */
+export interface SignedAccessToken {
+  token: string;
+  kid: string;
+  keyId: string;
+  expiresAt: Date;
+}
+
+/** What the OAuth services need from the CA: the access-token key, in the KeyStore. */
+export interface AccessTokenSigner {
+  /** Signs RFC 9068 claims (header typ at+jwt, alg, kid) with the active token key. */
+  signAccessToken(claims: { exp: number } & Record<string, unknown>): Promise<SignedAccessToken>;
+  /** The token keys a resource server verifies with (prepared, active, previous): a plain JWKS. */
+  accessTokenJwks(): Promise<Record<string, unknown>>;
+  /** Plain JWKS of the JWT-SVID keys: client assertions and actor tokens verify with it. */
+  jwtJwks(): Promise<Record<string, unknown>>;
+}
+
+/**
+ * Whether a delegation still exists: every link of an access token's lineage needs its own.
+ * Backed by the delegations repository (store.delegations).
+ */
+export interface DelegationLookup {
+  exists(id: string): Promise<boolean>;
+}
 
 export type RotationStep = "prepare" | "activate" | "retire" | "auto";
 

@@ -159,4 +159,30 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX delegations_actor_issuer ON delegations(actor, subject_issuer);
   `,
+  // 7 (delegation, issue 11): the access tokens Hallmark issued and their lineage (parent_jti),
+  // so that revoking a token, deleting its delegation or evicting its actor's node makes every
+  // token derived from it inactive. The lineage is walked with a recursive CTE (PostgreSQL runs
+  // the same). JWT-SVIDs now carry a jti and are recorded as 'jwt-<jti>', found again by it when
+  // a JWT-SVID authenticates an OAuth client.
+  `
+  CREATE TABLE access_tokens (
+    jti            TEXT PRIMARY KEY,
+    parent_jti     TEXT,
+    delegation_id  TEXT NOT NULL,
+    client_id      TEXT NOT NULL,
+    actor_node_id  TEXT NOT NULL,
+    subject        TEXT NOT NULL,
+    subject_issuer TEXT NOT NULL,
+    scope          TEXT NOT NULL,
+    audience       TEXT NOT NULL,
+    jkt            TEXT,
+    key_id         TEXT NOT NULL,
+    issued_at      INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    revoked_at     INTEGER
+  );
+  CREATE INDEX access_tokens_parent ON access_tokens(parent_jti);
+  CREATE INDEX access_tokens_expiry ON access_tokens(expires_at);
+  CREATE INDEX access_tokens_key ON access_tokens(key_id, expires_at);
+  `,
 ];

@@ -8,33 +8,36 @@ import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, r
 import { errnoReason } from "../system-error.js";
 import { SqliteHealth } from "./sqlite-health.js";
 import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./sqlite-files.js";
-import type {
-  AttestationSessionRecord,
-  AuditRecord,
-  AuditRecordInput,
-  AuditRepository,
-  CaKeyKind,
-  CaKeyRecord,
-  CaKeyRepository,
-  CaKeyStatus,
-  ConsumeOutcome,
-  DpopProofRepository,
-  DelegationRecord,
-  DelegationRepository,
-  EntryChange,
-  EntryChangePage,
-  EntryRecord,
-  EntryRepository,
-  IssuedSvidRecord,
-  JoinTokenRecord,
-  JoinTokenRepository,
-  NodeBanRecord,
-  NodeRecord,
-  NodeRepository,
-  SessionRepository,
-  SessionStatus,
-  Store,
-  SvidRepository,
+import {
+  type AccessTokenRecord,
+  type AccessTokenRepository,
+  MAX_LINEAGE_LINKS,
+  type AttestationSessionRecord,
+  type AuditRecord,
+  type AuditRecordInput,
+  type AuditRepository,
+  type CaKeyKind,
+  type CaKeyRecord,
+  type CaKeyRepository,
+  type CaKeyStatus,
+  type ConsumeOutcome,
+  type DpopProofRepository,
+  type DelegationRecord,
+  type DelegationRepository,
+  type EntryChange,
+  type EntryChangePage,
+  type EntryRecord,
+  type EntryRepository,
+  type IssuedSvidRecord,
+  type JoinTokenRecord,
+  type JoinTokenRepository,
+  type NodeBanRecord,
+  type NodeRecord,
+  type NodeRepository,
+  type SessionRepository,
+  type SessionStatus,
+  type Store,
+  type SvidRepository,
 } from "./types.js";
 
 type Row = Record<string, unknown>;
@@ -143,6 +146,7 @@ class SqliteStore implements Store {
   readonly sessions: SessionRepository;
   readonly svids: SvidRepository;
   readonly caKeys: CaKeyRepository;
+  readonly accessTokens: AccessTokenRepository;
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;
@@ -159,6 +163,7 @@ class SqliteStore implements Store {
     this.sessions = health.guard("sessions", new SqliteSessions(db));
     this.svids = health.guard("svids", new SqliteSvids(db));
     this.caKeys = health.guard("caKeys", new SqliteCaKeys(db));
+    this.accessTokens = health.guard("accessTokens", new SqliteAccessTokens(db));
     this.audit = health.guard("audit", new SqliteAudit(db));
     this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
     this.delegations = health.guard("delegations", new SqliteDelegations(db));
@@ -577,6 +582,101 @@ class SqliteSvids implements SvidRepository {
     const rows = prepared(this.db, "SELECT kind, COUNT(*) AS n FROM issued_svids GROUP BY kind").all() as Row[];
     return Object.fromEntries(rows.map((r) => [String(r.kind), Number(r.n)]));
   }
+}
+
+class SqliteAccessTokens implements AccessTokenRepository {
+  constructor(private readonly db: Db) {}
+
+  async record(t: AccessTokenRecord): Promise<void> {
+    prepared(
+      this.db,
+      `INSERT INTO access_tokens (jti, parent_jti, delegation_id, client_id, actor_node_id, subject, subject_issuer, scope, audience, jkt, key_id, issued_at, expires_at, revoked_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      t.jti,
+      t.parentJti ?? null,
+      t.delegationId,
+      t.clientId,
+      t.actorNodeId,
+      t.subject,
+      t.subjectIssuer,
+      t.scope,
+      JSON.stringify(t.audience),
+      t.jkt ?? null,
+      t.keyId,
+      ms(t.issuedAt),
+      ms(t.expiresAt),
+      t.revokedAt ? ms(t.revokedAt) : null,
+    );
+  }
+
+  async get(jti: string): Promise<AccessTokenRecord | undefined> {
+    const r = prepared(this.db, "SELECT * FROM access_tokens WHERE jti = ?").get(jti) as Row | undefined;
+    return r ? accessTokenOf(r) : undefined;
+  }
+
+  async lineage(jti: string): Promise<AccessTokenRecord[]> {
+    // Standard SQL (WITH RECURSIVE): PostgreSQL runs it as it is. The depth bound stops a cycle
+    // that no code writes but a hand-edited database could hold.
+    const rows = prepared(
+      this.db,
+      `WITH RECURSIVE chain(jti, depth) AS (
+         SELECT jti, 0 FROM access_tokens WHERE jti = ?
+         UNION ALL
+         SELECT t.parent_jti, c.depth + 1 FROM chain c JOIN access_tokens t ON t.jti = c.jti
+         WHERE t.parent_jti IS NOT NULL AND c.depth + 1 < ?
+       )
+       SELECT t.* FROM chain c JOIN access_tokens t ON t.jti = c.jti ORDER BY c.depth`,
+    ).all(jti, MAX_LINEAGE_LINKS) as Row[];
+    return rows.map(accessTokenOf);
+  }
+
+  async revoke(jti: string, at: Date): Promise<boolean> {
+    const exists = prepared(this.db, "SELECT 1 FROM access_tokens WHERE jti = ?").get(jti) !== undefined;
+    if (exists) prepared(this.db, "UPDATE access_tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL").run(ms(at), jti);
+    return exists;
+  }
+
+  async descendants(jti: string): Promise<string[]> {
+    const rows = prepared(
+      this.db,
+      `WITH RECURSIVE below(jti, depth) AS (
+         SELECT jti, 1 FROM access_tokens WHERE parent_jti = ?
+         UNION ALL
+         SELECT t.jti, b.depth + 1 FROM below b JOIN access_tokens t ON t.parent_jti = b.jti WHERE b.depth < ?
+       )
+       SELECT DISTINCT jti FROM below ORDER BY jti`,
+    ).all(jti, MAX_LINEAGE_LINKS) as Row[];
+    return rows.map((r) => String(r.jti));
+  }
+
+  async latestExpiry(keyId: string): Promise<Date | undefined> {
+    const r = prepared(this.db, "SELECT MAX(expires_at) AS m FROM access_tokens WHERE key_id = ?").get(keyId) as Row;
+    return optDate(r.m);
+  }
+
+  async purgeExpired(now: Date): Promise<number> {
+    return prepared(this.db, "DELETE FROM access_tokens WHERE expires_at <= ?").run(ms(now)).changes;
+  }
+}
+
+function accessTokenOf(r: Row): AccessTokenRecord {
+  return {
+    jti: String(r.jti),
+    parentJti: optStr(r.parent_jti),
+    delegationId: String(r.delegation_id),
+    clientId: String(r.client_id),
+    actorNodeId: String(r.actor_node_id),
+    subject: String(r.subject),
+    subjectIssuer: String(r.subject_issuer),
+    scope: String(r.scope),
+    audience: JSON.parse(String(r.audience)) as string[],
+    jkt: optStr(r.jkt),
+    keyId: String(r.key_id),
+    issuedAt: date(r.issued_at),
+    expiresAt: date(r.expires_at),
+    revokedAt: optDate(r.revoked_at),
+  };
 }
 
 const STATUS_TIME_COLUMN: Record<CaKeyStatus, string | undefined> = {

@@ -187,8 +187,12 @@ export interface SvidRepository {
   countByKind(): Promise<Record<string, number>>;
 }
 
-/** x509: the CA key; jwt: the JWT-SVID key; wit: the WIT-SVID key (a bundle key has one `use`, so each kind has its own). */
-export type CaKeyKind = "x509" | "jwt" | "wit";
+/**
+ * x509: the CA key; jwt: the JWT-SVID key; wit: the WIT-SVID key (a bundle key has one `use`, so
+ * each kind has its own); token: the OAuth access-token key (RFC 9068), published in the plain
+ * JWKS at /oauth2/jwks and never in the SPIFFE bundle, since access tokens are not SVIDs.
+ */
+export type CaKeyKind = "x509" | "jwt" | "wit" | "token";
 /**
  * pending: the intent to create this key, recorded before the HSM is asked to generate it; never
  * published, never signing, and not listed by `list` (a start destroys whatever the HSM holds under
@@ -268,6 +272,57 @@ export interface DelegationRepository {
   findFor(actor: string, subjectIssuer: string, subject: string): Promise<DelegationRecord[]>;
 }
 
+/**
+ * An access token Hallmark issued (RFC 9068), kept so that introspection can follow its lineage:
+ * the token it was exchanged from (`parentJti`, when the subject token was one of ours), the
+ * delegation that allowed it, and the node its actor's SVID was issued to. A token is active only
+ * while no link of that chain is revoked, its delegation exists and its actor's node is not
+ * evicted. The token itself is never stored.
+ */
+export interface AccessTokenRecord {
+  jti: string;
+  parentJti?: string | undefined;
+  delegationId: string;
+  /** The actor: the client's SPIFFE ID. */
+  clientId: string;
+  /** The node (SPIFFE ID) the actor's SVID was issued to. */
+  actorNodeId: string;
+  subject: string;
+  subjectIssuer: string;
+  /** Space-separated, as in the token. */
+  scope: string;
+  audience: string[];
+  /** RFC 7638 thumbprint of the DPoP key, when the token is DPoP-bound. */
+  jkt?: string | undefined;
+  /** The `token` CA key that signed it: a key retires once its last token has expired. */
+  keyId: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  revokedAt?: Date | undefined;
+}
+
+/** At most this many links are read when a token's lineage is walked (delegation.maxActDepth is at most 16). */
+export const MAX_LINEAGE_LINKS = 32;
+
+export interface AccessTokenRepository {
+  record(token: AccessTokenRecord): Promise<void>;
+  get(jti: string): Promise<AccessTokenRecord | undefined>;
+  /**
+   * The token and its ancestors, the token first, then its parent, and so on up to a token with
+   * no parent (or MAX_LINEAGE_LINKS links). A chain whose last record still names a parent is
+   * broken (the parent was purged): callers treat that as inactive.
+   */
+  lineage(jti: string): Promise<AccessTokenRecord[]>;
+  /** Marks the token revoked at `at` unless it already is; false when there is no such token. Descendants follow through `lineage`. */
+  revoke(jti: string, at: Date): Promise<boolean>;
+  /** The jtis of the tokens exchanged from this one, at any depth (not the token itself). */
+  descendants(jti: string): Promise<string[]>;
+  /** Latest expiry among tokens signed by this key: when it may retire. */
+  latestExpiry(keyId: string): Promise<Date | undefined>;
+  /** Forgets tokens expired before `now` (a child never outlives its parent, so no live lineage breaks). */
+  purgeExpired(now: Date): Promise<number>;
+}
+
 export interface AuditRecordInput {
   time: Date;
   /** attest, issue_x509, issue_jwt, refuse, token_create, entry_create, entry_delete, node_evict, ca_rotate… */
@@ -320,6 +375,7 @@ export interface Store {
   readonly sessions: SessionRepository;
   readonly svids: SvidRepository;
   readonly caKeys: CaKeyRepository;
+  readonly accessTokens: AccessTokenRepository;
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;

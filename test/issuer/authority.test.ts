@@ -16,6 +16,7 @@ import { createLogger } from "../../src/log.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
 import type { Store } from "../../src/store/types.js";
+import { normalizeSerial } from "../../src/service/ports.js";
 import { run } from "../helpers/cli.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -374,3 +375,14 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
     expect(await ca.bundlePem()).toBe(pemChain([upstreamRoot]));
   });
 });
+  it("records every X.509-SVID under the serial spelling request-time lookups use, a leading zero nibble included", async () => {
+    const store = await newStore("serial-spelling");
+    const ca = await CertificateAuthority.open(options(store));
+    // About one serial in eight starts with a zero nibble (first octet 0x01..0x0f): issue until one does.
+    let svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now });
+    for (let i = 0; i < 200 && !svid.serial.startsWith("0"); i++) svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now });
+    expect(svid.serial).toMatch(/^0/);
+    const presented = new X509Certificate(svid.chain[0]!).serialNumber;
+    expect((await store.svids.get(normalizeSerial(presented)))?.spiffeId).toBe(td.id("/w").toString());
+  });
+

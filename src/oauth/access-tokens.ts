@@ -1,0 +1,276 @@
+import { createHash } from "node:crypto";
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
+import type { AuditLog } from "../audit/log.js";
+import { isHallmarkError } from "../errors.js";
+import { AUDIT_EVENTS } from "../service/audit-events.js";
+import type { Clock } from "../service/clock.js";
+import type { AccessTokenSigner, DelegationLookup } from "../service/ports.js";
+import type { TrustDomain } from "../spiffe/id.js";
+import type { AccessTokenRecord, Store } from "../store/types.js";
+import { ATTESTATION_CLAIM, type ActClaim, mintAccessToken } from "./access-token.js";
+import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials } from "./client-auth.js";
+import { oauthError } from "./errors.js";
+
+/**
+ * The access tokens Hallmark issues, from minting to the end of their lineage: issue (sign with
+ * the HSM token key and record), the ACTIVE check every introspection runs, introspection
+ * (RFC 7662) and revocation (RFC 7009). A token is active iff its signature verifies with one of
+ * our token keys, it has not expired, its record exists, and along its whole lineage (the token,
+ * the Hallmark token it was exchanged from, and so on) no link is revoked or expired, every
+ * link's delegation still exists and every link's actor node is not evicted. Revoking a token,
+ * deleting a delegation or evicting an agent's node therefore deactivates everything derived
+ * from it at once. Tokens never reach a log line or the audit log: a digest and the jti do.
+ */
+
+/** Algorithms our token keys sign with (jwtSchemeFor): nothing else verifies, whatever the header says. */
+export const ACCESS_TOKEN_ALGORITHMS = ["ES256", "ES384", "RS256", "PS256"];
+/** Far above any token we mint (a few KB with a deep act chain); larger input is inactive without parsing. */
+export const MAX_ACCESS_TOKEN_CHARS = 16 * 1024;
+
+export interface IssueAccessToken {
+  client: AuthenticatedClient;
+  subject: string;
+  subjectIssuer: string;
+  audience: string[];
+  scope: string[];
+  delegationId: string;
+  /** The Hallmark access token the subject token was (when it was one of ours). */
+  parentJti?: string | undefined;
+  priorAct?: ActClaim | undefined;
+  jkt?: string | undefined;
+  expiresAt: Date;
+  now: Date;
+}
+
+export interface IssuedAccessToken {
+  token: string;
+  jti: string;
+  kid: string;
+  expiresAt: Date;
+}
+
+/** A token that is active now: its verified claims and its record. */
+export interface ActiveAccessToken {
+  claims: JWTPayload & Record<string, unknown>;
+  record: AccessTokenRecord;
+}
+
+/** RFC 7662 §2.2: `{active:false}` alone, or the token's claims. */
+export type IntrospectionAnswer = { active: false } | ({ active: true; token_type: "DPoP" | "Bearer" } & Record<string, unknown>);
+
+export interface AccessTokenServiceDeps {
+  trustDomain: TrustDomain;
+  store: Pick<Store, "accessTokens" | "nodes">;
+  signer: AccessTokenSigner;
+  delegations: DelegationLookup;
+  clients: ClientAuthenticator;
+  audit: AuditLog;
+  clock: Clock;
+  /** `iss` of the tokens (delegation.issuer, else jwt.issuer, else the bound URL). */
+  issuer: () => string;
+}
+
+type Verdict = { active: true; token: ActiveAccessToken } | { active: false; reason: string; jti?: string | undefined };
+
+export class AccessTokenService {
+  constructor(private readonly d: AccessTokenServiceDeps) {}
+
+  /** Mints, records and audits an access token (token exchange calls this once every check has passed). */
+  async issue(r: IssueAccessToken): Promise<IssuedAccessToken> {
+    const minted = await mintAccessToken(this.d.signer, {
+      issuer: this.d.issuer(),
+      subject: r.subject,
+      audience: r.audience,
+      clientId: r.client.clientId,
+      actorIssuer: this.d.trustDomain.idString,
+      scope: r.scope,
+      priorAct: r.priorAct,
+      jkt: r.jkt,
+      attestation: { attestor: r.client.attestor, node: r.client.nodeId, keyResident: r.client.keyResident },
+      issuedAt: r.now,
+      expiresAt: r.expiresAt,
+    });
+    await this.d.store.accessTokens.record({
+      jti: minted.jti,
+      parentJti: r.parentJti,
+      delegationId: r.delegationId,
+      clientId: r.client.clientId,
+      actorNodeId: r.client.nodeId,
+      subject: r.subject,
+      subjectIssuer: r.subjectIssuer,
+      scope: r.scope.join(" "),
+      audience: r.audience,
+      jkt: r.jkt,
+      keyId: minted.keyId,
+      issuedAt: r.now,
+      expiresAt: minted.expiresAt,
+    });
+    await this.d.audit.append({
+      time: r.now,
+      event: AUDIT_EVENTS.issueAccessToken,
+      outcome: "success",
+      actor: r.client.clientId,
+      spiffeId: r.client.clientId,
+      attestor: r.client.attestor,
+      serial: minted.jti,
+      details: {
+        subject: r.subject,
+        subject_issuer: r.subjectIssuer,
+        delegation: r.delegationId,
+        parent_jti: r.parentJti ?? null,
+        scope: r.scope.join(" "),
+        audience: r.audience,
+        dpop_bound: r.jkt !== undefined,
+        expires_at: minted.expiresAt.toISOString(),
+      },
+    });
+    return { token: minted.token, jti: minted.jti, kid: minted.kid, expiresAt: minted.expiresAt };
+  }
+
+  /** The token when it is active at `now`, else undefined (never throws for a bad token). */
+  async active(token: string, now: Date = this.d.clock()): Promise<ActiveAccessToken | undefined> {
+    const v = await this.verdict(token, now);
+    return v.active ? v.token : undefined;
+  }
+
+  /** RFC 7662: the caller authenticates as a workload of the trust domain; any token may be asked about. Audited. */
+  async introspect(credentials: ClientCredentials, token: string | undefined): Promise<IntrospectionAnswer> {
+    const now = this.d.clock();
+    const client = await this.authenticated(credentials, now, AUDIT_EVENTS.oauthIntrospect, token);
+    if (token === undefined) await this.refuseMissingToken(AUDIT_EVENTS.oauthIntrospect, now, client);
+    const v = await this.verdict(token!, now);
+    await this.d.audit.append({
+      time: now,
+      event: AUDIT_EVENTS.oauthIntrospect,
+      outcome: "success",
+      actor: client.clientId,
+      spiffeId: client.clientId,
+      ...(v.active ? { serial: v.token.record.jti } : v.jti ? { serial: v.jti } : {}),
+      details: { active: v.active, ...(v.active ? {} : { reason: v.reason }), token_sha256: digest(token) },
+    });
+    if (!v.active) return { active: false };
+    const c = v.token.claims;
+    const cnf = c.cnf as { jkt?: unknown } | undefined;
+    return {
+      active: true,
+      ...pick(c, ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "act", "cnf", ATTESTATION_CLAIM]),
+      token_type: typeof cnf?.jkt === "string" ? "DPoP" : "Bearer",
+    };
+  }
+
+  /**
+   * RFC 7009: revokes a token issued to the authenticated client, and with it every token
+   * exchanged from it (their records say so too; the lineage check would deactivate them anyway).
+   * A token that does not verify, is unknown or already expired needs nothing: success (§2.2).
+   */
+  async revoke(credentials: ClientCredentials, token: string | undefined): Promise<void> {
+    const now = this.d.clock();
+    const client = await this.authenticated(credentials, now, AUDIT_EVENTS.oauthRevoke, token);
+    if (token === undefined) await this.refuseMissingToken(AUDIT_EVENTS.oauthRevoke, now, client);
+    const claims = await this.verifiedClaims(token!, now);
+    const record = typeof claims?.jti === "string" ? await this.d.store.accessTokens.get(claims.jti) : undefined;
+    if (record && record.clientId !== client.clientId) {
+      const e = oauthError("token_not_issued_to_client", "the token was issued to another client");
+      await this.auditRefusal(AUDIT_EVENTS.oauthRevoke, now, client.clientId, e.code, e.message, token, record.jti);
+      throw e;
+    }
+    let descendants: string[] = [];
+    if (record) {
+      await this.d.store.accessTokens.revoke(record.jti, now);
+      descendants = await this.d.store.accessTokens.descendants(record.jti);
+      for (const jti of descendants) await this.d.store.accessTokens.revoke(jti, now);
+    }
+    await this.d.audit.append({
+      time: now,
+      event: AUDIT_EVENTS.oauthRevoke,
+      outcome: "success",
+      actor: client.clientId,
+      spiffeId: client.clientId,
+      ...(record ? { serial: record.jti } : {}),
+      details: { revoked: record !== undefined, descendants, token_sha256: digest(token) },
+    });
+  }
+
+  private async authenticated(credentials: ClientCredentials, now: Date, event: string, token: string | undefined): Promise<AuthenticatedClient> {
+    try {
+      return await this.d.clients.authenticate(credentials, now);
+    } catch (e) {
+      const code = isHallmarkError(e) ? e.code : "internal";
+      await this.auditRefusal(event, now, "unauthenticated", code, isHallmarkError(e) ? e.message : "internal error", token);
+      throw e;
+    }
+  }
+
+  /** RFC 7662 §2.1 and RFC 7009 §2.1: `token` is REQUIRED. */
+  private async refuseMissingToken(event: string, now: Date, client: AuthenticatedClient): Promise<never> {
+    const e = oauthError("oauth_invalid_request", "the token parameter is required");
+    await this.auditRefusal(event, now, client.clientId, e.code, e.message, undefined);
+    throw e;
+  }
+
+  private async auditRefusal(event: string, now: Date, actor: string, code: string, reason: string, token: string | undefined, jti?: string): Promise<void> {
+    await this.d.audit.append({
+      time: now,
+      event,
+      outcome: code === "internal" ? "error" : "refused",
+      code,
+      actor,
+      ...(jti ? { serial: jti } : {}),
+      details: { reason, token_sha256: digest(token) },
+    });
+  }
+
+  /** The signature, header and claims checks of an access token of ours; undefined when they fail. */
+  private async verifiedClaims(token: string, now: Date): Promise<(JWTPayload & Record<string, unknown>) | undefined> {
+    if (token.length === 0 || token.length > MAX_ACCESS_TOKEN_CHARS) return undefined;
+    try {
+      const { alg } = decodeProtectedHeader(token);
+      if (typeof alg !== "string" || !ACCESS_TOKEN_ALGORITHMS.includes(alg)) return undefined;
+      const jwks = createLocalJWKSet((await this.d.signer.accessTokenJwks()) as unknown as JSONWebKeySet);
+      const { payload } = await jwtVerify(token, jwks, {
+        algorithms: ACCESS_TOKEN_ALGORITHMS,
+        typ: "at+jwt",
+        issuer: this.d.issuer(),
+        currentDate: now,
+        requiredClaims: ["jti", "sub", "exp", "iat", "client_id"],
+      });
+      return payload as JWTPayload & Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async verdict(token: string, now: Date): Promise<Verdict> {
+    const claims = await this.verifiedClaims(token, now);
+    if (!claims) return { active: false, reason: "signature, header or claims do not verify" };
+    const jti = String(claims.jti);
+    const chain = await this.d.store.accessTokens.lineage(jti);
+    const record = chain[0];
+    if (!record || record.jti !== jti) return { active: false, reason: "no record of this token", jti };
+    if (record.clientId !== claims.client_id || record.subject !== claims.sub) return { active: false, reason: "the record does not match the token", jti };
+    if (chain[chain.length - 1]!.parentJti !== undefined) return { active: false, reason: "the lineage is broken (an ancestor is gone)", jti };
+    for (const link of chain) {
+      const why = await this.linkInactive(link, now);
+      if (why) return { active: false, reason: link === record ? why : `ancestor ${link.jti}: ${why}`, jti };
+    }
+    return { active: true, token: { claims, record } };
+  }
+
+  private async linkInactive(link: AccessTokenRecord, now: Date): Promise<string | undefined> {
+    if (link.revokedAt) return "revoked";
+    if (link.expiresAt.getTime() <= now.getTime()) return "expired";
+    if (!(await this.d.delegations.exists(link.delegationId))) return `delegation ${link.delegationId} no longer exists`;
+    const node = await this.d.store.nodes.get(link.actorNodeId);
+    if (!node || node.evicted) return `the actor's node ${link.actorNodeId} is evicted`;
+    return undefined;
+  }
+}
+
+/** A short digest that names a token in the audit log without revealing it. */
+function digest(token: string | undefined): string | null {
+  return token === undefined ? null : createHash("sha256").update(token).digest("hex").slice(0, 32);
+}
+
+function pick(o: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+}
