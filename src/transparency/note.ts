@@ -109,9 +109,11 @@ export function ed25519NoteVerifier(name: string, publicKey: KeyObject): NoteVer
  * equal to the key ID the key material gives, canonical base64 of 0x01 and 32 bytes.
  */
 export function parseVerifierKey(vkey: string): NoteVerifier {
-  const parts = vkey.split("+");
-  if (parts.length !== 3) throw tlogError("tlog_key_invalid", "a verifier key is <name>+<key id>+<key>");
-  const [name, idHex, keyB64] = parts as [string, string, string];
+  // Names hold no "+", but base64 does: split at the first two only.
+  const first = vkey.indexOf("+");
+  const second = first < 0 ? -1 : vkey.indexOf("+", first + 1);
+  if (second < 0) throw tlogError("tlog_key_invalid", "a verifier key is <name>+<key id>+<key>");
+  const [name, idHex, keyB64] = [vkey.slice(0, first), vkey.slice(first + 1, second), vkey.slice(second + 1)];
   if (!isValidKeyName(name)) throw tlogError("tlog_key_invalid", "the verifier key's name is invalid");
   if (!/^[0-9a-f]{8}$/.test(idHex)) throw tlogError("tlog_key_invalid", "the verifier key's ID is not eight lowercase hex digits");
   const key = decodeStrictBase64(keyB64);
