@@ -60,11 +60,12 @@ export function parseTilePath(path: string): TilePath {
   if (!m) throw tlogError("tlog_tile_invalid", "not a tile path");
   const index = Number(m[2]!.replace(/x|\//g, ""));
   const width = m[3] === undefined ? TILE_WIDTH : Number(m[3]);
-  if (!Number.isSafeInteger(index) || width >= TILE_WIDTH) throw tlogError("tlog_tile_invalid", "not a tile path");
+  if (!Number.isSafeInteger(index) || (m[3] !== undefined && width >= TILE_WIDTH)) throw tlogError("tlog_tile_invalid", "not a tile path");
+  if (m[1] !== "entries" && Number(m[1]) > MAX_LEVEL) throw tlogError("tlog_tile_invalid", "a tile level is 0 to 63");
   const parsed: TilePath =
     m[1] === "entries" ? { kind: "entries", index, width } : { kind: "hashes", level: Number(m[1]), index, width };
   const canonical = parsed.kind === "entries" ? entryBundlePath(index, width) : tilePath(parsed);
-  if (canonical !== path || (parsed.kind === "hashes" && parsed.level > MAX_LEVEL)) throw tlogError("tlog_tile_invalid", "not a canonical tile path");
+  if (canonical !== path) throw tlogError("tlog_tile_invalid", "not a canonical tile path");
   return parsed;
 }
 
