@@ -16,14 +16,14 @@ import (
 )
 
 type input struct {
-	Leaves      [][]byte `json:"leaves"`
-	TreeHashes  []struct {
+	Leaves     [][]byte `json:"leaves"`
+	TreeHashes []struct {
 		Size int64     `json:"size"`
 		Hash tlog.Hash `json:"hash"`
 	} `json:"treeHashes"`
 	Inclusion []struct {
-		Index int64     `json:"index"`
-		Size  int64     `json:"size"`
+		Index int64       `json:"index"`
+		Size  int64       `json:"size"`
 		Proof []tlog.Hash `json:"proof"`
 	} `json:"inclusion"`
 	Consistency []struct {
@@ -38,7 +38,8 @@ type input struct {
 	TileDir      string    `json:"tileDir"`
 	TileTreeSize int64     `json:"tileTreeSize"`
 	TileRoot     tlog.Hash `json:"tileRoot"`
-	// The same tiles with one level-0 hash edited, for leaf TamperedIndex.
+	// The same tiles with the level-0 hash of leaf TamperedIndex edited. The proof of that leaf
+	// does not hold its own hash; the proof of its sibling does, and must fail.
 	TamperedTileDir string `json:"tamperedTileDir"`
 	TamperedIndex   int64  `json:"tamperedIndex"`
 }
@@ -50,7 +51,9 @@ type output struct {
 
 var out = output{Checked: map[string]int{}, Failures: []string{}}
 
-func fail(format string, args ...interface{}) { out.Failures = append(out.Failures, fmt.Sprintf(format, args...)) }
+func fail(format string, args ...interface{}) {
+	out.Failures = append(out.Failures, fmt.Sprintf(format, args...))
+}
 
 // hashStorage: Go's own stored hashes, built from the leaves with tlog.StoredHashes.
 type hashStorage []tlog.Hash
@@ -71,7 +74,7 @@ func (s hashStorage) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 // Hallmark's encoding of N is checked against Go's.
 type dirTiles struct{ dir string }
 
-func (d dirTiles) Height() int { return 8 }
+func (d dirTiles) Height() int                     { return 8 }
 func (d dirTiles) SaveTiles([]tlog.Tile, [][]byte) {}
 func (d dirTiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 	data := make([][]byte, len(tiles))
@@ -184,7 +187,7 @@ func main() {
 	if in.TamperedTileDir != "" {
 		tree := tlog.Tree{N: in.TileTreeSize, Hash: in.TileRoot}
 		r := tlog.TileHashReader(tree, dirTiles{in.TamperedTileDir})
-		i := in.TamperedIndex
+		i := in.TamperedIndex ^ 1
 		p, err := tlog.ProveRecord(tree.N, i, r)
 		if err == nil {
 			err = tlog.CheckRecord(p, tree.N, tree.Hash, i, tlog.RecordHash(in.Leaves[i]))
