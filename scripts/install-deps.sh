@@ -7,8 +7,11 @@ scripts/check-node
 
 # python3, make and g++ build the native parts of pkcs11js and better-sqlite3 (node-gyp), and our own
 # addon (scripts/build-native). The Workload API tests run workloads under other uids (setpriv, in
-# util-linux) and use Debian's gRPC for Python as a client that is not our code.
-PACKAGES=(softhsm2 swtpm swtpm-tools tpm2-tools openssl python3 make g++ util-linux python3-grpcio python3-grpc-tools)
+# util-linux) and use Debian's gRPC for Python as a client that is not our code. The transparency-log
+# tests cross-check our Merkle proofs, tiles and signed notes with Go's golang.org/x/mod/sumdb
+# (golang-go builds it offline from golang-golang-x-mod-dev's sources).
+PACKAGES=(softhsm2 swtpm swtpm-tools tpm2-tools openssl python3 make g++ util-linux python3-grpcio python3-grpc-tools
+  golang-go golang-golang-x-mod-dev)
 # On a fresh machine cloud-init or unattended-upgrades often hold the apt/dpkg lock for a while:
 # wait for it, up to this many seconds, instead of failing at once.
 LOCK_TIMEOUT=${HALLMARK_APT_LOCK_TIMEOUT:-120}

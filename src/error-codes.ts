@@ -8,6 +8,7 @@ import { SNP_ERRORS } from "./attestors/amd-sev-snp/errors.js";
 import { AGENT_ERRORS } from "./agent/errors.js";
 import { WORKLOAD_API_ERRORS } from "./workload-api/errors.js";
 import { OAUTH_ERRORS } from "./oauth/errors.js";
+import { TRANSPARENCY_ERRORS } from "./transparency/errors.js";
 
 /** Every code Hallmark can answer with, in one table (the API and the docs read it). */
 export const ERROR_CODES: Readonly<Record<string, ErrorSpec>> = {
@@ -20,6 +21,7 @@ export const ERROR_CODES: Readonly<Record<string, ErrorSpec>> = {
   ...AGENT_ERRORS,
   ...WORKLOAD_API_ERRORS,
   ...OAUTH_ERRORS,
+  ...TRANSPARENCY_ERRORS,
 };
 
 export function errorSpec(code: string): ErrorSpec {

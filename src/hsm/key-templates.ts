@@ -9,14 +9,26 @@ const EC_PARAMS: Record<string, { der: Buffer; crv: string; size: number }> = {
   "ec-p384": { der: Buffer.from("06052b81040022", "hex"), crv: "P-384", size: 48 },
 };
 const RSA_BITS: Record<string, number> = { "rsa-2048": 2048, "rsa-3072": 3072 };
+/**
+ * Ed25519 (PKCS#11 3.0 CKK_EC_EDWARDS), with codes pkcs11js does not name. CKA_EC_PARAMS is the
+ * PrintableString "edwards25519", which SoftHSM2 2.6 takes; the RFC 8410 OID 1.3.101.112 is
+ * also accepted when reading a key back, as other tokens write it.
+ */
+export const CKK_EC_EDWARDS = 0x40;
+export const CKM_EC_EDWARDS_KEY_PAIR_GEN = 0x1055;
+export const CKM_EDDSA = 0x1057;
+const ED25519_PARAMS = Buffer.concat([Buffer.from([0x13, 0x0c]), Buffer.from("edwards25519", "ascii")]);
+const ED25519_OID = Buffer.from("06032b6570", "hex");
+const ED25519_PUBLIC_KEY_SIZE = 32;
 const F4 = Buffer.from([0x01, 0x00, 0x01]);
 
 export function isEcKeyType(t: KeyType): boolean {
   return t in EC_PARAMS;
 }
 
-/** Byte length of a raw signature: r||s for ECDSA, the modulus for RSA. */
+/** Byte length of a raw signature: r||s for ECDSA, the modulus for RSA, 64 for Ed25519. */
 export function signatureLength(t: KeyType): number {
+  if (t === "ed25519") return 64;
   const ec = EC_PARAMS[t];
   return ec ? ec.size * 2 : (RSA_BITS[t] ?? 0) / 8;
 }
@@ -37,7 +49,12 @@ export function keyPairTemplates(keyType: KeyType, label: string, id: Buffer) {
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
     { type: pkcs11js.CKA_VERIFY, value: true },
     { type: pkcs11js.CKA_PRIVATE, value: false },
-    ...(ec
+    ...(keyType === "ed25519"
+      ? [
+          { type: pkcs11js.CKA_KEY_TYPE, value: CKK_EC_EDWARDS },
+          { type: pkcs11js.CKA_EC_PARAMS, value: ED25519_PARAMS },
+        ]
+      : ec
       ? [
           { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_EC },
           { type: pkcs11js.CKA_EC_PARAMS, value: ec.der },
@@ -51,7 +68,7 @@ export function keyPairTemplates(keyType: KeyType, label: string, id: Buffer) {
   const privateKey = [
     ...common,
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-    { type: pkcs11js.CKA_KEY_TYPE, value: ec ? pkcs11js.CKK_EC : pkcs11js.CKK_RSA },
+    { type: pkcs11js.CKA_KEY_TYPE, value: keyType === "ed25519" ? CKK_EC_EDWARDS : ec ? pkcs11js.CKK_EC : pkcs11js.CKK_RSA },
     { type: pkcs11js.CKA_PRIVATE, value: true },
     { type: pkcs11js.CKA_SENSITIVE, value: true },
     { type: pkcs11js.CKA_EXTRACTABLE, value: false },
@@ -66,6 +83,7 @@ export function keyPairTemplates(keyType: KeyType, label: string, id: Buffer) {
 
 /** The PKCS#11 key-pair generation mechanism of a key type. */
 export function keyGenMechanism(keyType: KeyType): number {
+  if (keyType === "ed25519") return CKM_EC_EDWARDS_KEY_PAIR_GEN;
   return isEcKeyType(keyType) ? pkcs11js.CKM_EC_KEY_PAIR_GEN : pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN;
 }
 
@@ -78,6 +96,18 @@ export function rsaModulusBits(keyType: KeyType): number | undefined {
 export function readPublicKey(pkcs11: Pkcs11, session: Handle, handle: Handle): { keyType: KeyType; publicKey: KeyObject } {
   const [kt] = pkcs11.C_GetAttributeValue(session, handle, [{ type: pkcs11js.CKA_KEY_TYPE }]);
   const keyTypeValue = kt?.value ? ulong(kt.value) : undefined;
+  if (keyTypeValue === CKK_EC_EDWARDS) {
+    const [params, point] = pkcs11.C_GetAttributeValue(session, handle, [
+      { type: pkcs11js.CKA_EC_PARAMS },
+      { type: pkcs11js.CKA_EC_POINT },
+    ]);
+    if (!params?.value || !(params.value.equals(ED25519_PARAMS) || params.value.equals(ED25519_OID)) || !point?.value) {
+      throw new HallmarkError("hsm_key_type_unsupported", "unsupported Edwards-curve key in the HSM");
+    }
+    const raw = unwrapOctetString(point.value, ED25519_PUBLIC_KEY_SIZE);
+    const jwk = { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") };
+    return { keyType: "ed25519", publicKey: createPublicKey({ key: jwk, format: "jwk" }) };
+  }
   if (keyTypeValue === pkcs11js.CKK_EC) {
     const [params, point] = pkcs11.C_GetAttributeValue(session, handle, [
       { type: pkcs11js.CKA_EC_PARAMS },

@@ -1,7 +1,7 @@
 import { HallmarkError } from "../errors.js";
-import { isEcKeyType, keyGenMechanism, rsaModulusBits } from "./key-templates.js";
+import { CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA, isEcKeyType, keyGenMechanism, rsaModulusBits } from "./key-templates.js";
 import { type Handle, type Pkcs11, hsmError, pkcs11js } from "./pkcs11-module.js";
-import type { KeyType, SignatureScheme } from "./signer.js";
+import type { KeyType, PureSignatureScheme, SignatureScheme } from "./signer.js";
 
 /**
  * Which PKCS#11 mechanisms Hallmark uses, and the start-up check that the token has them: a
@@ -10,7 +10,9 @@ import type { KeyType, SignatureScheme } from "./signer.js";
  */
 
 /** The mechanism per scheme. ECDSA: hashed outside (SoftHSM2 lacks CKM_ECDSA_SHA256), CKM_ECDSA over the digest. */
-const SIGN_MECHANISMS: Record<SignatureScheme, () => pkcs11js.Mechanism> = {
+const SIGN_MECHANISMS: Record<SignatureScheme | PureSignatureScheme, () => pkcs11js.Mechanism> = {
+  // Pure EdDSA: CKM_EDDSA without parameters is Ed25519 over the whole message (PKCS#11 3.0 §2.3.14).
+  ed25519: () => ({ mechanism: CKM_EDDSA }),
   "ecdsa-sha256": () => ({ mechanism: pkcs11js.CKM_ECDSA }),
   "ecdsa-sha384": () => ({ mechanism: pkcs11js.CKM_ECDSA }),
   "rsa-pkcs1-sha256": () => ({ mechanism: pkcs11js.CKM_SHA256_RSA_PKCS }),
@@ -25,7 +27,7 @@ const SIGN_MECHANISMS: Record<SignatureScheme, () => pkcs11js.Mechanism> = {
   }),
 };
 
-export function signMechanism(scheme: SignatureScheme): pkcs11js.Mechanism {
+export function signMechanism(scheme: SignatureScheme | PureSignatureScheme): pkcs11js.Mechanism {
   return SIGN_MECHANISMS[scheme]();
 }
 
@@ -34,7 +36,7 @@ export interface KeyUse {
   /** Where it comes from, for the error: "ca.keyType". */
   purpose: string;
   keyType: KeyType;
-  scheme: SignatureScheme;
+  scheme: SignatureScheme | PureSignatureScheme;
 }
 
 /** One mechanism the token must offer, with the capability flag it must have. */
@@ -55,6 +57,9 @@ export interface MechanismInfo {
 
 /** Names a CKM_ code: "CKM_ECDSA", or its hex value when pkcs11js has no name for it. */
 export function mechanismName(mechanism: number): string {
+  // PKCS#11 3.0 codes pkcs11js has no constants for.
+  if (mechanism === CKM_EC_EDWARDS_KEY_PAIR_GEN) return "CKM_EC_EDWARDS_KEY_PAIR_GEN";
+  if (mechanism === CKM_EDDSA) return "CKM_EDDSA";
   const entry = Object.entries(pkcs11js).find(([k, v]) => k.startsWith("CKM_") && v === mechanism);
   return entry ? entry[0] : `mechanism 0x${mechanism.toString(16)}`;
 }

@@ -12,7 +12,15 @@ import {
   pkcs11js,
   releaseModule,
 } from "./pkcs11-module.js";
-import { type KeyStore, type KeyType, SCHEME_PARAMETERS, type SignatureScheme, type Signer, type StoredKeyObject } from "./signer.js";
+import {
+  type KeyStore,
+  type KeyType,
+  type PureSignatureScheme,
+  SCHEME_PARAMETERS,
+  type SignatureScheme,
+  type Signer,
+  type StoredKeyObject,
+} from "./signer.js";
 
 export interface Pkcs11KeyStoreOptions {
   modulePath: string;
@@ -31,7 +39,7 @@ export interface Pkcs11KeyStoreOptions {
   requiredKeyUses?: readonly KeyUse[] | undefined;
 }
 
-const KEY_TYPES: readonly KeyType[] = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072"];
+const KEY_TYPES: readonly KeyType[] = ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519"];
 
 /** Errors after which a session is reopened (and the user logged in again) and the call retried once. */
 const LOST_SESSION = [
@@ -222,12 +230,8 @@ export class Pkcs11KeyStore implements KeyStore {
   }
 
   /** Signs with the key `label`; handles are looked up per call so a re-login cannot stale them. */
-  async signWith(label: string, keyType: KeyType, data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array> {
-    const params = SCHEME_PARAMETERS[scheme];
-    if (!params || (params.family === "ecdsa") !== isEcKeyType(keyType)) {
-      throw new HallmarkError("hsm_scheme_mismatch", `signature scheme ${scheme} does not fit a ${keyType} key`);
-    }
-    const input = params.family === "ecdsa" ? createHash(params.hash).update(data).digest() : Buffer.from(data);
+  async signWith(label: string, keyType: KeyType, data: Uint8Array, scheme: SignatureScheme | PureSignatureScheme): Promise<Uint8Array> {
+    const input = this.signatureInput(keyType, data, scheme);
     const out = Buffer.alloc(signatureLength(keyType));
     return this.withSession("sign", async (session) => {
       const key = this.cachedPrivateHandle(session, label);
@@ -239,6 +243,20 @@ export class Pkcs11KeyStore implements KeyStore {
       }
       return this.signing === "sync" ? this.pkcs11.C_Sign(session, input, out) : this.pkcs11.C_SignAsync(session, input, out);
     });
+  }
+
+  /** What the token signs for a scheme: a digest for ECDSA, the message for RSA and Ed25519. */
+  private signatureInput(keyType: KeyType, data: Uint8Array, scheme: SignatureScheme | PureSignatureScheme): Buffer {
+    const mismatch = () => new HallmarkError("hsm_scheme_mismatch", `signature scheme ${scheme} does not fit a ${keyType} key`);
+    if (scheme === "ed25519" || keyType === "ed25519") {
+      if (scheme !== keyType) throw mismatch();
+      // EdDSA is one-shot in the token (no multi-part C_SignFinal path), and nothing we sign is empty.
+      if (data.length === 0) throw new HallmarkError("hsm_scheme_mismatch", "Ed25519 signing needs a non-empty message");
+      return Buffer.from(data);
+    }
+    const params = SCHEME_PARAMETERS[scheme];
+    if (!params || (params.family === "ecdsa") !== isEcKeyType(keyType)) throw mismatch();
+    return params.family === "ecdsa" ? createHash(params.hash).update(data).digest() : Buffer.from(data);
   }
 
   private readonly handles = new Map<string, Handle>();
@@ -344,7 +362,7 @@ class Pkcs11Signer implements Signer {
     readonly publicKey: KeyObject,
   ) {}
 
-  sign(data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array> {
+  sign(data: Uint8Array, scheme: SignatureScheme | PureSignatureScheme): Promise<Uint8Array> {
     return this.store.signWith(this.label, this.keyType, data, scheme);
   }
 }

@@ -5,7 +5,8 @@ import type { KeyObject } from "node:crypto";
  * sees only this; only src/hsm knows PKCS#11. An HSM signer never holds private key bytes.
  */
 
-export type KeyType = "ec-p256" | "ec-p384" | "rsa-2048" | "rsa-3072";
+/** `ed25519` signs only with the "ed25519" scheme: the transparency log's signed notes, never X.509 or JWS. */
+export type KeyType = "ec-p256" | "ec-p384" | "rsa-2048" | "rsa-3072" | "ed25519";
 
 /** How to sign: the signer hashes `data` itself (SoftHSM lacks CKM_ECDSA_SHA256). */
 export type SignatureScheme =
@@ -16,6 +17,12 @@ export type SignatureScheme =
   | "rsa-pss-sha256"
   | "rsa-pss-sha384";
 
+/**
+ * Pure Ed25519 (RFC 8032): the token signs the whole message, with no hash outside. Kept apart
+ * from SignatureScheme, whose every member X.509 and JWS can name (signature-formats.ts).
+ */
+export type PureSignatureScheme = "ed25519";
+
 export interface Signer {
   /** Token label (or file path for a software signer); how the key is found again. */
   readonly label: string;
@@ -24,9 +31,10 @@ export interface Signer {
   readonly publicKey: KeyObject;
   /**
    * Signs `data` (the message, not a digest). ECDSA signatures come back as raw r||s
-   * (IEEE P1363, what PKCS#11 returns and JWS wants); RSA signatures as the modulus-sized octets.
+   * (IEEE P1363, what PKCS#11 returns and JWS wants); RSA signatures as the modulus-sized octets;
+   * Ed25519 signatures as the 64 bytes of RFC 8032.
    */
-  sign(data: Uint8Array, scheme: SignatureScheme): Promise<Uint8Array>;
+  sign(data: Uint8Array, scheme: SignatureScheme | PureSignatureScheme): Promise<Uint8Array>;
 }
 
 /** One key object in the token, as a start-up reconciliation sees it: never key material. */
