@@ -32,6 +32,14 @@ export interface ServerTls {
 export interface ApiResponse {
   status: number;
   body: unknown;
+  /** The response's headers (DPoP-Nonce, WWW-Authenticate…), names in lower case. */
+  headers: import("node:http").IncomingHttpHeaders;
+}
+
+/** A request body already encoded, with its media type (a form for OAuth, JSON for the rest). */
+export interface EncodedBody {
+  bytes: Buffer;
+  contentType: string;
 }
 
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -60,12 +68,23 @@ export class ApiClient {
   }
 
   request(method: string, path: string, body?: unknown): Promise<ApiResponse> {
+    return this.send(method, path, jsonBody(body));
+  }
+
+  /**
+   * One request with an encoded body and headers of the caller's (an OAuth form with its DPoP
+   * proof). `path` may be an absolute URL (an endpoint from discovery): the server is
+   * authenticated the same way whatever its host name.
+   */
+  send(method: string, path: string, body?: EncodedBody, headers: Record<string, string> = {}): Promise<ApiResponse> {
     const url = new URL(path, this.baseUrl);
+    if (url.protocol !== "https:") throw new HallmarkError("invalid_request", `${url.origin} is not https://`);
     const agent = this.agent;
-    return sendJson(
+    return sendRequest(
       (opts, cb) => httpsRequest(url, { ...opts, agent }, cb),
       method,
       body,
+      headers,
       agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
     );
   }
@@ -142,7 +161,11 @@ function transportError(e: NodeJS.ErrnoException): HallmarkError {
 
 /** Admin API over the server's local Unix socket. */
 export function adminRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-  return sendJson((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, body);
+  return sendRequest((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, jsonBody(body));
+}
+
+function jsonBody(body: unknown): EncodedBody | undefined {
+  return body === undefined ? undefined : { bytes: Buffer.from(JSON.stringify(body)), contentType: "application/json" };
 }
 
 type Requester = (
@@ -151,18 +174,27 @@ type Requester = (
 ) => import("node:http").ClientRequest;
 
 /**
- * One JSON request. `headersFor` gives headers that depend on the connection the request was
- * given (a node proof): the request is written only once they are known.
+ * One request whose answer is read as JSON when it says it is. `headersFor` gives headers that
+ * depend on the connection the request was given (a node proof): the request is written only
+ * once they are known.
  */
-function sendJson(requester: Requester, method: string, body: unknown, headersFor?: (socket: Socket) => Promise<Record<string, string>>): Promise<ApiResponse> {
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+function sendRequest(
+  requester: Requester,
+  method: string,
+  body: EncodedBody | undefined,
+  extraHeaders: Record<string, string> = {},
+  headersFor?: (socket: Socket) => Promise<Record<string, string>>,
+): Promise<ApiResponse> {
+  const payload = body?.bytes;
   return new Promise((resolve, reject) => {
     const req = requester(
       {
         method,
-        headers: payload
-          ? { "content-type": "application/json", "content-length": payload.length, accept: "application/json" }
-          : { accept: "application/json" },
+        headers: {
+          ...extraHeaders,
+          accept: "application/json",
+          ...(body ? { "content-type": body.contentType, "content-length": body.bytes.length } : {}),
+        },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -185,7 +217,7 @@ function sendJson(requester: Requester, method: string, body: unknown, headersFo
               parsed = text;
             }
           }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
+          resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
         });
         res.on("error", reject);
       },
@@ -227,7 +259,7 @@ function isHallmarkServerId(uri: string): boolean {
 }
 
 /** Turns a problem+json answer into a HallmarkError carrying the server's code. */
-export function expectOk(res: ApiResponse, ...okStatuses: number[]): unknown {
+export function expectOk(res: Pick<ApiResponse, "status" | "body">, ...okStatuses: number[]): unknown {
   if ((okStatuses.length ? okStatuses : [200, 201, 204]).includes(res.status)) return res.body;
   const p = res.body as { code?: string; detail?: string; title?: string } | string;
   if (typeof p === "object" && p && typeof p.code === "string") {
