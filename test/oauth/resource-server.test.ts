@@ -3,6 +3,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { type CryptoKey, type JWK, type JWTVerifyGetKey, SignJWT, calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair } from "jose";
 import { verifyDpopBoundRequest, type DpopBoundRequest } from "../../src/oauth/resource-server.js";
 import { MemoryDpopReplayCache } from "../../src/oauth/dpop.js";
+import { refusalCode } from "../helpers/refusal.js";
 
 /** An authorization server's access-token key and an agent's DPoP key, both made here; tokens and proofs crafted with jose. */
 const ISSUER = "https://hallmark.example.org";
@@ -50,15 +51,6 @@ const request = (token: string, dpop: string | undefined, extra: Partial<DpopBou
   ...extra,
 });
 
-async function refusal(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    return (e as { code: string }).code;
-  }
-  return "accepted";
-}
-
 describe("resource server: access token plus DPoP proof", () => {
   it("accepts a bound token with a proof for this request, and answers the token's claims", async () => {
     const token = await accessToken();
@@ -68,49 +60,49 @@ describe("resource server: access token plus DPoP proof", () => {
 
   it("refuses the same bound token presented as Bearer, with or without a proof", async () => {
     const token = await accessToken();
-    expect(await refusal(verifyDpopBoundRequest(request(token, undefined, { authorization: `Bearer ${token}` })))).toBe("access_token_dpop_bound");
-    expect(await refusal(verifyDpopBoundRequest(request(token, await proof(token), { authorization: `Bearer ${token}` })))).toBe("access_token_dpop_bound");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, undefined, { authorization: `Bearer ${token}` })))).toBe("access_token_dpop_bound");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(token), { authorization: `Bearer ${token}` })))).toBe("access_token_dpop_bound");
   });
 
   it("refuses a bound token sent as DPoP without a proof", async () => {
     const token = await accessToken();
-    expect(await refusal(verifyDpopBoundRequest(request(token, undefined)))).toBe("dpop_required");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, undefined)))).toBe("dpop_required");
   });
 
   it("refuses a proof for another URL or another method", async () => {
     const token = await accessToken();
-    expect(await refusal(verifyDpopBoundRequest(request(token, await proof(token, { htu: `${API}/admin` }))))).toBe("dpop_proof_invalid");
-    expect(await refusal(verifyDpopBoundRequest(request(token, await proof(token, { htm: "DELETE" }))))).toBe("dpop_proof_invalid");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(token, { htu: `${API}/admin` }))))).toBe("dpop_proof_invalid");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(token, { htm: "DELETE" }))))).toBe("dpop_proof_invalid");
   });
 
   it("refuses a replayed proof (the process-wide in-memory cache by default, or the one given)", async () => {
     const token = await accessToken();
     const p = await proof(token);
-    expect(await refusal(verifyDpopBoundRequest(request(token, p)))).toBe("accepted");
-    expect(await refusal(verifyDpopBoundRequest(request(token, p)))).toBe("dpop_proof_replayed");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, p)))).toBe("accepted");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, p)))).toBe("dpop_proof_replayed");
     const replay = new MemoryDpopReplayCache();
     const q = await proof(token);
-    expect(await refusal(verifyDpopBoundRequest(request(token, q, { replay })))).toBe("accepted");
-    expect(await refusal(verifyDpopBoundRequest(request(token, q, { replay })))).toBe("dpop_proof_replayed");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, q, { replay })))).toBe("accepted");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, q, { replay })))).toBe("dpop_proof_replayed");
   });
 
   it("refuses a proof by another key than cnf.jkt names (a stolen token with the thief's own key)", async () => {
     const token = await accessToken();
     const thief = await generateKeyPair("ES256", { extractable: true });
-    expect(await refusal(verifyDpopBoundRequest(request(token, await proof(token, { key: thief.privateKey, jwk: await exportJWK(thief.publicKey) }))))).toBe("dpop_proof_invalid");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(token, { key: thief.privateKey, jwk: await exportJWK(thief.publicKey) }))))).toBe("dpop_proof_invalid");
   });
 
   it("refuses a proof made for another access token (ath)", async () => {
     const token = await accessToken();
     const other = await accessToken();
-    expect(await refusal(verifyDpopBoundRequest(request(token, await proof(other))))).toBe("dpop_proof_invalid");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(other))))).toBe("dpop_proof_invalid");
   });
 
   it("accepts an unbound token as Bearer, and as DPoP only with a proof that verifies", async () => {
     const token = await accessToken({ cnf: undefined });
-    expect(await refusal(verifyDpopBoundRequest(request(token, undefined, { authorization: `Bearer ${token}` })))).toBe("accepted");
-    expect(await refusal(verifyDpopBoundRequest(request(token, await proof(token))))).toBe("accepted");
-    expect(await refusal(verifyDpopBoundRequest(request(token, await proof(token, { htm: "GET" }))))).toBe("dpop_proof_invalid");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, undefined, { authorization: `Bearer ${token}` })))).toBe("accepted");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(token))))).toBe("accepted");
+    expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(token, { htm: "GET" }))))).toBe("dpop_proof_invalid");
   });
 
   it("refuses a token that is not an RFC 9068 access token for this audience and issuer, or has expired", async () => {
@@ -122,9 +114,9 @@ describe("resource server: access token plus DPoP proof", () => {
     ];
     for (const [name, pending] of cases) {
       const token = await pending;
-      expect(await refusal(verifyDpopBoundRequest(request(token, await proof(token)))), name).toBe("access_token_invalid");
+      expect(await refusalCode(verifyDpopBoundRequest(request(token, await proof(token)))), name).toBe("access_token_invalid");
     }
-    expect(await refusal(verifyDpopBoundRequest(request("x", undefined, { authorization: undefined })))).toBe("access_token_invalid");
-    expect(await refusal(verifyDpopBoundRequest(request("x", undefined, { authorization: "Basic abc" })))).toBe("access_token_invalid");
+    expect(await refusalCode(verifyDpopBoundRequest(request("x", undefined, { authorization: undefined })))).toBe("access_token_invalid");
+    expect(await refusalCode(verifyDpopBoundRequest(request("x", undefined, { authorization: "Basic abc" })))).toBe("access_token_invalid");
   });
 });

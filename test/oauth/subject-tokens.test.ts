@@ -9,6 +9,7 @@ import { type CryptoKey, type JWK, SignJWT, exportJWK, exportSPKI, generateKeyPa
 import { type DelegationConfig, type OwnTokenKeys, SubjectTokenVerifier, TOKEN_TYPE } from "../../src/oauth/subject-tokens.js";
 import { testCert } from "../helpers/test-pki.js";
 import { tempDir } from "../helpers/tmp.js";
+import { refusalCode } from "../helpers/refusal.js";
 
 /**
  * A test identity provider: its signing keys made here, its JWKS served over HTTPS on loopback
@@ -96,15 +97,6 @@ async function token(o: { claims?: Record<string, unknown>; header?: Record<stri
   return new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: key.kid, typ: "JWT", ...o.header } as never).sign(key.privateKey);
 }
 
-async function refusal(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    return (e as { code: string }).code;
-  }
-  return "accepted";
-}
-
 describe("subject tokens from a configured issuer", () => {
   it("verifies a token with keys fetched over HTTPS trusting caFile, and reads its claims", async () => {
     const v = verifier();
@@ -119,7 +111,7 @@ describe("subject tokens from a configured issuer", () => {
     const e = (await v.ready(now).catch((err: unknown) => err)) as { code: string; internal: string };
     expect(e.code).toBe("unavailable");
     expect(e.internal).toMatch(/certificate/i);
-    expect(await refusal(v.verify(await token(), TOKEN_TYPE.jwt, now))).toBe("unavailable");
+    expect(await refusalCode(v.verify(await token(), TOKEN_TYPE.jwt, now))).toBe("unavailable");
   });
 
   it("verifies with a JWKS file, and picks up a new file when it changes", async () => {
@@ -130,15 +122,15 @@ describe("subject tokens from a configured issuer", () => {
     const v = verifier([{ issuer: FILE_ISSUER, audiences: [AUD], jwksFile: path, jwksRefresh: 300 }]);
     await v.ready(now);
     const byK2 = await token({ key: k2, claims: { iss: FILE_ISSUER } });
-    expect(await refusal(v.verify(await token({ key: k1, claims: { iss: FILE_ISSUER } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
-    expect(await refusal(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await token({ key: k1, claims: { iss: FILE_ISSUER } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusalCode(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
     writeFileSync(`${path}.new`, JSON.stringify({ keys: [k2.jwk] }));
     renameSync(`${path}.new`, path);
-    expect(await refusal(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusalCode(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("accepted");
     // A broken rewrite keeps the keys read last.
     writeFileSync(`${path}.new`, "{ not json");
     renameSync(`${path}.new`, path);
-    expect(await refusal(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusalCode(v.verify(byK2, TOKEN_TYPE.jwt, now))).toBe("accepted");
   });
 
   it("refuses a JWKS that publishes a private key", async () => {
@@ -146,38 +138,38 @@ describe("subject tokens from a configured issuer", () => {
     const k = await signingKey("p-1");
     writeFileSync(path, JSON.stringify({ keys: [{ ...(await exportJWK(k.privateKey)), kid: "p-1" }] }));
     const v = verifier([{ issuer: FILE_ISSUER, audiences: [AUD], jwksFile: path, jwksRefresh: 300 }]);
-    expect(await refusal(v.ready(now))).toBe("unavailable");
+    expect(await refusalCode(v.ready(now))).toBe("unavailable");
   });
 
   it("refuses an unknown issuer, another audience, an unknown token type", async () => {
     const v = verifier();
-    expect(await refusal(v.verify(await token({ claims: { iss: "https://evil.example.com" } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_issuer_untrusted");
-    expect(await refusal(v.verify(await token({ claims: { aud: "https://other.example.com" } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
-    expect(await refusal(v.verify(await token({ claims: { aud: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
-    expect(await refusal(v.verify(await token({ claims: { aud: ["https://other.example.com", AUD] } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
-    expect(await refusal(v.verify(await token(), "urn:ietf:params:oauth:token-type:saml2", now))).toBe("oauth_unsupported_token_type");
+    expect(await refusalCode(v.verify(await token({ claims: { iss: "https://evil.example.com" } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_issuer_untrusted");
+    expect(await refusalCode(v.verify(await token({ claims: { aud: "https://other.example.com" } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
+    expect(await refusalCode(v.verify(await token({ claims: { aud: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
+    expect(await refusalCode(v.verify(await token({ claims: { aud: ["https://other.example.com", AUD] } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusalCode(v.verify(await token(), "urn:ietf:params:oauth:token-type:saml2", now))).toBe("oauth_unsupported_token_type");
   });
 
   it("refuses an expired token (no leeway on exp), a token not yet valid, and one without exp or sub", async () => {
     const v = verifier();
-    expect(await refusal(v.verify(await token({ claims: { exp: t - 3600 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
-    expect(await refusal(v.verify(await token({ claims: { exp: t - 5 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
-    expect(await refusal(v.verify(await token({ claims: { nbf: t + 120 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
-    expect(await refusal(v.verify(await token({ claims: { nbf: t + 10 } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
-    expect(await refusal(v.verify(await token({ claims: { iat: t + 120 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
-    expect(await refusal(v.verify(await token({ claims: { exp: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
-    expect(await refusal(v.verify(await token({ claims: { sub: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await token({ claims: { exp: t - 3600 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusalCode(v.verify(await token({ claims: { exp: t - 5 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusalCode(v.verify(await token({ claims: { nbf: t + 120 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusalCode(v.verify(await token({ claims: { nbf: t + 10 } }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusalCode(v.verify(await token({ claims: { iat: t + 120 } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_expired");
+    expect(await refusalCode(v.verify(await token({ claims: { exp: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await token({ claims: { sub: undefined } }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
   });
 
   it("refuses alg none and an HMAC signature keyed with the issuer's public key", async () => {
     const v = verifier();
     const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString("base64url");
     const claims = { iss: ISSUER, sub: "alice", aud: AUD, exp: t + 600 };
-    expect(await refusal(v.verify(`${b64({ alg: "none", kid: idpKey.kid })}.${b64(claims)}.`, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
-    expect(await refusal(v.verify(`${b64({ alg: "none", kid: idpKey.kid })}.${b64(claims)}.AA`, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(`${b64({ alg: "none", kid: idpKey.kid })}.${b64(claims)}.`, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(`${b64({ alg: "none", kid: idpKey.kid })}.${b64(claims)}.AA`, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
     for (const secret of [await exportSPKI(idpKey.publicKey), JSON.stringify(idpKey.jwk)]) {
       const hs = await new SignJWT(claims).setProtectedHeader({ alg: "HS256", kid: idpKey.kid }).sign(new TextEncoder().encode(secret));
-      expect(await refusal(v.verify(hs, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+      expect(await refusalCode(v.verify(hs, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
     }
   });
 
@@ -194,7 +186,7 @@ describe("subject tokens from a configured issuer", () => {
     try {
       for (const header of [{ jwk: attacker.jwk }, { jku: evilUrl }, { x5u: evilUrl }, { jwk: attacker.jwk, kid: undefined }]) {
         const forged = await token({ key: attacker, header });
-        expect(await refusal(v.verify(forged, TOKEN_TYPE.jwt, now)), JSON.stringify(Object.keys(header))).toBe("subject_token_invalid");
+        expect(await refusalCode(v.verify(forged, TOKEN_TYPE.jwt, now)), JSON.stringify(Object.keys(header))).toBe("subject_token_invalid");
       }
       expect(served).toBe(0);
     } finally {
@@ -204,8 +196,8 @@ describe("subject tokens from a configured issuer", () => {
 
   it("refuses a token larger than 16 KiB", async () => {
     const big = await token({ claims: { pad: "x".repeat(16 * 1024) } });
-    expect(await refusal(verifier().verify(big, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
-    expect(await refusal(verifier().verify("a.b", TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(verifier().verify(big, TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(verifier().verify("a.b", TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
   });
 
   it("counts the act chain and refuses one deeper than maxActDepth, and a malformed one", async () => {
@@ -215,13 +207,13 @@ describe("subject tokens from a configured issuer", () => {
     expect(r.actDepth).toBe(2);
     expect(r.act).toEqual(two);
     const three = { sub: "x", act: { sub: "y", act: { sub: "z" } } };
-    expect(await refusal(v.verify(await token({ claims: { act: three } }), TOKEN_TYPE.jwt, now))).toBe("act_too_deep");
+    expect(await refusalCode(v.verify(await token({ claims: { act: three } }), TOKEN_TYPE.jwt, now))).toBe("act_too_deep");
     // Depth is counted before shape: a hostile nesting stops at the limit.
     let deep: Record<string, unknown> = { sub: "leaf" };
     for (let i = 0; i < 200; i++) deep = { sub: `s${i}`, act: deep };
-    expect(await refusal(v.verify(await token({ claims: { act: deep } }), TOKEN_TYPE.jwt, now))).toBe("act_too_deep");
+    expect(await refusalCode(v.verify(await token({ claims: { act: deep } }), TOKEN_TYPE.jwt, now))).toBe("act_too_deep");
     for (const act of ["spiffe://example.org/a", { iss: OWN }, { sub: 7 }, { sub: "a", act: [] }, { sub: "a", iss: 3 }, null]) {
-      expect(await refusal(v.verify(await token({ claims: { act } }), TOKEN_TYPE.jwt, now)), JSON.stringify(act)).toBe("subject_token_invalid");
+      expect(await refusalCode(v.verify(await token({ claims: { act } }), TOKEN_TYPE.jwt, now)), JSON.stringify(act)).toBe("subject_token_invalid");
     }
   });
 
@@ -234,7 +226,7 @@ describe("subject tokens from a configured issuer", () => {
     expect(await scopeOf({ scope: "a", scp: ["b"] })).toEqual(["a"]);
     expect(await scopeOf({})).toBeUndefined();
     for (const claims of [{ scope: 'a "b"' }, { scp: ["a", 1] }, { scope: 5 }, { scp: { a: 1 } }]) {
-      expect(await refusal(scopeOf(claims)), JSON.stringify(claims)).toBe("subject_token_invalid");
+      expect(await refusalCode(scopeOf(claims)), JSON.stringify(claims)).toBe("subject_token_invalid");
     }
   });
 
@@ -243,7 +235,7 @@ describe("subject tokens from a configured issuer", () => {
     const r = await v.verify(await token({ claims: { may_act: { sub: "spiffe://example.org/agent/a", iss: OWN } } }), TOKEN_TYPE.jwt, now);
     expect(r.mayAct).toEqual({ sub: "spiffe://example.org/agent/a", iss: OWN });
     for (const may_act of [{}, "spiffe://example.org/agent/a", { sub: 1 }]) {
-      expect(await refusal(v.verify(await token({ claims: { may_act } }), TOKEN_TYPE.jwt, now)), JSON.stringify(may_act)).toBe("subject_token_invalid");
+      expect(await refusalCode(v.verify(await token({ claims: { may_act } }), TOKEN_TYPE.jwt, now)), JSON.stringify(may_act)).toBe("subject_token_invalid");
     }
   });
 
@@ -254,21 +246,21 @@ describe("subject tokens from a configured issuer", () => {
     const rotated = await signingKey("idp-2");
     published = [idpKey.jwk, rotated.jwk];
     try {
-      expect(await refusal(v.verify(await token({ key: rotated }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+      expect(await refusalCode(v.verify(await token({ key: rotated }), TOKEN_TYPE.jwt, now))).toBe("accepted");
       expect(fetches).toBe(before + 1);
       // Made-up kids within 30 s of that fetch: refused without asking the issuer again.
       const bogus = await signingKey("made-up");
-      expect(await refusal(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(1)))).toBe("subject_token_invalid");
-      expect(await refusal(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(29)))).toBe("subject_token_invalid");
+      expect(await refusalCode(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(1)))).toBe("subject_token_invalid");
+      expect(await refusalCode(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(29)))).toBe("subject_token_invalid");
       expect(fetches).toBe(before + 1);
-      expect(await refusal(v.verify(await token({ key: bogus, claims: { exp: t + 3600 } }), TOKEN_TYPE.jwt, at(31)))).toBe("subject_token_invalid");
+      expect(await refusalCode(v.verify(await token({ key: bogus, claims: { exp: t + 3600 } }), TOKEN_TYPE.jwt, at(31)))).toBe("subject_token_invalid");
       expect(fetches).toBe(before + 2);
       // The issuer withdraws idp-1: within jwksRefresh of the last fetch (at 31 s) it is still
       // trusted; after, the keys are fetched again, and the token's kid is not asked for twice.
       published = [rotated.jwk];
       const byOld = await token({ claims: { exp: t + 3600 } });
-      expect(await refusal(v.verify(byOld, TOKEN_TYPE.jwt, at(300)))).toBe("accepted");
-      expect(await refusal(v.verify(byOld, TOKEN_TYPE.jwt, at(332)))).toBe("subject_token_invalid");
+      expect(await refusalCode(v.verify(byOld, TOKEN_TYPE.jwt, at(300)))).toBe("accepted");
+      expect(await refusalCode(v.verify(byOld, TOKEN_TYPE.jwt, at(332)))).toBe("subject_token_invalid");
       expect(fetches).toBe(before + 3);
     } finally {
       published = [idpKey.jwk];
@@ -288,18 +280,18 @@ describe("Hallmark's own tokens as subject tokens (chains)", () => {
     const v = verifier();
     const r = await v.verify(await atToken({ act: { sub: "spiffe://example.org/agent/a", iss: "example.org" }, cnf: { jkt: "B".repeat(43) } }), TOKEN_TYPE.accessToken, now);
     expect(r).toMatchObject({ origin: "hallmark-access-token", issuer: OWN, subject: "alice", actDepth: 1, cnfJkt: "B".repeat(43), jti: "at-1" });
-    expect(await refusal(v.verify(await atToken({}, { ...ownSvid, kid: ownAt.kid }), TOKEN_TYPE.accessToken, now))).toBe("subject_token_invalid");
-    expect(await refusal(v.verify(await atToken({}), TOKEN_TYPE.idToken, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await atToken({}, { ...ownSvid, kid: ownAt.kid }), TOKEN_TYPE.accessToken, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await atToken({}), TOKEN_TYPE.idToken, now))).toBe("subject_token_invalid");
   });
 
   it("verifies JWT-SVIDs of its trust domain addressed to it, and refuses others", async () => {
     const v = verifier();
     const r = await v.verify(await svid({}), TOKEN_TYPE.jwt, now);
     expect(r).toMatchObject({ origin: "hallmark-jwt-svid", subject: "spiffe://example.org/agent/b", audience: [OWN] });
-    expect(await refusal(v.verify(await svid({ aud: [`${OWN}/oauth2/token`] }), TOKEN_TYPE.jwt, now))).toBe("accepted");
-    expect(await refusal(v.verify(await svid({ aud: ["https://elsewhere.example.com"] }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
-    expect(await refusal(v.verify(await svid({}, { ...ownAt, kid: ownSvid.kid }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
-    expect(await refusal(v.verify(await svid({}), TOKEN_TYPE.accessToken, now))).toBe("subject_token_invalid");
-    expect(await refusal(v.verify(await svid({ sub: "spiffe://other.org/agent/b" }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await svid({ aud: [`${OWN}/oauth2/token`] }), TOKEN_TYPE.jwt, now))).toBe("accepted");
+    expect(await refusalCode(v.verify(await svid({ aud: ["https://elsewhere.example.com"] }), TOKEN_TYPE.jwt, now))).toBe("subject_token_audience");
+    expect(await refusalCode(v.verify(await svid({}, { ...ownAt, kid: ownSvid.kid }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await svid({}), TOKEN_TYPE.accessToken, now))).toBe("subject_token_invalid");
+    expect(await refusalCode(v.verify(await svid({ sub: "spiffe://other.org/agent/b" }), TOKEN_TYPE.jwt, now))).toBe("subject_token_invalid");
   });
 });

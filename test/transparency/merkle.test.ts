@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { createHash } from "node:crypto";
-import { HallmarkError } from "../../src/errors.js";
 import {
   EMPTY_TREE_HASH,
   MemoryHashStore,
@@ -12,6 +11,7 @@ import {
   verifyConsistency,
   verifyInclusion,
 } from "../../src/transparency/merkle.js";
+import { thrownCode } from "../helpers/refusal.js";
 
 /**
  * Known-answer vectors of the Certificate Transparency reference tree: the eight inputs, roots
@@ -111,16 +111,6 @@ function mthByRecursion(leaves: readonly Buffer[]): Buffer {
   return nodeHash(mthByRecursion(leaves.slice(0, k)), mthByRecursion(leaves.slice(k)));
 }
 
-function refusal(f: () => void): string | undefined {
-  try {
-    f();
-    return undefined;
-  } catch (e) {
-    if (e instanceof HallmarkError) return e.code;
-    throw e;
-  }
-}
-
 function flipEachBit(hashes: readonly Buffer[], check: (mutated: Buffer[]) => string | undefined): { tried: number; accepted: number } {
   let tried = 0;
   let accepted = 0;
@@ -194,18 +184,18 @@ describe("Merkle tree: every shape up to 70 leaves", () => {
       for (let i = 0; i < n; i++) {
         const proof = await inclusionProof(i, n, store);
         verifyInclusion(i, n, leaves[i]!, proof, roots[n]!);
-        expect(refusal(() => verifyInclusion(i, n, leaves[(i + 1) % 70]!, proof, roots[n]!))).toBe("tlog_proof_invalid");
-        if (n > 1) expect(refusal(() => verifyInclusion((i + 1) % n, n, leaves[i]!, proof, roots[n]!))).toMatch(/tlog_proof_invalid/);
-        if (n > 1) expect(refusal(() => verifyInclusion(i, n, leaves[i]!, proof, roots[n - 1]!))).toBe("tlog_proof_invalid");
+        expect(thrownCode(() => verifyInclusion(i, n, leaves[(i + 1) % 70]!, proof, roots[n]!))).toBe("tlog_proof_invalid");
+        if (n > 1) expect(thrownCode(() => verifyInclusion((i + 1) % n, n, leaves[i]!, proof, roots[n]!))).toMatch(/tlog_proof_invalid/);
+        if (n > 1) expect(thrownCode(() => verifyInclusion(i, n, leaves[i]!, proof, roots[n - 1]!))).toBe("tlog_proof_invalid");
         checked++;
       }
       for (let m = 0; m <= n; m++) {
         const proof = await consistencyProof(m, n, store);
         verifyConsistency(m, n, roots[m]!, roots[n]!, proof);
         if (m > 0 && m < n) {
-          expect(refusal(() => verifyConsistency(m, n, roots[m - 1]!, roots[n]!, proof))).toBe("tlog_proof_invalid");
-          expect(refusal(() => verifyConsistency(m, n, roots[m]!, roots[n - 1]!, proof))).toBe("tlog_proof_invalid");
-          expect(refusal(() => verifyConsistency(m, n, roots[m]!, roots[n]!, proof.slice(1)))).toMatch(/tlog_proof_invalid/);
+          expect(thrownCode(() => verifyConsistency(m, n, roots[m - 1]!, roots[n]!, proof))).toBe("tlog_proof_invalid");
+          expect(thrownCode(() => verifyConsistency(m, n, roots[m]!, roots[n - 1]!, proof))).toBe("tlog_proof_invalid");
+          expect(thrownCode(() => verifyConsistency(m, n, roots[m]!, roots[n]!, proof.slice(1)))).toMatch(/tlog_proof_invalid/);
         }
         checked++;
       }
@@ -220,11 +210,11 @@ describe("Merkle tree: every shape up to 70 leaves", () => {
     const root = await treeHash(n, store);
     const old = await treeHash(m, store);
     const incl = await inclusionProof(i, n, store);
-    const inclusion = flipEachBit([leaves[i]!, root, ...incl], ([leaf, r, ...p]) => refusal(() => verifyInclusion(i, n, leaf!, p, r!)));
+    const inclusion = flipEachBit([leaves[i]!, root, ...incl], ([leaf, r, ...p]) => thrownCode(() => verifyInclusion(i, n, leaf!, p, r!)));
     expect(inclusion.tried).toBe((2 + incl.length) * 256);
     expect(inclusion.accepted).toBe(0);
     const cons = await consistencyProof(m, n, store);
-    const consistency = flipEachBit([old, root, ...cons], ([a, b, ...p]) => refusal(() => verifyConsistency(m, n, a!, b!, p)));
+    const consistency = flipEachBit([old, root, ...cons], ([a, b, ...p]) => thrownCode(() => verifyConsistency(m, n, a!, b!, p)));
     expect(consistency.tried).toBe((2 + cons.length) * 256);
     expect(consistency.accepted).toBe(0);
   });
@@ -238,10 +228,10 @@ describe("Merkle tree: every shape up to 70 leaves", () => {
     await expect(consistencyProof(9, 8, store)).rejects.toMatchObject({ code: "tlog_out_of_range" });
     await expect(treeHash(9, store)).rejects.toMatchObject({ code: "tlog_hash_missing" });
     const root = await treeHash(8, store);
-    expect(refusal(() => verifyInclusion(0, 8, leaves[0]!, [Buffer.alloc(31)], root))).toBe("tlog_malformed_proof");
-    expect(refusal(() => verifyInclusion(0, 8, leaves[0]!, Array.from({ length: 65 }, () => root), root))).toBe("tlog_malformed_proof");
-    expect(refusal(() => verifyConsistency(0, 8, root, root, []))).toBe("tlog_proof_invalid");
-    expect(refusal(() => verifyConsistency(8, 8, root, root, [root]))).toBe("tlog_proof_invalid");
-    expect(refusal(() => verifyConsistency(3, 8, root, root, []))).toBe("tlog_proof_invalid");
+    expect(thrownCode(() => verifyInclusion(0, 8, leaves[0]!, [Buffer.alloc(31)], root))).toBe("tlog_malformed_proof");
+    expect(thrownCode(() => verifyInclusion(0, 8, leaves[0]!, Array.from({ length: 65 }, () => root), root))).toBe("tlog_malformed_proof");
+    expect(thrownCode(() => verifyConsistency(0, 8, root, root, []))).toBe("tlog_proof_invalid");
+    expect(thrownCode(() => verifyConsistency(8, 8, root, root, [root]))).toBe("tlog_proof_invalid");
+    expect(thrownCode(() => verifyConsistency(3, 8, root, root, []))).toBe("tlog_proof_invalid");
   });
 });

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { generateKeyPairSync, sign as nodeSign } from "node:crypto";
-import { HallmarkError } from "../../src/errors.js";
 import { formatCheckpoint, openCheckpoint, parseCheckpoint, signCheckpoint } from "../../src/transparency/checkpoint.js";
 import {
   type NoteSigner,
@@ -12,6 +11,7 @@ import {
   parseVerifierKey,
   signNote,
 } from "../../src/transparency/note.js";
+import { thrownCode } from "../helpers/refusal.js";
 
 /** A software Ed25519 NoteSigner: the HSM one is tested in test/hsm/ed25519.test.ts and the Go cross-check. */
 function softwareSigner(name: string): NoteSigner & { vkey: string } {
@@ -29,16 +29,6 @@ function withUnusedBitsSet(b64: string): string {
   const at = b64.length - padded - 1;
   const value = BASE64.indexOf(b64[at]!);
   return b64.slice(0, at) + BASE64[value | (padded === 1 ? 0b01 : 0b0001)]! + b64.slice(at + 1);
-}
-
-function code(f: () => unknown): string | undefined {
-  try {
-    f();
-    return undefined;
-  } catch (e) {
-    if (e instanceof HallmarkError) return e.code;
-    throw e;
-  }
 }
 
 // c2sp.org/signed-note, "Verifier keys / Example": this key verifies this note.
@@ -59,7 +49,7 @@ describe("C2SP signed-note", () => {
     const opened = openNote(C2SP_NOTE, [v]);
     expect(opened.text).toBe("This is an example message.\n");
     expect(opened.verified.map((s) => s.name)).toEqual(["example.com/foo"]);
-    expect(code(() => openNote(C2SP_NOTE.replace("example message", "example massage"), [v]))).toBe("tlog_note_unverified");
+    expect(thrownCode(() => openNote(C2SP_NOTE.replace("example message", "example massage"), [v]))).toBe("tlog_note_unverified");
   });
 
   it("reads Go's verifier key (key ID = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ key)[:4]) and refuses Go's bad ones", () => {
@@ -67,11 +57,11 @@ describe("C2SP signed-note", () => {
     expect(v.name).toBe("PeterNeumann");
     const raw = Buffer.from("ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", "base64").subarray(1);
     expect(noteKeyId("PeterNeumann", 0x01, raw)).toBe(0xc74f20a3);
-    for (const bad of GO_BAD_VKEYS) expect(code(() => parseVerifierKey(bad))).toBe("tlog_key_invalid");
+    for (const bad of GO_BAD_VKEYS) expect(thrownCode(() => parseVerifierKey(bad))).toBe("tlog_key_invalid");
     // Every truncation of a valid key is refused, as Go's test does.
-    for (let i = 1; i < GO_VKEY.length; i++) expect(code(() => parseVerifierKey(GO_VKEY.slice(0, i))), GO_VKEY.slice(0, i)).toBe("tlog_key_invalid");
+    for (let i = 1; i < GO_VKEY.length; i++) expect(thrownCode(() => parseVerifierKey(GO_VKEY.slice(0, i))), GO_VKEY.slice(0, i)).toBe("tlog_key_invalid");
     for (const bad of ["PeterNeumann+C74F20A3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"]) {
-      expect(code(() => parseVerifierKey(bad))).toBe("tlog_key_invalid");
+      expect(thrownCode(() => parseVerifierKey(bad))).toBe("tlog_key_invalid");
     }
   });
 
@@ -96,10 +86,10 @@ describe("C2SP signed-note", () => {
     expect(openNote(note, [logV]).verified).toHaveLength(1);
     expect(openNote(note, [logV, parseVerifierKey(other.vkey)]).verified).toHaveLength(2);
     const otherOnly = await signNote("text\n", [other]);
-    expect(code(() => openNote(otherOnly, [logV]))).toBe("tlog_note_unverified");
+    expect(thrownCode(() => openNote(otherOnly, [logV]))).toBe("tlog_note_unverified");
     // The log's name and key ID over someone else's signature: a known key whose signature fails.
     const forged = await signNote("text\n", [{ name: log.name, keyId: log.keyId, sign: other.sign }]);
-    expect(code(() => openNote(forged, [logV]))).toBe("tlog_note_unverified");
+    expect(thrownCode(() => openNote(forged, [logV]))).toBe("tlog_note_unverified");
   });
 
   it("parses strictly: separators, dashes, control characters, UTF-8, base64 and bounds", async () => {
@@ -129,7 +119,7 @@ describe("C2SP signed-note", () => {
       ["too large", "t".repeat(300 * 1024) + "\n\n" + sigLine],
       ["an empty text", "\n" + sigLine],
     ];
-    for (const [what, note] of malformed) expect(code(() => openNote(note, [v])), what).toBe("tlog_note_malformed");
+    for (const [what, note] of malformed) expect(thrownCode(() => openNote(note, [v])), what).toBe("tlog_note_malformed");
     expect(parseNote("t\n\n" + sigLine.repeat(64)).signatures).toHaveLength(64);
   });
 });
@@ -164,7 +154,7 @@ describe("C2SP tlog-checkpoint", () => {
       `o\n1\n${r}\n\n`,
       `o\n1\n${r}\next\n\n`,
     ];
-    for (const t of bad) expect(code(() => parseCheckpoint(t)), JSON.stringify(t)).toBe("tlog_checkpoint_malformed");
+    for (const t of bad) expect(thrownCode(() => parseCheckpoint(t)), JSON.stringify(t)).toBe("tlog_checkpoint_malformed");
   });
 
   it("opens only with the log's own signature and origin; witnesses are extra", async () => {
@@ -176,10 +166,10 @@ describe("C2SP tlog-checkpoint", () => {
     expect(opened.checkpoint.treeSize).toBe(1);
     expect(opened.note.verified).toHaveLength(2);
     const witnessOnly = await signNote(formatCheckpoint(cp), [witness]);
-    expect(code(() => openCheckpoint(witnessOnly, parseVerifierKey(log.vkey), [parseVerifierKey(witness.vkey)]))).toBe("tlog_note_unverified");
+    expect(thrownCode(() => openCheckpoint(witnessOnly, parseVerifierKey(log.vkey), [parseVerifierKey(witness.vkey)]))).toBe("tlog_note_unverified");
     await expect(signCheckpoint({ ...cp, origin: "elsewhere" }, log)).rejects.toMatchObject({ code: "tlog_key_invalid" });
     const otherOrigin = await signNote(formatCheckpoint({ ...cp, origin: "elsewhere" }), [log]);
-    expect(code(() => openCheckpoint(otherOrigin, parseVerifierKey(log.vkey)))).toBe("tlog_checkpoint_malformed");
+    expect(thrownCode(() => openCheckpoint(otherOrigin, parseVerifierKey(log.vkey)))).toBe("tlog_checkpoint_malformed");
   });
 
   it("refuses every single-bit flip anywhere in a signed checkpoint (text, name, key ID, signature, separators)", async () => {
@@ -194,7 +184,7 @@ describe("C2SP tlog-checkpoint", () => {
         const m = Buffer.from(signed);
         m[i]! ^= 1 << bit;
         tried++;
-        const c = code(() => openCheckpoint(m, v)) ?? "ACCEPTED";
+        const c = thrownCode(() => openCheckpoint(m, v)) ?? "ACCEPTED";
         outcomes.set(c, (outcomes.get(c) ?? 0) + 1);
       }
     }

@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { HallmarkError } from "../../src/errors.js";
 import { MemoryHashStore, leafHash, treeHash } from "../../src/transparency/merkle.js";
 import {
   decodeEntryBundle,
@@ -12,16 +11,7 @@ import {
   tilePath,
   tilesForTreeSize,
 } from "../../src/transparency/tiles.js";
-
-function code(f: () => unknown): string | undefined {
-  try {
-    f();
-    return undefined;
-  } catch (e) {
-    if (e instanceof HallmarkError) return e.code;
-    throw e;
-  }
-}
+import { thrownCode } from "../helpers/refusal.js";
 
 describe("C2SP tlog-tiles", () => {
   it("encodes tile indexes as the spec says (1234067 → x001/x234/067)", () => {
@@ -60,7 +50,7 @@ describe("C2SP tlog-tiles", () => {
       "tile/0/001.p/",
       "tile/data/001",
     ]) {
-      expect(code(() => parseTilePath(bad)), bad).toBe("tlog_tile_invalid");
+      expect(thrownCode(() => parseTilePath(bad)), bad).toBe("tlog_tile_invalid");
     }
   });
 
@@ -95,7 +85,7 @@ describe("C2SP tlog-tiles", () => {
     await expect(readTile({ level: 0, index: 2, width: 89 }, 600, store)).rejects.toMatchObject({ code: "tlog_out_of_range" });
     await expect(readTile({ level: 0, index: 2, width: 256 }, 600, store)).rejects.toMatchObject({ code: "tlog_out_of_range" });
     await expect(readTile({ level: 1, index: 0, width: 3 }, 600, store)).rejects.toMatchObject({ code: "tlog_out_of_range" });
-    expect(code(() => splitTile(Buffer.alloc(63), 2))).toBe("tlog_tile_invalid");
+    expect(thrownCode(() => splitTile(Buffer.alloc(63), 2))).toBe("tlog_tile_invalid");
   });
 
   it("entry bundles: uint16 length prefixes, round trip, strict decoding", () => {
@@ -103,10 +93,10 @@ describe("C2SP tlog-tiles", () => {
     const bundle = encodeEntryBundle(entries);
     expect(bundle.subarray(0, 5).toString("hex")).toBe("0000000161");
     expect(decodeEntryBundle(bundle, 3)).toEqual(entries);
-    expect(code(() => decodeEntryBundle(bundle, 2))).toBe("tlog_tile_invalid");
-    expect(code(() => decodeEntryBundle(bundle.subarray(0, -1), 3))).toBe("tlog_tile_invalid");
-    expect(code(() => decodeEntryBundle(Buffer.concat([bundle, Buffer.from([0])]), 3))).toBe("tlog_tile_invalid");
-    expect(code(() => encodeEntryBundle([Buffer.alloc(0x10000)]))).toBe("tlog_tile_invalid");
-    expect(code(() => encodeEntryBundle([]))).toBe("tlog_tile_invalid");
+    expect(thrownCode(() => decodeEntryBundle(bundle, 2))).toBe("tlog_tile_invalid");
+    expect(thrownCode(() => decodeEntryBundle(bundle.subarray(0, -1), 3))).toBe("tlog_tile_invalid");
+    expect(thrownCode(() => decodeEntryBundle(Buffer.concat([bundle, Buffer.from([0])]), 3))).toBe("tlog_tile_invalid");
+    expect(thrownCode(() => encodeEntryBundle([Buffer.alloc(0x10000)]))).toBe("tlog_tile_invalid");
+    expect(thrownCode(() => encodeEntryBundle([]))).toBe("tlog_tile_invalid");
   });
 });
