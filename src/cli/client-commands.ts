@@ -106,6 +106,85 @@ export function producerOptions(v: Record<string, unknown>): ProducerOptions {
   };
 }
 
+/** A token from a file (a person's token, a JWT-SVID): one line, surrounding whitespace dropped. */
+function readTokenFile(path: string, flag: string): string {
+  const token = readInputText(path, flag).trim();
+  if (token.length === 0 || /\s/.test(token)) throw new HallmarkError("file_unreadable", `${flag}: ${path} does not hold one token (empty, or more than one line)`);
+  return token;
+}
+
+/** --dpop-key FILE (a key kept from before), or a fresh key saved to --dpop-key-out FILE (0600) before it is used. */
+async function dpopKeyOf(v: Record<string, unknown>): Promise<DpopKey> {
+  const [keyFile, outFile] = [optionalString(v, "dpop-key"), optionalString(v, "dpop-key-out")];
+  if (keyFile !== undefined && outFile !== undefined) throw new UsageError("give --dpop-key FILE or --dpop-key-out FILE, not both");
+  if (keyFile !== undefined) return DpopKey.fromPem(readInputFile(keyFile, "--dpop-key"), `--dpop-key ${keyFile}`);
+  if (outFile === undefined) {
+    throw new UsageError("give --dpop-key FILE (a key you hold) or --dpop-key-out FILE (a new key is saved there): the token is bound to that key and useless without it");
+  }
+  if (existsSync(outFile)) throw new UsageError(`--dpop-key-out ${outFile} exists: the tokens bound to it would be stranded (use --dpop-key ${outFile} to reuse it)`);
+  const { key, pem } = await DpopKey.generate();
+  writeFileAtomic(outFile, pem, 0o600);
+  return key;
+}
+
+const tokenExchangeCommand: Command = {
+  name: "token exchange",
+  summary: "exchange a person's token for an access token the agent holds for them (RFC 8693), bound to a DPoP key",
+  options: {
+    ...WORKLOAD_SVID_OPTIONS,
+    "subject-token": { type: "string", value: "FILE", required: true, description: "the person's token (from the identity provider, or an access token of this server for a chain)" },
+    "subject-token-type": {
+      type: "string",
+      value: "TYPE",
+      description: `what the subject token is: ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}`,
+      default: "jwt",
+    },
+    "actor-token": { type: "string", value: "FILE", description: "the agent's JWT-SVID (audience: the server's issuer); its subject must be the --svid's" },
+    scope: { type: "string", multiple: true, value: "SCOPES", required: true, description: "the scope to ask for, space-separated" },
+    audience: { type: "string", multiple: true, value: "AUD", required: true, description: "an audience the token is for" },
+    resource: { type: "string", multiple: true, value: "URI", description: "a resource the token is for, an absolute URI (RFC 8707)" },
+    "dpop-key": { type: "string", value: "FILE", description: "the DPoP private key the token is bound to, PEM PKCS#8 (EC P-256, P-384, P-521 or Ed25519)" },
+    "dpop-key-out": { type: "string", value: "FILE", description: "make a new EC P-256 DPoP key and save it here (0600, PEM PKCS#8); the file must not exist" },
+    json: { type: "boolean", description: "print the whole token response (access_token, issued_token_type, token_type, expires_in, scope) as JSON" },
+  },
+  notes: () => [
+    "The endpoints come from the server's metadata (/.well-known/oauth-authorization-server). The agent authenticates",
+    "with --svid over mutual TLS and signs a DPoP proof with the DPoP key; it must present the token with proofs",
+    "from the same key (Authorization: DPoP <token>, DPoP: <proof>). Without --json, only the access token is printed.",
+  ],
+  async run(v) {
+    const server = serverUrl(v);
+    const typeName = optionalString(v, "subject-token-type") ?? "jwt";
+    if (!(typeName in SUBJECT_TOKEN_TYPE_NAMES)) {
+      throw new UsageError(`--subject-token-type must be one of ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}, not '${typeName}'`);
+    }
+    const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
+    const certPem = readInputText(svid, "--svid");
+    const keyPem = readInputText(key, "--key");
+    const trustBundlePem = readTrustBundle(bundle);
+    checkSvidKeyPair(certPem, keyPem, { svid: `--svid ${svid}`, key: `--key ${key}` });
+    const subjectToken = readTokenFile(requireString(v, "subject-token"), "--subject-token");
+    const actorFile = optionalString(v, "actor-token");
+    const actorToken = actorFile === undefined ? undefined : readTokenFile(actorFile, "--actor-token");
+    const dpopKey = await dpopKeyOf(v);
+    const answer = await exchangeToken({
+      server,
+      trustBundlePem,
+      serverId: optionalString(v, "server-id"),
+      svid: { certPem, keyPem },
+      subjectToken,
+      subjectTokenType: typeName,
+      actorToken,
+      scope: stringList(v, "scope").join(" "),
+      audience: stringList(v, "audience"),
+      resource: stringList(v, "resource"),
+      dpopKey,
+    });
+    console.log(v.json ? JSON.stringify(answer, null, 2) : answer.access_token);
+    return 0;
+  },
+};
+
 export const clientCommands: Command[] = [
   {
     name: "attest",
@@ -202,86 +281,8 @@ export const clientCommands: Command[] = [
       }
     },
   },
+  tokenExchangeCommand,
 ];
-
-/** A token from a file (a person's token, a JWT-SVID): one line, surrounding whitespace dropped. */
-function readTokenFile(path: string, flag: string): string {
-  const token = readInputText(path, flag).trim();
-  if (token.length === 0 || /\s/.test(token)) throw new HallmarkError("file_unreadable", `${flag}: ${path} does not hold one token (empty, or more than one line)`);
-  return token;
-}
-
-/** --dpop-key FILE (a key kept from before), or a fresh key saved to --dpop-key-out FILE (0600) before it is used. */
-async function dpopKeyOf(v: Record<string, unknown>): Promise<DpopKey> {
-  const [keyFile, outFile] = [optionalString(v, "dpop-key"), optionalString(v, "dpop-key-out")];
-  if (keyFile !== undefined && outFile !== undefined) throw new UsageError("give --dpop-key FILE or --dpop-key-out FILE, not both");
-  if (keyFile !== undefined) return DpopKey.fromPem(readInputFile(keyFile, "--dpop-key"), `--dpop-key ${keyFile}`);
-  if (outFile === undefined) {
-    throw new UsageError("give --dpop-key FILE (a key you hold) or --dpop-key-out FILE (a new key is saved there): the token is bound to that key and useless without it");
-  }
-  if (existsSync(outFile)) throw new UsageError(`--dpop-key-out ${outFile} exists: the tokens bound to it would be stranded (use --dpop-key ${outFile} to reuse it)`);
-  const { key, pem } = await DpopKey.generate();
-  writeFileAtomic(outFile, pem, 0o600);
-  return key;
-}
-
-export const tokenExchangeCommand: Command = {
-  name: "token exchange",
-  summary: "exchange a person's token for an access token the agent holds for them (RFC 8693), bound to a DPoP key",
-  options: {
-    ...WORKLOAD_SVID_OPTIONS,
-    "subject-token": { type: "string", value: "FILE", required: true, description: "the person's token (from the identity provider, or an access token of this server for a chain)" },
-    "subject-token-type": {
-      type: "string",
-      value: "TYPE",
-      description: `what the subject token is: ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}`,
-      default: "jwt",
-    },
-    "actor-token": { type: "string", value: "FILE", description: "the agent's JWT-SVID (audience: the server's issuer); its subject must be the --svid's" },
-    scope: { type: "string", multiple: true, value: "SCOPES", required: true, description: "the scope to ask for, space-separated" },
-    audience: { type: "string", multiple: true, value: "AUD", required: true, description: "an audience the token is for" },
-    resource: { type: "string", multiple: true, value: "URI", description: "a resource the token is for, an absolute URI (RFC 8707)" },
-    "dpop-key": { type: "string", value: "FILE", description: "the DPoP private key the token is bound to, PEM PKCS#8 (EC P-256, P-384, P-521 or Ed25519)" },
-    "dpop-key-out": { type: "string", value: "FILE", description: "make a new EC P-256 DPoP key and save it here (0600, PEM PKCS#8); the file must not exist" },
-    json: { type: "boolean", description: "print the whole token response (access_token, issued_token_type, token_type, expires_in, scope) as JSON" },
-  },
-  notes: () => [
-    "The endpoints come from the server's metadata (/.well-known/oauth-authorization-server). The agent authenticates",
-    "with --svid over mutual TLS and signs a DPoP proof with the DPoP key; it must present the token with proofs",
-    "from the same key (Authorization: DPoP <token>, DPoP: <proof>). Without --json, only the access token is printed.",
-  ],
-  async run(v) {
-    const server = serverUrl(v);
-    const typeName = optionalString(v, "subject-token-type") ?? "jwt";
-    if (!(typeName in SUBJECT_TOKEN_TYPE_NAMES)) {
-      throw new UsageError(`--subject-token-type must be one of ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}, not '${typeName}'`);
-    }
-    const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
-    const certPem = readInputText(svid, "--svid");
-    const keyPem = readInputText(key, "--key");
-    const trustBundlePem = readTrustBundle(bundle);
-    checkSvidKeyPair(certPem, keyPem, { svid: `--svid ${svid}`, key: `--key ${key}` });
-    const subjectToken = readTokenFile(requireString(v, "subject-token"), "--subject-token");
-    const actorFile = optionalString(v, "actor-token");
-    const actorToken = actorFile === undefined ? undefined : readTokenFile(actorFile, "--actor-token");
-    const dpopKey = await dpopKeyOf(v);
-    const answer = await exchangeToken({
-      server,
-      trustBundlePem,
-      serverId: optionalString(v, "server-id"),
-      svid: { certPem, keyPem },
-      subjectToken,
-      subjectTokenType: typeName,
-      actorToken,
-      scope: stringList(v, "scope").join(" "),
-      audience: stringList(v, "audience"),
-      resource: stringList(v, "resource"),
-      dpopKey,
-    });
-    console.log(v.json ? JSON.stringify(answer, null, 2) : answer.access_token);
-    return 0;
-  },
-};
 
 function writeSvidFilesJwt(dir: string, token: string): void {
   // A JWT-SVID is a bearer credential: 0600, like a key.

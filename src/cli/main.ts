@@ -3,13 +3,13 @@ import { isHallmarkError } from "../errors.js";
 import { adminCommands } from "./admin-commands.js";
 import { agentCommand } from "./agent-command.js";
 import { type Command, UsageError, parseCommandArgs } from "./args.js";
-import { clientCommands, tokenExchangeCommand } from "./client-commands.js";
+import { clientCommands } from "./client-commands.js";
 import { commandHelp, commandsOfGroup, groupHelp, topHelp } from "./help.js";
 import { opsCommands } from "./ops-commands.js";
 import { workloadCommands } from "./workload-commands.js";
 import { serverCommand } from "./server-command.js";
 
-const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...opsCommands, ...clientCommands, tokenExchangeCommand, ...workloadCommands];
+const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...opsCommands, ...clientCommands, ...workloadCommands];
 
 type Target = { kind: "command"; cmd: Command; rest: string[] } | { kind: "group"; group: string; rest: string[] };
 
