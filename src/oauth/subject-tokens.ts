@@ -6,6 +6,7 @@ import { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import { asymmetricAlgorithms } from "./algorithms.js";
 import { oauthError } from "./errors.js";
 import { scopeClaim } from "./scope.js";
+import { TOKEN_TYPES } from "./token-request.js";
 import { type FetchJwks, FileKeySource, type KeySource, RemoteKeySource, fetchJwksOverHttps } from "./jwks-source.js";
 
 /**
@@ -18,11 +19,8 @@ import { type FetchJwks, FileKeySource, type KeySource, RemoteKeySource, fetchJw
 export type DelegationConfig = ServerConfig["delegation"];
 type SubjectIssuerConfig = DelegationConfig["subjectIssuers"][number];
 
-export const TOKEN_TYPE = {
-  jwt: "urn:ietf:params:oauth:token-type:jwt",
-  accessToken: "urn:ietf:params:oauth:token-type:access_token",
-  idToken: "urn:ietf:params:oauth:token-type:id_token",
-} as const;
+/** The token types a subject token may be (RFC 8693 §3), declared with the request's parameters. */
+export const TOKEN_TYPE = TOKEN_TYPES;
 
 export interface ActClaim {
   sub: string;
@@ -75,10 +73,10 @@ const LEEWAY_SECONDS = 30;
 const MAX_CLAIM_CHARS = 1024;
 const JKT = /^[A-Za-z0-9_-]{43}$/;
 
-const TOKEN_TYPES = new Set<string>(Object.values(TOKEN_TYPE));
+const KNOWN_TYPES = new Set<string>(Object.values(TOKEN_TYPE));
 /** Which declared token types fit each origin: our access tokens are access tokens or JWTs; a JWT-SVID is a JWT. */
 const TYPES_OF: Record<SubjectTokenOrigin, ReadonlySet<string>> = {
-  external: TOKEN_TYPES,
+  external: KNOWN_TYPES,
   "hallmark-access-token": new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]),
   "hallmark-jwt-svid": new Set([TOKEN_TYPE.jwt]),
 };
@@ -141,7 +139,7 @@ export class SubjectTokenVerifier {
   }
 
   async verify(token: string, tokenType: string, now: Date): Promise<VerifiedSubjectToken> {
-    if (!TOKEN_TYPES.has(tokenType)) throw oauthError("oauth_unsupported_token_type", `subject_token_type must be one of ${[...TOKEN_TYPES].join(", ")}`);
+    if (!KNOWN_TYPES.has(tokenType)) throw oauthError("oauth_unsupported_token_type", `subject_token_type must be one of ${[...KNOWN_TYPES].join(", ")}`);
     if (typeof token !== "string" || Buffer.byteLength(token, "utf8") > this.maxTokenBytes) throw invalid(`is larger than ${this.maxTokenBytes} bytes`);
     if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw invalid("is not a signed JWT in compact serialisation");
     let header: ProtectedHeaderParameters;

@@ -3,6 +3,7 @@ import { type CryptoKey, SignJWT, exportJWK } from "jose";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { NodeClient } from "../../src/client/node.js";
 import { databasePath } from "../../src/config/server.js";
+import { TOKEN_EXCHANGE_GRANT } from "../../src/oauth/token-request.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
 import type { AuditRecord } from "../../src/store/types.js";
 import { type HttpsResult, httpsRaw } from "./https.js";
@@ -22,12 +23,7 @@ export const IDP_ISSUER = "https://idp.example.com";
 /** What the IdP's tokens are for: the audience Hallmark's configuration accepts from that issuer. */
 export const HALLMARK_AUDIENCE = "https://hallmark.example.org";
 export const PERSON = "alice@example.com";
-export const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
-export const TOKEN_TYPE = {
-  accessToken: "urn:ietf:params:oauth:token-type:access_token",
-  jwt: "urn:ietf:params:oauth:token-type:jwt",
-  idToken: "urn:ietf:params:oauth:token-type:id_token",
-} as const;
+export { TOKEN_EXCHANGE_GRANT as TOKEN_EXCHANGE, TOKEN_TYPES as TOKEN_TYPE } from "../../src/oauth/token-request.js";
 
 export interface Workload {
   spiffeId: string;
@@ -110,7 +106,7 @@ export const form = (fields: Record<string, string | string[] | undefined>): str
 export function postToken(w: ExchangeWorld, as: Workload | undefined, fields: Record<string, string | string[] | undefined>, dpop?: string): Promise<HttpsResult> {
   return httpsRaw(w.tokenEndpoint, {
     method: "POST",
-    body: form({ grant_type: TOKEN_EXCHANGE, ...fields }),
+    body: form({ grant_type: TOKEN_EXCHANGE_GRANT, ...fields }),
     headers: { "content-type": "application/x-www-form-urlencoded", ...(dpop === undefined ? {} : { dpop }) },
     ca: w.bundlePem,
     ...(as ? { cert: as.certPem, key: as.keyPem } : {}),
