@@ -5,9 +5,9 @@ import { HallmarkError } from "../errors.js";
 import type { AccessTokenService } from "../oauth/access-tokens.js";
 import type { ClientCredentials } from "../oauth/client-auth.js";
 import { OAUTH_PATHS, authorizationServerMetadata, metadataPath } from "../oauth/metadata.js";
-import { parseTokenExchangeRequest } from "../oauth/token-request.js";
+import type { TokenExchangeService } from "../oauth/token-exchange.js";
 import type { AccessTokenSigner } from "../service/ports.js";
-import { acceptFormBodies } from "./form-body.js";
+import { MAX_FORM_BYTES, acceptFormBodies } from "./form-body.js";
 import { registerOAuthErrorHandler } from "./oauth-errors.js";
 import { presentedSvid } from "./peer.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
@@ -19,6 +19,8 @@ export interface OAuthServices {
   signer: Pick<AccessTokenSigner, "accessTokenJwks">;
   /** delegation.issuer, else jwt.issuer, else the bound https URL. */
   issuer: () => string;
+  /** Set once the listener is bound (the subject-token verifier needs the final issuer); until then the token endpoint answers 503. */
+  exchange?: TokenExchangeService | undefined;
 }
 
 export interface OAuthRouteDeps {
@@ -32,6 +34,11 @@ const REPEATABLE = new Set(["audience", "resource"]);
 const MAX_TOKEN_CHARS = 16 * 1024;
 
 const token = z.string().max(MAX_TOKEN_CHARS);
+/**
+ * Subject and actor tokens are bounded by the body limit only: the subject-token verifier refuses
+ * what is larger than its own limit with subject_token_invalid, in an audited refusal.
+ */
+const exchangedToken = z.string().max(MAX_FORM_BYTES);
 /** Client authentication by form parameters (the SPIFFE client-authentication draft: a JWT-SVID assertion). */
 const clientAuth = {
   client_id: z.string().max(2048).optional().describe("the client's SPIFFE ID; when sent, it must be the SVID's"),
@@ -42,14 +49,15 @@ const clientAuth = {
 const introspectionForm = z.object({ token: token.optional().describe("the access token"), token_type_hint: z.string().max(64).optional(), ...clientAuth });
 const tokenExchangeForm = z.object({
   grant_type: z.string().max(256).optional(),
-  subject_token: token.optional(),
+  subject_token: exchangedToken.optional(),
   subject_token_type: z.string().max(256).optional(),
-  actor_token: token.optional(),
+  actor_token: exchangedToken.optional(),
   actor_token_type: z.string().max(256).optional(),
   requested_token_type: z.string().max(256).optional(),
   scope: z.string().max(4096).optional(),
   audience: z.array(z.string().max(512)).max(16).optional().describe("repeatable"),
   resource: z.array(z.string().max(2048)).max(16).optional().describe("repeatable; absolute URIs without fragment"),
+  expires_in: z.string().max(16).optional().describe("the lifetime wanted, in seconds (a Hallmark extension); at most the delegation's max TTL"),
   ...clientAuth,
 });
 
@@ -109,13 +117,45 @@ export const OAUTH_ROUTES = {
     method: "POST",
     url: OAUTH_PATHS.token,
     summary: "Token exchange (RFC 8693): an access token for an agent acting for a person",
-    description: CLIENT_AUTH_NOTE,
+    description:
+      `${CLIENT_AUTH_NOTE} A DPoP proof (RFC 9449) for POST and this endpoint's URL binds the token to its key (token_type DPoP); ` +
+      "a DPoP-bound subject token must be exchanged with a proof by its own key. With delegation.dpop.nonce, every answer carries DPoP-Nonce.",
     caller: "anyone",
     bodyType: "form",
     errorFormat: "oauth",
     body: tokenExchangeForm,
-    responses: { 200: { description: "The token response (RFC 8693 §2.2.1)", body: jsonObject } },
-    errors: ["oauth_invalid_request", "oauth_unsupported_grant_type", "oauth_unsupported_token_type", "oauth_invalid_resource", "oauth_client_unauthenticated"],
+    responses: {
+      200: {
+        description: "The token response (RFC 8693 §2.2.1); scope is always present",
+        body: z.object({ access_token: z.string(), issued_token_type: z.string(), token_type: z.enum(["DPoP", "Bearer"]), expires_in: z.number().int(), scope: z.string() }),
+      },
+    },
+    errors: [
+      "oauth_invalid_request",
+      "oauth_unsupported_grant_type",
+      "oauth_unsupported_token_type",
+      "oauth_invalid_resource",
+      "oauth_client_unauthenticated",
+      "subject_token_invalid",
+      "subject_token_expired",
+      "subject_token_issuer_untrusted",
+      "subject_token_audience",
+      "subject_token_revoked",
+      "actor_token_invalid",
+      "actor_not_client",
+      "may_act_refused",
+      "act_too_deep",
+      "delegation_denied",
+      "delegation_attestation_insufficient",
+      "scope_not_allowed",
+      "audience_not_allowed",
+      "ttl_not_allowed",
+      "dpop_required",
+      "dpop_proof_invalid",
+      "dpop_proof_replayed",
+      "dpop_nonce_required",
+      "unavailable",
+    ],
   }),
   oauthIntrospect: defineRoute({
     operationId: "oauthIntrospect",
@@ -166,9 +206,15 @@ export async function oauthRoutes(app: FastifyInstance, deps: OAuthRouteDeps): P
   );
   registerRoute(app, R.oauthJwks, async () => deps.oauth.signer.accessTokenJwks());
 
-  registerRoute(app, R.oauthToken, async ({ body }) => {
-    parseTokenExchangeRequest(body);
-    throw new HallmarkError("unavailable", "token exchange is not enabled on this server yet");
+  registerRoute(app, R.oauthToken, async ({ body }, _c, req, reply) => {
+    const exchange = deps.oauth.exchange;
+    if (!exchange) throw new HallmarkError("unavailable", "the token service is starting");
+    noStore(reply);
+    // RFC 9449 §8: the nonce travels with every answer, the use_dpop_nonce refusal included
+    // (headers set here survive into the error handler's answer).
+    const nonce = exchange.nonce();
+    if (nonce !== undefined) void reply.header("dpop-nonce", nonce);
+    return exchange.exchange({ form: body, credentials: credentialsOf(req, body), dpop: req.headers.dpop });
   });
   registerRoute(app, R.oauthIntrospect, async ({ body }, _c, req, reply) => {
     const answer = await deps.oauth.tokens.introspect(credentialsOf(req, body), body.token);

@@ -40,6 +40,8 @@ export interface IssueAccessToken {
   jkt?: string | undefined;
   expiresAt: Date;
   now: Date;
+  /** What the exchange asked for and why it was granted: added to the issuance's audit record (never a token: digests only). */
+  auditDetails?: Record<string, unknown> | undefined;
 }
 
 export interface IssuedAccessToken {
@@ -122,6 +124,7 @@ export class AccessTokenService {
         audience: r.audience,
         dpop_bound: r.jkt !== undefined,
         expires_at: minted.expiresAt.toISOString(),
+        ...r.auditDetails,
       },
     });
     return { token: minted.token, jti: minted.jti, kid: minted.kid, expiresAt: minted.expiresAt };
@@ -146,7 +149,7 @@ export class AccessTokenService {
       actor: client.clientId,
       spiffeId: client.clientId,
       ...(v.active ? { serial: v.token.record.jti } : v.jti ? { serial: v.jti } : {}),
-      details: { active: v.active, ...(v.active ? {} : { reason: v.reason }), token_sha256: digest(token) },
+      details: { active: v.active, ...(v.active ? {} : { reason: v.reason }), token_sha256: tokenDigest(token) },
     });
     if (!v.active) return { active: false };
     const c = v.token.claims;
@@ -187,7 +190,7 @@ export class AccessTokenService {
       actor: client.clientId,
       spiffeId: client.clientId,
       ...(record ? { serial: record.jti } : {}),
-      details: { revoked: record !== undefined, descendants, token_sha256: digest(token) },
+      details: { revoked: record !== undefined, descendants, token_sha256: tokenDigest(token) },
     });
   }
 
@@ -216,7 +219,7 @@ export class AccessTokenService {
       code,
       actor,
       ...(jti ? { serial: jti } : {}),
-      details: { reason, token_sha256: digest(token) },
+      details: { reason, token_sha256: tokenDigest(token) },
     });
   }
 
@@ -267,7 +270,7 @@ export class AccessTokenService {
 }
 
 /** A short digest that names a token in the audit log without revealing it. */
-function digest(token: string | undefined): string | null {
+export function tokenDigest(token: string | undefined): string | null {
   return token === undefined ? null : createHash("sha256").update(token).digest("hex").slice(0, 32);
 }
 

@@ -2,7 +2,7 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypt
 import { type JWK, calculateJwkThumbprint, compactVerify, decodeProtectedHeader, importJWK } from "jose";
 import { HallmarkError } from "../errors.js";
 import { PRIVATE_JWK_MEMBERS } from "../issuer/wit-svid.js";
-import { asymmetricAlgorithms } from "./algorithms.js";
+import { ASYMMETRIC_JWS_ALGORITHMS, asymmetricAlgorithms } from "./algorithms.js";
 import { oauthError } from "./errors.js";
 
 /**
@@ -18,6 +18,8 @@ const MAX_HTM_CHARS = 32;
 const MAX_NONCE_CHARS = 512;
 const DPOP_TYP = "dpop+jwt";
 const PUBLIC_KEY_TYPES = new Set(["EC", "RSA", "OKP"]);
+/** What proofs may be signed with by default (RFC 9449 §5.1: asymmetric only); the metadata's dpop_signing_alg_values_supported. */
+export const DPOP_ALGORITHMS: readonly string[] = ASYMMETRIC_JWS_ALGORITHMS;
 
 export interface DpopCheck {
   /** The raw DPoP header value(s) as the HTTP layer saw them: undefined when absent; a string[] of more than one, or a value containing ',' (headers joined), means more than one header → refused. */
@@ -63,7 +65,7 @@ export class DpopVerifier {
 
   constructor(private readonly o: { replay: DpopReplayCache; iatWindowSeconds: number; nonces?: DpopNonceSource | undefined; algorithms?: readonly string[] | undefined }) {
     if (!(o.iatWindowSeconds > 0)) throw new Error("iatWindowSeconds must be positive");
-    this.algorithms = asymmetricAlgorithms(o.algorithms);
+    this.algorithms = asymmetricAlgorithms(o.algorithms ?? DPOP_ALGORITHMS);
     this.windowMs = o.iatWindowSeconds * 1000;
   }
 

@@ -1,4 +1,5 @@
 import { CLIENT_AUTH_METHODS } from "./client-auth.js";
+import { DPOP_ALGORITHMS } from "./dpop.js";
 import { TOKEN_EXCHANGE_GRANT } from "./token-request.js";
 
 /** Where the OAuth endpoints are, relative to the issuer (the issuer is the server's public base URL). */
@@ -8,9 +9,6 @@ export const OAUTH_PATHS = {
   revocation: "/oauth2/revoke",
   jwks: "/oauth2/jwks",
 } as const;
-
-/** DPoP proof algorithms (RFC 9449 §5.1): asymmetric only. */
-export const DPOP_ALGORITHMS = ["ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "EdDSA"];
 
 /** The URL of one of our endpoints under `issuer` (a trailing slash of the issuer is not doubled). */
 export function endpointUrl(issuer: string, path: string): string {
@@ -41,7 +39,7 @@ export function authorizationServerMetadata(issuer: string): Record<string, unkn
     token_endpoint_auth_methods_supported: methods,
     introspection_endpoint_auth_methods_supported: methods,
     revocation_endpoint_auth_methods_supported: methods,
-    dpop_signing_alg_values_supported: DPOP_ALGORITHMS,
+    dpop_signing_alg_values_supported: [...DPOP_ALGORITHMS],
     tls_client_certificate_bound_access_tokens: false,
   };
 }

@@ -5,6 +5,8 @@ import { HallmarkError } from "../errors.js";
 import { SpiffeId, TrustDomain } from "../spiffe/id.js";
 import { asymmetricAlgorithms } from "./algorithms.js";
 import { oauthError } from "./errors.js";
+import { scopeClaim } from "./scope.js";
+import { TOKEN_TYPES } from "./token-request.js";
 import { type FetchJwks, FileKeySource, type KeySource, RemoteKeySource, fetchJwksOverHttps } from "./jwks-source.js";
 
 /**
@@ -17,11 +19,8 @@ import { type FetchJwks, FileKeySource, type KeySource, RemoteKeySource, fetchJw
 export type DelegationConfig = ServerConfig["delegation"];
 type SubjectIssuerConfig = DelegationConfig["subjectIssuers"][number];
 
-export const TOKEN_TYPE = {
-  jwt: "urn:ietf:params:oauth:token-type:jwt",
-  accessToken: "urn:ietf:params:oauth:token-type:access_token",
-  idToken: "urn:ietf:params:oauth:token-type:id_token",
-} as const;
+/** The token types a subject token may be (RFC 8693 §3), declared with the request's parameters. */
+export const TOKEN_TYPE = TOKEN_TYPES;
 
 export interface ActClaim {
   sub: string;
@@ -72,15 +71,12 @@ export const DEFAULT_MAX_SUBJECT_TOKEN_BYTES = 16 * 1024;
 /** Clock skew allowed on nbf and iat (not on exp: a token is never used past its end). */
 const LEEWAY_SECONDS = 30;
 const MAX_CLAIM_CHARS = 1024;
-const MAX_SCOPES = 256;
-/** RFC 6749 §3.3 scope-token: printable ASCII except space, '"' and '\'. */
-const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 const JKT = /^[A-Za-z0-9_-]{43}$/;
 
-const TOKEN_TYPES = new Set<string>(Object.values(TOKEN_TYPE));
+const KNOWN_TYPES = new Set<string>(Object.values(TOKEN_TYPE));
 /** Which declared token types fit each origin: our access tokens are access tokens or JWTs; a JWT-SVID is a JWT. */
 const TYPES_OF: Record<SubjectTokenOrigin, ReadonlySet<string>> = {
-  external: TOKEN_TYPES,
+  external: KNOWN_TYPES,
   "hallmark-access-token": new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]),
   "hallmark-jwt-svid": new Set([TOKEN_TYPE.jwt]),
 };
@@ -143,7 +139,7 @@ export class SubjectTokenVerifier {
   }
 
   async verify(token: string, tokenType: string, now: Date): Promise<VerifiedSubjectToken> {
-    if (!TOKEN_TYPES.has(tokenType)) throw oauthError("oauth_unsupported_token_type", `subject_token_type must be one of ${[...TOKEN_TYPES].join(", ")}`);
+    if (!KNOWN_TYPES.has(tokenType)) throw oauthError("oauth_unsupported_token_type", `subject_token_type must be one of ${[...KNOWN_TYPES].join(", ")}`);
     if (typeof token !== "string" || Buffer.byteLength(token, "utf8") > this.maxTokenBytes) throw invalid(`is larger than ${this.maxTokenBytes} bytes`);
     if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw invalid("is not a signed JWT in compact serialisation");
     let header: ProtectedHeaderParameters;
@@ -243,7 +239,7 @@ export class SubjectTokenVerifier {
       audience,
       expiresAt: new Date(exp * 1000),
       issuedAt: payload.iat === undefined ? undefined : new Date(payload.iat * 1000),
-      scope: parseScope(claims),
+      scope: scopeOf(claims),
       act: act?.claim,
       actDepth: act?.depth ?? 0,
       mayAct: claims.may_act === undefined ? undefined : parseMayAct(claims.may_act),
@@ -308,15 +304,10 @@ export function parseMayAct(value: unknown): { sub?: string; iss?: string } {
   return out;
 }
 
-/** `scope` (RFC 8693 §4.2, RFC 9068: space-separated) or, failing that, `scp` (an array, or a space-separated string). */
-export function parseScope(claims: Record<string, unknown>): string[] | undefined {
-  const raw = claims.scope !== undefined ? claims.scope : claims.scp;
-  if (raw === undefined) return undefined;
-  const list = typeof raw === "string" ? raw.split(" ").filter((s) => s !== "") : raw;
-  if (!Array.isArray(list) || list.length > MAX_SCOPES || !list.every((s) => typeof s === "string" && s.length <= MAX_CLAIM_CHARS && SCOPE_TOKEN.test(s))) {
-    throw invalid(`has a scope that is not up to ${MAX_SCOPES} RFC 6749 scope tokens`);
-  }
-  return [...new Set(list as string[])];
+function scopeOf(claims: Record<string, unknown>): string[] | undefined {
+  const r = scopeClaim(claims);
+  if ("invalid" in r) throw invalid(r.invalid);
+  return r.scope;
 }
 
 function parseCnfJkt(cnf: unknown): string | undefined {

@@ -14,7 +14,10 @@ import { findSoftHsmModule } from "../hsm/softhsm.js";
 import { SOFTHSM_AUTO_INIT_LOG, softHsmAutoInitInUse } from "./dev-notice.js";
 import { AccessTokenService } from "../oauth/access-tokens.js";
 import { ClientAuthenticator } from "../oauth/client-auth.js";
-import { ownAudiences } from "../oauth/metadata.js";
+import { RotatingDpopNonces, DpopVerifier } from "../oauth/dpop.js";
+import { OAUTH_PATHS, endpointUrl, ownAudiences } from "../oauth/metadata.js";
+import { SubjectTokenVerifier } from "../oauth/subject-tokens.js";
+import { TokenExchangeService } from "../oauth/token-exchange.js";
 import { AdminService } from "../service/admin.js";
 import { AttestationService } from "../service/attestation.js";
 import { checkAuditTail } from "../service/audit-tail-check.js";
@@ -173,6 +176,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     await publicApp.listen({ host, port });
     const url = boundHttpsUrl(publicApp.server, host, port);
     boundUrl = url;
+    oauth.exchange = tokenExchange({ config, trustDomain, store, ca, clients, delegations, tokens, audit, clock, log, issuer: oauthIssuer, jwtIssuer: issuerUrl });
     tls.attach(publicApp.server as unknown as import("node:tls").Server);
     closeConnectionsAtCertificateExpiry(publicApp.server as unknown as import("node:tls").Server, clock);
     closers.push(async () => tls.stop());
@@ -194,6 +198,60 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     await closeAll();
     throw e;
   }
+}
+
+/**
+ * The token exchange, built once the listener is bound: the subject-token verifier recognises
+ * Hallmark's own tokens by the issuer, which may default to the bound URL.
+ */
+function tokenExchange(o: {
+  config: ServerConfig;
+  trustDomain: TrustDomain;
+  store: Store;
+  ca: Awaited<ReturnType<typeof openCertificateAuthority>>["ca"];
+  clients: ClientAuthenticator;
+  delegations: DelegationService;
+  tokens: AccessTokenService;
+  audit: AuditLog;
+  clock: Clock;
+  log: Logger;
+  issuer: () => string;
+  jwtIssuer: () => string;
+}): TokenExchangeService {
+  const d = o.config.delegation;
+  const issuer = o.issuer();
+  const subjects = new SubjectTokenVerifier({
+    issuers: d.subjectIssuers,
+    maxActDepth: d.maxActDepth,
+    log: o.log,
+    own: {
+      issuer,
+      trustDomain: o.trustDomain.name,
+      tokenEndpoint: endpointUrl(issuer, OAUTH_PATHS.token),
+      jwtSvidIssuer: o.jwtIssuer() === issuer ? undefined : o.jwtIssuer(),
+      accessTokenJwks: () => o.ca.accessTokenJwks() as never,
+      jwtSvidJwks: () => o.ca.jwtJwks() as never,
+    },
+  });
+  // An issuer that is down at start is not a reason not to start: said now, retried per token.
+  subjects.ready(o.clock()).catch((e: unknown) => o.log.warn({ err: e }, "a subject issuer's keys could not be loaded at start"));
+  // A nonce lives one to two iat windows: about as long as a proof made with it is acceptable.
+  const nonces = d.dpop.nonce ? new RotatingDpopNonces({ periodSeconds: d.dpop.iatWindow }) : undefined;
+  return new TokenExchangeService({
+    trustDomain: o.trustDomain,
+    clients: o.clients,
+    dpop: new DpopVerifier({ replay: o.store.dpopProofs, iatWindowSeconds: d.dpop.iatWindow, nonces }),
+    nonces,
+    subjects,
+    delegations: o.delegations,
+    tokens: o.tokens,
+    audit: o.audit,
+    clock: o.clock,
+    issuer: o.issuer,
+    maxActDepth: d.maxActDepth,
+    accessTokenTtlSeconds: d.accessTokenTtl,
+    dpopRequired: d.dpop.required,
+  });
 }
 
 async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise<KeyStore> {

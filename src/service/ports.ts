@@ -1,5 +1,6 @@
 import type { AuditCheckpoint, AuditVerification } from "../audit/log.js";
 import type { SpiffeId } from "../spiffe/id.js";
+import type { DelegationRecord } from "../store/types.js";
 
 /**
  * What the services need from the certificate authority. src/issuer's CertificateAuthority is
@@ -108,6 +109,8 @@ export interface AccessTokenSigner {
  */
 export interface DelegationLookup {
   exists(id: string): Promise<boolean>;
+  /** The delegations that could let `actor` act for `subject` of `subjectIssuer` (token exchange's candidates). */
+  candidatesFor(actor: string, subjectIssuer: string, subject: string): Promise<DelegationRecord[]>;
 }
 
 export type RotationStep = "prepare" | "activate" | "retire" | "auto";

@@ -4,15 +4,11 @@ import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type JWK, calculateJwkThumbprint, createRemoteJWKSet, customFetch, jwtVerify } from "jose";
 import { DpopKey } from "../../src/client/dpop-key.js";
-import { adminRequest, expectOk } from "../../src/client/http.js";
-import { NodeClient } from "../../src/client/node.js";
 import { verifyDpopBoundRequest } from "../../src/oauth/resource-server.js";
 import { bundleFetch } from "../helpers/bundle-fetch.js";
 import { type CliResult, run, runCli } from "../helpers/cli.js";
-import { admitJoinTokenNode } from "../helpers/nodes.js";
-import { startTestServer, type TestServer } from "../helpers/server.js";
-import { type TestIdp, startTestIdp } from "../helpers/test-idp.js";
 import { tempDir } from "../helpers/tmp.js";
+import { type ExchangeWorld, type Workload, PERSON, TD, personToken, startExchangeWorld } from "../helpers/token-exchange.js";
 
 /**
  * Issue 11, the agent's side: `hallmark token exchange` against a real server (SoftHSM2, SQLite,
@@ -20,20 +16,16 @@ import { tempDir } from "../helpers/tmp.js";
  * token a resource server accepts (the README's worked example), and the CLI's refusals.
  */
 
-const TD = "spiffe://example.org";
 const AGENT = `${TD}/agent/code-reviewer`;
 const NODE = `${TD}/node/agents`;
 const API = "https://api.github.example";
-const HALLMARK_AUD = "https://hallmark.example.org";
 
 const dir = tempDir("token-exchange-cli");
 const file = (name: string) => join(dir.path, name);
-let server: TestServer;
-let idp: TestIdp;
-let node: NodeClient;
-let bundlePem: string;
+let world: ExchangeWorld;
+let agent: Workload;
 
-const baseArgs = () => ["token", "exchange", "--server", server.url, "--trust-bundle", file("bundle.pem"), "--svid", file("svid.pem"), "--key", file("svid.key")];
+const baseArgs = () => ["token", "exchange", "--server", world.issuer, "--trust-bundle", file("bundle.pem"), "--svid", file("svid.pem"), "--key", file("svid.key")];
 const exchange = (...extra: string[]) => runCli([...baseArgs(), "--subject-token", file("alice.jwt"), ...extra]);
 
 function expectOneLine(r: CliResult, code: number, words: RegExp): void {
@@ -48,33 +40,19 @@ async function thumbprintOfKeyFile(path: string): Promise<string> {
   return calculateJwkThumbprint(jwk, "sha256");
 }
 
+// The server as the README configures it: DPoP required, no nonces (test/e2e/token-exchange-client.test.ts has them).
 beforeAll(async () => {
-  idp = await startTestIdp(dir.path, { audience: HALLMARK_AUD });
-  server = await startTestServer({ overrides: { delegation: { subjectIssuers: [idp.subjectIssuer([HALLMARK_AUD])] } } });
-  const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
-  bundlePem = ((await admin("GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem;
-  const nodeSvid = await admitJoinTokenNode(server, NODE);
-  node = new NodeClient(server.url, { certPem: nodeSvid.certChainPem, keyPem: nodeSvid.privateKeyPem!, trustBundlePem: bundlePem });
-  await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: AGENT, selectors: ["unix:uid:1000"] });
-  const w = await node.fetchX509(AGENT);
-  writeFileSync(file("svid.pem"), w.certChainPem);
-  writeFileSync(file("svid.key"), w.privateKeyPem, { mode: 0o600 });
-  writeFileSync(file("bundle.pem"), bundlePem);
-  await admin("POST", "/admin/delegations", {
-    actor: AGENT,
-    subject_issuer: idp.issuer,
-    scopes: ["repo:read", "issues:write"],
-    audiences: [API],
-    max_ttl_seconds: 600,
-    require_dpop: true,
-  });
-  writeFileSync(file("alice.jwt"), `${await idp.token({ scope: "repo:read issues:write" })}\n`);
+  world = await startExchangeWorld({ dpop: { required: true, nonce: false } });
+  agent = await world.workloadOn(NODE, AGENT);
+  writeFileSync(file("svid.pem"), agent.certPem);
+  writeFileSync(file("svid.key"), agent.keyPem, { mode: 0o600 });
+  writeFileSync(file("bundle.pem"), world.bundlePem);
+  await world.delegate({ actor: AGENT, scopes: ["repo:read", "issues:write"], audiences: [API], max_ttl_seconds: 600, require_dpop: true });
+  writeFileSync(file("alice.jwt"), `${await personToken(world)}\n`);
 }, 60_000);
 
 afterAll(async () => {
-  node?.close();
-  await server?.destroy();
-  await idp?.close();
+  await world?.close();
   dir.remove();
 });
 
@@ -89,9 +67,9 @@ describe("hallmark token exchange against a real server", () => {
     expect(answer.expires_in).toBeGreaterThan(0);
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
 
-    const jwks = createRemoteJWKSet(new URL(`${server.url}/oauth2/jwks`), { [customFetch]: bundleFetch(bundlePem) as never });
-    const { payload } = await jwtVerify(answer.access_token, jwks, { typ: "at+jwt", issuer: server.url, audience: API });
-    expect(payload).toMatchObject({ sub: "alice@example.com", scope: "repo:read", client_id: AGENT, act: { sub: AGENT } });
+    const jwks = createRemoteJWKSet(new URL(`${world.issuer}/oauth2/jwks`), { [customFetch]: bundleFetch(world.bundlePem) as never });
+    const { payload } = await jwtVerify(answer.access_token, jwks, { typ: "at+jwt", issuer: world.issuer, audience: API });
+    expect(payload).toMatchObject({ sub: PERSON, scope: "repo:read", client_id: AGENT, act: { sub: AGENT } });
     expect((payload.cnf as { jkt: string }).jkt).toBe(await thumbprintOfKeyFile(keyFile));
 
     // The resource server of the README: the token with a proof from the saved key is accepted…
@@ -103,12 +81,12 @@ describe("hallmark token exchange against a real server", () => {
       method: "GET",
       url,
       jwks,
-      issuer: server.url,
+      issuer: world.issuer,
       audience: API,
     });
     expect(claims.act?.sub).toBe(AGENT);
     // …the same token as Bearer, or with a proof from another key, is not.
-    const asBearer = verifyDpopBoundRequest({ authorization: `Bearer ${answer.access_token}`, dpop: undefined, method: "GET", url, jwks, issuer: server.url, audience: API });
+    const asBearer = verifyDpopBoundRequest({ authorization: `Bearer ${answer.access_token}`, dpop: undefined, method: "GET", url, jwks, issuer: world.issuer, audience: API });
     await expect(asBearer).rejects.toMatchObject({ code: "access_token_dpop_bound" });
     const other = (await DpopKey.generate()).key;
     const stolen = verifyDpopBoundRequest({
@@ -117,7 +95,7 @@ describe("hallmark token exchange against a real server", () => {
       method: "GET",
       url,
       jwks,
-      issuer: server.url,
+      issuer: world.issuer,
       audience: API,
     });
     await expect(stolen).rejects.toMatchObject({ code: "dpop_proof_invalid" });
@@ -132,9 +110,9 @@ describe("hallmark token exchange against a real server", () => {
     expect(token.split(".")).toHaveLength(3);
     const jkt = await thumbprintOfKeyFile(keyFile);
     // The README's curl line for introspection, as a resource server holding an SVID runs it.
-    const c = await run("curl", ["-sS", "--cacert", file("bundle.pem"), "--cert", file("svid.pem"), "--key", file("svid.key"), "--data-urlencode", `token=${token}`, `${server.url}/oauth2/introspect`]);
+    const c = await run("curl", ["-sS", "--cacert", file("bundle.pem"), "--cert", file("svid.pem"), "--key", file("svid.key"), "--data-urlencode", `token=${token}`, `${world.issuer}/oauth2/introspect`]);
     expect(c.code, c.stderr).toBe(0);
-    expect(JSON.parse(c.stdout)).toMatchObject({ active: true, sub: "alice@example.com", scope: "issues:write", act: { sub: AGENT }, cnf: { jkt }, token_type: "DPoP" });
+    expect(JSON.parse(c.stdout)).toMatchObject({ active: true, sub: PERSON, scope: "issues:write", act: { sub: AGENT }, cnf: { jkt }, token_type: "DPoP" });
   });
 
   it("a server refusal is exit 1 with its code on one line, and never echoes a token", async () => {
@@ -148,17 +126,22 @@ describe("hallmark token exchange against a real server", () => {
 
   it("bad flags and files: exit 2 (usage) or 1 (file), one line each, before anything is sent", async () => {
     const withKey = ["--scope", "repo:read", "--audience", API];
-    expectOneLine(await runCli([...baseArgs(), ...withKey, "--dpop-key-out", file("unused.key")]), 2, /--subject-token is required/);
-    expectOneLine(await exchange("--audience", API, "--dpop-key-out", file("unused.key")), 2, /--scope is required/);
-    expectOneLine(await exchange(...withKey), 2, /--dpop-key FILE .*--dpop-key-out FILE/);
-    expectOneLine(await exchange(...withKey, "--dpop-key", file("dpop-1.key"), "--dpop-key-out", file("unused.key")), 2, /not both/);
-    expectOneLine(await exchange(...withKey, "--dpop-key-out", file("dpop-1.key")), 2, /exists/);
-    expectOneLine(await exchange(...withKey, "--dpop-key-out", file("unused.key"), "--subject-token-type", "saml"), 2, /--subject-token-type must be one of jwt, access_token, id_token/);
-    expectOneLine(await exchange(...withKey, "--dpop-key-out", file("unused.key"), "--server", "127.0.0.1:1"), 2, /did you mean https:\/\/127\.0\.0\.1:1/);
-    expectOneLine(await exchange(...withKey, "--dpop-key", file("svid.pem")), 1, /^hallmark: dpop_key_unreadable: --dpop-key .*svid\.pem is not a PEM private key/);
-    expectOneLine(await exchange(...withKey, "--dpop-key", file("nothing.key")), 1, /^hallmark: file_unreadable: --dpop-key: cannot read/);
     writeFileSync(file("empty.jwt"), "\n");
-    expectOneLine(await runCli([...baseArgs(), ...withKey, "--dpop-key", file("dpop-1.key"), "--subject-token", file("empty.jwt")]), 1, /^hallmark: file_unreadable: --subject-token: .* does not hold one token/);
-    expectOneLine(await exchange(...withKey, "--dpop-key", file("dpop-1.key"), "--key", file("dpop-1.key")), 1, /^hallmark: svid_key_mismatch: /);
+    const cases: Array<[string[], number, RegExp]> = [
+      [[...baseArgs(), ...withKey, "--dpop-key-out", file("unused.key")], 2, /--subject-token is required/],
+      [["--audience", API, "--dpop-key-out", file("unused.key")], 2, /--scope is required/],
+      [withKey, 2, /--dpop-key FILE .*--dpop-key-out FILE/],
+      [[...withKey, "--dpop-key", file("dpop-1.key"), "--dpop-key-out", file("unused.key")], 2, /not both/],
+      [[...withKey, "--dpop-key-out", file("dpop-1.key")], 2, /exists/],
+      [[...withKey, "--dpop-key-out", file("unused.key"), "--subject-token-type", "saml"], 2, /--subject-token-type must be one of jwt, access_token, id_token/],
+      [[...withKey, "--dpop-key-out", file("unused.key"), "--server", "127.0.0.1:1"], 2, /did you mean https:\/\/127\.0\.0\.1:1/],
+      [[...withKey, "--dpop-key", file("svid.pem")], 1, /^hallmark: dpop_key_unreadable: --dpop-key .*svid\.pem is not a PEM private key/],
+      [[...withKey, "--dpop-key", file("nothing.key")], 1, /^hallmark: file_unreadable: --dpop-key: cannot read/],
+      [[...baseArgs(), ...withKey, "--dpop-key", file("dpop-1.key"), "--subject-token", file("empty.jwt")], 1, /^hallmark: file_unreadable: --subject-token: .* does not hold one token/],
+      [[...withKey, "--dpop-key", file("dpop-1.key"), "--key", file("dpop-1.key")], 1, /^hallmark: svid_key_mismatch: /],
+    ];
+    // Arguments that start with the command's own are given whole; the others go after --subject-token.
+    const results = await Promise.all(cases.map(([args]) => (args[0] === "token" ? runCli(args) : exchange(...args))));
+    results.forEach((r, i) => expectOneLine(r, cases[i]![1], cases[i]![2]));
   });
 });

@@ -1,20 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import * as x509 from "@peculiar/x509";
-import { webcrypto } from "node:crypto";
 import { renameSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:https";
+import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { type CryptoKey, type JWK, SignJWT, exportJWK, exportSPKI, generateKeyPair } from "jose";
+import { SignJWT, exportJWK, exportSPKI } from "jose";
 import { type DelegationConfig, type OwnTokenKeys, SubjectTokenVerifier, TOKEN_TYPE } from "../../src/oauth/subject-tokens.js";
-import { testCert } from "../helpers/test-pki.js";
+import { type SigningKey, type TestIdp, signedToken, signingKey, startTestIdp } from "../helpers/test-idp.js";
 import { tempDir } from "../helpers/tmp.js";
 import { refusalCode } from "../helpers/refusal.js";
 
-/**
- * A test identity provider: its signing keys made here, its JWKS served over HTTPS on loopback
- * with a certificate from a CA made here, so that `caFile` is what makes it trusted.
- */
+/** A test identity provider (test/helpers/test-idp.ts): keys made here, JWKS over HTTPS on loopback trusted through caFile. */
 const dir = tempDir("subject-tokens");
 const now = new Date("2026-03-01T12:00:00Z");
 const t = Math.floor(now.getTime() / 1000);
@@ -24,58 +19,23 @@ const FILE_ISSUER = "https://file-idp.example.com";
 const AUD = "https://hallmark.example.org";
 const OWN = "https://hallmark.example.org";
 
-interface SigningKey {
-  kid: string;
-  privateKey: CryptoKey;
-  publicKey: CryptoKey;
-  jwk: JWK;
-}
-async function signingKey(kid: string, alg = "ES256"): Promise<SigningKey> {
-  const k = await generateKeyPair(alg, { extractable: true });
-  return { kid, ...k, jwk: { ...(await exportJWK(k.publicKey)), kid, alg, use: "sig" } };
-}
-
+let idp: TestIdp;
 let idpKey: SigningKey;
-let published: JWK[];
-let fetches = 0;
-let idp: Server;
 let jwksUri: string;
 let caFile: string;
 let otherCaFile: string;
 let ownAt: SigningKey;
 let ownSvid: SigningKey;
 
-const pem = (der: ArrayBuffer, label: string) => `-----BEGIN ${label}-----\n${Buffer.from(der).toString("base64").replace(/.{64}/g, "$&\n")}\n-----END ${label}-----\n`;
-
 beforeAll(async () => {
-  const root = await testCert({ name: "Test IdP Root", curve: "P-256" });
-  const leaf = await testCert({
-    name: "idp",
-    curve: "P-256",
-    issuer: root,
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "ip", value: "127.0.0.1" }])],
-  });
-  const other = await testCert({ name: "Another Root", curve: "P-256" });
-  caFile = join(dir.path, "idp-ca.pem");
-  otherCaFile = join(dir.path, "other-ca.pem");
-  writeFileSync(caFile, root.cert.toString("pem"));
-  writeFileSync(otherCaFile, other.cert.toString("pem"));
-  const key = pem(await webcrypto.subtle.exportKey("pkcs8", leaf.keys.privateKey), "PRIVATE KEY");
-  idpKey = await signingKey("idp-1");
-  published = [idpKey.jwk];
-  idp = createServer({ key, cert: leaf.cert.toString("pem") }, (req, res) => {
-    fetches++;
-    res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify({ keys: published }));
-  });
-  await new Promise<void>((resolve) => idp.listen(0, "127.0.0.1", resolve));
-  jwksUri = `https://127.0.0.1:${(idp.address() as AddressInfo).port}/jwks`;
+  idp = await startTestIdp(dir.path);
+  ({ key: idpKey, jwksUri, caFile, otherCaFile } = idp);
   ownAt = await signingKey("at-1");
   ownSvid = await signingKey("svid-1");
 });
 
 afterAll(async () => {
-  await new Promise((resolve) => idp.close(resolve));
+  await idp.close();
   dir.remove();
 });
 
@@ -90,11 +50,8 @@ const remoteIssuer = (extra: Partial<Issuers[number]> = {}): Issuers[number] => 
 const verifier = (issuers: Issuers = [remoteIssuer()], maxActDepth = 4) => new SubjectTokenVerifier({ issuers, own: own(), maxActDepth });
 
 /** A person's token from the IdP, valid at `now` unless overridden; `undefined` removes a claim. */
-async function token(o: { claims?: Record<string, unknown>; header?: Record<string, unknown>; key?: SigningKey } = {}): Promise<string> {
-  const key = o.key ?? idpKey;
-  const claims: Record<string, unknown> = { iss: ISSUER, sub: "alice", aud: AUD, exp: t + 600, iat: t - 10, ...o.claims };
-  for (const [k, v] of Object.entries(claims)) if (v === undefined) delete claims[k];
-  return new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: key.kid, typ: "JWT", ...o.header } as never).sign(key.privateKey);
+function token(o: { claims?: Record<string, unknown>; header?: Record<string, unknown>; key?: SigningKey } = {}): Promise<string> {
+  return signedToken(o.key ?? idpKey, { iss: ISSUER, sub: "alice", aud: AUD, exp: t + 600, iat: t - 10, ...o.claims }, o.header);
 }
 
 describe("subject tokens from a configured issuer", () => {
@@ -242,28 +199,28 @@ describe("subject tokens from a configured issuer", () => {
   it("picks up a key the issuer rotated to, refetching on an unknown kid at most once per 30 s, and refreshes after jwksRefresh", async () => {
     const v = verifier([remoteIssuer({ jwksRefresh: 300 })]);
     await v.ready(at(-60));
-    const before = fetches;
+    const before = idp.fetches;
     const rotated = await signingKey("idp-2");
-    published = [idpKey.jwk, rotated.jwk];
+    idp.published = [idpKey.jwk, rotated.jwk];
     try {
       expect(await refusalCode(v.verify(await token({ key: rotated }), TOKEN_TYPE.jwt, now))).toBe("accepted");
-      expect(fetches).toBe(before + 1);
+      expect(idp.fetches).toBe(before + 1);
       // Made-up kids within 30 s of that fetch: refused without asking the issuer again.
       const bogus = await signingKey("made-up");
       expect(await refusalCode(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(1)))).toBe("subject_token_invalid");
       expect(await refusalCode(v.verify(await token({ key: bogus }), TOKEN_TYPE.jwt, at(29)))).toBe("subject_token_invalid");
-      expect(fetches).toBe(before + 1);
+      expect(idp.fetches).toBe(before + 1);
       expect(await refusalCode(v.verify(await token({ key: bogus, claims: { exp: t + 3600 } }), TOKEN_TYPE.jwt, at(31)))).toBe("subject_token_invalid");
-      expect(fetches).toBe(before + 2);
+      expect(idp.fetches).toBe(before + 2);
       // The issuer withdraws idp-1: within jwksRefresh of the last fetch (at 31 s) it is still
       // trusted; after, the keys are fetched again, and the token's kid is not asked for twice.
-      published = [rotated.jwk];
+      idp.published = [rotated.jwk];
       const byOld = await token({ claims: { exp: t + 3600 } });
       expect(await refusalCode(v.verify(byOld, TOKEN_TYPE.jwt, at(300)))).toBe("accepted");
       expect(await refusalCode(v.verify(byOld, TOKEN_TYPE.jwt, at(332)))).toBe("subject_token_invalid");
-      expect(fetches).toBe(before + 3);
+      expect(idp.fetches).toBe(before + 3);
     } finally {
-      published = [idpKey.jwk];
+      idp.published = [idpKey.jwk];
     }
   });
 });
