@@ -11,7 +11,7 @@ import { TrustBundle } from "../client/trust-bundle.js";
 import { HallmarkError } from "../errors.js";
 import { readInputFile, readInputText } from "../input-file.js";
 import { pemBlocks } from "../pki/pem.js";
-import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
+import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, seconds, stringList } from "./args.js";
 
 export const SERVER_OPTIONS: OptionSpec = {
   server: { type: "string", value: "URL", required: true, description: "the Hallmark server, https://HOST:PORT" },
@@ -143,6 +143,7 @@ const tokenExchangeCommand: Command = {
     scope: { type: "string", multiple: true, value: "SCOPES", required: true, description: "the scope to ask for, space-separated" },
     audience: { type: "string", multiple: true, value: "AUD", required: true, description: "an audience the token is for" },
     resource: { type: "string", multiple: true, value: "URI", description: "a resource the token is for, an absolute URI (RFC 8707)" },
+    ttl: { type: "string", value: "DURATION", description: "how long the token should live (90s, 10m; at most the delegation's max TTL)", default: "the server's delegation.accessTokenTtl, within the delegation and the subject token's exp" },
     "dpop-key": { type: "string", value: "FILE", description: "the DPoP private key the token is bound to, PEM PKCS#8 (EC P-256, P-384, P-521 or Ed25519)" },
     "dpop-key-out": { type: "string", value: "FILE", description: "make a new EC P-256 DPoP key and save it here (0600, PEM PKCS#8); the file must not exist" },
     json: { type: "boolean", description: "print the whole token response (access_token, issued_token_type, token_type, expires_in, scope) as JSON" },
@@ -158,6 +159,8 @@ const tokenExchangeCommand: Command = {
     if (!(typeName in SUBJECT_TOKEN_TYPE_NAMES)) {
       throw new UsageError(`--subject-token-type must be one of ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}, not '${typeName}'`);
     }
+    const ttlFlag = optionalString(v, "ttl");
+    const ttl = ttlFlag === undefined ? undefined : seconds(ttlFlag, "ttl");
     const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
     const certPem = readInputText(svid, "--svid");
     const keyPem = readInputText(key, "--key");
@@ -178,6 +181,7 @@ const tokenExchangeCommand: Command = {
       scope: stringList(v, "scope").join(" "),
       audience: stringList(v, "audience"),
       resource: stringList(v, "resource"),
+      expiresIn: ttl,
       dpopKey,
     });
     console.log(v.json ? JSON.stringify(answer, null, 2) : answer.access_token);

@@ -30,6 +30,8 @@ export interface TokenExchangeRequest {
   audience?: readonly string[] | undefined;
   resource?: readonly string[] | undefined;
   requestedTokenType?: string | undefined;
+  /** The lifetime wanted, in seconds (`expires_in`, a Hallmark extension); default the server's. */
+  expiresIn?: number | undefined;
   /** The key the token is bound to; none sends no proof (only where policy allows Bearer tokens). */
   dpopKey?: DpopKeyInput | DpopKey | undefined;
 }
@@ -136,6 +138,7 @@ function exchangeForm(r: TokenExchangeRequest, svid: ClientSvid): URLSearchParam
   for (const a of r.audience ?? []) f.append("audience", a);
   for (const u of r.resource ?? []) f.append("resource", u);
   if (r.requestedTokenType !== undefined) f.set("requested_token_type", r.requestedTokenType);
+  if (r.expiresIn !== undefined) f.set("expires_in", String(r.expiresIn));
   if ("jwtSvid" in svid) {
     f.set("client_assertion_type", JWT_SPIFFE_ASSERTION_TYPE);
     f.set("client_assertion", svid.jwtSvid);

@@ -59,12 +59,13 @@ afterAll(async () => {
 describe("hallmark token exchange against a real server", () => {
   it("prints a DPoP-bound access token that verifies against /oauth2/jwks, bound to the saved key, which a resource server accepts", async () => {
     const keyFile = file("dpop-1.key");
-    const r = await exchange("--scope", "repo:read", "--audience", API, "--dpop-key-out", keyFile, "--json");
+    const r = await exchange("--scope", "repo:read", "--audience", API, "--dpop-key-out", keyFile, "--ttl", "2m", "--json");
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     const answer = JSON.parse(r.stdout) as { access_token: string; token_type: string; issued_token_type: string; expires_in: number };
     expect(answer).toMatchObject({ token_type: "DPoP", issued_token_type: "urn:ietf:params:oauth:token-type:access_token" });
     expect(answer.expires_in).toBeGreaterThan(0);
+    expect(answer.expires_in).toBeLessThanOrEqual(120);
     expect(statSync(keyFile).mode & 0o777).toBe(0o600);
 
     const jwks = createRemoteJWKSet(new URL(`${world.issuer}/oauth2/jwks`), { [customFetch]: bundleFetch(world.bundlePem) as never });
@@ -122,6 +123,8 @@ describe("hallmark token exchange against a real server", () => {
     expect(r.stderr).not.toContain(subject.split(".")[2]);
     const wrongAudience = await exchange("--scope", "repo:read", "--audience", "https://elsewhere.example", "--dpop-key", file("dpop-1.key"));
     expectOneLine(wrongAudience, 1, /^hallmark: audience_not_allowed: \S/);
+    const tooLong = await exchange("--scope", "repo:read", "--audience", API, "--ttl", "1h", "--dpop-key", file("dpop-1.key"));
+    expectOneLine(tooLong, 1, /^hallmark: ttl_not_allowed: \S/);
   });
 
   it("bad flags and files: exit 2 (usage) or 1 (file), one line each, before anything is sent", async () => {
@@ -135,6 +138,7 @@ describe("hallmark token exchange against a real server", () => {
       [[...withKey, "--dpop-key-out", file("dpop-1.key")], 2, /exists/],
       [[...withKey, "--dpop-key-out", file("unused.key"), "--subject-token-type", "saml"], 2, /--subject-token-type must be one of jwt, access_token, id_token/],
       [[...withKey, "--dpop-key-out", file("unused.key"), "--server", "127.0.0.1:1"], 2, /did you mean https:\/\/127\.0\.0\.1:1/],
+      [[...withKey, "--dpop-key-out", file("unused.key"), "--ttl", "soon"], 2, /--ttl: 'soon' is not a duration/],
       [[...withKey, "--dpop-key", file("svid.pem")], 1, /^hallmark: dpop_key_unreadable: --dpop-key .*svid\.pem is not a PEM private key/],
       [[...withKey, "--dpop-key", file("nothing.key")], 1, /^hallmark: file_unreadable: --dpop-key: cannot read/],
       [[...baseArgs(), ...withKey, "--dpop-key", file("dpop-1.key"), "--subject-token", file("empty.jwt")], 1, /^hallmark: file_unreadable: --subject-token: .* does not hold one token/],
