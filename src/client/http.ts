@@ -78,7 +78,7 @@ export class ApiClient {
    */
   send(method: string, path: string, body?: EncodedBody, headers: Record<string, string> = {}): Promise<ApiResponse> {
     const url = new URL(path, this.baseUrl);
-    if (url.protocol !== "https:") throw new HallmarkError("invalid_request", `${url.origin} is not https://`);
+    if (url.protocol !== "https:") return Promise.reject(new HallmarkError("invalid_request", `${url.origin} is not https://`));
     const agent = this.agent;
     return sendRequest(
       (opts, cb) => httpsRequest(url, { ...opts, agent }, cb),
