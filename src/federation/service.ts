@@ -135,7 +135,8 @@ export class FederationService {
     const name = TrustDomain.parse(trustDomain).name;
     const previous = this.running.get(name) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(() => this.refreshNow(name, trigger));
-    const tracked = next.finally(() => {
+    // The tracker never rejects (the caller of `next` hears the refusal): no unhandled rejection.
+    const tracked = next.catch(() => undefined).finally(() => {
       if (this.running.get(name) === tracked) this.running.delete(name);
     });
     this.running.set(name, tracked);
