@@ -7,6 +7,7 @@ import { type NodeIssuanceService, PAGE_TOKEN } from "../service/node-issuance.j
 import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
+import type { FederationService } from "../federation/service.js";
 import { pemBlocks, pemChain } from "../pki/pem.js";
 import { errorSpec } from "../error-codes.js";
 import { isHallmarkError } from "../errors.js";
@@ -29,6 +30,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
   oauth: OAuthServices;
   /** The per-address limit of the anonymous attestation endpoints; none in in-process tests. */
   attestRateLimit?: AnonymousRateLimit | undefined;
+  /** Foreign bundles for entries that federate (issue 14); none: no federated_bundles are sent. */
+  federation?: Pick<FederationService, "bundles"> | undefined;
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
@@ -57,7 +60,10 @@ const nodeEntry = z.object({
   jwt_ttl_seconds: z.number().int().nullable().describe("null: the server's default"),
   dns_names: z.array(z.string()),
   hint: z.string(),
+  federates_with: z.array(z.string()).describe("foreign trust domains whose bundles this entry's workloads receive"),
 });
+/** Foreign trust domain name → its X.509 authorities as PEM (issue 14). */
+const federatedBundles = z.record(z.string(), z.string()).describe("for each trust domain the entry federates with: its X.509 authorities, PEM");
 
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
@@ -174,8 +180,22 @@ export const PUBLIC_ROUTES = {
     summary: "An X509-SVID for an entry the node is entitled to",
     caller: "node",
     body: z.object({ csr, spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") }).strict(),
-    responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer } },
+    responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer.extend({ federated_bundles: federatedBundles }) } },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
+  }),
+  nodeFederatedBundles: defineRoute({
+    operationId: "nodeFederatedBundles",
+    method: "GET",
+    url: "/v1/node/federated-bundles",
+    summary: "The SPIFFE bundles of the foreign trust domains this node's entries federate with (X.509 and JWT authorities)",
+    caller: "node",
+    responses: {
+      200: {
+        description: "Trust domain name → the SPIFFE bundle it published, as last fetched",
+        body: z.object({ bundles: z.record(z.string(), jsonObject) }),
+      },
+    },
+    errors: NODE_AUTH_ERRORS,
   }),
   fetchX509SvidBatch: defineRoute({
     operationId: "fetchX509SvidBatch",
@@ -356,7 +376,18 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     R.fetchX509Svid,
     async ({ body }, node) => {
       const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
-      return svidBody(svid.spiffeId, svid);
+      const foreign = await (deps.federation?.bundles(svid.federatesWith) ?? []);
+      return { ...(await svidBody(svid.spiffeId, svid)), federated_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, pemChain(b.bundle.x509Authorities)])) };
+    },
+    nodeOf,
+  );
+  registerRoute(
+    app,
+    R.nodeFederatedBundles,
+    async (_in, node) => {
+      const domains = (await deps.nodes.entitledEntries(node)).flatMap((e) => e.federatesWith ?? []);
+      const foreign = await (deps.federation?.bundles(domains) ?? []);
+      return { bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, JSON.parse(b.json) as Record<string, unknown>])) };
     },
     nodeOf,
   );
@@ -439,6 +470,7 @@ function nodeEntryJson(e: EntryRecord) {
     jwt_ttl_seconds: e.jwtSvidTtlSeconds ?? null,
     dns_names: e.dnsNames,
     hint: e.hint ?? "",
+    federates_with: e.federatesWith ?? [],
   };
 }
 

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from "fastify";
 import type { z } from "zod";
 import type { CORE_ERRORS } from "../core-errors.js";
+import type { FEDERATION_ERRORS } from "../federation/errors.js";
 import type { OAuthErrorCode } from "../oauth/errors.js";
 import { parseBody } from "./problem.js";
 
@@ -42,7 +43,7 @@ export interface ResponseSpec {
   contentType?: string;
 }
 
-export type ErrorCode = keyof typeof CORE_ERRORS | OAuthErrorCode;
+export type ErrorCode = keyof typeof CORE_ERRORS | OAuthErrorCode | keyof typeof FEDERATION_ERRORS;
 
 /** Keeps the literal type of a spec, so a handler's input and output are typed from its schemas. */
 export function defineRoute<const S extends RouteSpec>(spec: S): S {

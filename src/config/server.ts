@@ -173,9 +173,16 @@ export const serverConfigSchema = z
           })
           .strict()
           .optional(),
+        /**
+         * Consuming foreign bundles (`hallmark federation create`): how often the server looks for
+         * relationships whose refresh is due (each is refreshed at its peer's spiffe_refresh_hint,
+         * kept within 30 s..1 day), and how long one fetch of a bundle endpoint may take.
+         */
+        refreshCheckInterval: durationSeconds.default(5),
+        fetchTimeout: durationSeconds.default(10),
       })
       .strict()
-      .default({}),
+      .default({ refreshCheckInterval: 5, fetchTimeout: 10 }),
     /**
      * Delegation: OAuth 2.0 Token Exchange (RFC 8693) at POST /oauth2/token, so an attested agent
      * acts for a person with a narrow, DPoP-bound access token (RFC 9068, RFC 9449). Who may act

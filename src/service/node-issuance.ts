@@ -137,7 +137,7 @@ export class NodeIssuanceService {
     });
   }
 
-  async workloadX509(node: NodeRecord, csrPem: string, requested?: string): Promise<IssuedX509 & { spiffeId: string }> {
+  async workloadX509(node: NodeRecord, csrPem: string, requested?: string): Promise<IssuedX509 & { spiffeId: string; federatesWith: string[] }> {
     return this.audited(AUDIT_EVENTS.issueX509, "x509", node, requested, async (now) => {
       const csr = this.deps.parseCsr(csrPem);
       const wanted = requested ?? (csr.uriSans.length === 1 ? csr.uriSans[0] : undefined);
@@ -153,7 +153,7 @@ export class NodeIssuanceService {
         nodeId: node.spiffeId,
         now,
       });
-      return { result: { ...svid, spiffeId: id.toString() }, spiffeId: id.toString(), serial: svid.serial };
+      return { result: { ...svid, spiffeId: id.toString(), federatesWith: entry.federatesWith ?? [] }, spiffeId: id.toString(), serial: svid.serial };
     });
   }
 

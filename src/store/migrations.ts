@@ -185,4 +185,27 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX access_tokens_expiry ON access_tokens(expires_at);
   CREATE INDEX access_tokens_key ON access_tokens(key_id, expires_at);
   `,
+  // 9 (federation, issue 14): relationships with foreign trust domains, one row each, holding the
+  // endpoint parameters (SPIFFE Federation §5.2), the last good bundle (JSON text) with its
+  // sequence and refresh hint, and the outcome of the last refresh; entries name the foreign
+  // trust domains their workloads federate with (a JSON array, like the other list columns).
+  `
+  CREATE TABLE federations (
+    trust_domain         TEXT PRIMARY KEY,
+    bundle_endpoint_url  TEXT NOT NULL,
+    profile              TEXT NOT NULL,
+    endpoint_spiffe_id   TEXT,
+    web_roots_pem        TEXT,
+    bundle               TEXT,
+    bundle_sequence      INTEGER,
+    refresh_hint         INTEGER,
+    last_refresh_at      INTEGER,
+    last_outcome         TEXT,
+    last_error           TEXT,
+    next_refresh_at      INTEGER NOT NULL,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL
+  );
+  ALTER TABLE entries ADD COLUMN federates_with TEXT NOT NULL DEFAULT '[]';
+  `,
 ];

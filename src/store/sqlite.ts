@@ -28,6 +28,9 @@ import {
   type EntryChangePage,
   type EntryRecord,
   type EntryRepository,
+  type FederationRecord,
+  type FederationRefreshRecord,
+  type FederationRepository,
   type IssuedSvidRecord,
   type JoinTokenRecord,
   type JoinTokenRepository,
@@ -150,6 +153,7 @@ class SqliteStore implements Store {
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;
+  readonly federations: FederationRepository;
 
   // Every repository call goes through the health guard: storage failures become
   // store_unavailable in this one place, and mark the store not ready until a write succeeds.
@@ -167,6 +171,7 @@ class SqliteStore implements Store {
     this.audit = health.guard("audit", new SqliteAudit(db));
     this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
     this.delegations = health.guard("delegations", new SqliteDelegations(db));
+    this.federations = health.guard("federations", new SqliteFederations(db));
   }
 
   healthy(): boolean {
@@ -300,8 +305,8 @@ class SqliteEntries implements EntryRepository {
       this.db.transaction(() => {
         prepared(
           this.db,
-          `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, hint, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, hint, federates_with, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           e.id,
           e.spiffeId,
@@ -312,6 +317,7 @@ class SqliteEntries implements EntryRepository {
           JSON.stringify(e.dnsNames),
           e.admin ? 1 : 0,
           e.hint ?? "",
+          JSON.stringify(e.federatesWith ?? []),
           ms(e.createdAt),
         );
         this.logChange(e.id, "created", e.parentId, selectors, e.createdAt);
@@ -409,8 +415,110 @@ function entryFromRow(r: Row): EntryRecord {
     jwtSvidTtlSeconds: optNum(r.jwt_ttl),
     dnsNames: JSON.parse(String(r.dns_names)) as string[],
     hint: String(r.hint ?? ""),
+    federatesWith: JSON.parse(String(r.federates_with ?? "[]")) as string[],
     admin: r.admin === 1,
     createdAt: date(r.created_at),
+  };
+}
+
+class SqliteFederations implements FederationRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(f: FederationRecord): Promise<void> {
+    try {
+      prepared(
+        this.db,
+        `INSERT INTO federations (trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, web_roots_pem, bundle, bundle_sequence,
+           refresh_hint, last_refresh_at, last_outcome, last_error, next_refresh_at, created_at, updated_at)
+         VALUES (@trustDomain, @url, @profile, @endpointId, @webRoots, @bundle, @sequence, @hint, @lastAt, @outcome, @error, @nextAt, @createdAt, @updatedAt)`,
+      ).run(federationParams(f));
+    } catch (cause) {
+      if (isUniqueViolation(cause)) throw new HallmarkError("federation_exists", `a federation relationship with ${f.trustDomain} exists already`);
+      throw cause;
+    }
+  }
+
+  async get(trustDomain: string): Promise<FederationRecord | undefined> {
+    const row = prepared(this.db, "SELECT * FROM federations WHERE trust_domain = ?").get(trustDomain) as Row | undefined;
+    return row && federationFromRow(row);
+  }
+
+  async list(): Promise<FederationRecord[]> {
+    return (prepared(this.db, "SELECT * FROM federations ORDER BY trust_domain").all() as Row[]).map(federationFromRow);
+  }
+
+  async update(f: FederationRecord): Promise<boolean> {
+    return (
+      prepared(
+        this.db,
+        `UPDATE federations SET bundle_endpoint_url = @url, profile = @profile, endpoint_spiffe_id = @endpointId, web_roots_pem = @webRoots,
+           bundle = @bundle, bundle_sequence = @sequence, refresh_hint = @hint, next_refresh_at = @nextAt, updated_at = @updatedAt
+         WHERE trust_domain = @trustDomain`,
+      ).run(federationParams(f)).changes > 0
+    );
+  }
+
+  async delete(trustDomain: string): Promise<boolean> {
+    return prepared(this.db, "DELETE FROM federations WHERE trust_domain = ?").run(trustDomain).changes > 0;
+  }
+
+  async recordRefresh(trustDomain: string, r: FederationRefreshRecord): Promise<void> {
+    const common = { trustDomain, at: ms(r.at), outcome: r.outcome, error: r.error ?? null, nextAt: ms(r.nextRefreshAt) };
+    if (r.bundle) {
+      prepared(
+        this.db,
+        `UPDATE federations SET bundle = @bundle, bundle_sequence = @sequence, refresh_hint = @hint, last_refresh_at = @at,
+           last_outcome = @outcome, last_error = @error, next_refresh_at = @nextAt, updated_at = @at WHERE trust_domain = @trustDomain`,
+      ).run({ ...common, bundle: r.bundle.json, sequence: r.bundle.sequence ?? null, hint: r.bundle.refreshHintSeconds ?? null });
+    } else {
+      prepared(
+        this.db,
+        `UPDATE federations SET last_refresh_at = @at, last_outcome = @outcome, last_error = @error, next_refresh_at = @nextAt
+         WHERE trust_domain = @trustDomain`,
+      ).run(common);
+    }
+  }
+
+  async due(now: Date): Promise<FederationRecord[]> {
+    return (prepared(this.db, "SELECT * FROM federations WHERE next_refresh_at <= ? ORDER BY next_refresh_at").all(ms(now)) as Row[]).map(federationFromRow);
+  }
+}
+
+function federationParams(f: FederationRecord) {
+  return {
+    trustDomain: f.trustDomain,
+    url: f.bundleEndpointUrl,
+    profile: f.profile,
+    endpointId: f.endpointSpiffeId ?? null,
+    webRoots: f.webRootsPem ?? null,
+    bundle: f.bundle ?? null,
+    sequence: f.bundleSequence ?? null,
+    hint: f.refreshHintSeconds ?? null,
+    lastAt: f.lastRefreshAt ? ms(f.lastRefreshAt) : null,
+    outcome: f.lastOutcome ?? null,
+    error: f.lastError ?? null,
+    nextAt: ms(f.nextRefreshAt),
+    createdAt: ms(f.createdAt),
+    updatedAt: ms(f.updatedAt),
+  };
+}
+
+function federationFromRow(r: Row): FederationRecord {
+  return {
+    trustDomain: String(r.trust_domain),
+    bundleEndpointUrl: String(r.bundle_endpoint_url),
+    profile: String(r.profile) as FederationRecord["profile"],
+    endpointSpiffeId: optStr(r.endpoint_spiffe_id),
+    webRootsPem: optStr(r.web_roots_pem),
+    bundle: optStr(r.bundle),
+    bundleSequence: optNum(r.bundle_sequence),
+    refreshHintSeconds: optNum(r.refresh_hint),
+    lastRefreshAt: optDate(r.last_refresh_at),
+    lastOutcome: optStr(r.last_outcome),
+    lastError: optStr(r.last_error),
+    nextRefreshAt: date(r.next_refresh_at),
+    createdAt: date(r.created_at),
+    updatedAt: date(r.updated_at),
   };
 }
 

@@ -69,6 +69,8 @@ export interface EntryRecord {
   dnsNames: string[];
   /** Passed to workloads with their SVIDs (Workload API `hint`), "" when none. */
   hint?: string | undefined;
+  /** Foreign trust domains (names, sorted) whose bundles this entry's workloads receive (issue 14). */
+  federatesWith?: string[] | undefined;
   /**
    * Reserved for an admin API over mTLS that does not exist: nothing grants anything on it, so
    * nothing sets it (always false; the column stays so no migration is needed to bring it back).
@@ -368,6 +370,59 @@ export interface DpopProofRepository {
   purgeExpired(now: Date): Promise<number>;
 }
 
+export type FederationProfile = "https_web" | "https_spiffe";
+
+/**
+ * A federation relationship (SPIFFE Federation §6.1): where the foreign trust domain publishes
+ * its bundle and how that endpoint is authenticated, with the last good bundle and what the last
+ * refresh did. The bundle is kept as the JSON text that was validated, so what workloads receive
+ * is exactly what the peer published.
+ */
+export interface FederationRecord {
+  /** The foreign trust domain's name (the key). */
+  trustDomain: string;
+  bundleEndpointUrl: string;
+  profile: FederationProfile;
+  /** https_spiffe: the SPIFFE ID the endpoint's X509-SVID must carry. */
+  endpointSpiffeId?: string | undefined;
+  /** https_web: PEM roots the endpoint's certificate must chain to; undefined = Node's bundled Web PKI roots. */
+  webRootsPem?: string | undefined;
+  /** The current (last good) SPIFFE bundle, JSON text; undefined until one is known. */
+  bundle?: string | undefined;
+  bundleSequence?: number | undefined;
+  refreshHintSeconds?: number | undefined;
+  lastRefreshAt?: Date | undefined;
+  /** "ok", "unchanged" or the refusal's code. */
+  lastOutcome?: string | undefined;
+  lastError?: string | undefined;
+  nextRefreshAt: Date;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** The outcome of one refresh: always its time and result, and a new bundle only when one was adopted. */
+export interface FederationRefreshRecord {
+  at: Date;
+  outcome: string;
+  error?: string | undefined;
+  nextRefreshAt: Date;
+  bundle?: { json: string; sequence: number | undefined; refreshHintSeconds: number | undefined } | undefined;
+}
+
+export interface FederationRepository {
+  /** Fails with federation_exists when the trust domain has a relationship already. */
+  create(r: FederationRecord): Promise<void>;
+  get(trustDomain: string): Promise<FederationRecord | undefined>;
+  /** In trust domain order. */
+  list(): Promise<FederationRecord[]>;
+  /** Replaces the endpoint parameters (and the bundle, when `bundle` is set); false when absent. */
+  update(r: FederationRecord): Promise<boolean>;
+  delete(trustDomain: string): Promise<boolean>;
+  recordRefresh(trustDomain: string, refresh: FederationRefreshRecord): Promise<void>;
+  /** Relationships whose next refresh is due at `now`. */
+  due(now: Date): Promise<FederationRecord[]>;
+}
+
 export interface Store {
   readonly nodes: NodeRepository;
   readonly entries: EntryRepository;
@@ -379,6 +434,7 @@ export interface Store {
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;
+  readonly federations: FederationRepository;
   /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
   healthy(): boolean;
   /**
