@@ -68,12 +68,19 @@ export interface AuditCheckpoint {
 }
 
 export type AuditVerification =
-  | { ok: true; records: number; head: string }
+  | {
+      ok: true;
+      records: number;
+      head: string;
+      /** The transparency log recomputed from the records (stored-chain.ts): its size and the last checkpoint's. */
+      tree?: { size: number; checkpointSize: number | null } | undefined;
+    }
   | {
       ok: false;
       records: number;
       brokenAt: number;
-      reason: "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" | "checkpoint_missing" | "checkpoint_mismatch";
+      /** tree_mismatch: the chain holds, but a leaf or the signed root differs from the recomputed tree. */
+      reason: "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" | "checkpoint_missing" | "checkpoint_mismatch" | "tree_mismatch";
     };
 
 /**
