@@ -3,6 +3,7 @@ import Database from "better-sqlite3";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { adminRequest, expectOk } from "../../src/client/http.js";
+import { auditRecordHash } from "../../src/audit/log.js";
 import { openCheckpoint } from "../../src/transparency/checkpoint.js";
 import { verifyConsistency } from "../../src/transparency/merkle.js";
 import { type NoteVerifier, parseVerifierKey } from "../../src/transparency/note.js";
@@ -126,6 +127,43 @@ describe("the transparency log across kill -9 and a tampered database", () => {
     tamperAuditLog(db, `UPDATE audit_log SET details = '${original.details.replace(/'/g, "''")}' WHERE seq = ${seq}`);
     const restored = await start();
     await restored.proc.stop();
+  });
+
+  it("a record rewritten with every chain hash after it recomputed: the chain holds, the tree does not (start refused, audit verify: tree_mismatch)", async () => {
+    const last = auditRecordCount(db);
+    const seq = last - 5;
+    const d = new Database(db, { readonly: true });
+    const rows = d.prepare("SELECT * FROM audit_log WHERE seq >= ? ORDER BY seq").all(seq - 1) as Array<Record<string, unknown>>;
+    d.close();
+    // Rebuild the chain from seq on as an attacker with the file and the code would.
+    let prevHash = String(rows[0]!.hash);
+    const updates: string[] = [];
+    for (const r of rows.slice(1)) {
+      const details = r.seq === seq ? { forged: true } : (JSON.parse(String(r.details)) as Record<string, unknown>);
+      const rec = {
+        seq: Number(r.seq),
+        prevHash,
+        time: new Date(Number(r.time)),
+        event: String(r.event),
+        outcome: String(r.outcome) as "success",
+        code: (r.code as string | null) ?? undefined,
+        actor: (r.actor as string | null) ?? undefined,
+        spiffeId: (r.spiffe_id as string | null) ?? undefined,
+        attestor: (r.attestor as string | null) ?? undefined,
+        serial: (r.serial as string | null) ?? undefined,
+        details,
+      };
+      const hash = auditRecordHash(rec);
+      updates.push(`UPDATE audit_log SET details = '${JSON.stringify(details).replace(/'/g, "''")}', prev_hash = '${prevHash}', hash = '${hash}' WHERE seq = ${rec.seq};`);
+      prevHash = hash;
+    }
+    tamperAuditLog(db, updates.join("\n"));
+    const verify = await runCli(["audit", "verify", "--offline", "--data-dir", data.path]);
+    expect(verify.code).toBe(1);
+    expect(verify.stdout).toContain(`audit log BROKEN at record ${seq}: tree_mismatch`);
+    const refused = startServerProcess(data.path, { args: ["--config", configFile] });
+    running.push(refused);
+    await expect(refused.ready).rejects.toThrow(new RegExp(`tlog_tree_diverged: audit record ${seq} was edited after it was logged`));
   });
 
   it("a record removed under the stopped server: the start is refused, and audit verify reports the gap", async () => {
