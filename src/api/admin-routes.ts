@@ -245,7 +245,7 @@ export const ADMIN_ROUTES = {
     operationId: "verifyAudit",
     method: "GET",
     url: "/admin/audit/verify",
-    summary: "Walk the audit log's hash chain",
+    summary: "Walk the audit log's hash chain, then recompute the transparency log's tree from the records",
     description: "checkpoint_seq and checkpoint_hash go together: the head a previous run recorded, which must still be there.",
     caller: "admin",
     query: z
@@ -256,12 +256,20 @@ export const ADMIN_ROUTES = {
       200: {
         description: "Whether the chain verifies (a broken chain is an answer, not an error)",
         body: z.discriminatedUnion("ok", [
-          z.object({ ok: z.literal(true), records: z.number().int(), head: z.string() }),
+          z.object({
+            ok: z.literal(true),
+            records: z.number().int(),
+            head: z.string(),
+            tree: z
+              .object({ size: z.number().int(), checkpointSize: z.number().int().nullable() })
+              .optional()
+              .describe("the transparency log recomputed from the records: its size, and the last signed checkpoint's it matched"),
+          }),
           z.object({
             ok: z.literal(false),
             records: z.number().int(),
             brokenAt: z.number().int(),
-            reason: z.enum(["sequence_gap", "prev_hash_mismatch", "hash_mismatch", "checkpoint_missing", "checkpoint_mismatch"]),
+            reason: z.enum(["sequence_gap", "prev_hash_mismatch", "hash_mismatch", "checkpoint_missing", "checkpoint_mismatch", "tree_mismatch"]),
           }),
         ]),
       },

@@ -14,13 +14,14 @@ import { isHallmarkError } from "../errors.js";
 import { serveOpenApi } from "./openapi.js";
 import { carriesNodeProof, provenSvid } from "./node-proof.js";
 import { OAUTH_ROUTES, type OAuthServices, oauthRoutes } from "./oauth-routes.js";
+import { LOG_ROUTES, type LogRouteDeps, logRoutes } from "./log-routes.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
 import { rateLimitHook } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, wellKnownRoutes } from "./well-known-routes.js";
 import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
 
-export interface PublicRouteDeps extends WellKnownRouteDeps {
+export interface PublicRouteDeps extends WellKnownRouteDeps, LogRouteDeps {
   attestation: AttestationService;
   nodes: NodeIssuanceService;
   ca: CaAdministration;
@@ -41,8 +42,11 @@ const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or 
 const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
 
 // Answers (documentation only: no reply is validated at run time).
+/** The issuance's leaf in the transparency log: GET /v1/log/receipt/<log_index> once a checkpoint covers it. */
+const logIndex = z.number().int().min(0).describe("the issuance's index in the transparency log (its audit record's seq - 1)");
 const svidAnswer = z.object({
   spiffe_id: spiffeIdField,
+  log_index: logIndex,
   svid: z.object({ cert_chain_pem: z.string().describe("leaf first, then intermediates"), serial: z.string(), expires_at: timestamp }),
   bundle_pem: z.string().describe("the current trust bundle (every node answer carries it)"),
 });
@@ -213,7 +217,7 @@ export const PUBLIC_ROUTES = {
         body: z.object({
           results: z.array(
             z.union([
-              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid }),
+              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex }),
               z.object({ spiffe_id: spiffeIdField, error: z.object({ code: z.string(), detail: z.string() }) }),
             ]),
           ),
@@ -235,7 +239,7 @@ export const PUBLIC_ROUTES = {
     responses: {
       200: {
         description: "The workload's JWT-SVID",
-        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
+        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, bundle_pem: z.string() }),
       },
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
@@ -259,7 +263,7 @@ export const PUBLIC_ROUTES = {
     responses: {
       200: {
         description: "The workload's WIT-SVID",
-        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
+        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, bundle_pem: z.string() }),
       },
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "wit_key_malformed", "wit_key_private", "wit_key_unsupported"],
@@ -327,8 +331,9 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   const R = PUBLIC_ROUTES;
   const bundlePem = () => deps.ca.bundlePem();
 
-  const svidBody = async (spiffeId: string, svid: IssuedX509) => ({
+  const svidBody = async (spiffeId: string, svid: IssuedX509, logIndex: number) => ({
     spiffe_id: spiffeId,
+    log_index: logIndex,
     svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
     bundle_pem: await bundlePem(),
   });
@@ -336,7 +341,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   const outcomeBody = async (o: AttestationOutcome) =>
     o.status === "challenge"
       ? { status: "challenge" as const, challenge: o.challenge }
-      : { status: "issued" as const, selectors: o.selectors, ...(await svidBody(o.spiffeId, o.svid)) };
+      : { status: "issued" as const, selectors: o.selectors, ...(await svidBody(o.spiffeId, o.svid, o.logIndex)) };
 
   registerRoute(app, R.healthz, async () => ({ status: "ok" as const }));
   registerRoute(app, R.readyz, async (_in, _c, _req, reply) => {
@@ -370,14 +375,17 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
         ? deps.nodes.authenticateProof(actorOf(req.ip), (now) => provenSvid(req, now, anchors))
         : deps.nodes.authenticate(presentedSvid(req)),
     );
-  registerRoute(app, R.renewNode, async ({ body }, node) => svidBody(node.spiffeId, await deps.nodes.renew(node, body.csr)), nodeOf);
+  registerRoute(app, R.renewNode, async ({ body }, node) => {
+    const svid = await deps.nodes.renew(node, body.csr);
+    return svidBody(node.spiffeId, svid, svid.logIndex);
+  }, nodeOf);
   registerRoute(
     app,
     R.fetchX509Svid,
     async ({ body }, node) => {
       const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
       const foreign = await (deps.federation?.bundles(svid.federatesWith) ?? []);
-      return { ...(await svidBody(svid.spiffeId, svid)), federated_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, pemChain(b.bundle.x509Authorities)])) };
+      return { ...(await svidBody(svid.spiffeId, svid, svid.logIndex)), federated_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, pemChain(b.bundle.x509Authorities)])) };
     },
     nodeOf,
   );
@@ -400,7 +408,11 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
       for (const r of body.requests) {
         try {
           const svid = await deps.nodes.workloadX509(node, r.csr, r.spiffe_id);
-          results.push({ spiffe_id: svid.spiffeId, svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() } });
+          results.push({
+            spiffe_id: svid.spiffeId,
+            svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
+            log_index: svid.logIndex,
+          });
         } catch (e) {
           if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
           results.push({ spiffe_id: r.spiffe_id, error: { code: e.code, detail: e.message } });
@@ -415,7 +427,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     R.fetchJwtSvid,
     async ({ body }, node) => {
       const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
-      return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), bundle_pem: await bundlePem() };
+      return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), log_index: jwt.logIndex, bundle_pem: await bundlePem() };
     },
     nodeOf,
   );
@@ -424,7 +436,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     R.fetchWitSvid,
     async ({ body }, node) => {
       const wit = await deps.nodes.workloadWit(node, body.public_key_jwk, body.spiffe_id);
-      return { spiffe_id: wit.spiffeId, token: wit.token, expires_at: wit.expiresAt.toISOString(), bundle_pem: await bundlePem() };
+      return { spiffe_id: wit.spiffeId, token: wit.token, expires_at: wit.expiresAt.toISOString(), log_index: wit.logIndex, bundle_pem: await bundlePem() };
     },
     nodeOf,
   );
@@ -449,6 +461,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   // Trust bundle: public, as relying parties fetch it before they trust anything.
   registerRoute(app, R.bundle, async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
   await wellKnownRoutes(app, deps);
+  await logRoutes(app, deps);
   await app.register(oauthRoutes, { oauth: deps.oauth, log: app.log as unknown as Logger });
   serveOpenApi(app, R.openApi, {
     title: "Hallmark public API",
@@ -457,7 +470,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
       "Node endpoints need the node's X509-SVID as the TLS client certificate, or (a TPM-resident node key) on TLS 1.3 the headers " +
       "Hallmark-Node-Svid (base64 DER chain, leaf first, comma-separated) and Hallmark-Node-Proof (the key's signature over the " +
       "connection's exporter value: label EXPORTER-hallmark-node-auth, context SHA-256 of the leaf, 32 bytes).",
-    routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES), ...Object.values(OAUTH_ROUTES)],
+    routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES), ...Object.values(OAUTH_ROUTES), ...Object.values(LOG_ROUTES)],
   });
 }
 

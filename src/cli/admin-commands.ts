@@ -378,7 +378,8 @@ export const adminCommands: Command[] = [
         [
           `mode: ${mode}`,
           r.ok
-            ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}`
+            ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}` +
+              (r.tree ? `\ntransparency log intact: ${r.tree.size} leaves recomputed; last signed checkpoint (size ${r.tree.checkpointSize ?? "none"}) matches` : "")
             : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
         ].join("\n"),
       );

@@ -249,6 +249,29 @@ export const serverConfigSchema = z
       .strict()
       .default({ tailCheckRecords: 1000 }),
     /**
+     * The transparency log (README, Transparency log): every audit record is a leaf of a Merkle
+     * tree whose checkpoints an Ed25519 key in the HSM signs.
+     */
+    transparency: z
+      .object({
+        /**
+         * The checkpoint's origin line and the log key's name: one line without spaces or '+'.
+         * Default `<trustDomain>/hallmark-log`. Changing it starts another log, under another key.
+         */
+        origin: z
+          .string()
+          .min(1)
+          .max(255)
+          .regex(/^[^\s+]+$/, "one word without spaces or '+'")
+          .optional(),
+        /** A checkpoint is signed this often when the tree grew. */
+        checkpointInterval: durationSeconds.default(10),
+        /** Records integrated per transaction at most (and how often the integrator polls: every second). */
+        integrationBatch: z.number().int().min(1).max(100_000).default(1000),
+      })
+      .strict()
+      .default({ checkpointInterval: 10, integrationBatch: 1000 }),
+    /**
      * What one anonymous caller may hold or spend. Every public connection is bounded in time and
      * in number, so that slow or many connections cannot exhaust file descriptors and memory, and
      * the anonymous attestation endpoints are rate-limited per address, so that one caller cannot

@@ -39,6 +39,7 @@ import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { openDevSoftHsmToken } from "./dev-softhsm.js";
 import { readSecretFile } from "./secrets.js";
 import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
+import { startTransparencyLog } from "./transparency-log.js";
 import { ServerTlsIdentity, serverCertificateNames } from "./tls-identity.js";
 
 export interface RunningServer {
@@ -79,6 +80,9 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const auditVerifier = new WorkerAuditVerifier(databasePath(config));
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, audit, clock, log });
     closers.push(() => ca.close());
+    // Before anything is issued: a store that does not extend the last signed checkpoint refuses to start.
+    const tlog = await startTransparencyLog({ config, trustDomain, store, keyStore, audit, clock, log });
+    closers.push(() => tlog.stop());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
     const serverId = trustDomain.id("/hallmark/server");
 
@@ -166,7 +170,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },
-      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, oauth, federation },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, oauth, federation, transparency: tlog.reader },
     );
     closers.push(() => publicApp.close());
     const adminApp = await buildAdminApp({ log }, { admin, ca, delegations, federation });

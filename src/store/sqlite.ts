@@ -41,6 +41,10 @@ import {
   type SessionStatus,
   type Store,
   type SvidRepository,
+  type TlogSignedCheckpoint,
+  type TlogState,
+  type TlogStoredHash,
+  type TransparencyRepository,
 } from "./types.js";
 
 type Row = Record<string, unknown>;
@@ -154,6 +158,7 @@ class SqliteStore implements Store {
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;
   readonly federations: FederationRepository;
+  readonly transparency: TransparencyRepository;
 
   // Every repository call goes through the health guard: storage failures become
   // store_unavailable in this one place, and mark the store not ready until a write succeeds.
@@ -172,6 +177,7 @@ class SqliteStore implements Store {
     this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
     this.delegations = health.guard("delegations", new SqliteDelegations(db));
     this.federations = health.guard("federations", new SqliteFederations(db));
+    this.transparency = health.guard("transparency", new SqliteTransparency(db));
   }
 
   healthy(): boolean {
@@ -1006,6 +1012,60 @@ class SqliteAudit implements AuditRepository {
   async tail(limit: number): Promise<AuditRecord[]> {
     const rows = prepared(this.db, "SELECT * FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?) ORDER BY seq").all(limit) as Row[];
     return rows.map(auditFromRow);
+  }
+
+  async extent(): Promise<{ count: number; lastSeq: number }> {
+    const r = prepared(this.db, "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS last FROM audit_log").get() as Row;
+    return { count: Number(r.n), lastSeq: Number(r.last) };
+  }
+}
+
+class SqliteTransparency implements TransparencyRepository {
+  constructor(private readonly db: Db) {}
+
+  async state(): Promise<TlogState> {
+    return this.readState();
+  }
+
+  private readState(): TlogState {
+    const r = prepared(this.db, "SELECT * FROM tlog_state WHERE id = 1").get() as Row | undefined;
+    if (!r) return { integratedSize: 0 };
+    const checkpoint: TlogSignedCheckpoint | undefined =
+      r.checkpoint === null || r.checkpoint === undefined
+        ? undefined
+        : { text: String(r.checkpoint), treeSize: Number(r.checkpoint_size), rootHash: Buffer.from(r.checkpoint_root as Buffer), signedAt: date(r.checkpoint_at) };
+    return { integratedSize: Number(r.integrated_size), checkpoint };
+  }
+
+  async readHashes(ids: readonly { level: number; index: number }[]): Promise<Array<Buffer | undefined>> {
+    const st = prepared(this.db, "SELECT hash FROM tlog_hashes WHERE level = ? AND idx = ?");
+    // One read transaction: every hash of one proof comes from the same snapshot.
+    return this.db.transaction(() =>
+      ids.map(({ level, index }) => {
+        const r = st.get(level, index) as { hash: Buffer } | undefined;
+        return r ? Buffer.from(r.hash) : undefined;
+      }),
+    )();
+  }
+
+  async integrate(fromSize: number, toSize: number, hashes: readonly TlogStoredHash[]): Promise<boolean> {
+    const tx = this.db.transaction((): boolean => {
+      const moved = prepared(this.db, "UPDATE tlog_state SET integrated_size = ? WHERE id = 1 AND integrated_size = ?").run(toSize, fromSize);
+      if (moved.changes !== 1) return false;
+      const insert = prepared(this.db, "INSERT INTO tlog_hashes (level, idx, hash) VALUES (?, ?, ?)");
+      for (const h of hashes) insert.run(h.level, h.index, h.hash);
+      return true;
+    });
+    return tx.immediate();
+  }
+
+  async saveCheckpoint(previousSize: number | undefined, cp: TlogSignedCheckpoint): Promise<boolean> {
+    const r = prepared(
+      this.db,
+      `UPDATE tlog_state SET checkpoint = ?, checkpoint_size = ?, checkpoint_root = ?, checkpoint_at = ?
+       WHERE id = 1 AND checkpoint_size IS ? AND integrated_size >= ?`,
+    ).run(cp.text, cp.treeSize, cp.rootHash, ms(cp.signedAt), previousSize ?? null, cp.treeSize);
+    return r.changes === 1;
   }
 }
 

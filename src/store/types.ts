@@ -353,6 +353,8 @@ export interface AuditRepository {
   list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
   /** The last `limit` records, in seq order. */
   tail(limit: number): Promise<AuditRecord[]>;
+  /** How many records there are and the highest seq (0 when none): equal unless records were removed. */
+  extent(): Promise<{ count: number; lastSeq: number }>;
 }
 
 /**
@@ -423,6 +425,50 @@ export interface FederationRepository {
   due(now: Date): Promise<FederationRecord[]>;
 }
 
+/**
+ * The transparency log's Merkle tree over the audit log (issue 12): the stored subtree hashes and
+ * one state row. Written only by the integrator and the checkpoint signer, each write a
+ * compare-and-set on the state it read, so replicas sharing one datastore never fork the tree
+ * (the loser of a race writes nothing and reads again). Levels and indexes follow
+ * src/transparency/merkle.ts (level L, index i: leaves [i·2^L, (i+1)·2^L)).
+ */
+export interface TlogStoredHash {
+  level: number;
+  index: number;
+  hash: Buffer;
+}
+
+export interface TlogSignedCheckpoint {
+  /** The signed note, exactly as served. */
+  text: string;
+  treeSize: number;
+  rootHash: Buffer;
+  signedAt: Date;
+}
+
+export interface TlogState {
+  /** Leaves whose hashes are stored: the audit records with seq ≤ integratedSize. */
+  integratedSize: number;
+  /** The last checkpoint signed; undefined before the first. */
+  checkpoint?: TlogSignedCheckpoint | undefined;
+}
+
+export interface TransparencyRepository {
+  state(): Promise<TlogState>;
+  /** The stored hashes, in the order asked; undefined where none is stored. One snapshot. */
+  readHashes(ids: readonly { level: number; index: number }[]): Promise<Array<Buffer | undefined>>;
+  /**
+   * Stores `hashes` and moves the integrated size from `fromSize` to `toSize`, in one
+   * transaction; false (nothing written) when the integrated size is no longer `fromSize`.
+   */
+  integrate(fromSize: number, toSize: number, hashes: readonly TlogStoredHash[]): Promise<boolean>;
+  /**
+   * Replaces the last signed checkpoint; false (nothing written) when the stored one's tree size
+   * is no longer `previousSize` (undefined: none yet) or the new one reaches past the integrated size.
+   */
+  saveCheckpoint(previousSize: number | undefined, checkpoint: TlogSignedCheckpoint): Promise<boolean>;
+}
+
 export interface Store {
   readonly nodes: NodeRepository;
   readonly entries: EntryRepository;
@@ -435,6 +481,7 @@ export interface Store {
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;
   readonly federations: FederationRepository;
+  readonly transparency: TransparencyRepository;
   /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
   healthy(): boolean;
   /**
