@@ -9,6 +9,7 @@ import { AGENT_ERRORS } from "./agent/errors.js";
 import { WORKLOAD_API_ERRORS } from "./workload-api/errors.js";
 import { OAUTH_ERRORS } from "./oauth/errors.js";
 import { TRANSPARENCY_ERRORS } from "./transparency/errors.js";
+import { FEDERATION_ERRORS } from "./federation/errors.js";
 
 /** Every code Hallmark can answer with, in one table (the API and the docs read it). */
 export const ERROR_CODES: Readonly<Record<string, ErrorSpec>> = {
@@ -22,6 +23,7 @@ export const ERROR_CODES: Readonly<Record<string, ErrorSpec>> = {
   ...WORKLOAD_API_ERRORS,
   ...OAUTH_ERRORS,
   ...TRANSPARENCY_ERRORS,
+  ...FEDERATION_ERRORS,
 };
 
 export function errorSpec(code: string): ErrorSpec {

@@ -1,10 +1,12 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
 import { createReadStream } from "node:fs";
 import { z } from "zod";
+import type { FederationService } from "../federation/service.js";
 import type { DelegationService } from "../oauth/delegation-service.js";
 import type { AdminService } from "../service/admin.js";
 import { CA_KEY_KINDS, type CaAdministration } from "../service/ports.js";
 import type { DelegationRecord, EntryRecord } from "../store/types.js";
+import { FEDERATION_ADMIN_ROUTES, federationAdminRoutes } from "./federation-routes.js";
 import { serveOpenApi } from "./openapi.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
@@ -13,6 +15,7 @@ export interface AdminRouteDeps {
   admin: AdminService;
   ca: CaAdministration;
   delegations: DelegationService;
+  federation: FederationService;
 }
 
 const ttl = z.number().int().positive().max(10 * 365 * 86400);
@@ -26,6 +29,7 @@ const entry = z.object({
   jwt_ttl_seconds: z.number().int().nullable(),
   dns_names: z.array(z.string()),
   hint: z.string().describe("passed to workloads with the SVID (Workload API hint)"),
+  federates_with: z.array(z.string()).describe("foreign trust domains whose bundles the workloads receive"),
   created_at: timestamp,
 });
 const noContent = { 204: { description: "Done" } } as const;
@@ -71,10 +75,11 @@ export const ADMIN_ROUTES = {
         jwt_ttl_seconds: ttl.optional(),
         dns_names: z.array(z.string().max(253)).max(32).optional(),
         hint: z.string().max(1024).optional().describe("passed to workloads with the SVID (Workload API hint)"),
+        federates_with: z.array(z.string().max(255)).max(32).optional().describe("foreign trust domains (each with a federation relationship) whose bundles the workloads receive"),
       })
       .strict(),
     responses: { 201: { description: "The entry", body: entry } },
-    errors: ["invalid_spiffe_id", "spiffe_id_outside_trust_domain", "spiffe_id_reserved", "invalid_selector", "entry_exists"],
+    errors: ["invalid_spiffe_id", "spiffe_id_outside_trust_domain", "spiffe_id_reserved", "invalid_selector", "entry_exists", "invalid_trust_domain", "federation_not_found", "federation_own_trust_domain"],
   }),
   listEntries: defineRoute({
     operationId: "listEntries",
@@ -240,7 +245,7 @@ export const ADMIN_ROUTES = {
     operationId: "verifyAudit",
     method: "GET",
     url: "/admin/audit/verify",
-    summary: "Walk the audit log's hash chain",
+    summary: "Walk the audit log's hash chain, then recompute the transparency log's tree from the records",
     description: "checkpoint_seq and checkpoint_hash go together: the head a previous run recorded, which must still be there.",
     caller: "admin",
     query: z
@@ -251,12 +256,20 @@ export const ADMIN_ROUTES = {
       200: {
         description: "Whether the chain verifies (a broken chain is an answer, not an error)",
         body: z.discriminatedUnion("ok", [
-          z.object({ ok: z.literal(true), records: z.number().int(), head: z.string() }),
+          z.object({
+            ok: z.literal(true),
+            records: z.number().int(),
+            head: z.string(),
+            tree: z
+              .object({ size: z.number().int(), checkpointSize: z.number().int().nullable() })
+              .optional()
+              .describe("the transparency log recomputed from the records: its size, and the last signed checkpoint's it matched"),
+          }),
           z.object({
             ok: z.literal(false),
             records: z.number().int(),
             brokenAt: z.number().int(),
-            reason: z.enum(["sequence_gap", "prev_hash_mismatch", "hash_mismatch", "checkpoint_missing", "checkpoint_mismatch"]),
+            reason: z.enum(["sequence_gap", "prev_hash_mismatch", "hash_mismatch", "checkpoint_missing", "checkpoint_mismatch", "tree_mismatch"]),
           }),
         ]),
       },
@@ -274,6 +287,7 @@ export const ADMIN_ROUTES = {
     responses: { 200: { description: "The SQLite database file", contentType: "application/vnd.sqlite3" } },
     errors: ["store_unavailable"],
   }),
+  ...FEDERATION_ADMIN_ROUTES,
   openApi: defineRoute({
     operationId: "adminOpenApi",
     method: "GET",
@@ -304,6 +318,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
       jwtSvidTtlSeconds: body.jwt_ttl_seconds,
       dnsNames: body.dns_names,
       hint: body.hint,
+      federatesWith: body.federates_with,
     });
     reply.code(201);
     return entryJson(e);
@@ -383,6 +398,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminRouteDeps): P
       .header("x-hallmark-sha256", b.sha256)
       .send(createReadStream(b.path));
   });
+  await federationAdminRoutes(app, deps.federation);
   serveOpenApi(app, R.openApi, {
     title: "Hallmark admin API",
     description:
@@ -402,6 +418,7 @@ function entryJson(e: EntryRecord) {
     jwt_ttl_seconds: e.jwtSvidTtlSeconds ?? null,
     dns_names: e.dnsNames,
     hint: e.hint ?? "",
+    federates_with: e.federatesWith ?? [],
     created_at: e.createdAt.toISOString(),
   };
 }

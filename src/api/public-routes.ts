@@ -7,19 +7,21 @@ import { type NodeIssuanceService, PAGE_TOKEN } from "../service/node-issuance.j
 import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
+import type { FederationService } from "../federation/service.js";
 import { pemBlocks, pemChain } from "../pki/pem.js";
 import { errorSpec } from "../error-codes.js";
 import { isHallmarkError } from "../errors.js";
 import { serveOpenApi } from "./openapi.js";
 import { carriesNodeProof, provenSvid } from "./node-proof.js";
 import { OAUTH_ROUTES, type OAuthServices, oauthRoutes } from "./oauth-routes.js";
+import { LOG_ROUTES, type LogRouteDeps, logRoutes } from "./log-routes.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
 import { rateLimitHook } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, wellKnownRoutes } from "./well-known-routes.js";
 import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
 
-export interface PublicRouteDeps extends WellKnownRouteDeps {
+export interface PublicRouteDeps extends WellKnownRouteDeps, LogRouteDeps {
   attestation: AttestationService;
   nodes: NodeIssuanceService;
   ca: CaAdministration;
@@ -29,6 +31,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps {
   oauth: OAuthServices;
   /** The per-address limit of the anonymous attestation endpoints; none in in-process tests. */
   attestRateLimit?: AnonymousRateLimit | undefined;
+  /** Foreign bundles for entries that federate (issue 14); none: no federated_bundles are sent. */
+  federation?: Pick<FederationService, "bundles"> | undefined;
 }
 
 const MAX_CSR_CHARS = 16 * 1024;
@@ -38,8 +42,11 @@ const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or 
 const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
 
 // Answers (documentation only: no reply is validated at run time).
+/** The issuance's leaf in the transparency log: GET /v1/log/receipt/<log_index> once a checkpoint covers it. */
+const logIndex = z.number().int().min(0).describe("the issuance's index in the transparency log (its audit record's seq - 1)");
 const svidAnswer = z.object({
   spiffe_id: spiffeIdField,
+  log_index: logIndex,
   svid: z.object({ cert_chain_pem: z.string().describe("leaf first, then intermediates"), serial: z.string(), expires_at: timestamp }),
   bundle_pem: z.string().describe("the current trust bundle (every node answer carries it)"),
 });
@@ -57,7 +64,10 @@ const nodeEntry = z.object({
   jwt_ttl_seconds: z.number().int().nullable().describe("null: the server's default"),
   dns_names: z.array(z.string()),
   hint: z.string(),
+  federates_with: z.array(z.string()).describe("foreign trust domains whose bundles this entry's workloads receive"),
 });
+/** Foreign trust domain name → its X.509 authorities as PEM (issue 14). */
+const federatedBundles = z.record(z.string(), z.string()).describe("for each trust domain the entry federates with: its X.509 authorities, PEM");
 
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
@@ -174,8 +184,22 @@ export const PUBLIC_ROUTES = {
     summary: "An X509-SVID for an entry the node is entitled to",
     caller: "node",
     body: z.object({ csr, spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") }).strict(),
-    responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer } },
+    responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer.extend({ federated_bundles: federatedBundles }) } },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
+  }),
+  nodeFederatedBundles: defineRoute({
+    operationId: "nodeFederatedBundles",
+    method: "GET",
+    url: "/v1/node/federated-bundles",
+    summary: "The SPIFFE bundles of the foreign trust domains this node's entries federate with (X.509 and JWT authorities)",
+    caller: "node",
+    responses: {
+      200: {
+        description: "Trust domain name → the SPIFFE bundle it published, as last fetched",
+        body: z.object({ bundles: z.record(z.string(), jsonObject) }),
+      },
+    },
+    errors: NODE_AUTH_ERRORS,
   }),
   fetchX509SvidBatch: defineRoute({
     operationId: "fetchX509SvidBatch",
@@ -193,7 +217,7 @@ export const PUBLIC_ROUTES = {
         body: z.object({
           results: z.array(
             z.union([
-              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid }),
+              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex }),
               z.object({ spiffe_id: spiffeIdField, error: z.object({ code: z.string(), detail: z.string() }) }),
             ]),
           ),
@@ -215,7 +239,7 @@ export const PUBLIC_ROUTES = {
     responses: {
       200: {
         description: "The workload's JWT-SVID",
-        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
+        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, bundle_pem: z.string() }),
       },
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
@@ -239,7 +263,7 @@ export const PUBLIC_ROUTES = {
     responses: {
       200: {
         description: "The workload's WIT-SVID",
-        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, bundle_pem: z.string() }),
+        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, bundle_pem: z.string() }),
       },
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "wit_key_malformed", "wit_key_private", "wit_key_unsupported"],
@@ -307,8 +331,9 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   const R = PUBLIC_ROUTES;
   const bundlePem = () => deps.ca.bundlePem();
 
-  const svidBody = async (spiffeId: string, svid: IssuedX509) => ({
+  const svidBody = async (spiffeId: string, svid: IssuedX509, logIndex: number) => ({
     spiffe_id: spiffeId,
+    log_index: logIndex,
     svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
     bundle_pem: await bundlePem(),
   });
@@ -316,7 +341,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   const outcomeBody = async (o: AttestationOutcome) =>
     o.status === "challenge"
       ? { status: "challenge" as const, challenge: o.challenge }
-      : { status: "issued" as const, selectors: o.selectors, ...(await svidBody(o.spiffeId, o.svid)) };
+      : { status: "issued" as const, selectors: o.selectors, ...(await svidBody(o.spiffeId, o.svid, o.logIndex)) };
 
   registerRoute(app, R.healthz, async () => ({ status: "ok" as const }));
   registerRoute(app, R.readyz, async (_in, _c, _req, reply) => {
@@ -350,13 +375,27 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
         ? deps.nodes.authenticateProof(actorOf(req.ip), (now) => provenSvid(req, now, anchors))
         : deps.nodes.authenticate(presentedSvid(req)),
     );
-  registerRoute(app, R.renewNode, async ({ body }, node) => svidBody(node.spiffeId, await deps.nodes.renew(node, body.csr)), nodeOf);
+  registerRoute(app, R.renewNode, async ({ body }, node) => {
+    const svid = await deps.nodes.renew(node, body.csr);
+    return svidBody(node.spiffeId, svid, svid.logIndex);
+  }, nodeOf);
   registerRoute(
     app,
     R.fetchX509Svid,
     async ({ body }, node) => {
       const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
-      return svidBody(svid.spiffeId, svid);
+      const foreign = await (deps.federation?.bundles(svid.federatesWith) ?? []);
+      return { ...(await svidBody(svid.spiffeId, svid, svid.logIndex)), federated_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, pemChain(b.bundle.x509Authorities)])) };
+    },
+    nodeOf,
+  );
+  registerRoute(
+    app,
+    R.nodeFederatedBundles,
+    async (_in, node) => {
+      const domains = (await deps.nodes.entitledEntries(node)).flatMap((e) => e.federatesWith ?? []);
+      const foreign = await (deps.federation?.bundles(domains) ?? []);
+      return { bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, JSON.parse(b.json) as Record<string, unknown>])) };
     },
     nodeOf,
   );
@@ -369,7 +408,11 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
       for (const r of body.requests) {
         try {
           const svid = await deps.nodes.workloadX509(node, r.csr, r.spiffe_id);
-          results.push({ spiffe_id: svid.spiffeId, svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() } });
+          results.push({
+            spiffe_id: svid.spiffeId,
+            svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
+            log_index: svid.logIndex,
+          });
         } catch (e) {
           if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
           results.push({ spiffe_id: r.spiffe_id, error: { code: e.code, detail: e.message } });
@@ -384,7 +427,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     R.fetchJwtSvid,
     async ({ body }, node) => {
       const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
-      return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), bundle_pem: await bundlePem() };
+      return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), log_index: jwt.logIndex, bundle_pem: await bundlePem() };
     },
     nodeOf,
   );
@@ -393,7 +436,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     R.fetchWitSvid,
     async ({ body }, node) => {
       const wit = await deps.nodes.workloadWit(node, body.public_key_jwk, body.spiffe_id);
-      return { spiffe_id: wit.spiffeId, token: wit.token, expires_at: wit.expiresAt.toISOString(), bundle_pem: await bundlePem() };
+      return { spiffe_id: wit.spiffeId, token: wit.token, expires_at: wit.expiresAt.toISOString(), log_index: wit.logIndex, bundle_pem: await bundlePem() };
     },
     nodeOf,
   );
@@ -418,6 +461,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   // Trust bundle: public, as relying parties fetch it before they trust anything.
   registerRoute(app, R.bundle, async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
   await wellKnownRoutes(app, deps);
+  await logRoutes(app, deps);
   await app.register(oauthRoutes, { oauth: deps.oauth, log: app.log as unknown as Logger });
   serveOpenApi(app, R.openApi, {
     title: "Hallmark public API",
@@ -426,7 +470,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
       "Node endpoints need the node's X509-SVID as the TLS client certificate, or (a TPM-resident node key) on TLS 1.3 the headers " +
       "Hallmark-Node-Svid (base64 DER chain, leaf first, comma-separated) and Hallmark-Node-Proof (the key's signature over the " +
       "connection's exporter value: label EXPORTER-hallmark-node-auth, context SHA-256 of the leaf, 32 bytes).",
-    routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES), ...Object.values(OAUTH_ROUTES)],
+    routes: [...Object.values(PUBLIC_ROUTES), ...Object.values(WELL_KNOWN_ROUTES), ...Object.values(OAUTH_ROUTES), ...Object.values(LOG_ROUTES)],
   });
 }
 
@@ -439,6 +483,7 @@ function nodeEntryJson(e: EntryRecord) {
     jwt_ttl_seconds: e.jwtSvidTtlSeconds ?? null,
     dns_names: e.dnsNames,
     hint: e.hint ?? "",
+    federates_with: e.federatesWith ?? [],
   };
 }
 

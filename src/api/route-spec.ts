@@ -1,7 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from "fastify";
 import type { z } from "zod";
 import type { CORE_ERRORS } from "../core-errors.js";
+import type { FEDERATION_ERRORS } from "../federation/errors.js";
 import type { OAuthErrorCode } from "../oauth/errors.js";
+import type { TRANSPARENCY_ERRORS } from "../transparency/errors.js";
 import { parseBody } from "./problem.js";
 
 /**
@@ -42,7 +44,7 @@ export interface ResponseSpec {
   contentType?: string;
 }
 
-export type ErrorCode = keyof typeof CORE_ERRORS | OAuthErrorCode;
+export type ErrorCode = keyof typeof CORE_ERRORS | OAuthErrorCode | keyof typeof FEDERATION_ERRORS | keyof typeof TRANSPARENCY_ERRORS;
 
 /** Keeps the literal type of a spec, so a handler's input and output are typed from its schemas. */
 export function defineRoute<const S extends RouteSpec>(spec: S): S {

@@ -9,15 +9,34 @@ import type { AuditRecord, AuditRecordInput, AuditRepository } from "../store/ty
  *                                     spiffeId, attestor, serial, details }) )
  */
 export class AuditLog {
+  private readonly listeners: Array<() => void> = [];
+
   constructor(private readonly repo: AuditRepository) {}
 
-  append(input: AuditRecordInput): Promise<AuditRecord> {
-    return this.repo.append(input, (prevHash, seq) => auditRecordHash({ ...input, seq, prevHash }));
+  async append(input: AuditRecordInput): Promise<AuditRecord> {
+    const record = await this.repo.append(input, (prevHash, seq) => auditRecordHash({ ...input, seq, prevHash }));
+    // The transparency log's integrator wakes up on this (it also polls: a record appended by
+    // another replica or process is integrated all the same).
+    for (const l of this.listeners) l();
+    return record;
+  }
+
+  /** Called after every append committed by this process. */
+  onAppend(listener: () => void): void {
+    this.listeners.push(listener);
   }
 }
 
 export function auditRecordHash(r: AuditRecordInput & { seq: number; prevHash: string }): string {
-  const body = {
+  return createHash("sha256").update(canonicalJson(auditRecordBody(r))).digest("hex");
+}
+
+/**
+ * Exactly what a record's hash covers, in one place: the chain hashes its canonical JSON, and the
+ * transparency log's leaf (src/transparency/audit-leaf.ts) holds the same JSON, timestamp inside.
+ */
+export function auditRecordBody(r: AuditRecordInput & { seq: number; prevHash: string }): Record<string, unknown> {
+  return {
     seq: r.seq,
     prevHash: r.prevHash,
     time: r.time.toISOString(),
@@ -30,7 +49,6 @@ export function auditRecordHash(r: AuditRecordInput & { seq: number; prevHash: s
     serial: r.serial ?? null,
     details: r.details,
   };
-  return createHash("sha256").update(canonicalJson(body)).digest("hex");
 }
 
 /** JSON with object keys sorted at every depth: the same record always hashes the same. */
@@ -50,12 +68,19 @@ export interface AuditCheckpoint {
 }
 
 export type AuditVerification =
-  | { ok: true; records: number; head: string }
+  | {
+      ok: true;
+      records: number;
+      head: string;
+      /** The transparency log recomputed from the records (stored-chain.ts): its size and the last checkpoint's. */
+      tree?: { size: number; checkpointSize: number | null } | undefined;
+    }
   | {
       ok: false;
       records: number;
       brokenAt: number;
-      reason: "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" | "checkpoint_missing" | "checkpoint_mismatch";
+      /** tree_mismatch: the chain holds, but a leaf or the signed root differs from the recomputed tree. */
+      reason: "sequence_gap" | "prev_hash_mismatch" | "hash_mismatch" | "checkpoint_missing" | "checkpoint_mismatch" | "tree_mismatch";
     };
 
 /**

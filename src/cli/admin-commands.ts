@@ -83,6 +83,7 @@ interface EntryJson {
   spiffe_id: string;
   parent_id: string;
   selectors: string[];
+  federates_with?: string[];
 }
 
 interface DelegationJson {
@@ -121,7 +122,8 @@ const scopeTokens = (v: Record<string, unknown>): string[] => stringList(v, "sco
 
 const DELEGATION_ID = { name: "id", value: "ID", description: "the delegation's id, as 'delegation list' prints it" };
 
-const entryLine = (e: EntryJson) => `${e.id}  ${e.spiffe_id}  parent=${e.parent_id}  selectors=${e.selectors.join(",") || "-"}`;
+const entryLine = (e: EntryJson) =>
+  `${e.id}  ${e.spiffe_id}  parent=${e.parent_id}  selectors=${e.selectors.join(",") || "-"}${e.federates_with?.length ? `  federates-with=${e.federates_with.join(",")}` : ""}`;
 
 export const adminCommands: Command[] = [
   {
@@ -154,6 +156,12 @@ export const adminCommands: Command[] = [
       "jwt-ttl": { type: "string", value: "DURATION", description: "lifetime of JWT-SVIDs for this entry", default: "the server's svid.jwtTtl (5m), capped by svid.maxTtl" },
       dns: { type: "string", multiple: true, value: "NAME", description: "a DNS name to add to the X.509-SVID's subject alternative names" },
       hint: { type: "string", value: "TEXT", description: "a hint handed to the workload with its SVID (Workload API hint), e.g. to tell several identities apart" },
+      "federates-with": {
+        type: "string",
+        multiple: true,
+        value: "TD",
+        description: "a foreign trust domain (with a 'federation create' relationship) whose bundle the workload receives beside its own",
+      },
       ...ADMIN_OPTIONS,
     },
     async run(v) {
@@ -167,6 +175,7 @@ export const adminCommands: Command[] = [
         ...(jwt ? { jwt_ttl_seconds: seconds(jwt, "jwt-ttl") } : {}),
         dns_names: stringList(v, "dns"),
         ...(optionalString(v, "hint") !== undefined ? { hint: optionalString(v, "hint") } : {}),
+        ...(stringList(v, "federates-with").length ? { federates_with: stringList(v, "federates-with") } : {}),
       })) as EntryJson;
       return print(v, e, () => entryLine(e));
     },
@@ -280,16 +289,19 @@ export const adminCommands: Command[] = [
   nodeCommand("unban", "lift a node's ban: it may attest again", "unbanned"),
   {
     name: "bundle show",
-    summary: "print the trust bundle as PEM or as a SPIFFE bundle (JWKS)",
+    summary: "print the trust bundle (or a federated trust domain's) as PEM or as a SPIFFE bundle (JWKS)",
     options: {
       format: { type: "string", value: "pem|spiffe", description: "PEM certificates, or the SPIFFE bundle (JWKS) with the JWT keys too", default: "pem" },
+      "trust-domain": { type: "string", value: "TD", description: "a federated trust domain: print the bundle last fetched from it", default: "this server's own bundle" },
       "data-dir": DATA_DIR,
       "admin-socket": ADMIN_OPTIONS["admin-socket"]!,
     },
     async run(v) {
       const format = optionalString(v, "format") ?? "pem";
       if (format !== "pem" && format !== "spiffe") throw new UsageError("--format must be pem or spiffe");
-      const r = (await admin(v, "GET", "/admin/bundle")) as { bundle_pem: string; spiffe_bundle: unknown };
+      const td = optionalString(v, "trust-domain");
+      const path = td === undefined ? "/admin/bundle" : `/admin/federations/${encodeURIComponent(td)}/bundle`;
+      const r = (await admin(v, "GET", path)) as { bundle_pem: string; spiffe_bundle: unknown };
       process.stdout.write(format === "pem" ? r.bundle_pem : `${JSON.stringify(r.spiffe_bundle, null, 2)}\n`);
       return 0;
     },
@@ -359,7 +371,8 @@ export const adminCommands: Command[] = [
         [
           `mode: ${mode}`,
           r.ok
-            ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}`
+            ? `audit log intact: ${r.records} records, head ${r.head}${previous ? `; checkpoint record ${previous.seq} still in place` : ""}${file ? `; checkpoint now record ${r.records}` : ""}` +
+              (r.tree ? `\ntransparency log intact: ${r.tree.size} leaves recomputed; last signed checkpoint (size ${r.tree.checkpointSize ?? "none"}) matches` : "")
             : `audit log BROKEN at record ${r.brokenAt}: ${r.reason}`,
         ].join("\n"),
       );
@@ -367,6 +380,9 @@ export const adminCommands: Command[] = [
     },
   },
 ];
+
+/** `hallmark federation create|list|show|refresh|update|delete` (src/cli/federation-commands.ts builds them on `admin`). */
+export { admin as adminCall, print as printAnswer };
 
 /** `hallmark node evict|ban|unban --spiffe-id ID`: one admin call each, the same shape. */
 function nodeCommand(verb: "evict" | "ban" | "unban", summary: string, done: string): Command {

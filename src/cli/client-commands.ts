@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { attest } from "../client/attest.js";
-import { writeFileAtomic, writeSvidFiles } from "../client/files.js";
+import { writeFederatedBundles, writeFileAtomic, writeSvidFiles } from "../client/files.js";
 import { DpopKey } from "../client/dpop-key.js";
 import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
@@ -228,14 +228,24 @@ export const clientCommands: Command[] = [
   {
     name: "fetch x509",
     summary: "fetch an X.509-SVID for a registration entry of this node, over mutual TLS",
-    options: { ...NODE_OPTIONS, "spiffe-id": WORKLOAD_ID, out: OUT, json: JSON_FLAG },
+    options: {
+      ...NODE_OPTIONS,
+      "spiffe-id": WORKLOAD_ID,
+      out: { ...OUT, description: `${OUT.description}; and federated/<trust domain>.pem for each trust domain the entry federates with` },
+      json: JSON_FLAG,
+    },
     async run(v) {
       const out = requireString(v, "out");
       const client = nodeClient(v);
       try {
         const svid = await client.fetchX509(optionalString(v, "spiffe-id"));
         writeSvidFiles(out, svid);
-        console.log(v.json ? JSON.stringify({ spiffe_id: svid.spiffeId, expires_at: svid.expiresAt, serial: svid.serial, out }, null, 2) : `${svid.spiffeId} (expires ${svid.expiresAt}) written to ${out}`);
+        const federated = writeFederatedBundles(out, svid.federatedBundles);
+        console.log(
+          v.json
+            ? JSON.stringify({ spiffe_id: svid.spiffeId, expires_at: svid.expiresAt, serial: svid.serial, out, federated }, null, 2)
+            : `${svid.spiffeId} (expires ${svid.expiresAt}) written to ${out}${federated.length ? ` with the bundles of ${federated.join(", ")}` : ""}`,
+        );
         return 0;
       } finally {
         client.close();

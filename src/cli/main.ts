@@ -1,6 +1,7 @@
 import "reflect-metadata";
 import { isHallmarkError } from "../errors.js";
 import { adminCommands } from "./admin-commands.js";
+import { federationCommands } from "./federation-commands.js";
 import { agentCommand } from "./agent-command.js";
 import { type Command, UsageError, parseCommandArgs } from "./args.js";
 import { clientCommands } from "./client-commands.js";
@@ -9,7 +10,7 @@ import { opsCommands } from "./ops-commands.js";
 import { workloadCommands } from "./workload-commands.js";
 import { serverCommand } from "./server-command.js";
 
-const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...opsCommands, ...clientCommands, ...workloadCommands];
+const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...federationCommands, ...opsCommands, ...clientCommands, ...workloadCommands];
 
 type Target = { kind: "command"; cmd: Command; rest: string[] } | { kind: "group"; group: string; rest: string[] };
 

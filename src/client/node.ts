@@ -12,6 +12,8 @@ export interface NodeEntry {
   jwt_ttl_seconds: number | null;
   dns_names: string[];
   hint: string;
+  /** Foreign trust domains whose bundles this entry's workloads receive (absent from servers before issue 14). */
+  federates_with?: string[] | undefined;
 }
 
 export type NodeEntriesAnswer =
@@ -28,6 +30,8 @@ export interface FetchedX509 {
   bundlePem: string;
   expiresAt: string;
   serial: string;
+  /** Foreign trust domain name → its X.509 authorities (PEM), for an entry that federates. */
+  federatedBundles: Record<string, string>;
 }
 
 /**
@@ -56,8 +60,21 @@ export class NodeClient {
 
   async fetchX509(spiffeId?: string): Promise<FetchedX509> {
     const key = await newClientKey();
-    const r = (await this.call("POST", "/v1/svids/x509", { csr: key.csrPem, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as { spiffe_id: string; svid: { cert_chain_pem: string; expires_at: string; serial: string }; bundle_pem: string };
-    return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at, serial: r.svid.serial };
+    const r = (await this.call("POST", "/v1/svids/x509", { csr: key.csrPem, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as {
+      spiffe_id: string;
+      svid: { cert_chain_pem: string; expires_at: string; serial: string };
+      bundle_pem: string;
+      federated_bundles?: Record<string, string>;
+    };
+    return {
+      spiffeId: r.spiffe_id,
+      certChainPem: r.svid.cert_chain_pem,
+      privateKeyPem: key.privateKeyPem,
+      bundlePem: r.bundle_pem,
+      expiresAt: r.svid.expires_at,
+      serial: r.svid.serial,
+      federatedBundles: r.federated_bundles ?? {},
+    };
   }
 
   /**
@@ -73,7 +90,15 @@ export class NodeClient {
     return spiffeIds.map((id, i) => {
       const one = r.results[i];
       if (!one?.svid) return new HallmarkError(one?.error?.code ?? "unavailable", one?.error?.detail ?? `no result for ${id}`);
-      return { spiffeId: one.spiffe_id, certChainPem: one.svid.cert_chain_pem, privateKeyPem: keys[i]!.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: one.svid.expires_at, serial: one.svid.serial };
+      return {
+        spiffeId: one.spiffe_id,
+        certChainPem: one.svid.cert_chain_pem,
+        privateKeyPem: keys[i]!.privateKeyPem,
+        bundlePem: r.bundle_pem,
+        expiresAt: one.svid.expires_at,
+        serial: one.svid.serial,
+        federatedBundles: {},
+      };
     });
   }
 
@@ -110,6 +135,11 @@ export class NodeClient {
     if (query.since !== undefined) q.set("since", String(query.since));
     if (query.pageAfter !== undefined) q.set("page_after", query.pageAfter);
     return (await this.call("GET", `/v1/node/entries${q.size ? `?${q}` : ""}`)) as NodeEntriesAnswer;
+  }
+
+  /** GET /v1/node/federated-bundles: trust domain name → the SPIFFE bundle, for the domains this node's entries federate with. */
+  async federatedBundles(): Promise<Record<string, Record<string, unknown>>> {
+    return ((await this.call("GET", "/v1/node/federated-bundles")) as { bundles: Record<string, Record<string, unknown>> }).bundles;
   }
 
   async bundle() {

@@ -173,9 +173,16 @@ export const serverConfigSchema = z
           })
           .strict()
           .optional(),
+        /**
+         * Consuming foreign bundles (`hallmark federation create`): how often the server looks for
+         * relationships whose refresh is due (each is refreshed at its peer's spiffe_refresh_hint,
+         * kept within 30 s..1 day), and how long one fetch of a bundle endpoint may take.
+         */
+        refreshCheckInterval: durationSeconds.default(5),
+        fetchTimeout: durationSeconds.default(10),
       })
       .strict()
-      .default({}),
+      .default({ refreshCheckInterval: 5, fetchTimeout: 10 }),
     /**
      * Delegation: OAuth 2.0 Token Exchange (RFC 8693) at POST /oauth2/token, so an attested agent
      * acts for a person with a narrow, DPoP-bound access token (RFC 9068, RFC 9449). Who may act
@@ -241,6 +248,29 @@ export const serverConfigSchema = z
       })
       .strict()
       .default({ tailCheckRecords: 1000 }),
+    /**
+     * The transparency log (README, Transparency log): every audit record is a leaf of a Merkle
+     * tree whose checkpoints an Ed25519 key in the HSM signs.
+     */
+    transparency: z
+      .object({
+        /**
+         * The checkpoint's origin line and the log key's name: one line without spaces or '+'.
+         * Default `<trustDomain>/hallmark-log`. Changing it starts another log, under another key.
+         */
+        origin: z
+          .string()
+          .min(1)
+          .max(255)
+          .regex(/^[^\s+]+$/, "one word without spaces or '+'")
+          .optional(),
+        /** A checkpoint is signed this often when the tree grew. */
+        checkpointInterval: durationSeconds.default(10),
+        /** Records integrated per transaction at most (and how often the integrator polls: every second). */
+        integrationBatch: z.number().int().min(1).max(100_000).default(1000),
+      })
+      .strict()
+      .default({ checkpointInterval: 10, integrationBatch: 1000 }),
     /**
      * What one anonymous caller may hold or spend. Every public connection is bounded in time and
      * in number, so that slow or many connections cannot exhaust file descriptors and memory, and

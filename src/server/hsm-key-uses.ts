@@ -13,5 +13,7 @@ export function hsmKeyUses(config: Pick<ServerConfig, "ca" | "jwt" | "delegation
     { purpose: "jwt.keyType", keyType: config.jwt.keyType, scheme: jwtSchemeFor(config.jwt.keyType, config.jwt.rsaPadding) },
     // Access tokens sign with the JWT key's RSA padding: one JWS setting for every JWS key.
     { purpose: "delegation.keyType", keyType: config.delegation.keyType, scheme: jwtSchemeFor(config.delegation.keyType, config.jwt.rsaPadding) },
+    // The transparency log's checkpoint key (src/transparency/log-key.ts): always Ed25519.
+    { purpose: "transparency", keyType: "ed25519", scheme: "ed25519" },
   ];
 }

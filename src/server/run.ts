@@ -8,6 +8,7 @@ import { ATTESTOR_TYPES, buildAttestors } from "../attestors/registry.js";
 import { type ServerConfig, adminSocketPath, databasePath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { DelegationService } from "../oauth/delegation-service.js";
+import { FederationService } from "../federation/service.js";
 import { openPkcs11KeyStore } from "../hsm/pkcs11-keystore.js";
 import type { KeyStore } from "../hsm/signer.js";
 import { findSoftHsmModule } from "../hsm/softhsm.js";
@@ -38,6 +39,7 @@ import { boundHttpsUrl, splitHostPort } from "./listen.js";
 import { openDevSoftHsmToken } from "./dev-softhsm.js";
 import { readSecretFile } from "./secrets.js";
 import { startWebBundleEndpoint } from "./web-bundle-endpoint.js";
+import { startTransparencyLog } from "./transparency-log.js";
 import { ServerTlsIdentity, serverCertificateNames } from "./tls-identity.js";
 
 export interface RunningServer {
@@ -78,6 +80,9 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const auditVerifier = new WorkerAuditVerifier(databasePath(config));
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, audit, clock, log });
     closers.push(() => ca.close());
+    // Before anything is issued: a store that does not extend the last signed checkpoint refuses to start.
+    const tlog = await startTransparencyLog({ config, trustDomain, store, keyStore, audit, clock, log });
+    closers.push(() => tlog.stop());
     const attestors = await buildAttestors(config, { trustDomain, store, log });
     const serverId = trustDomain.id("/hallmark/server");
 
@@ -133,7 +138,8 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       issuer: oauthIssuer,
     });
     const oauth: OAuthServices = { tokens, signer: ca, issuer: oauthIssuer };
-    const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir });
+    const federation = new FederationService({ trustDomain, store, audit, clock, log, fetchTimeoutMs: config.federation.fetchTimeout * 1000 });
+    const admin = new AdminService({ trustDomain, store, audit, auditVerifier, metrics, ca, clock, maxJoinTokenTtlSeconds: config.joinToken.maxTtl, backupDir: config.dataDir, federation });
 
     const [host, port] = splitHostPort(config.listen);
     const tls = new ServerTlsIdentity({
@@ -164,10 +170,10 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },
-      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, oauth },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, oauth, federation, transparency: tlog.reader },
     );
     closers.push(() => publicApp.close());
-    const adminApp = await buildAdminApp({ log }, { admin, ca, delegations });
+    const adminApp = await buildAdminApp({ log }, { admin, ca, delegations, federation });
     closers.push(() => adminApp.close());
     // Closers run in reverse: a verification still walking is stopped first (its caller gets
     // `unavailable`), so closing the admin listener does not wait for the walk to finish.
@@ -191,6 +197,9 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     ca.onBundleChange(() => void tls.refresh("bundle_changed"));
     const stopRotation = ca.startScheduledRotation();
     closers.push(async () => stopRotation());
+    // Foreign bundles (issue 14): each relationship is fetched when its refresh hint says so.
+    const federationRefresh = startIntervalTask("refresh federated bundles", config.federation.refreshCheckInterval, () => federation.refreshDue(), log);
+    closers.push(() => federationRefresh.stop());
     ready = true;
     log.info({ url, adminSocket, webBundleUrl, trustDomain: trustDomain.name, dataDir: config.dataDir }, "hallmark server ready");
     return { url, adminSocket, ...(webBundleUrl ? { webBundleUrl } : {}), oauth, close: closeAll };

@@ -23,6 +23,8 @@ export interface AdminServiceDeps {
   maxJoinTokenTtlSeconds: number;
   /** Where database snapshots are written before they are sent (the data directory: private, same filesystem). */
   backupDir?: string | undefined;
+  /** Federation relationships: an entry may federate only with trust domains that have one. */
+  federation?: { requireRelationships(trustDomains: readonly string[]): Promise<string[]> } | undefined;
 }
 
 const SELECTOR = /^[a-z0-9_]+:[\x21-\x7e]{1,512}$/;
@@ -37,6 +39,8 @@ export interface NewEntry {
   dnsNames?: string[] | undefined;
   /** Handed to workloads with the SVID (Workload API `hint`). */
   hint?: string | undefined;
+  /** Foreign trust domains whose bundles the entry's workloads receive; each needs a federation relationship. */
+  federatesWith?: string[] | undefined;
 }
 
 /** Administration, reached only through the local admin socket. Every change is audited. */
@@ -71,6 +75,7 @@ export class AdminService {
     for (const d of input.dnsNames ?? []) {
       if (!DNS_NAME.test(d)) throw new HallmarkError("invalid_request", `'${d.slice(0, 80)}' is not a DNS name`);
     }
+    const federatesWith = await this.federatedDomains(input.federatesWith ?? []);
     const entry: EntryRecord = {
       id: randomUUID(),
       spiffeId: id.toString(),
@@ -80,11 +85,17 @@ export class AdminService {
       jwtSvidTtlSeconds: input.jwtSvidTtlSeconds,
       dnsNames: input.dnsNames ?? [],
       hint: input.hint ?? "",
+      federatesWith,
       admin: false,
       createdAt: this.deps.clock(),
     };
     await this.deps.store.entries.create(entry);
-    await this.audit(AUDIT_EVENTS.entryCreate, entry.spiffeId, { entryId: entry.id, parentId: entry.parentId, selectors: entry.selectors });
+    await this.audit(AUDIT_EVENTS.entryCreate, entry.spiffeId, {
+      entryId: entry.id,
+      parentId: entry.parentId,
+      selectors: entry.selectors,
+      ...(federatesWith.length ? { federatesWith } : {}),
+    });
     return entry;
   }
 
@@ -178,6 +189,12 @@ export class AdminService {
     } finally {
       this.verifying = false;
     }
+  }
+
+  private async federatedDomains(names: readonly string[]): Promise<string[]> {
+    if (names.length === 0) return [];
+    if (!this.deps.federation) throw new HallmarkError("federation_not_found", "this server has no federation relationships");
+    return this.deps.federation.requireRelationships(names);
   }
 
   /** A workload ID may not be Hallmark's own or a node's: its SVID would pose as them. */

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import type { AuditLog } from "../audit/log.js";
+import { logIndexOf } from "./logged.js";
 import type { AttestationContext, AttestationResult, AttestationStep, Attestor, JsonObject } from "../attestors/types.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
 import { SpiffeId, type TrustDomain } from "../spiffe/id.js";
@@ -33,7 +34,7 @@ export interface OpenedSession {
 
 export type AttestationOutcome =
   | { status: "challenge"; challenge: JsonObject }
-  | { status: "issued"; spiffeId: string; svid: IssuedX509; selectors: string[] };
+  | { status: "issued"; spiffeId: string; svid: IssuedX509; selectors: string[]; logIndex: number };
 
 const NONCE_BYTES = 32;
 
@@ -149,7 +150,7 @@ export class AttestationService {
       createdAt: existing?.createdAt ?? now,
       updatedAt: now,
     });
-    await this.deps.audit.append({
+    const record = await this.deps.audit.append({
       time: now,
       event: AUDIT_EVENTS.attest,
       outcome: "success",
@@ -159,7 +160,7 @@ export class AttestationService {
       details: { selectors, claims: result.claims, hardwareId: result.hardwareId ?? null, spkiSha256: sha256Hex(csr.spki) },
     });
     this.deps.metrics.attestation(attestorType, "success");
-    return { status: "issued", spiffeId: agentId.toString(), svid, selectors };
+    return { status: "issued", spiffeId: agentId.toString(), svid, selectors, logIndex: logIndexOf(record) };
   }
 
   /** Runs `work`; a refusal is audited with its code and counted before it propagates. */

@@ -30,4 +30,10 @@ export const AUDIT_EVENTS = {
   oauthIntrospect: "oauth_introspect",
   /** A revocation (RFC 7009) done or refused, with the descendants it reached. */
   oauthRevoke: "oauth_revoke",
+  /** Federation (issue 14): a relationship with a foreign trust domain created, changed or deleted by the administrator. */
+  federationCreate: "federation_create",
+  federationUpdate: "federation_update",
+  federationDelete: "federation_delete",
+  /** A foreign bundle adopted (success) or a fetched one refused (refused, with the code; the last good bundle stays). */
+  federationBundle: "federation_bundle",
 } as const;

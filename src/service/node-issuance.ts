@@ -1,4 +1,5 @@
 import type { AuditLog } from "../audit/log.js";
+import { type Logged, logIndexOf } from "./logged.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
 import { validateAudience } from "../issuer/jwt-svid.js";
 import { validateWitPublicJwk } from "../issuer/wit-svid.js";
@@ -123,7 +124,7 @@ export class NodeIssuanceService {
     return node;
   }
 
-  async renew(node: NodeRecord, csrPem: string): Promise<IssuedX509> {
+  async renew(node: NodeRecord, csrPem: string): Promise<IssuedX509 & Logged> {
     return this.audited(AUDIT_EVENTS.renewNode, "node", node, undefined, async (now) => {
       if (node.canReattest) {
         throw new HallmarkError("reattestation_required", "hardware-attested nodes renew by attesting again with fresh evidence");
@@ -137,7 +138,7 @@ export class NodeIssuanceService {
     });
   }
 
-  async workloadX509(node: NodeRecord, csrPem: string, requested?: string): Promise<IssuedX509 & { spiffeId: string }> {
+  async workloadX509(node: NodeRecord, csrPem: string, requested?: string): Promise<IssuedX509 & { spiffeId: string; federatesWith: string[] } & Logged> {
     return this.audited(AUDIT_EVENTS.issueX509, "x509", node, requested, async (now) => {
       const csr = this.deps.parseCsr(csrPem);
       const wanted = requested ?? (csr.uriSans.length === 1 ? csr.uriSans[0] : undefined);
@@ -153,11 +154,11 @@ export class NodeIssuanceService {
         nodeId: node.spiffeId,
         now,
       });
-      return { result: { ...svid, spiffeId: id.toString() }, spiffeId: id.toString(), serial: svid.serial };
+      return { result: { ...svid, spiffeId: id.toString(), federatesWith: entry.federatesWith ?? [] }, spiffeId: id.toString(), serial: svid.serial };
     });
   }
 
-  async workloadJwt(node: NodeRecord, audience: string[], requested?: string): Promise<IssuedJwt & { spiffeId: string }> {
+  async workloadJwt(node: NodeRecord, audience: string[], requested?: string): Promise<IssuedJwt & { spiffeId: string } & Logged> {
     return this.audited(AUDIT_EVENTS.issueJwt, "jwt", node, requested, async (now) => {
       validateAudience(audience);
       const entry = await this.entitledEntry(node, requested);
@@ -173,7 +174,7 @@ export class NodeIssuanceService {
    * key lives: the agent) to an entry the node is entitled to. The key is checked before the
    * entitlement, and both refusals are audited; the success record's serial is the token's jti.
    */
-  async workloadWit(node: NodeRecord, publicKeyJwk: unknown, requested?: string): Promise<IssuedWit & { spiffeId: string }> {
+  async workloadWit(node: NodeRecord, publicKeyJwk: unknown, requested?: string): Promise<IssuedWit & { spiffeId: string } & Logged> {
     return this.audited(AUDIT_EVENTS.issueWit, "wit", node, requested, async (now) => {
       validateWitPublicJwk(publicKeyJwk);
       const entry = await this.entitledEntry(node, requested);
@@ -277,20 +278,20 @@ export class NodeIssuanceService {
     return first;
   }
 
-  private async audited<T>(
+  private async audited<T extends object>(
     event: string,
     kind: "x509" | "jwt" | "wit" | "node",
     node: NodeRecord,
     requested: string | undefined,
     work: (now: Date) => Promise<{ result: T; spiffeId: string; serial: string | undefined }>,
-  ): Promise<T> {
+  ): Promise<T & Logged> {
     const now = this.deps.clock();
     const started = process.hrtime.bigint();
     try {
       const { result, spiffeId, serial } = await work(now);
-      await this.deps.audit.append({ time: now, event, outcome: "success", actor: node.spiffeId, spiffeId, serial, details: {} });
+      const record = await this.deps.audit.append({ time: now, event, outcome: "success", actor: node.spiffeId, spiffeId, serial, details: {} });
       this.deps.metrics.issuance(kind, "success", Number(process.hrtime.bigint() - started) / 1e9);
-      return result;
+      return { ...result, logIndex: logIndexOf(record) };
     } catch (e) {
       const code = isHallmarkError(e) ? e.code : "internal";
       await this.deps.audit.append({

@@ -134,3 +134,19 @@ export function parseMemberId(input: string, td: TrustDomain): SpiffeId {
   }
   return id;
 }
+
+/**
+ * The trust domain a `spiffe://` URI SAN names, or undefined when the URI is not a SPIFFE ID.
+ * A signing certificate's SAN is the trust domain's own ID, which some issuers write with a
+ * trailing slash (`spiffe://example.com/`, as in the SPIFFE bundle standard's Appendix A):
+ * that one form is read as the bare trust domain ID.
+ */
+export function trustDomainOfUri(uri: string): TrustDomain | undefined {
+  if (!uri.startsWith("spiffe://")) return undefined;
+  const bare = /^spiffe:\/\/[^/]+\/$/.test(uri) ? uri.slice(0, -1) : uri;
+  try {
+    return SpiffeId.parse(bare).trustDomain;
+  } catch {
+    return undefined;
+  }
+}

@@ -185,4 +185,50 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX access_tokens_expiry ON access_tokens(expires_at);
   CREATE INDEX access_tokens_key ON access_tokens(key_id, expires_at);
   `,
+  // 8 (transparency log, issue 12): the Merkle tree over the audit log. Every audit record is a
+  // leaf (index = seq - 1); tlog_hashes holds the hash of every complete, aligned subtree (level,
+  // index), written by the integrator in the same transaction as the new integrated size. The tree
+  // is derived from audit_log, never a second source of truth: dropping both tables and
+  // integrating again gives the same hashes. tlog_state is one row: how far the tree reaches and
+  // the last checkpoint the server signed (its text, size and root), which every later one extends.
+  `
+  CREATE TABLE tlog_hashes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+  );
+  CREATE TABLE tlog_state (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    integrated_size  INTEGER NOT NULL,
+    checkpoint       TEXT,
+    checkpoint_size  INTEGER,
+    checkpoint_root  BLOB,
+    checkpoint_at    INTEGER
+  );
+  INSERT INTO tlog_state (id, integrated_size) VALUES (1, 0);
+  `,
+  // 9 (federation, issue 14): relationships with foreign trust domains, one row each, holding the
+  // endpoint parameters (SPIFFE Federation §5.2), the last good bundle (JSON text) with its
+  // sequence and refresh hint, and the outcome of the last refresh; entries name the foreign
+  // trust domains their workloads federate with (a JSON array, like the other list columns).
+  `
+  CREATE TABLE federations (
+    trust_domain         TEXT PRIMARY KEY,
+    bundle_endpoint_url  TEXT NOT NULL,
+    profile              TEXT NOT NULL,
+    endpoint_spiffe_id   TEXT,
+    web_roots_pem        TEXT,
+    bundle               TEXT,
+    bundle_sequence      INTEGER,
+    refresh_hint         INTEGER,
+    last_refresh_at      INTEGER,
+    last_outcome         TEXT,
+    last_error           TEXT,
+    next_refresh_at      INTEGER NOT NULL,
+    created_at           INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL
+  );
+  ALTER TABLE entries ADD COLUMN federates_with TEXT NOT NULL DEFAULT '[]';
+  `,
 ];

@@ -28,6 +28,9 @@ import {
   type EntryChangePage,
   type EntryRecord,
   type EntryRepository,
+  type FederationRecord,
+  type FederationRefreshRecord,
+  type FederationRepository,
   type IssuedSvidRecord,
   type JoinTokenRecord,
   type JoinTokenRepository,
@@ -38,6 +41,10 @@ import {
   type SessionStatus,
   type Store,
   type SvidRepository,
+  type TlogSignedCheckpoint,
+  type TlogState,
+  type TlogStoredHash,
+  type TransparencyRepository,
 } from "./types.js";
 
 type Row = Record<string, unknown>;
@@ -150,6 +157,8 @@ class SqliteStore implements Store {
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;
+  readonly federations: FederationRepository;
+  readonly transparency: TransparencyRepository;
 
   // Every repository call goes through the health guard: storage failures become
   // store_unavailable in this one place, and mark the store not ready until a write succeeds.
@@ -167,6 +176,8 @@ class SqliteStore implements Store {
     this.audit = health.guard("audit", new SqliteAudit(db));
     this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
     this.delegations = health.guard("delegations", new SqliteDelegations(db));
+    this.federations = health.guard("federations", new SqliteFederations(db));
+    this.transparency = health.guard("transparency", new SqliteTransparency(db));
   }
 
   healthy(): boolean {
@@ -300,8 +311,8 @@ class SqliteEntries implements EntryRepository {
       this.db.transaction(() => {
         prepared(
           this.db,
-          `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, hint, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, admin, hint, federates_with, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           e.id,
           e.spiffeId,
@@ -312,6 +323,7 @@ class SqliteEntries implements EntryRepository {
           JSON.stringify(e.dnsNames),
           e.admin ? 1 : 0,
           e.hint ?? "",
+          JSON.stringify(e.federatesWith ?? []),
           ms(e.createdAt),
         );
         this.logChange(e.id, "created", e.parentId, selectors, e.createdAt);
@@ -409,8 +421,110 @@ function entryFromRow(r: Row): EntryRecord {
     jwtSvidTtlSeconds: optNum(r.jwt_ttl),
     dnsNames: JSON.parse(String(r.dns_names)) as string[],
     hint: String(r.hint ?? ""),
+    federatesWith: JSON.parse(String(r.federates_with ?? "[]")) as string[],
     admin: r.admin === 1,
     createdAt: date(r.created_at),
+  };
+}
+
+class SqliteFederations implements FederationRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(f: FederationRecord): Promise<void> {
+    try {
+      prepared(
+        this.db,
+        `INSERT INTO federations (trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, web_roots_pem, bundle, bundle_sequence,
+           refresh_hint, last_refresh_at, last_outcome, last_error, next_refresh_at, created_at, updated_at)
+         VALUES (@trustDomain, @url, @profile, @endpointId, @webRoots, @bundle, @sequence, @hint, @lastAt, @outcome, @error, @nextAt, @createdAt, @updatedAt)`,
+      ).run(federationParams(f));
+    } catch (cause) {
+      if (isUniqueViolation(cause)) throw new HallmarkError("federation_exists", `a federation relationship with ${f.trustDomain} exists already`);
+      throw cause;
+    }
+  }
+
+  async get(trustDomain: string): Promise<FederationRecord | undefined> {
+    const row = prepared(this.db, "SELECT * FROM federations WHERE trust_domain = ?").get(trustDomain) as Row | undefined;
+    return row && federationFromRow(row);
+  }
+
+  async list(): Promise<FederationRecord[]> {
+    return (prepared(this.db, "SELECT * FROM federations ORDER BY trust_domain").all() as Row[]).map(federationFromRow);
+  }
+
+  async update(f: FederationRecord): Promise<boolean> {
+    return (
+      prepared(
+        this.db,
+        `UPDATE federations SET bundle_endpoint_url = @url, profile = @profile, endpoint_spiffe_id = @endpointId, web_roots_pem = @webRoots,
+           bundle = @bundle, bundle_sequence = @sequence, refresh_hint = @hint, next_refresh_at = @nextAt, updated_at = @updatedAt
+         WHERE trust_domain = @trustDomain`,
+      ).run(federationParams(f)).changes > 0
+    );
+  }
+
+  async delete(trustDomain: string): Promise<boolean> {
+    return prepared(this.db, "DELETE FROM federations WHERE trust_domain = ?").run(trustDomain).changes > 0;
+  }
+
+  async recordRefresh(trustDomain: string, r: FederationRefreshRecord): Promise<void> {
+    const common = { trustDomain, at: ms(r.at), outcome: r.outcome, error: r.error ?? null, nextAt: ms(r.nextRefreshAt) };
+    if (r.bundle) {
+      prepared(
+        this.db,
+        `UPDATE federations SET bundle = @bundle, bundle_sequence = @sequence, refresh_hint = @hint, last_refresh_at = @at,
+           last_outcome = @outcome, last_error = @error, next_refresh_at = @nextAt, updated_at = @at WHERE trust_domain = @trustDomain`,
+      ).run({ ...common, bundle: r.bundle.json, sequence: r.bundle.sequence ?? null, hint: r.bundle.refreshHintSeconds ?? null });
+    } else {
+      prepared(
+        this.db,
+        `UPDATE federations SET last_refresh_at = @at, last_outcome = @outcome, last_error = @error, next_refresh_at = @nextAt
+         WHERE trust_domain = @trustDomain`,
+      ).run(common);
+    }
+  }
+
+  async due(now: Date): Promise<FederationRecord[]> {
+    return (prepared(this.db, "SELECT * FROM federations WHERE next_refresh_at <= ? ORDER BY next_refresh_at").all(ms(now)) as Row[]).map(federationFromRow);
+  }
+}
+
+function federationParams(f: FederationRecord) {
+  return {
+    trustDomain: f.trustDomain,
+    url: f.bundleEndpointUrl,
+    profile: f.profile,
+    endpointId: f.endpointSpiffeId ?? null,
+    webRoots: f.webRootsPem ?? null,
+    bundle: f.bundle ?? null,
+    sequence: f.bundleSequence ?? null,
+    hint: f.refreshHintSeconds ?? null,
+    lastAt: f.lastRefreshAt ? ms(f.lastRefreshAt) : null,
+    outcome: f.lastOutcome ?? null,
+    error: f.lastError ?? null,
+    nextAt: ms(f.nextRefreshAt),
+    createdAt: ms(f.createdAt),
+    updatedAt: ms(f.updatedAt),
+  };
+}
+
+function federationFromRow(r: Row): FederationRecord {
+  return {
+    trustDomain: String(r.trust_domain),
+    bundleEndpointUrl: String(r.bundle_endpoint_url),
+    profile: String(r.profile) as FederationRecord["profile"],
+    endpointSpiffeId: optStr(r.endpoint_spiffe_id),
+    webRootsPem: optStr(r.web_roots_pem),
+    bundle: optStr(r.bundle),
+    bundleSequence: optNum(r.bundle_sequence),
+    refreshHintSeconds: optNum(r.refresh_hint),
+    lastRefreshAt: optDate(r.last_refresh_at),
+    lastOutcome: optStr(r.last_outcome),
+    lastError: optStr(r.last_error),
+    nextRefreshAt: date(r.next_refresh_at),
+    createdAt: date(r.created_at),
+    updatedAt: date(r.updated_at),
   };
 }
 
@@ -898,6 +1012,60 @@ class SqliteAudit implements AuditRepository {
   async tail(limit: number): Promise<AuditRecord[]> {
     const rows = prepared(this.db, "SELECT * FROM (SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?) ORDER BY seq").all(limit) as Row[];
     return rows.map(auditFromRow);
+  }
+
+  async extent(): Promise<{ count: number; lastSeq: number }> {
+    const r = prepared(this.db, "SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS last FROM audit_log").get() as Row;
+    return { count: Number(r.n), lastSeq: Number(r.last) };
+  }
+}
+
+class SqliteTransparency implements TransparencyRepository {
+  constructor(private readonly db: Db) {}
+
+  async state(): Promise<TlogState> {
+    return this.readState();
+  }
+
+  private readState(): TlogState {
+    const r = prepared(this.db, "SELECT * FROM tlog_state WHERE id = 1").get() as Row | undefined;
+    if (!r) return { integratedSize: 0 };
+    const checkpoint: TlogSignedCheckpoint | undefined =
+      r.checkpoint === null || r.checkpoint === undefined
+        ? undefined
+        : { text: String(r.checkpoint), treeSize: Number(r.checkpoint_size), rootHash: Buffer.from(r.checkpoint_root as Buffer), signedAt: date(r.checkpoint_at) };
+    return { integratedSize: Number(r.integrated_size), checkpoint };
+  }
+
+  async readHashes(ids: readonly { level: number; index: number }[]): Promise<Array<Buffer | undefined>> {
+    const st = prepared(this.db, "SELECT hash FROM tlog_hashes WHERE level = ? AND idx = ?");
+    // One read transaction: every hash of one proof comes from the same snapshot.
+    return this.db.transaction(() =>
+      ids.map(({ level, index }) => {
+        const r = st.get(level, index) as { hash: Buffer } | undefined;
+        return r ? Buffer.from(r.hash) : undefined;
+      }),
+    )();
+  }
+
+  async integrate(fromSize: number, toSize: number, hashes: readonly TlogStoredHash[]): Promise<boolean> {
+    const tx = this.db.transaction((): boolean => {
+      const moved = prepared(this.db, "UPDATE tlog_state SET integrated_size = ? WHERE id = 1 AND integrated_size = ?").run(toSize, fromSize);
+      if (moved.changes !== 1) return false;
+      const insert = prepared(this.db, "INSERT INTO tlog_hashes (level, idx, hash) VALUES (?, ?, ?)");
+      for (const h of hashes) insert.run(h.level, h.index, h.hash);
+      return true;
+    });
+    return tx.immediate();
+  }
+
+  async saveCheckpoint(previousSize: number | undefined, cp: TlogSignedCheckpoint): Promise<boolean> {
+    const r = prepared(
+      this.db,
+      `UPDATE tlog_state SET checkpoint = ?, checkpoint_size = ?, checkpoint_root = ?, checkpoint_at = ?
+       WHERE id = 1 AND checkpoint_size IS ? AND integrated_size >= ?`,
+    ).run(cp.text, cp.treeSize, cp.rootHash, ms(cp.signedAt), previousSize ?? null, cp.treeSize);
+    return r.changes === 1;
   }
 }
 

@@ -69,6 +69,8 @@ export interface EntryRecord {
   dnsNames: string[];
   /** Passed to workloads with their SVIDs (Workload API `hint`), "" when none. */
   hint?: string | undefined;
+  /** Foreign trust domains (names, sorted) whose bundles this entry's workloads receive (issue 14). */
+  federatesWith?: string[] | undefined;
   /**
    * Reserved for an admin API over mTLS that does not exist: nothing grants anything on it, so
    * nothing sets it (always false; the column stays so no migration is needed to bring it back).
@@ -351,6 +353,8 @@ export interface AuditRepository {
   list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
   /** The last `limit` records, in seq order. */
   tail(limit: number): Promise<AuditRecord[]>;
+  /** How many records there are and the highest seq (0 when none): equal unless records were removed. */
+  extent(): Promise<{ count: number; lastSeq: number }>;
 }
 
 /**
@@ -368,6 +372,103 @@ export interface DpopProofRepository {
   purgeExpired(now: Date): Promise<number>;
 }
 
+export type FederationProfile = "https_web" | "https_spiffe";
+
+/**
+ * A federation relationship (SPIFFE Federation §6.1): where the foreign trust domain publishes
+ * its bundle and how that endpoint is authenticated, with the last good bundle and what the last
+ * refresh did. The bundle is kept as the JSON text that was validated, so what workloads receive
+ * is exactly what the peer published.
+ */
+export interface FederationRecord {
+  /** The foreign trust domain's name (the key). */
+  trustDomain: string;
+  bundleEndpointUrl: string;
+  profile: FederationProfile;
+  /** https_spiffe: the SPIFFE ID the endpoint's X509-SVID must carry. */
+  endpointSpiffeId?: string | undefined;
+  /** https_web: PEM roots the endpoint's certificate must chain to; undefined = Node's bundled Web PKI roots. */
+  webRootsPem?: string | undefined;
+  /** The current (last good) SPIFFE bundle, JSON text; undefined until one is known. */
+  bundle?: string | undefined;
+  bundleSequence?: number | undefined;
+  refreshHintSeconds?: number | undefined;
+  lastRefreshAt?: Date | undefined;
+  /** "ok", "unchanged" or the refusal's code. */
+  lastOutcome?: string | undefined;
+  lastError?: string | undefined;
+  nextRefreshAt: Date;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** The outcome of one refresh: always its time and result, and a new bundle only when one was adopted. */
+export interface FederationRefreshRecord {
+  at: Date;
+  outcome: string;
+  error?: string | undefined;
+  nextRefreshAt: Date;
+  bundle?: { json: string; sequence: number | undefined; refreshHintSeconds: number | undefined } | undefined;
+}
+
+export interface FederationRepository {
+  /** Fails with federation_exists when the trust domain has a relationship already. */
+  create(r: FederationRecord): Promise<void>;
+  get(trustDomain: string): Promise<FederationRecord | undefined>;
+  /** In trust domain order. */
+  list(): Promise<FederationRecord[]>;
+  /** Replaces the endpoint parameters (and the bundle, when `bundle` is set); false when absent. */
+  update(r: FederationRecord): Promise<boolean>;
+  delete(trustDomain: string): Promise<boolean>;
+  recordRefresh(trustDomain: string, refresh: FederationRefreshRecord): Promise<void>;
+  /** Relationships whose next refresh is due at `now`. */
+  due(now: Date): Promise<FederationRecord[]>;
+}
+
+/**
+ * The transparency log's Merkle tree over the audit log (issue 12): the stored subtree hashes and
+ * one state row. Written only by the integrator and the checkpoint signer, each write a
+ * compare-and-set on the state it read, so replicas sharing one datastore never fork the tree
+ * (the loser of a race writes nothing and reads again). Levels and indexes follow
+ * src/transparency/merkle.ts (level L, index i: leaves [i·2^L, (i+1)·2^L)).
+ */
+export interface TlogStoredHash {
+  level: number;
+  index: number;
+  hash: Buffer;
+}
+
+export interface TlogSignedCheckpoint {
+  /** The signed note, exactly as served. */
+  text: string;
+  treeSize: number;
+  rootHash: Buffer;
+  signedAt: Date;
+}
+
+export interface TlogState {
+  /** Leaves whose hashes are stored: the audit records with seq ≤ integratedSize. */
+  integratedSize: number;
+  /** The last checkpoint signed; undefined before the first. */
+  checkpoint?: TlogSignedCheckpoint | undefined;
+}
+
+export interface TransparencyRepository {
+  state(): Promise<TlogState>;
+  /** The stored hashes, in the order asked; undefined where none is stored. One snapshot. */
+  readHashes(ids: readonly { level: number; index: number }[]): Promise<Array<Buffer | undefined>>;
+  /**
+   * Stores `hashes` and moves the integrated size from `fromSize` to `toSize`, in one
+   * transaction; false (nothing written) when the integrated size is no longer `fromSize`.
+   */
+  integrate(fromSize: number, toSize: number, hashes: readonly TlogStoredHash[]): Promise<boolean>;
+  /**
+   * Replaces the last signed checkpoint; false (nothing written) when the stored one's tree size
+   * is no longer `previousSize` (undefined: none yet) or the new one reaches past the integrated size.
+   */
+  saveCheckpoint(previousSize: number | undefined, checkpoint: TlogSignedCheckpoint): Promise<boolean>;
+}
+
 export interface Store {
   readonly nodes: NodeRepository;
   readonly entries: EntryRepository;
@@ -379,6 +480,8 @@ export interface Store {
   readonly audit: AuditRepository;
   readonly dpopProofs: DpopProofRepository;
   readonly delegations: DelegationRepository;
+  readonly federations: FederationRepository;
+  readonly transparency: TransparencyRepository;
   /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
   healthy(): boolean;
   /**

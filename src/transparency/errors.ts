@@ -15,6 +15,14 @@ export const TRANSPARENCY_ERRORS = {
   tlog_key_invalid: { status: 400, title: "A note signer or verifier key is invalid" },
   // The stored tree lacks a hash it should hold: a store fault, never the caller's.
   tlog_hash_missing: { status: 500, title: "A stored Merkle tree hash is missing" },
+  // The log inside the server (issue 12, phase 2).
+  // A proof, tile or receipt asked for leaves or a size the last signed checkpoint does not cover yet.
+  tlog_not_covered: { status: 404, title: "No signed checkpoint covers this yet" },
+  // The stored records or tree do not extend the last signed checkpoint (records removed or
+  // edited under the server): it refuses to start, and never signs such a tree.
+  tlog_tree_diverged: { status: 500, title: "The stored tree does not extend the last signed checkpoint" },
+  // The log's signing key is not in the HSM although checkpoints were signed with it.
+  tlog_key_missing: { status: 500, title: "The transparency log's key is missing from the HSM" },
 } as const satisfies ErrorTable;
 
 export const tlogError = errorFactory(TRANSPARENCY_ERRORS);

@@ -1,15 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
 import { formatCheckpoint, signCheckpoint } from "../../src/transparency/checkpoint.js";
 import { MemoryHashStore, consistencyProof, inclusionProof, leafHash, treeHash } from "../../src/transparency/merkle.js";
 import { ed25519NoteSigner, ed25519VerifierKey } from "../../src/transparency/note.js";
 import { readTile, tilePath, tilesForTreeSize } from "../../src/transparency/tiles.js";
+import { buildGoTlogcheck, goTlogcheckMissing } from "../helpers/go-tlogcheck.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -17,12 +16,7 @@ import { tempDir } from "../helpers/tmp.js";
  * golang-golang-x-mod-dev, x/mod 0.7.0) check our tree hashes, proofs, tiles and a checkpoint
  * signed by an Ed25519 key in SoftHSM2. The Go program (go/tlogcheck) is built once per run.
  */
-const GOPATH = "/usr/share/gocode";
-const goMissing = (() => {
-  if (spawnSync("go", ["version"]).status !== 0) return "the go command is not installed (apt-get install golang-go)";
-  if (!existsSync(join(GOPATH, "src/golang.org/x/mod/sumdb/tlog"))) return "golang.org/x/mod is not installed (apt-get install golang-golang-x-mod-dev)";
-  return undefined;
-})();
+const goMissing = goTlogcheckMissing();
 if (goMissing) console.warn(`[go-crosscheck] skipped: ${goMissing}`);
 
 const dir = tempDir("tlog-go");
@@ -32,11 +26,7 @@ let binary: string;
 
 beforeAll(() => {
   if (goMissing) return;
-  binary = join(dir.path, "tlogcheck");
-  const source = join(dirname(fileURLToPath(import.meta.url)), "go", "tlogcheck");
-  // GOCACHE outside the test's own directory, so later runs reuse compiled packages.
-  const env = { ...process.env, GO111MODULE: "off", GOPATH, GOCACHE: join(tmpdir(), "hallmark-go-cache"), GOFLAGS: "" };
-  execFileSync("go", ["build", "-o", binary, "."], { cwd: source, env, stdio: "pipe" });
+  binary = buildGoTlogcheck(dir.path);
 });
 afterAll(async () => {
   await ks?.close();

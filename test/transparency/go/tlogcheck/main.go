@@ -42,6 +42,8 @@ type input struct {
 	// does not hold its own hash; the proof of its sibling does, and must fail.
 	TamperedTileDir string `json:"tamperedTileDir"`
 	TamperedIndex   int64  `json:"tamperedIndex"`
+	// A running server to follow over HTTPS (live.go).
+	Live *liveInput `json:"live"`
 }
 
 type output struct {
@@ -197,6 +199,10 @@ func main() {
 		} else {
 			out.Checked["tamperedTileRefused"]++
 		}
+	}
+
+	if in.Live != nil {
+		checkLive(*in.Live)
 	}
 
 	json.NewEncoder(os.Stdout).Encode(out)

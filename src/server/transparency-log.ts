@@ -1,0 +1,63 @@
+import type { Logger } from "pino";
+import type { AuditLog } from "../audit/log.js";
+import type { ServerConfig } from "../config/server.js";
+import type { KeyStore } from "../hsm/signer.js";
+import type { Clock } from "../service/clock.js";
+import type { TrustDomain } from "../spiffe/id.js";
+import type { Store } from "../store/types.js";
+import { checkTreeOnStart, signNextCheckpoint } from "../transparency/checkpointer.js";
+import { integrateAll, startIntegrator } from "../transparency/integrator.js";
+import { openLogKey } from "../transparency/log-key.js";
+import { TransparencyReader } from "../transparency/log-reader.js";
+import { startIntervalTask } from "./interval-task.js";
+
+/** How often the integrator polls for records appended by other replicas or processes. */
+const INTEGRATION_POLL_SECONDS = 1;
+
+/** The checkpoint's origin line: transparency.origin, else `<trust domain>/hallmark-log`. */
+export function logOrigin(config: Pick<ServerConfig, "transparency">, trustDomain: TrustDomain): string {
+  return config.transparency.origin ?? `${trustDomain.name}/hallmark-log`;
+}
+
+export interface RunningTransparencyLog {
+  reader: TransparencyReader;
+  stop(): Promise<void>;
+}
+
+/**
+ * The transparency log inside the server: finds (or makes) the log key in the HSM, refuses a
+ * store that does not extend the last signed checkpoint, catches up with the records a crash
+ * left unintegrated, signs a checkpoint, then integrates on every append (and every second) and
+ * signs at transparency.checkpointInterval.
+ */
+export async function startTransparencyLog(o: {
+  config: ServerConfig;
+  trustDomain: TrustDomain;
+  store: Store;
+  keyStore: KeyStore;
+  audit: AuditLog;
+  clock: Clock;
+  log: Logger;
+}): Promise<RunningTransparencyLog> {
+  const { store, log } = o;
+  const origin = logOrigin(o.config, o.trustDomain);
+  const state = await store.transparency.state();
+  const key = await openLogKey(o.keyStore, origin, state.checkpoint !== undefined);
+  const signing = { tree: store.transparency, audit: store.audit, key, origin, clock: o.clock };
+  await checkTreeOnStart(signing, o.config.audit.tailCheckRecords);
+  const integration = { audit: store.audit, tree: store.transparency, batch: o.config.transparency.integrationBatch };
+  const caughtUp = await integrateAll(integration);
+  const first = await signNextCheckpoint(signing);
+  log.info({ origin, keyLabel: key.label, caughtUp, treeSize: first?.treeSize ?? state.checkpoint?.treeSize }, "transparency log ready");
+
+  const integrator = startIntegrator(integration, INTEGRATION_POLL_SECONDS, log);
+  o.audit.onAppend(() => integrator.wake());
+  const checkpoints = startIntervalTask("sign a transparency log checkpoint", o.config.transparency.checkpointInterval, () => signNextCheckpoint(signing), log);
+  return {
+    reader: new TransparencyReader(store.transparency, store.audit, key),
+    async stop() {
+      await checkpoints.stop();
+      await integrator.stop();
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import type { Logger } from "pino";
+import { auditRecordHash } from "../audit/log.js";
+import type { AuditRecord, AuditRepository, TransparencyRepository } from "../store/types.js";
+import { auditLeafHash } from "./audit-leaf.js";
+import { tlogError } from "./errors.js";
+import { hashesToStore } from "./merkle.js";
+import { StoredHashReader } from "./stored-hashes.js";
+
+export interface IntegratorDeps {
+  audit: AuditRepository;
+  tree: TransparencyRepository;
+  /** Records integrated per transaction at most: bounds the write lock an integration holds. */
+  batch: number;
+}
+
+/**
+ * Integration: the audit records past the integrated size become leaves. Sequencing already
+ * happened (seq is assigned in the append transaction, by the datastore: one sequencer however
+ * many replicas), so this only hashes: leaf hashes and every subtree they complete, written with
+ * the new integrated size in one compare-and-set transaction. A kill -9 between a record's commit
+ * and its integration leaves records past the integrated size, which the next run integrates:
+ * the tree is always derived from the records, never a second source of truth.
+ */
+export async function integrateOnce(d: IntegratorDeps): Promise<number> {
+  const { integratedSize } = await d.tree.state();
+  const records = await d.audit.list(integratedSize, d.batch);
+  if (records.length === 0) return 0;
+  checkContinuation(records, integratedSize);
+  const reader = new StoredHashReader(d.tree);
+  const hashes = await hashesToStore(integratedSize, records.map(auditLeafHash), reader);
+  const to = integratedSize + records.length;
+  // Another replica integrated first: nothing written, its hashes are the same ones.
+  return (await d.tree.integrate(integratedSize, to, hashes)) ? records.length : 0;
+}
+
+/** Integrates until no record is left (start-up catch-up). */
+export async function integrateAll(d: IntegratorDeps): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await integrateOnce(d);
+    if (n === 0) return total;
+    total += n;
+  }
+}
+
+/** A leaf is never made of a record that is not the next one, or not the one its chain hash says. */
+function checkContinuation(records: readonly AuditRecord[], integratedSize: number): void {
+  records.forEach((r, i) => {
+    if (r.seq !== integratedSize + i + 1) {
+      throw tlogError("tlog_tree_diverged", `audit record ${integratedSize + i + 1} is missing (found ${r.seq}): records were removed`);
+    }
+    if (auditRecordHash(r) !== r.hash) throw tlogError("tlog_tree_diverged", `audit record ${r.seq} does not match its hash: it was edited`);
+  });
+}
+
+export interface RunningIntegrator {
+  /** Asks for a run soon (an append just committed); runs coalesce. */
+  wake(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs integration every `intervalSeconds` and whenever woken, never two runs at once; a wake
+ * during a run makes one more run after it. A failed run is logged and the schedule goes on
+ * (a diverged store keeps failing: the next start refuses it).
+ */
+export function startIntegrator(d: IntegratorDeps, intervalSeconds: number, log: Logger): RunningIntegrator {
+  let running: Promise<void> | undefined;
+  let again = false;
+  let stopped = false;
+  const run = (): void => {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        try {
+          // A full batch leaves more behind: go on at once.
+          if ((await integrateOnce(d)) === d.batch) again = true;
+        } catch (e) {
+          log.error({ err: e }, "transparency log integration failed");
+          return;
+        }
+      } while (again && !stopped);
+    })().finally(() => {
+      running = undefined;
+    });
+  };
+  const timer = setInterval(run, intervalSeconds * 1000);
+  timer.unref();
+  return {
+    wake: () => queueMicrotask(run),
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
