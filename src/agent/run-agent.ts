@@ -54,21 +54,37 @@ export async function startAgentCore(o: AgentOptions): Promise<AgentCore> {
   const stop = new AbortController();
 
   const reconcile = () => svids.reconcile(new Set([...entries.entries.values()].map((e) => e.spiffe_id)));
-  entries.onChange(() => void reconcile());
   const refreshBundle = async () => {
     const b = await node.call((c) => c.bundle());
     identities.setBundle({ bundlePem: b.bundle_pem, spiffeBundle: b.spiffe_bundle as Record<string, unknown> });
   };
-  await refreshBundle().catch((e: unknown) => o.log.warn({ code: isHallmarkError(e) ? e.code : "error" }, "agent: bundle fetch failed; retrying"));
+  // Foreign bundles (issue 14), only while an entry federates: a node without federation never
+  // calls the endpoint (nor fails on a server older than it). A failure keeps the bundles held.
+  const refreshFederated = async () => {
+    identities.setFederatedBundles(identities.federatedTrustDomains().size === 0 ? {} : await node.call((c) => c.federatedBundles()));
+  };
+  const warnFailed = (what: string, level: "warn" | "debug") => (e: unknown) =>
+    o.log[level]({ code: isHallmarkError(e) ? e.code : "error" }, `agent: ${what} fetch failed; retrying`);
+  entries.onChange(() => {
+    void reconcile();
+    // An entry that starts federating with a domain not held yet: its bundle now, not at the next poll.
+    const held = identities.heldFederatedTrustDomains();
+    const wanted = identities.federatedTrustDomains();
+    if ([...wanted].some((td) => !held.has(td)) || [...held].some((td) => !wanted.has(td))) void refreshFederated().catch(warnFailed("federated bundle", "warn"));
+  });
+  await refreshBundle().catch(warnFailed("bundle", "warn"));
   await entries.start();
+  await refreshFederated().catch(warnFailed("federated bundle", "warn"));
   await reconcile();
   svids.startRenewal();
-  // The JWT keys can rotate without the X.509 bundle changing: the bundle is polled with the entries.
+  // The JWT keys can rotate without the X.509 bundle changing, and foreign bundles change on their
+  // own: both are polled with the entries.
   const bundleLoop = (async () => {
     while (!stop.signal.aborted && !node.removed) {
       await sleep((o.pollIntervalSeconds ?? 5) * 1000, stop.signal);
       if (stop.signal.aborted || node.removed) return;
-      await refreshBundle().catch((e: unknown) => o.log.debug({ code: isHallmarkError(e) ? e.code : "error" }, "agent: bundle fetch failed; retrying"));
+      await refreshBundle().catch(warnFailed("bundle", "debug"));
+      await refreshFederated().catch(warnFailed("federated bundle", "debug"));
     }
   })();
 

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { HallmarkError } from "../errors.js";
 import type { AccessTokenService } from "../oauth/access-tokens.js";
 import type { ClientCredentials } from "../oauth/client-auth.js";
+import { DPOP_MAX_HEADER_BYTES } from "../oauth/dpop.js";
 import { OAUTH_PATHS, authorizationServerMetadata, metadataPath } from "../oauth/metadata.js";
 import type { TokenExchangeService } from "../oauth/token-exchange.js";
 import type { AccessTokenSigner } from "../service/ports.js";
@@ -46,7 +47,13 @@ const clientAuth = {
   client_assertion: z.string().max(8192).optional().describe("the client's JWT-SVID, aud = this server's issuer (or the endpoint URL)"),
 };
 /** OAuth ignores parameters it does not know (RFC 6749 §3.1): the schemas are not strict. */
-const introspectionForm = z.object({ token: token.optional().describe("the access token"), token_type_hint: z.string().max(64).optional(), ...clientAuth });
+const tokenForm = z.object({ token: token.optional().describe("the access token"), token_type_hint: z.string().max(64).optional(), ...clientAuth });
+/** Introspection with proof (a Hallmark extension): what the resource server received with the token. */
+const introspectionForm = tokenForm.extend({
+  dpop_proof: z.string().max(DPOP_MAX_HEADER_BYTES).optional().describe("Hallmark extension: the DPoP proof the resource server received with the token; active only if it verifies"),
+  dpop_method: z.string().max(32).optional().describe("with dpop_proof: the method of the resource server's request (the proof's htm)"),
+  dpop_url: z.string().max(2048).optional().describe("with dpop_proof: the absolute URL of the resource server's request (the proof's htu; query ignored)"),
+});
 const tokenExchangeForm = z.object({
   grant_type: z.string().max(256).optional(),
   subject_token: exchangedToken.optional(),
@@ -80,6 +87,7 @@ const metadataBody = z.object({
   revocation_endpoint_auth_methods_supported: z.array(z.string()),
   dpop_signing_alg_values_supported: z.array(z.string()),
   tls_client_certificate_bound_access_tokens: z.boolean(),
+  introspection_dpop_proof_supported: z.boolean().describe("Hallmark extension: introspection checks a DPoP proof sent as dpop_proof, dpop_method, dpop_url"),
 });
 
 export const OAUTH_ROUTES = {
@@ -162,7 +170,10 @@ export const OAUTH_ROUTES = {
     method: "POST",
     url: OAUTH_PATHS.introspection,
     summary: "Token introspection (RFC 7662): active only while the token's whole lineage is",
-    description: CLIENT_AUTH_NOTE,
+    description:
+      `${CLIENT_AUTH_NOTE} With dpop_proof, dpop_method and dpop_url (a Hallmark extension; metadata introspection_dpop_proof_supported), ` +
+      "the answer is active only when the proof verifies for this token and that request (ath, cnf.jkt, htm, htu, iat window, never replayed); " +
+      "a bad proof answers {active:false} and is audited with its code. Without a proof, a DPoP-bound token is answered with its cnf and token_type DPoP.",
     caller: "anyone",
     bodyType: "form",
     errorFormat: "oauth",
@@ -184,7 +195,7 @@ export const OAUTH_ROUTES = {
     caller: "anyone",
     bodyType: "form",
     errorFormat: "oauth",
-    body: introspectionForm,
+    body: tokenForm,
     responses: { 200: { description: "Revoked, or nothing to revoke (an unknown or invalid token)" } },
     errors: ["oauth_invalid_request", "oauth_client_unauthenticated", "token_not_issued_to_client"],
   }),
@@ -217,7 +228,7 @@ export async function oauthRoutes(app: FastifyInstance, deps: OAuthRouteDeps): P
     return exchange.exchange({ form: body, credentials: credentialsOf(req, body), dpop: req.headers.dpop });
   });
   registerRoute(app, R.oauthIntrospect, async ({ body }, _c, req, reply) => {
-    const answer = await deps.oauth.tokens.introspect(credentialsOf(req, body), body.token);
+    const answer = await deps.oauth.tokens.introspect(credentialsOf(req, body), body.token, { proof: body.dpop_proof, method: body.dpop_method, url: body.dpop_url });
     noStore(reply);
     return answer;
   });

@@ -8,6 +8,7 @@ import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
 import type { FederationService } from "../federation/service.js";
+import { jwtJwks } from "../issuer/bundle.js";
 import { pemBlocks, pemChain } from "../pki/pem.js";
 import { errorSpec } from "../error-codes.js";
 import { isHallmarkError } from "../errors.js";
@@ -68,6 +69,9 @@ const nodeEntry = z.object({
 });
 /** Foreign trust domain name → its X.509 authorities as PEM (issue 14). */
 const federatedBundles = z.record(z.string(), z.string()).describe("for each trust domain the entry federates with: its X.509 authorities, PEM");
+const federatedJwtBundles = z
+  .record(z.string(), jsonObject)
+  .describe("for each trust domain the entry federates with: its JWT authorities as a JWKS (kid, use sig, alg), to verify that domain's JWT-SVIDs");
 
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
@@ -217,7 +221,7 @@ export const PUBLIC_ROUTES = {
         body: z.object({
           results: z.array(
             z.union([
-              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex }),
+              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex, federated_bundles: federatedBundles }),
               z.object({ spiffe_id: spiffeIdField, error: z.object({ code: z.string(), detail: z.string() }) }),
             ]),
           ),
@@ -239,7 +243,14 @@ export const PUBLIC_ROUTES = {
     responses: {
       200: {
         description: "The workload's JWT-SVID",
-        body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, bundle_pem: z.string() }),
+        body: z.object({
+          spiffe_id: spiffeIdField,
+          token: z.string(),
+          expires_at: timestamp,
+          log_index: logIndex,
+          bundle_pem: z.string(),
+          federated_jwt_bundles: federatedJwtBundles,
+        }),
       },
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
@@ -338,6 +349,10 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     bundle_pem: await bundlePem(),
   });
 
+  /** The X.509 authorities (PEM) of the foreign domains an entry federates with, by trust domain name. */
+  const federatedPem = async (trustDomains: readonly string[]) =>
+    Object.fromEntries((await (deps.federation?.bundles(trustDomains) ?? [])).map((b) => [b.trustDomain, pemChain(b.bundle.x509Authorities)]));
+
   const outcomeBody = async (o: AttestationOutcome) =>
     o.status === "challenge"
       ? { status: "challenge" as const, challenge: o.challenge }
@@ -384,8 +399,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     R.fetchX509Svid,
     async ({ body }, node) => {
       const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
-      const foreign = await (deps.federation?.bundles(svid.federatesWith) ?? []);
-      return { ...(await svidBody(svid.spiffeId, svid, svid.logIndex)), federated_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, pemChain(b.bundle.x509Authorities)])) };
+      return { ...(await svidBody(svid.spiffeId, svid, svid.logIndex)), federated_bundles: await federatedPem(svid.federatesWith) };
     },
     nodeOf,
   );
@@ -412,6 +426,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
             spiffe_id: svid.spiffeId,
             svid: { cert_chain_pem: pemChain(svid.chain), serial: svid.serial, expires_at: svid.notAfter.toISOString() },
             log_index: svid.logIndex,
+            federated_bundles: await federatedPem(svid.federatesWith),
           });
         } catch (e) {
           if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
@@ -427,7 +442,15 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     R.fetchJwtSvid,
     async ({ body }, node) => {
       const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
-      return { spiffe_id: jwt.spiffeId, token: jwt.token, expires_at: jwt.expiresAt.toISOString(), log_index: jwt.logIndex, bundle_pem: await bundlePem() };
+      const foreign = await (deps.federation?.bundles(jwt.federatesWith) ?? []);
+      return {
+        spiffe_id: jwt.spiffeId,
+        token: jwt.token,
+        expires_at: jwt.expiresAt.toISOString(),
+        log_index: jwt.logIndex,
+        bundle_pem: await bundlePem(),
+        federated_jwt_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, jwtJwks(b.bundle.jwtAuthorities)])),
+      };
     },
     nodeOf,
   );

@@ -84,7 +84,12 @@ export class NodeClient {
   async fetchX509Batch(spiffeIds: readonly string[]): Promise<Array<FetchedX509 | HallmarkError>> {
     const keys = await Promise.all(spiffeIds.map(() => newClientKey()));
     const r = (await this.call("POST", "/v1/svids/x509/batch", { requests: spiffeIds.map((id, i) => ({ csr: keys[i]!.csrPem, spiffe_id: id })) })) as {
-      results: Array<{ spiffe_id: string; svid?: { cert_chain_pem: string; expires_at: string; serial: string }; error?: { code: string; detail: string } }>;
+      results: Array<{
+        spiffe_id: string;
+        svid?: { cert_chain_pem: string; expires_at: string; serial: string };
+        federated_bundles?: Record<string, string>;
+        error?: { code: string; detail: string };
+      }>;
       bundle_pem: string;
     };
     return spiffeIds.map((id, i) => {
@@ -97,7 +102,7 @@ export class NodeClient {
         bundlePem: r.bundle_pem,
         expiresAt: one.svid.expires_at,
         serial: one.svid.serial,
-        federatedBundles: {},
+        federatedBundles: one.federated_bundles ?? {},
       };
     });
   }
@@ -107,6 +112,8 @@ export class NodeClient {
       spiffe_id: string;
       token: string;
       expires_at: string;
+      /** Foreign trust domain name → its JWT authorities (JWKS), for an entry that federates (absent from servers before issue 14). */
+      federated_jwt_bundles?: Record<string, { keys: Array<Record<string, unknown>> }>;
     };
   }
 

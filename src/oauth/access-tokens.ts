@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
 import type { AuditLog } from "../audit/log.js";
-import { isHallmarkError } from "../errors.js";
+import { HallmarkError, isHallmarkError } from "../errors.js";
 import { type Logged, logIndexOf } from "../service/logged.js";
 import { AUDIT_EVENTS } from "../service/audit-events.js";
 import type { Clock } from "../service/clock.js";
@@ -10,6 +10,7 @@ import type { TrustDomain } from "../spiffe/id.js";
 import type { AccessTokenRecord, Store } from "../store/types.js";
 import { ATTESTATION_CLAIM, type ActClaim, mintAccessToken } from "./access-token.js";
 import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials } from "./client-auth.js";
+import { type DpopVerifier, normalizeHtu } from "./dpop.js";
 import { oauthError } from "./errors.js";
 
 /**
@@ -58,6 +59,20 @@ export interface ActiveAccessToken {
   record: AccessTokenRecord;
 }
 
+/**
+ * What a resource server received with the token, sent along to introspection (a Hallmark
+ * extension of RFC 7662: form parameters dpop_proof, dpop_method, dpop_url): the DPoP proof and
+ * the method and URL of the request it came with. Each is absent when the form did not carry it.
+ */
+export interface PresentedDpopProof {
+  proof: string | undefined;
+  method: string | undefined;
+  url: string | undefined;
+}
+
+/** The refusals of a proof at introspection: they make the answer inactive (RFC 7662 has no error for them). */
+const PROOF_REFUSALS = new Set(["dpop_proof_invalid", "dpop_proof_replayed", "dpop_required", "dpop_nonce_required"]);
+
 /** RFC 7662 §2.2: `{active:false}` alone, or the token's claims. */
 export type IntrospectionAnswer = { active: false } | ({ active: true; token_type: "DPoP" | "Bearer" } & Record<string, unknown>);
 
@@ -71,6 +86,12 @@ export interface AccessTokenServiceDeps {
   clock: Clock;
   /** `iss` of the tokens (delegation.issuer, else jwt.issuer, else the bound URL). */
   issuer: () => string;
+  /**
+   * Checks the DPoP proofs resource servers send along to introspection: the datastore's replay
+   * cache (shared with the token endpoint) and the iat window, but no server nonces (a proof made
+   * for a resource server carries that server's nonce, not ours).
+   */
+  introspectionDpop: DpopVerifier;
 }
 
 type Verdict = { active: true; token: ActiveAccessToken } | { active: false; reason: string; jti?: string | undefined };
@@ -137,20 +158,37 @@ export class AccessTokenService {
     return v.active ? v.token : undefined;
   }
 
-  /** RFC 7662: the caller authenticates as a workload of the trust domain; any token may be asked about. Audited. */
-  async introspect(credentials: ClientCredentials, token: string | undefined): Promise<IntrospectionAnswer> {
+  /**
+   * RFC 7662: the caller authenticates as a workload of the trust domain; any token may be asked
+   * about. Audited. With `presented.proof` (what the resource server received), the answer is
+   * active only when that proof verifies for this token (RFC 9449 §4.3 and §7.1: ath, the key of
+   * cnf.jkt, htm and htu of the resource server's request, iat, never seen before); a bad proof is
+   * `{active:false}` and a refused audit record with its code. Without a proof, a bound token is
+   * answered active with its cnf and token_type DPoP, for resource servers that check proofs themselves.
+   */
+  async introspect(credentials: ClientCredentials, token: string | undefined, presented?: PresentedDpopProof): Promise<IntrospectionAnswer> {
     const now = this.d.clock();
     const client = await this.authenticated(credentials, now, AUDIT_EVENTS.oauthIntrospect, token);
     if (token === undefined) await this.refuseMissingToken(AUDIT_EVENTS.oauthIntrospect, now, client);
-    const v = await this.verdict(token!, now);
+    const proof = await this.proofRequest(presented, now, client, token!);
+    let v = await this.verdict(token!, now);
+    let code: string | undefined;
+    if (v.active && proof) {
+      const bad = await this.proofRefusal(v.token, token!, proof, now);
+      if (bad) {
+        code = bad.code;
+        v = { active: false, reason: bad.reason, jti: v.token.record.jti };
+      }
+    }
     await this.d.audit.append({
       time: now,
       event: AUDIT_EVENTS.oauthIntrospect,
-      outcome: "success",
+      outcome: code === undefined ? "success" : "refused",
+      ...(code === undefined ? {} : { code }),
       actor: client.clientId,
       spiffeId: client.clientId,
       ...(v.active ? { serial: v.token.record.jti } : v.jti ? { serial: v.jti } : {}),
-      details: { active: v.active, ...(v.active ? {} : { reason: v.reason }), token_sha256: tokenDigest(token) },
+      details: { active: v.active, ...(v.active ? {} : { reason: v.reason }), dpop_proof: proof !== undefined, token_sha256: tokenDigest(token) },
     });
     if (!v.active) return { active: false };
     const c = v.token.claims;
@@ -160,6 +198,36 @@ export class AccessTokenService {
       ...pick(c, ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "act", "cnf", ATTESTATION_CLAIM]),
       token_type: typeof cnf?.jkt === "string" ? "DPoP" : "Bearer",
     };
+  }
+
+  /**
+   * The proof to check and the request it must be for, or undefined when none was sent. A proof
+   * without the resource server's method and absolute http(s) URL cannot be checked: the request
+   * is malformed (invalid_request, audited), not the token inactive.
+   */
+  private async proofRequest(presented: PresentedDpopProof | undefined, now: Date, client: AuthenticatedClient, token: string): Promise<{ proof: string; method: string; url: string } | undefined> {
+    if (presented?.proof === undefined) return undefined;
+    const { proof, method, url } = presented;
+    if (!method || !url || normalizeHtu(url) === undefined) {
+      const e = oauthError("oauth_invalid_request", "dpop_proof needs dpop_method and dpop_url: the method and absolute http(s) URL of the request the resource server received");
+      await this.auditRefusal(AUDIT_EVENTS.oauthIntrospect, now, client.clientId, e.code, e.message, token);
+      throw e;
+    }
+    return { proof, method, url };
+  }
+
+  /** Why the proof does not show possession of the token's key for that request (code and reason), or undefined when it does. */
+  private async proofRefusal(active: ActiveAccessToken, token: string, p: { proof: string; method: string; url: string }, now: Date): Promise<{ code: string; reason: string } | undefined> {
+    const jkt = (active.claims.cnf as { jkt?: unknown } | undefined)?.jkt;
+    // A proof beside an unbound token proves nothing about the token: its sender is not shown to be the holder.
+    if (typeof jkt !== "string") return { code: "dpop_proof_invalid", reason: "the token is not DPoP-bound: no key for the proof to match" };
+    try {
+      await this.d.introspectionDpop.verify({ header: p.proof, method: p.method, url: p.url, accessToken: token, expectedJkt: jkt, now });
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof HallmarkError) || !PROOF_REFUSALS.has(e.code)) throw e;
+      return { code: e.code, reason: e.internal === undefined ? e.message : `${e.message} (${e.internal})` };
+    }
   }
 
   /**

@@ -41,6 +41,9 @@ export function authorizationServerMetadata(issuer: string): Record<string, unkn
     revocation_endpoint_auth_methods_supported: methods,
     dpop_signing_alg_values_supported: [...DPOP_ALGORITHMS],
     tls_client_certificate_bound_access_tokens: false,
+    // Hallmark extension: POST /oauth2/introspect checks the DPoP proof a resource server sends
+    // along (dpop_proof, dpop_method, dpop_url) and answers active only if it verifies.
+    introspection_dpop_proof_supported: true,
   };
 }
 

@@ -136,6 +136,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       audit,
       clock,
       issuer: oauthIssuer,
+      introspectionDpop: new DpopVerifier({ replay: store.dpopProofs, iatWindowSeconds: config.delegation.dpop.iatWindow }),
     });
     const oauth: OAuthServices = { tokens, signer: ca, issuer: oauthIssuer };
     const federation = new FederationService({ trustDomain, store, audit, clock, log, fetchTimeoutMs: config.federation.fetchTimeout * 1000 });

@@ -158,14 +158,14 @@ export class NodeIssuanceService {
     });
   }
 
-  async workloadJwt(node: NodeRecord, audience: string[], requested?: string): Promise<IssuedJwt & { spiffeId: string } & Logged> {
+  async workloadJwt(node: NodeRecord, audience: string[], requested?: string): Promise<IssuedJwt & { spiffeId: string; federatesWith: string[] } & Logged> {
     return this.audited(AUDIT_EVENTS.issueJwt, "jwt", node, requested, async (now) => {
       validateAudience(audience);
       const entry = await this.entitledEntry(node, requested);
       const id = SpiffeId.parse(entry.spiffeId);
       const ttlSeconds = Math.min(entry.jwtSvidTtlSeconds ?? this.deps.ttl.jwt, this.deps.ttl.max);
       const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, issuer: this.deps.jwtIssuer(), nodeId: node.spiffeId, now });
-      return { result: { ...jwt, spiffeId: id.toString() }, spiffeId: id.toString(), serial: undefined };
+      return { result: { ...jwt, spiffeId: id.toString(), federatesWith: entry.federatesWith ?? [] }, spiffeId: id.toString(), serial: undefined };
     });
   }
 

@@ -34,6 +34,11 @@ export interface WorkloadX509Svid {
   /** Passed through from the registration entry, when it has one. */
   hint: string;
   expiresAt: Date;
+  /**
+   * Trust domain IDs (spiffe://td) the entry federates with: the foreign bundles a workload with
+   * this SVID receives, and whose JWT-SVIDs it may validate (issue 14).
+   */
+  federatesWith: string[];
 }
 
 export interface WorkloadJwtSvid {
@@ -67,16 +72,23 @@ export interface WorkloadIdentities {
   x509Svids(selectors: readonly string[]): Promise<WorkloadX509Svid[]>;
   /** `spiffeId` narrows to one identity; refused when the caller is not entitled to it. */
   jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string): Promise<WorkloadJwtSvid[]>;
-  /** Trust domain ID (spiffe://td) → DER certificates; this trust domain and federated ones. */
+  /**
+   * Trust domain ID (spiffe://td) → DER certificates: this trust domain and every federated one
+   * held. The service narrows the federated ones to those the caller's entries federate with.
+   */
   x509Bundles(): Promise<Map<string, Buffer[]>>;
-  /** Trust domain ID (spiffe://td) → JWKS (a SPIFFE bundle's JWT authorities). */
+  /** Trust domain ID (spiffe://td) → JWKS (a SPIFFE bundle's JWT authorities); as x509Bundles, every domain held. */
   jwtBundles(): Promise<Map<string, Record<string, unknown>>>;
   /** WIT-SVIDs for the same entries as x509Svids (the service narrows to a requested SPIFFE ID). */
   witSvids(selectors: readonly string[]): Promise<WorkloadWitSvid[]>;
   /** Trust domain ID (spiffe://td) → JWKS of the WIT-SVID keys (a SPIFFE bundle's `use` wit-svid elements, each with its kid). */
   witBundles(): Promise<Map<string, Record<string, unknown>>>;
-  /** Verifies a JWT-SVID against the JWT bundles and the audience; its SPIFFE ID and claims. */
-  validateJwtSvid(token: string, audience: string): Promise<{ spiffeId: string; claims: Record<string, unknown> }>;
+  /**
+   * Verifies a JWT-SVID against the JWT bundle of its subject's trust domain and the audience; its
+   * SPIFFE ID and claims. A subject of another trust domain is accepted only when that domain is
+   * in `federatedWith` (trust domain IDs: what the caller's entries federate with; none when absent).
+   */
+  validateJwtSvid(token: string, audience: string, federatedWith?: ReadonlySet<string>): Promise<{ spiffeId: string; claims: Record<string, unknown> }>;
   onChange(listener: () => void): () => void;
 }
 

@@ -46,6 +46,22 @@ function trustDomainIdOf(spiffeId: string): string {
   return SpiffeId.parse(spiffeId).trustDomain.idString;
 }
 
+/**
+ * The trust domains a caller's answers cover: those of its SVIDs, and the foreign ones its
+ * matching entries federate with (the union over its entries: a workload with two identities sees
+ * what either may trust). A domain held by the agent for another workload is never among them.
+ */
+function trustDomainsOf(svids: readonly WorkloadX509Svid[]): { own: Set<string>; federated: Set<string> } {
+  const own = new Set(svids.map((s) => trustDomainIdOf(s.spiffeId)));
+  const federated = new Set(svids.flatMap((s) => s.federatesWith).filter((td) => !own.has(td)));
+  return { own, federated };
+}
+
+/** The entries of `bundles` whose trust domain is in `domains`. */
+function narrowed<T>(bundles: ReadonlyMap<string, T>, domains: ReadonlySet<string>): Map<string, T> {
+  return new Map([...bundles].filter(([td]) => domains.has(td)));
+}
+
 function notEntitled(): never {
   throw workloadApiError("workload_not_entitled", "no registration entry matches this workload");
 }
@@ -103,8 +119,8 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
 
   async function x509SvidResponse(caller: WorkloadCaller) {
     const svids = await entitledSvids(caller);
-    const own = new Set(svids.map((s) => trustDomainIdOf(s.spiffeId)));
-    const federated = [...(await identities.x509Bundles())].filter(([td]) => !own.has(td));
+    const { federated } = trustDomainsOf(svids);
+    const held = await identities.x509Bundles();
     return {
       svids: withUniqueHints(svids, log).map((s) => ({
         spiffe_id: s.spiffeId,
@@ -114,20 +130,21 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
         hint: s.hint,
       })),
       crl: [],
-      federated_bundles: Object.fromEntries(federated.map(([td, certs]) => [td, Buffer.concat(certs)])),
+      federated_bundles: Object.fromEntries([...narrowed(held, federated)].map(([td, certs]) => [td, Buffer.concat(certs)])),
     };
   }
 
-  // As SPIRE without "allow unauthenticated verifiers": bundles only for workloads with an identity here.
+  // As SPIRE without "allow unauthenticated verifiers": bundles only for workloads with an identity
+  // here, and (SPIFFE_Workload_API.md §5.3, §6.3) those of its own trust domain and of the domains its entries federate with.
   async function x509BundlesResponse(caller: WorkloadCaller) {
-    await entitledSvids(caller);
-    const bundles = await identities.x509Bundles();
+    const { own, federated } = trustDomainsOf(await entitledSvids(caller));
+    const bundles = narrowed(await identities.x509Bundles(), new Set([...own, ...federated]));
     return { crl: [], bundles: Object.fromEntries([...bundles].map(([td, certs]) => [td, Buffer.concat(certs)])) };
   }
 
   async function jwtBundlesResponse(caller: WorkloadCaller) {
-    await entitledSvids(caller);
-    const bundles = await identities.jwtBundles();
+    const { own, federated } = trustDomainsOf(await entitledSvids(caller));
+    const bundles = narrowed(await identities.jwtBundles(), new Set([...own, ...federated]));
     return { bundles: Object.fromEntries([...bundles].map(([td, jwks]) => [td, Buffer.from(JSON.stringify(jwks))])) };
   }
 
@@ -258,10 +275,11 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
     ValidateJWTSVID: unary(async (req: { audience: string; svid: string }, caller) => {
       if (req.audience === "") throw workloadApiError("workload_request_invalid", "audience is required");
       if (req.svid === "") throw workloadApiError("workload_request_invalid", "svid is required");
-      await entitledSvids(caller);
+      const { federated } = trustDomainsOf(await entitledSvids(caller));
       let validated: { spiffeId: string; claims: Record<string, unknown> };
       try {
-        validated = await identities.validateJwtSvid(req.svid, req.audience);
+        // A foreign JWT-SVID only for a caller whose entries federate with its trust domain.
+        validated = await identities.validateJwtSvid(req.svid, req.audience, federated);
       } catch (e) {
         // The standard answers InvalidArgument to a JWT-SVID that does not validate, whatever the reason.
         const status = toGrpcError(e, log);

@@ -54,7 +54,7 @@ describe("GET /v1/node/entries", () => {
     expect(full.full).toBe(true);
     if (!full.full) return;
     expect(full.entries).toEqual([
-      { id: before, spiffe_id: "spiffe://example.org/sync/before", selectors: ["unix:uid:1001"], x509_ttl_seconds: 120, jwt_ttl_seconds: null, dns_names: ["before.example.org"], hint: "before" },
+      { id: before, spiffe_id: "spiffe://example.org/sync/before", selectors: ["unix:uid:1001"], x509_ttl_seconds: 120, jwt_ttl_seconds: null, dns_names: ["before.example.org"], hint: "before", federates_with: [] },
     ]);
     expect(full.next_page).toBeUndefined();
 

@@ -7,11 +7,11 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { type TLSSocket, connect, createServer as createTlsServer } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { adminRequest } from "../../src/client/http.js";
 import { MAX_BUNDLE_BYTES, spiffeBundleJwks } from "../../src/issuer/bundle.js";
 import { pemBlocks } from "../../src/pki/pem.js";
 import { type CliResult, runCli } from "../helpers/cli.js";
-import { type ServerProcess, startServerProcess } from "../helpers/server-process.js";
+import { adminOf, ownBundlePem as ownBundle, startForeignDomain } from "../helpers/federation.js";
+import type { ServerProcess } from "../helpers/server-process.js";
 import { type TestServer, startTestServer } from "../helpers/server.js";
 import { testCert } from "../helpers/test-pki.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -41,13 +41,7 @@ let fakeAnswer: { status: number; body: string | Buffer; headers?: Record<string
 
 const onA = (args: string[]) => runCli([...args, "--data-dir", dirA]);
 /** The admin API of A directly (the CLI's own behaviour is covered by the calls above; this keeps the file fast). */
-async function adminOf(dir: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
-  const r = await adminRequest(join(dir, "admin.sock"), method, path, body);
-  return { status: r.status, body: (r.body ?? {}) as Record<string, unknown> };
-}
 const adminA = (method: string, path: string, body?: unknown) => adminOf(dirA, method, path, body);
-/** A server's own bundle, PEM, as `hallmark bundle show` prints it. */
-const ownBundle = async (dir: string) => String((await adminOf(dir, "GET", "/admin/bundle")).body.bundle_pem);
 const onB = (args: string[]) => runCli([...args, "--data-dir", dirB]);
 const ok = (r: CliResult) => {
   if (r.code !== 0) throw new Error(`hallmark exited ${r.code}: ${r.stderr}${r.stdout}`);
@@ -117,9 +111,7 @@ beforeAll(async () => {
   const configFile = join(work.path, "a.yaml");
   writeFileSync(configFile, `federation:\n  bundleEndpoint:\n    listen: 127.0.0.1:0\n    certFile: ${web.cert}\n    keyFile: ${web.key}\n`);
   a = await startTestServer({ dataDir: dirA, configFile });
-  b = startServerProcess(dirB, { args: ["--trust-domain", "partner.net"] });
-  await b.ready;
-  bUrl = /listening on (https:\/\/\S+)/.exec(b.stderr())![1]!;
+  ({ server: b, url: bUrl } = await startForeignDomain(dirB, "partner.net"));
 
   // A bundle endpoint under our control, behind the same Web PKI: it answers whatever a test sets.
   const fakeTls = await pki.leaf("fake-web");

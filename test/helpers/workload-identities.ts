@@ -133,6 +133,7 @@ export async function startWorkloadBackend(nodeId = `${TD}/node/workload-host`):
           bundle: pemBlocks(s.bundlePem),
           hint: options.hint ?? "",
           expiresAt: new Date(s.expiresAt),
+          federatesWith: [],
         },
       });
     },
