@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openPkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
+import { CA_KEY_KINDS } from "../../src/service/ports.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
 import { openSqliteStore } from "../../src/store/sqlite.js";
 import type { Store } from "../../src/store/types.js";
@@ -82,12 +83,12 @@ describe("kill -9 during `ca rotate --step prepare`", () => {
 
     // The token holds exactly the keys the database records as published: no leftover under our prefixes.
     const published = (await store.caKeys.list()).filter((k) => k.status !== "retired").map((k) => k.label);
-    expect(published).toHaveLength(4); // the active x509, jwt and wit keys, and the x509 key prepared again
+    expect(published).toHaveLength(5); // the active x509, jwt, wit and token keys, and the x509 key prepared again
     const pin = readFileSync(join(data.path, "softhsm", "user.pin"), "utf8").trim();
     const { modulePath } = await ensureSoftHsmToken({ dir: join(data.path, "softhsm"), label: "hallmark", requiredBecause: "the test just used it" });
     const ks = await openPkcs11KeyStore({ modulePath, tokenLabel: "hallmark", pin, sessions: 1 });
     try {
-      const objects = (await Promise.all(["x509", "jwt", "wit"].map((kind) => ks.listKeyObjects(`hallmark-${kind}-`)))).flat();
+      const objects = (await Promise.all(CA_KEY_KINDS.map((kind) => ks.listKeyObjects(`hallmark-${kind}-`)))).flat();
       expect(objects.map((o) => `${o.label} ${o.objectClass}`).sort()).toEqual(published.flatMap((l) => [`${l} private-key`, `${l} public-key`]).sort());
     } finally {
       await ks.close();

@@ -65,6 +65,8 @@ describe("audit of what the server does on its own", () => {
       ["server", "success", "jwt", "activate", "start"],
       ["server", "success", "wit", "prepare", "start"],
       ["server", "success", "wit", "activate", "start"],
+      ["server", "success", "token", "prepare", "start"],
+      ["server", "success", "token", "activate", "start"],
     ]);
     const keys = JSON.parse((await runCli(["ca", "show", "--json", "--data-dir", server.dataDir])).stdout) as { keys: Array<{ id: string; status: string }> };
     expect(keySteps.filter((r) => r.details.step === "activate").map((r) => r.details.keyId).sort()).toEqual(
@@ -75,7 +77,7 @@ describe("audit of what the server does on its own", () => {
     expect(svids[0]).toMatchObject({ actor: "server", outcome: "success", spiffeId: "spiffe://example.org/hallmark/server", details: { reason: "start" } });
     expect(svids[0]!.details.ipAddresses).toEqual(["127.0.0.1"]);
     expect(svids[0]!.serial).toBe(await presentedSerial(server.url));
-    expect(all.indexOf(svids[0]!)).toBeGreaterThan(all.indexOf(keySteps[5]!));
+    expect(all.indexOf(svids[0]!)).toBeGreaterThan(all.indexOf(keySteps[7]!));
   });
 
   it("records each refresh of the server's SVID, and an administrator's key step once, as the administrator's", async () => {
@@ -85,19 +87,21 @@ describe("audit of what the server does on its own", () => {
     expect(svids[1]).toMatchObject({ actor: "server", outcome: "success", details: { reason: "bundle_changed" } });
     expect(svids[1]!.serial).not.toBe(svids[0]!.serial);
     expect((await ofEvent("ca_rotate")).map((r) => [r.actor, r.details.step])).toEqual([["admin:socket", "prepare"]]);
-    expect(await ofEvent("ca_key_change")).toHaveLength(6);
+    expect(await ofEvent("ca_key_change")).toHaveLength(8);
   });
 
   it("records the steps of a scheduled rotation with the schedule as their trigger", async () => {
-    // 80% of the keys' life has passed: past activateAt. x509 has a prepared key (the test above); jwt and wit have none.
+    // 80% of the keys' life has passed: past activateAt. x509 has a prepared key (the test above); jwt, wit and token have none.
     clockOffsetMs = 0.8 * CA_TTL * 1000;
-    const steps = (await awaitRecords("ca_key_change", 11)).slice(6);
+    const steps = (await awaitRecords("ca_key_change", 15)).slice(8);
     expect(steps.map((r) => [r.actor, r.details.kind, r.details.step, r.details.trigger])).toEqual([
       ["server", "x509", "activate", "schedule"],
       ["server", "jwt", "prepare", "schedule"],
       ["server", "jwt", "activate", "schedule"],
       ["server", "wit", "prepare", "schedule"],
       ["server", "wit", "activate", "schedule"],
+      ["server", "token", "prepare", "schedule"],
+      ["server", "token", "activate", "schedule"],
     ]);
     // Each change of the bundle reissued the server's SVID, and the chain of records still verifies.
     expect((await awaitRecords("issue_server_svid", 3)).length).toBeGreaterThanOrEqual(3);
