@@ -5,6 +5,7 @@ import { writeFederatedBundles, writeFileAtomic, writeSvidFiles } from "../clien
 import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, type ProducerOptions, createProducer } from "../client/producers.js";
+import { ServerList, type ServerListOptions, splitServerUrls } from "../client/server-list.js";
 import { TrustBundle } from "../client/trust-bundle.js";
 import { HallmarkError } from "../errors.js";
 import { readInputFile, readInputText } from "../input-file.js";
@@ -12,7 +13,12 @@ import { pemBlocks } from "../pki/pem.js";
 import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
 
 export const SERVER_OPTIONS: OptionSpec = {
-  server: { type: "string", value: "URL", required: true, description: "the Hallmark server, https://HOST:PORT" },
+  server: {
+    type: "string",
+    value: "URL[,URL…]",
+    required: true,
+    description: "the Hallmark server, https://HOST:PORT; or its replicas, comma-separated (a name with several addresses counts as several): a server that cannot be reached is skipped for the next",
+  },
   "trust-bundle": { type: "string", value: "FILE", required: true, description: "PEM trust bundle the server's certificate must chain to ('hallmark bundle show', or bundle.pem from attest)" },
   "server-id": {
     type: "string",
@@ -30,18 +36,29 @@ const NODE_OPTIONS: OptionSpec = {
 };
 const WORKLOAD_ID: FlagSpec = { type: "string", value: "ID", description: "which entry's SPIFFE ID, when the node is entitled to several" };
 
-/** --server must be an https:// URL; a bare HOST:PORT is the usual slip, so say what was meant. */
-export function serverUrl(v: Record<string, unknown>): string {
-  const raw = requireString(v, "server");
-  if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(raw)) throw new UsageError(`--server '${raw}' has no scheme: did you mean https://${raw}?`);
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new UsageError(`--server '${raw}' is not a URL (e.g. https://127.0.0.1:8443)`);
+/**
+ * --server: one https:// URL or several, comma-separated, each checked (a bare HOST:PORT is the
+ * usual slip, so say what was meant). `onFailover` is told when a request had to skip a server.
+ */
+export function serverList(v: Record<string, unknown>, onFailover: ServerListOptions["onFailover"] = printFailover): ServerList {
+  const urls = splitServerUrls(requireString(v, "server"));
+  if (urls.length === 0) throw new UsageError("--server is required");
+  for (const raw of urls) {
+    if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(raw)) throw new UsageError(`--server '${raw}' has no scheme: did you mean https://${raw}?`);
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new UsageError(`--server '${raw}' is not a URL (e.g. https://127.0.0.1:8443)`);
+    }
+    if (url.protocol !== "https:") throw new UsageError(`--server must be https:// (the API is served only over TLS): did you mean https://${url.host}?`);
   }
-  if (url.protocol !== "https:") throw new UsageError(`--server must be https:// (the API is served only over TLS): did you mean https://${url.host}?`);
-  return raw;
+  return new ServerList(urls, { onFailover });
+}
+
+/** One line on stderr when a command got its answer from another server than the first it tried. */
+function printFailover(failed: readonly string[], answeredBy: string): void {
+  console.error(`hallmark: warning: ${failed.join(", ")} failed; ${answeredBy} answered`);
 }
 
 /** The --trust-bundle file, refused up front when it holds no certificate (TLS would only say "unable to verify"). */
@@ -54,7 +71,7 @@ export function readTrustBundle(path: string): string {
 }
 
 function nodeClient(v: Record<string, unknown>): NodeClient {
-  const server = serverUrl(v);
+  const server = serverList(v);
   const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
   const certPem = readInputText(svid, "--svid");
   const keyPem = readInputText(key, "--key");
@@ -114,7 +131,7 @@ export const clientCommands: Command[] = [
       json: JSON_FLAG,
     },
     async run(v) {
-      const server = serverUrl(v);
+      const server = serverList(v);
       const out = requireString(v, "out");
       const bundlePath = optionalString(v, "trust-bundle");
       const chosen = producerOptions(v);

@@ -6,6 +6,7 @@ import type { PeerCertificate } from "node:tls";
 import { HallmarkError } from "../errors.js";
 import { SpiffeId } from "../spiffe/id.js";
 import { type NodeProofKey, NodeProofAgent } from "./node-proof-agent.js";
+import { ConnectionFailure, ServerList, type ServerTarget } from "./server-list.js";
 
 /**
  * A small JSON-over-HTTP(S) client for Hallmark's API, with the server authenticated the SPIFFE
@@ -27,6 +28,8 @@ export interface ServerTls {
   nodeProof?: NodeProofKey | undefined;
   /** Connections kept open to the server (default 64). */
   maxSockets?: number | undefined;
+  /** How long a new connection may take to complete its TLS handshake before the next server is tried (default 5 s). */
+  connectTimeoutMs?: number | undefined;
 }
 
 export interface ApiResponse {
@@ -35,15 +38,21 @@ export interface ApiResponse {
 }
 
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** A new connection that has not finished its TLS handshake by then is a server that is not there (a black hole, a hung process). */
+export const CONNECT_TIMEOUT_MS = 5_000;
+/** An answer that has not come by then: the server is hung (the request goes to the next server, if any). */
+const ANSWER_TIMEOUT_MS = 30_000;
 
 export class ApiClient {
   private agent: Agent;
+  private readonly servers: ServerList;
 
   constructor(
-    private readonly baseUrl: URL,
+    /** One server, or several replicas (see ServerList: failover on connection errors). */
+    servers: ServerTarget,
     private tls: ServerTls,
   ) {
-    if (baseUrl.protocol !== "https:") throw new HallmarkError("invalid_request", "the server URL must be https://");
+    this.servers = ServerList.from(servers);
     if (tls.certPem !== undefined && tls.keyPem !== undefined) checkSvidKeyPair(tls.certPem, tls.keyPem);
     this.agent = newAgent(tls);
   }
@@ -59,15 +68,26 @@ export class ApiClient {
     old.destroy();
   }
 
+  /**
+   * One request, to the server that answered last or, when it cannot be reached, to the next. A
+   * new connection (to any of them) authenticates anew: the server's SPIFFE ID is checked, and a
+   * node proof is made for it.
+   */
   request(method: string, path: string, body?: unknown): Promise<ApiResponse> {
-    const url = new URL(path, this.baseUrl);
-    const agent = this.agent;
-    return sendJson(
-      (opts, cb) => httpsRequest(url, { ...opts, agent }, cb),
-      method,
-      body,
-      agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
-    );
+    return this.servers.send((server) => {
+      const url = new URL(path, server.origin);
+      const agent = this.agent;
+      return sendJson(
+        // The Host header (and from it the TLS server name) is the host as configured, not the address.
+        (opts, cb) => httpsRequest(url, { ...opts, headers: { ...opts.headers, host: server.host }, agent }, cb),
+        method,
+        body,
+        {
+          connectTimeoutMs: this.tls.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+          headersFor: agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
+        },
+      );
+    });
   }
 
   close(): void {
@@ -125,8 +145,13 @@ const TRUST_FAILURES = new Set([
   "CERT_UNTRUSTED",
 ]);
 
-/** A transport error in words: a trust failure names its likely cause and the fix. */
-function transportError(e: NodeJS.ErrnoException): HallmarkError {
+/**
+ * A transport error in words. A trust failure names its likely cause and the fix, and is final;
+ * a TLS alert is the server refusing the handshake, also final; anything else is the way to the
+ * server failing (a ConnectionFailure: the next server may be tried). `keptAlive`: it happened on
+ * a reused connection before any answer.
+ */
+function transportError(e: NodeJS.ErrnoException, keptAlive: boolean): HallmarkError {
   if (e instanceof HallmarkError) return e;
   if (e.code && TRUST_FAILURES.has(e.code)) {
     return new HallmarkError(
@@ -137,12 +162,15 @@ function transportError(e: NodeJS.ErrnoException): HallmarkError {
     );
   }
   if (/does not carry/.test(e.message)) return new HallmarkError("server_untrusted", e.message, { cause: e });
-  return new HallmarkError("unavailable", `cannot reach the server: ${e.code ?? e.message}`, { cause: e });
+  if (e.code && /^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/.test(e.code)) {
+    return new HallmarkError("unavailable", `the server refused the TLS handshake (${e.code})`, { cause: e });
+  }
+  return new ConnectionFailure(e.code ?? e.message, keptAlive && (e.code === "ECONNRESET" || e.code === "EPIPE"), { cause: e });
 }
 
 /** Admin API over the server's local Unix socket. */
 export function adminRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-  return sendJson((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, body);
+  return sendJson((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, body, {});
 }
 
 type Requester = (
@@ -150,13 +178,18 @@ type Requester = (
   cb: (res: import("node:http").IncomingMessage) => void,
 ) => import("node:http").ClientRequest;
 
-/**
- * One JSON request. `headersFor` gives headers that depend on the connection the request was
- * given (a node proof): the request is written only once they are known.
- */
-function sendJson(requester: Requester, method: string, body: unknown, headersFor?: (socket: Socket) => Promise<Record<string, string>>): Promise<ApiResponse> {
+interface SendOptions {
+  /** Over TLS: the time a new connection has to complete its handshake. */
+  connectTimeoutMs?: number | undefined;
+  /** Headers that depend on the connection the request was given (a node proof): the request is written only once they are known. */
+  headersFor?: ((socket: Socket) => Promise<Record<string, string>>) | undefined;
+}
+
+/** One JSON request; a request that gets no answer fails with a ConnectionFailure (see transportError). */
+function sendJson(requester: Requester, method: string, body: unknown, o: SendOptions): Promise<ApiResponse> {
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
+    let answered = false;
     const req = requester(
       {
         method,
@@ -165,6 +198,7 @@ function sendJson(requester: Requester, method: string, body: unknown, headersFo
           : { accept: "application/json" },
       },
       (res) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (c: Buffer) => {
@@ -176,6 +210,8 @@ function sendJson(requester: Requester, method: string, body: unknown, headersFo
           chunks.push(c);
         });
         res.on("end", () => {
+          // A connection lost mid-answer ends the response too: an incomplete answer is no answer.
+          if (!res.complete) return reject(new ConnectionFailure("the connection was lost during the answer"));
           const text = Buffer.concat(chunks).toString("utf8");
           let parsed: unknown = text;
           if (text.length > 0 && /json/.test(res.headers["content-type"] ?? "")) {
@@ -187,18 +223,19 @@ function sendJson(requester: Requester, method: string, body: unknown, headersFo
           }
           resolve({ status: res.statusCode ?? 0, body: parsed });
         });
-        res.on("error", reject);
+        res.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e, false)));
       },
     );
-    req.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e)));
-    req.setTimeout(30_000, () => req.destroy(new HallmarkError("unavailable", "the server did not answer in 30 s")));
+    req.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e, req.reusedSocket && !answered)));
+    req.setTimeout(ANSWER_TIMEOUT_MS, () => req.destroy(new ConnectionFailure(`no answer in ${ANSWER_TIMEOUT_MS / 1000} s`)));
     const send = () => {
       if (payload) req.write(payload);
       req.end();
     };
-    if (!headersFor) return send();
-    req.once("socket", (socket) => {
-      headersFor(socket).then(
+    req.once("socket", (socket: Socket) => {
+      if (o.connectTimeoutMs !== undefined && !req.reusedSocket) bound(socket, o.connectTimeoutMs, req);
+      if (!o.headersFor) return;
+      o.headersFor(socket).then(
         (headers) => {
           for (const [name, value] of Object.entries(headers)) req.setHeader(name, value);
           send();
@@ -206,7 +243,17 @@ function sendJson(requester: Requester, method: string, body: unknown, headersFo
         (e: Error) => req.destroy(e),
       );
     });
+    if (!o.headersFor) send();
   });
+}
+
+/** A TCP connect and TLS handshake that take longer than `ms` fail the request (a port that accepts and never answers). */
+function bound(socket: Socket, ms: number, req: import("node:http").ClientRequest): void {
+  const timer = setTimeout(() => req.destroy(new ConnectionFailure(`no TLS handshake in ${ms / 1000} s`)), ms);
+  timer.unref();
+  const done = () => clearTimeout(timer);
+  socket.once("secureConnect", done);
+  socket.once("close", done);
 }
 
 export function checkServerSpiffeId(cert: PeerCertificate, expected: string | undefined): Error | undefined {
