@@ -6,19 +6,13 @@ import { attest, joinTokenProducer } from "../src/client/attest.js";
 import { newClientKey } from "../src/client/csr.js";
 import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
 import { rawSignRate } from "./hsm-raw.js";
-import { startBenchServer } from "./server-process.js";
+import { processCpuSeconds, startBenchServer } from "./server-process.js";
 import { closedLoop, openLoop, summary } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Entries added to the node for the second X.509 phase: issuance cost must not grow with them (issue 10). */
 const NODE_ENTRIES = Number(process.env.BENCH_NODE_ENTRIES ?? 10_000);
 const WORKLOAD_ID = "spiffe://example.org/bench/w";
-
-/** utime + stime of a process, from /proc (Linux), in seconds. */
-function processCpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
 
 /**
  * X.509- and JWT-SVID issuance over HTTPS with keep-alive from an mTLS-authenticated node,

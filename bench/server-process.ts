@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,10 +17,11 @@ export interface BenchServer {
 /**
  * `hallmark server` in a process of its own on a free loopback port (so the load generator and
  * the server do not share an event loop), its URL read from its "listening on" line. `nodeArgs`
- * go to node itself (BENCH_SERVER_NODE_ARGS, e.g. --cpu-prof).
+ * go to node itself (BENCH_SERVER_NODE_ARGS, e.g. --cpu-prof); `serverArgs` to `hallmark server`
+ * (e.g. --config FILE).
  */
-export async function startBenchServer(dataDir: string, nodeArgs: string[] = []): Promise<BenchServer> {
-  const server = spawn(process.execPath, [...nodeArgs, BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], {
+export async function startBenchServer(dataDir: string, nodeArgs: string[] = [], serverArgs: string[] = []): Promise<BenchServer> {
+  const server = spawn(process.execPath, [...nodeArgs, BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...serverArgs], {
     env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -43,4 +45,10 @@ export async function startBenchServer(dataDir: string, nodeArgs: string[] = [])
     await stop();
     throw e;
   }
+}
+
+/** utime + stime of a process, from /proc (Linux), in seconds. */
+export function processCpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }

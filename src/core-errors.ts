@@ -97,6 +97,8 @@ export const CORE_ERRORS = {
   file_unreadable: { status: 400, title: "A file named on the command line cannot be read" },
   svid_key_mismatch: { status: 400, title: "The private key does not belong to the SVID" },
   svid_unreadable: { status: 400, title: "The SVID or its key is not a PEM certificate or private key" },
+  // a DPoP key (--dpop-key) that is not a PEM private key of a type proofs are signed with (EC, Ed25519)
+  dpop_key_unreadable: { status: 400, title: "The DPoP key is not a usable PEM private key" },
   // start-up: the data directory and the datastore in it (named, with the reason, in the message)
   data_dir_in_use: { status: 409, title: "The data directory is in use by another server" },
   datastore_open_failed: { status: 503, title: "The datastore cannot be opened" },

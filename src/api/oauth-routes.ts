@@ -127,7 +127,7 @@ export const OAUTH_ROUTES = {
     responses: {
       200: {
         description: "The token response (RFC 8693 §2.2.1); scope is always present",
-        body: z.object({ access_token: z.string(), issued_token_type: z.string(), token_type: z.enum(["DPoP", "Bearer"]), expires_in: z.number().int(), scope: z.string() }),
+        body: z.object({ access_token: z.string(), issued_token_type: z.string(), token_type: z.enum(["DPoP", "Bearer"]), expires_in: z.number().int(), scope: z.string(), log_index: z.number().int() }),
       },
     },
     errors: [

@@ -4,12 +4,11 @@ import type { AuditVerification } from "../audit/log.js";
 import { verifyStoredAuditChain } from "../audit/stored-chain.js";
 import { writeFileAtomic } from "../client/files.js";
 import { type ApiResponse, adminRequest, expectOk } from "../client/http.js";
-import { parseDurationSeconds } from "../config/duration.js";
 import { databasePath } from "../config/server.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
 import { readInputText } from "../input-file.js";
 import { CA_KEY_KINDS } from "../service/ports.js";
-import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
+import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, seconds, stringList } from "./args.js";
 
 const DATA_DIR: FlagSpec = {
   type: "string",
@@ -77,12 +76,6 @@ function adminSocketError(e: unknown, socket: string): unknown {
 function print(v: Record<string, unknown>, json: unknown, text: () => string): number {
   console.log(v.json ? JSON.stringify(json, null, 2) : text());
   return 0;
-}
-
-function seconds(value: string, flag: string): number {
-  const s = parseDurationSeconds(value);
-  if (s === undefined) throw new UsageError(`--${flag}: '${value}' is not a duration (e.g. 90s, 10m, 1h)`);
-  return s;
 }
 
 interface EntryJson {

@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { parseDurationSeconds } from "../config/duration.js";
 
 /** A usage error: exit code 2 and one line, as scripts expect. */
 export class UsageError extends Error {
@@ -82,4 +83,11 @@ export function optionalString(values: Record<string, unknown>, name: string): s
 export function stringList(values: Record<string, unknown>, name: string): string[] {
   const v = values[name];
   return Array.isArray(v) ? v.map(String) : typeof v === "string" ? [v] : [];
+}
+
+/** A duration flag's value (90s, 10m, 1h) in seconds; anything else is a usage error naming the flag. */
+export function seconds(value: string, flag: string): number {
+  const s = parseDurationSeconds(value);
+  if (s === undefined) throw new UsageError(`--${flag}: '${value}' is not a duration (e.g. 90s, 10m, 1h)`);
+  return s;
 }

@@ -1,16 +1,18 @@
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { attest } from "../client/attest.js";
 import { writeFederatedBundles, writeFileAtomic, writeSvidFiles } from "../client/files.js";
+import { DpopKey } from "../client/dpop-key.js";
 import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, type ProducerOptions, createProducer } from "../client/producers.js";
 import { ServerList, type ServerListOptions, splitServerUrls } from "../client/server-list.js";
+import { SUBJECT_TOKEN_TYPE_NAMES, exchangeToken } from "../client/token-exchange.js";
 import { TrustBundle } from "../client/trust-bundle.js";
 import { HallmarkError } from "../errors.js";
 import { readInputFile, readInputText } from "../input-file.js";
 import { pemBlocks } from "../pki/pem.js";
-import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, stringList } from "./args.js";
+import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, seconds, stringList } from "./args.js";
 
 export const SERVER_OPTIONS: OptionSpec = {
   server: {
@@ -33,6 +35,12 @@ const NODE_OPTIONS: OptionSpec = {
   ...SERVER_OPTIONS,
   svid: { type: "string", value: "FILE", required: true, description: "the node's SVID, the svid.pem attest or renew wrote" },
   key: { type: "string", value: "FILE", required: true, description: "the node's private key, the svid.key written with that svid.pem" },
+};
+/** The agent's own credentials, for the OAuth endpoints: a workload SVID, not the node's. */
+const WORKLOAD_SVID_OPTIONS: OptionSpec = {
+  ...SERVER_OPTIONS,
+  svid: { ...NODE_OPTIONS.svid!, description: "the agent's workload X509-SVID, the svid.pem 'workload fetch x509 --out' wrote (mutual TLS client authentication)" },
+  key: { ...NODE_OPTIONS.key!, description: "its private key, the svid.key written with that svid.pem" },
 };
 const WORKLOAD_ID: FlagSpec = { type: "string", value: "ID", description: "which entry's SPIFFE ID, when the node is entitled to several" };
 
@@ -114,6 +122,89 @@ export function producerOptions(v: Record<string, unknown>): ProducerOptions {
     vcek: vcekFile ? readInputFile(vcekFile, "--vcek") : undefined,
   };
 }
+
+/** A token from a file (a person's token, a JWT-SVID): one line, surrounding whitespace dropped. */
+function readTokenFile(path: string, flag: string): string {
+  const token = readInputText(path, flag).trim();
+  if (token.length === 0 || /\s/.test(token)) throw new HallmarkError("file_unreadable", `${flag}: ${path} does not hold one token (empty, or more than one line)`);
+  return token;
+}
+
+/** --dpop-key FILE (a key kept from before), or a fresh key saved to --dpop-key-out FILE (0600) before it is used. */
+async function dpopKeyOf(v: Record<string, unknown>): Promise<DpopKey> {
+  const [keyFile, outFile] = [optionalString(v, "dpop-key"), optionalString(v, "dpop-key-out")];
+  if (keyFile !== undefined && outFile !== undefined) throw new UsageError("give --dpop-key FILE or --dpop-key-out FILE, not both");
+  if (keyFile !== undefined) return DpopKey.fromPem(readInputFile(keyFile, "--dpop-key"), `--dpop-key ${keyFile}`);
+  if (outFile === undefined) {
+    throw new UsageError("give --dpop-key FILE (a key you hold) or --dpop-key-out FILE (a new key is saved there): the token is bound to that key and useless without it");
+  }
+  if (existsSync(outFile)) throw new UsageError(`--dpop-key-out ${outFile} exists: the tokens bound to it would be stranded (use --dpop-key ${outFile} to reuse it)`);
+  const { key, pem } = await DpopKey.generate();
+  writeFileAtomic(outFile, pem, 0o600);
+  return key;
+}
+
+const tokenExchangeCommand: Command = {
+  name: "token exchange",
+  summary: "exchange a person's token for an access token the agent holds for them (RFC 8693), bound to a DPoP key",
+  options: {
+    ...WORKLOAD_SVID_OPTIONS,
+    "subject-token": { type: "string", value: "FILE", required: true, description: "the person's token (from the identity provider, or an access token of this server for a chain)" },
+    "subject-token-type": {
+      type: "string",
+      value: "TYPE",
+      description: `what the subject token is: ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}`,
+      default: "jwt",
+    },
+    "actor-token": { type: "string", value: "FILE", description: "the agent's JWT-SVID (audience: the server's issuer); its subject must be the --svid's" },
+    scope: { type: "string", multiple: true, value: "SCOPES", required: true, description: "the scope to ask for, space-separated" },
+    audience: { type: "string", multiple: true, value: "AUD", required: true, description: "an audience the token is for" },
+    resource: { type: "string", multiple: true, value: "URI", description: "a resource the token is for, an absolute URI (RFC 8707)" },
+    ttl: { type: "string", value: "DURATION", description: "how long the token should live (90s, 10m; at most the delegation's max TTL)", default: "the server's delegation.accessTokenTtl, within the delegation and the subject token's exp" },
+    "dpop-key": { type: "string", value: "FILE", description: "the DPoP private key the token is bound to, PEM PKCS#8 (EC P-256, P-384, P-521 or Ed25519)" },
+    "dpop-key-out": { type: "string", value: "FILE", description: "make a new EC P-256 DPoP key and save it here (0600, PEM PKCS#8); the file must not exist" },
+    json: { type: "boolean", description: "print the whole token response (access_token, issued_token_type, token_type, expires_in, scope) as JSON" },
+  },
+  notes: () => [
+    "The endpoints come from the server's metadata (/.well-known/oauth-authorization-server). The agent authenticates",
+    "with --svid over mutual TLS and signs a DPoP proof with the DPoP key; it must present the token with proofs",
+    "from the same key (Authorization: DPoP <token>, DPoP: <proof>). Without --json, only the access token is printed.",
+  ],
+  async run(v) {
+    const server = serverList(v);
+    const typeName = optionalString(v, "subject-token-type") ?? "jwt";
+    if (!(typeName in SUBJECT_TOKEN_TYPE_NAMES)) {
+      throw new UsageError(`--subject-token-type must be one of ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}, not '${typeName}'`);
+    }
+    const ttlFlag = optionalString(v, "ttl");
+    const ttl = ttlFlag === undefined ? undefined : seconds(ttlFlag, "ttl");
+    const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
+    const certPem = readInputText(svid, "--svid");
+    const keyPem = readInputText(key, "--key");
+    const trustBundlePem = readTrustBundle(bundle);
+    checkSvidKeyPair(certPem, keyPem, { svid: `--svid ${svid}`, key: `--key ${key}` });
+    const subjectToken = readTokenFile(requireString(v, "subject-token"), "--subject-token");
+    const actorFile = optionalString(v, "actor-token");
+    const actorToken = actorFile === undefined ? undefined : readTokenFile(actorFile, "--actor-token");
+    const dpopKey = await dpopKeyOf(v);
+    const answer = await exchangeToken({
+      server,
+      trustBundlePem,
+      serverId: optionalString(v, "server-id"),
+      svid: { certPem, keyPem },
+      subjectToken,
+      subjectTokenType: typeName,
+      actorToken,
+      scope: stringList(v, "scope").join(" "),
+      audience: stringList(v, "audience"),
+      resource: stringList(v, "resource"),
+      expiresIn: ttl,
+      dpopKey,
+    });
+    console.log(v.json ? JSON.stringify(answer, null, 2) : answer.access_token);
+    return 0;
+  },
+};
 
 export const clientCommands: Command[] = [
   {
@@ -221,6 +312,7 @@ export const clientCommands: Command[] = [
       }
     },
   },
+  tokenExchangeCommand,
 ];
 
 function writeSvidFilesJwt(dir: string, token: string): void {

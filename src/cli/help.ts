@@ -2,7 +2,7 @@ import { type Command, type FlagSpec, HELP_FLAG } from "./args.js";
 
 /** What each group of subcommands is about, for `hallmark GROUP --help` and the top help. */
 const GROUP_SUMMARIES: Record<string, string> = {
-  token: "join tokens for bootstrapping nodes",
+  token: "join tokens for bootstrapping nodes (create); access tokens for agents acting for people (exchange)",
   entry: "registration entries: which SPIFFE IDs a node may fetch for its workloads",
   node: "attested nodes: list, evict, ban",
   delegation: "delegations: which agents may act for which people, within which scopes and audiences",

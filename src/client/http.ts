@@ -6,7 +6,7 @@ import type { PeerCertificate } from "node:tls";
 import { HallmarkError } from "../errors.js";
 import { SpiffeId } from "../spiffe/id.js";
 import { type NodeProofKey, NodeProofAgent } from "./node-proof-agent.js";
-import { ConnectionFailure, ServerList, type ServerTarget } from "./server-list.js";
+import { ConnectionFailure, type ServerEndpoint, ServerList, type ServerTarget } from "./server-list.js";
 
 /**
  * A small JSON-over-HTTP(S) client for Hallmark's API, with the server authenticated the SPIFFE
@@ -35,6 +35,14 @@ export interface ServerTls {
 export interface ApiResponse {
   status: number;
   body: unknown;
+  /** The response's headers (DPoP-Nonce, WWW-Authenticate…), names in lower case. */
+  headers: import("node:http").IncomingHttpHeaders;
+}
+
+/** A request body already encoded, with its media type (a form for OAuth, JSON for the rest). */
+export interface EncodedBody {
+  bytes: Buffer;
+  contentType: string;
 }
 
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -68,26 +76,42 @@ export class ApiClient {
     old.destroy();
   }
 
-  /**
-   * One request, to the server that answered last or, when it cannot be reached, to the next. A
-   * new connection (to any of them) authenticates anew: the server's SPIFFE ID is checked, and a
-   * node proof is made for it.
-   */
   request(method: string, path: string, body?: unknown): Promise<ApiResponse> {
-    return this.servers.send((server) => {
-      const url = new URL(path, server.origin);
-      const agent = this.agent;
-      return sendJson(
-        // The Host header (and from it the TLS server name) is the host as configured, not the address.
-        (opts, cb) => httpsRequest(url, { ...opts, headers: { ...opts.headers, host: server.host }, agent }, cb),
-        method,
-        body,
-        {
-          connectTimeoutMs: this.tls.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
-          headersFor: agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
-        },
-      );
-    });
+    return this.send(method, path, jsonBody(body));
+  }
+
+  /**
+   * One request, with an encoded body and headers of the caller's (an OAuth form with its DPoP
+   * proof), to the server that answered last or, when it cannot be reached, to the next (see
+   * ServerList). `path` may be an absolute URL (an endpoint from discovery): one on a listed
+   * server goes to whichever replica answers; another is asked directly. Either way a new
+   * connection authenticates the server anew (its certificate and SPIFFE ID, whatever its host
+   * name) and, for a node with a TPM-resident key, carries a new proof.
+   */
+  send(method: string, path: string, body?: EncodedBody, headers: Record<string, string> = {}): Promise<ApiResponse> {
+    const absolute = /^[A-Za-z][A-Za-z0-9+.-]*:/.test(path) ? new URL(path) : undefined;
+    if (absolute && absolute.protocol !== "https:") return Promise.reject(new HallmarkError("invalid_request", `${absolute.origin} is not https://`));
+    const target = absolute ? `${absolute.pathname}${absolute.search}` : path;
+    if (absolute && !this.servers.lists(absolute)) {
+      return this.sendTo({ origin: new URL(absolute.origin), host: absolute.host, label: absolute.origin }, method, target, body, headers);
+    }
+    return this.servers.send((server) => this.sendTo(server, method, target, body, headers));
+  }
+
+  private sendTo(server: ServerEndpoint, method: string, path: string, body: EncodedBody | undefined, headers: Record<string, string>): Promise<ApiResponse> {
+    const url = new URL(path, server.origin);
+    const agent = this.agent;
+    return sendRequest(
+      // The Host header (and from it the TLS server name) is the host as configured, not the address.
+      (opts, cb) => httpsRequest(url, { ...opts, headers: { ...opts.headers, host: server.host }, agent }, cb),
+      method,
+      body,
+      {
+        extraHeaders: headers,
+        connectTimeoutMs: this.tls.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+        headersFor: agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
+      },
+    );
   }
 
   close(): void {
@@ -170,7 +194,11 @@ function transportError(e: NodeJS.ErrnoException, keptAlive: boolean): HallmarkE
 
 /** Admin API over the server's local Unix socket. */
 export function adminRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-  return sendJson((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, body, {});
+  return sendRequest((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, jsonBody(body), {});
+}
+
+function jsonBody(body: unknown): EncodedBody | undefined {
+  return body === undefined ? undefined : { bytes: Buffer.from(JSON.stringify(body)), contentType: "application/json" };
 }
 
 type Requester = (
@@ -179,23 +207,30 @@ type Requester = (
 ) => import("node:http").ClientRequest;
 
 interface SendOptions {
+  /** Headers of the caller's (a DPoP proof). */
+  extraHeaders?: Record<string, string> | undefined;
   /** Over TLS: the time a new connection has to complete its handshake. */
   connectTimeoutMs?: number | undefined;
   /** Headers that depend on the connection the request was given (a node proof): the request is written only once they are known. */
   headersFor?: ((socket: Socket) => Promise<Record<string, string>>) | undefined;
 }
 
-/** One JSON request; a request that gets no answer fails with a ConnectionFailure (see transportError). */
-function sendJson(requester: Requester, method: string, body: unknown, o: SendOptions): Promise<ApiResponse> {
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+/**
+ * One request whose answer is read as JSON when it says it is; a request that gets no answer
+ * fails with a ConnectionFailure (see transportError).
+ */
+function sendRequest(requester: Requester, method: string, body: EncodedBody | undefined, o: SendOptions): Promise<ApiResponse> {
+  const payload = body?.bytes;
   return new Promise((resolve, reject) => {
     let answered = false;
     const req = requester(
       {
         method,
-        headers: payload
-          ? { "content-type": "application/json", "content-length": payload.length, accept: "application/json" }
-          : { accept: "application/json" },
+        headers: {
+          ...o.extraHeaders,
+          accept: "application/json",
+          ...(body ? { "content-type": body.contentType, "content-length": body.bytes.length } : {}),
+        },
       },
       (res) => {
         answered = true;
@@ -221,7 +256,7 @@ function sendJson(requester: Requester, method: string, body: unknown, o: SendOp
               parsed = text;
             }
           }
-          resolve({ status: res.statusCode ?? 0, body: parsed });
+          resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
         });
         res.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e, false)));
       },
@@ -274,7 +309,7 @@ function isHallmarkServerId(uri: string): boolean {
 }
 
 /** Turns a problem+json answer into a HallmarkError carrying the server's code. */
-export function expectOk(res: ApiResponse, ...okStatuses: number[]): unknown {
+export function expectOk(res: Pick<ApiResponse, "status" | "body">, ...okStatuses: number[]): unknown {
   if ((okStatuses.length ? okStatuses : [200, 201, 204]).includes(res.status)) return res.body;
   const p = res.body as { code?: string; detail?: string; title?: string } | string;
   if (typeof p === "object" && p && typeof p.code === "string") {

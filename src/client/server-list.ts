@@ -102,6 +102,11 @@ export class ServerList {
     return new ServerList(typeof target === "string" ? splitServerUrls(target) : target, o);
   }
 
+  /** Whether `url` is on one of the listed servers (an endpoint from discovery may be): then any replica serves it. */
+  lists(url: URL): boolean {
+    return this.urls.some((u) => u.origin === url.origin);
+  }
+
   /** The URLs for messages: "https://a:8443, https://b:8443". */
   toString(): string {
     return this.urls.map((u) => u.origin).join(", ");

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet, type JWTPayload } from "jose";
 import type { AuditLog } from "../audit/log.js";
 import { isHallmarkError } from "../errors.js";
+import { type Logged, logIndexOf } from "../service/logged.js";
 import { AUDIT_EVENTS } from "../service/audit-events.js";
 import type { Clock } from "../service/clock.js";
 import type { AccessTokenSigner, DelegationLookup } from "../service/ports.js";
@@ -44,7 +45,7 @@ export interface IssueAccessToken {
   auditDetails?: Record<string, unknown> | undefined;
 }
 
-export interface IssuedAccessToken {
+export interface IssuedAccessToken extends Logged {
   token: string;
   jti: string;
   kid: string;
@@ -107,7 +108,7 @@ export class AccessTokenService {
       issuedAt: r.now,
       expiresAt: minted.expiresAt,
     });
-    await this.d.audit.append({
+    const record = await this.d.audit.append({
       time: r.now,
       event: AUDIT_EVENTS.issueAccessToken,
       outcome: "success",
@@ -127,7 +128,7 @@ export class AccessTokenService {
         ...r.auditDetails,
       },
     });
-    return { token: minted.token, jti: minted.jti, kid: minted.kid, expiresAt: minted.expiresAt };
+    return { token: minted.token, jti: minted.jti, kid: minted.kid, expiresAt: minted.expiresAt, logIndex: logIndexOf(record) };
   }
 
   /** The token when it is active at `now`, else undefined (never throws for a bad token). */

@@ -43,6 +43,10 @@ export const OAUTH_ERRORS = {
   // Administration of delegations
   delegation_invalid: { status: 400, title: "The delegation is not valid" },
   delegation_not_found: { status: 404, title: "No such delegation" },
+  // The client side (src/client/token-exchange.ts): what an agent reports about an authorization
+  // server; never answered by Hallmark's own endpoints.
+  oauth_metadata_invalid: { status: 502, title: "The authorization server's metadata (RFC 8414) is not for the issuer asked, or names no https token endpoint" },
+  oauth_refused: { status: 400, title: "The authorization server refused the request without a Hallmark code (its OAuth error is in the message)" },
 } as const satisfies ErrorTable;
 
 export type OAuthErrorCode = keyof typeof OAUTH_ERRORS;
@@ -77,6 +81,8 @@ export const OAUTH_ERROR_OF: Readonly<Record<OAuthErrorCode, string>> = {
   token_not_issued_to_client: "unauthorized_client",
   delegation_invalid: "invalid_request",
   delegation_not_found: "invalid_request",
+  oauth_metadata_invalid: "server_error",
+  oauth_refused: "invalid_request",
 };
 
 export const oauthError = errorFactory(OAUTH_ERRORS);

@@ -67,6 +67,8 @@ export interface TokenExchangeResponse {
   token_type: "DPoP" | "Bearer";
   expires_in: number;
   scope: string;
+  /** The leaf of the exchange's audit record in the transparency log: its receipt is fetched by it. */
+  log_index: number;
 }
 
 /** What the audit record of an exchange says, gathered as the checks pass. */
@@ -170,6 +172,7 @@ export class TokenExchangeService {
       token_type: tokenType(proof),
       expires_in: Math.max(0, Math.floor((issued.expiresAt.getTime() - now.getTime()) / 1000)),
       scope: grant.scope.join(" "),
+      log_index: issued.logIndex,
     };
   }
 

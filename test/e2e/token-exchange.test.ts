@@ -167,6 +167,8 @@ describe("an agent exchanges a person's token (oauth4webapi, DPoP, tls_client_au
     const mine = records.filter((x) => x.serial === payload.jti);
     expect(mine.map((x) => [x.event, x.outcome])).toEqual([["issue_access_token", "success"]]);
     expect(mine[0]).toMatchObject({ actor: AGENT1, spiffeId: AGENT1 });
+    // The answer names that record's leaf in the transparency log (index = seq − 1).
+    expect((r as { log_index?: number }).log_index).toBe(mine[0]!.seq - 1);
     expect(mine[0]!.details).toMatchObject({
       subject: PERSON,
       subject_issuer: IDP_ISSUER,
