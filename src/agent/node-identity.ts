@@ -6,6 +6,7 @@ import type { EvidenceProducer } from "../attestors/types.js";
 import { attest } from "../client/attest.js";
 import { writeFileAtomic, writeSvidFiles } from "../client/files.js";
 import { NodeClient } from "../client/node.js";
+import { ServerList, type ServerTarget } from "../client/server-list.js";
 import { errorSpec } from "../error-codes.js";
 import { HallmarkError, isHallmarkError } from "../errors.js";
 import { SpiffeId } from "../spiffe/id.js";
@@ -13,7 +14,8 @@ import { Backoff, sleep } from "./backoff.js";
 import { agentError } from "./errors.js";
 
 export interface NodeIdentityOptions {
-  server: string;
+  /** The server, or its replicas: pass one ServerList so that attestation and node calls share which one answered last. */
+  server: ServerTarget;
   /** The SPIFFE ID the server's certificate must carry; any /hallmark/server when undefined. */
   serverId?: string | undefined;
   /** The operator's --trust-bundle: used until the data directory holds the bundle the server last sent. */
@@ -92,9 +94,12 @@ export class NodeIdentity {
   readonly failed: Promise<HallmarkError>;
   private renewing: Promise<void> | undefined;
   private readonly clock: () => Date;
+  /** One list for every call, attestation included: the replica that answered last is tried first. */
+  private readonly servers: ServerList;
 
   private constructor(private readonly o: NodeIdentityOptions) {
     this.clock = o.clock ?? (() => new Date());
+    this.servers = ServerList.from(o.server);
     this.failed = new Promise((resolve) => (this.settleFailed = resolve));
   }
 
@@ -205,7 +210,7 @@ export class NodeIdentity {
       throw isHallmarkError(e) ? e : new HallmarkError("invalid_request", (e as Error).message);
     });
     const svid = await attest({
-      server: this.o.server,
+      server: this.servers,
       tls: { trustBundlePem: this.client_?.trustBundlePem ?? this.o.trustBundlePem, serverId: this.o.serverId },
       producer,
     }).catch((e: unknown) => {
@@ -253,7 +258,7 @@ export class NodeIdentity {
       "pem" in svid.key
         ? { certPem: svid.certPem, keyPem: svid.key.pem }
         : { nodeProof: { chainPem: svid.certPem, sign: this.o.residentKeySigner!(svid.key.tpmKeyFile) } };
-    this.client_ = new NodeClient(this.o.server, { ...credential, trustBundlePem: bundlePem, serverId: this.o.serverId }, join(this.o.dataDir, "bundle.pem"));
+    this.client_ = new NodeClient(this.servers, { ...credential, trustBundlePem: bundlePem, serverId: this.o.serverId }, join(this.o.dataDir, "bundle.pem"));
     old?.close();
   }
 

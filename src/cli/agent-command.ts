@@ -7,7 +7,7 @@ import { DEFAULT_WORKLOAD_SOCKET } from "../workload-api/endpoint.js";
 import type { WorkloadAttestor } from "../workload-api/ports.js";
 import type { Logger } from "pino";
 import { type Command, UsageError, optionalString, requireString } from "./args.js";
-import { ATTESTATION_OPTIONS, SERVER_OPTIONS, producerOptions, readTrustBundle, serverUrl } from "./client-commands.js";
+import { ATTESTATION_OPTIONS, SERVER_OPTIONS, producerOptions, readTrustBundle, serverList } from "./client-commands.js";
 
 const DEFAULT_DATA_DIR = "/var/lib/hallmark-agent";
 
@@ -54,7 +54,8 @@ export const agentCommand: Command = {
     "TPM-wrapped blob, and no svid.key): node calls use TLS 1.3 and a proof signed in the TPM per connection.",
   ],
   async run(v) {
-    const server = serverUrl(v);
+    const log = createLogger(optionalString(v, "log-level") ?? process.env.HALLMARK_AGENT_LOG_LEVEL ?? "info");
+    const servers = serverList(v, (failed, answeredBy) => log.warn({ failed, answeredBy }, "agent: a server could not be reached; another answered"));
     const trustBundlePem = readTrustBundle(requireString(v, "trust-bundle"));
     const dataDir = optionalString(v, "data-dir") ?? process.env.HALLMARK_AGENT_DATA_DIR ?? DEFAULT_DATA_DIR;
     // A restart needs no attestation flag: node.json says how this node attested.
@@ -65,11 +66,10 @@ export const agentCommand: Command = {
     const pollRaw = optionalString(v, "poll-interval") ?? "5s";
     const poll = parseDurationSeconds(pollRaw);
     if (poll === undefined || poll <= 0) throw new UsageError(`--poll-interval '${pollRaw}' is not a duration (e.g. 5s, 1m)`);
-    const log = createLogger(optionalString(v, "log-level") ?? process.env.HALLMARK_AGENT_LOG_LEVEL ?? "info");
     const workloadApi = await loadWorkloadApi(v["discover-workload-path"] === true, log);
     const agent = await runAgent(
       {
-        server,
+        server: servers,
         serverId: optionalString(v, "server-id"),
         trustBundlePem,
         dataDir,

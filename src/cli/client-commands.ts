@@ -6,6 +6,7 @@ import { DpopKey } from "../client/dpop-key.js";
 import { checkSvidKeyPair } from "../client/http.js";
 import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, type ProducerOptions, createProducer } from "../client/producers.js";
+import { ServerList, type ServerListOptions, splitServerUrls } from "../client/server-list.js";
 import { SUBJECT_TOKEN_TYPE_NAMES, exchangeToken } from "../client/token-exchange.js";
 import { TrustBundle } from "../client/trust-bundle.js";
 import { HallmarkError } from "../errors.js";
@@ -14,7 +15,12 @@ import { pemBlocks } from "../pki/pem.js";
 import { type Command, type FlagSpec, type OptionSpec, UsageError, optionalString, requireString, seconds, stringList } from "./args.js";
 
 export const SERVER_OPTIONS: OptionSpec = {
-  server: { type: "string", value: "URL", required: true, description: "the Hallmark server, https://HOST:PORT" },
+  server: {
+    type: "string",
+    value: "URL[,URL…]",
+    required: true,
+    description: "the Hallmark server, https://HOST:PORT; or its replicas, comma-separated (a name with several addresses counts as several): a server that cannot be reached is skipped for the next",
+  },
   "trust-bundle": { type: "string", value: "FILE", required: true, description: "PEM trust bundle the server's certificate must chain to ('hallmark bundle show', or bundle.pem from attest)" },
   "server-id": {
     type: "string",
@@ -38,18 +44,29 @@ const WORKLOAD_SVID_OPTIONS: OptionSpec = {
 };
 const WORKLOAD_ID: FlagSpec = { type: "string", value: "ID", description: "which entry's SPIFFE ID, when the node is entitled to several" };
 
-/** --server must be an https:// URL; a bare HOST:PORT is the usual slip, so say what was meant. */
-export function serverUrl(v: Record<string, unknown>): string {
-  const raw = requireString(v, "server");
-  if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(raw)) throw new UsageError(`--server '${raw}' has no scheme: did you mean https://${raw}?`);
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new UsageError(`--server '${raw}' is not a URL (e.g. https://127.0.0.1:8443)`);
+/**
+ * --server: one https:// URL or several, comma-separated, each checked (a bare HOST:PORT is the
+ * usual slip, so say what was meant). `onFailover` is told when a request had to skip a server.
+ */
+export function serverList(v: Record<string, unknown>, onFailover: ServerListOptions["onFailover"] = printFailover): ServerList {
+  const urls = splitServerUrls(requireString(v, "server"));
+  if (urls.length === 0) throw new UsageError("--server is required");
+  for (const raw of urls) {
+    if (!/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(raw)) throw new UsageError(`--server '${raw}' has no scheme: did you mean https://${raw}?`);
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new UsageError(`--server '${raw}' is not a URL (e.g. https://127.0.0.1:8443)`);
+    }
+    if (url.protocol !== "https:") throw new UsageError(`--server must be https:// (the API is served only over TLS): did you mean https://${url.host}?`);
   }
-  if (url.protocol !== "https:") throw new UsageError(`--server must be https:// (the API is served only over TLS): did you mean https://${url.host}?`);
-  return raw;
+  return new ServerList(urls, { onFailover });
+}
+
+/** One line on stderr when a command got its answer from another server than the first it tried. */
+function printFailover(failed: readonly string[], answeredBy: string): void {
+  console.error(`hallmark: warning: ${failed.join(", ")} failed; ${answeredBy} answered`);
 }
 
 /** The --trust-bundle file, refused up front when it holds no certificate (TLS would only say "unable to verify"). */
@@ -62,7 +79,7 @@ export function readTrustBundle(path: string): string {
 }
 
 function nodeClient(v: Record<string, unknown>): NodeClient {
-  const server = serverUrl(v);
+  const server = serverList(v);
   const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
   const certPem = readInputText(svid, "--svid");
   const keyPem = readInputText(key, "--key");
@@ -154,7 +171,7 @@ const tokenExchangeCommand: Command = {
     "from the same key (Authorization: DPoP <token>, DPoP: <proof>). Without --json, only the access token is printed.",
   ],
   async run(v) {
-    const server = serverUrl(v);
+    const server = serverList(v);
     const typeName = optionalString(v, "subject-token-type") ?? "jwt";
     if (!(typeName in SUBJECT_TOKEN_TYPE_NAMES)) {
       throw new UsageError(`--subject-token-type must be one of ${Object.keys(SUBJECT_TOKEN_TYPE_NAMES).join(", ")}, not '${typeName}'`);
@@ -205,7 +222,7 @@ export const clientCommands: Command[] = [
       json: JSON_FLAG,
     },
     async run(v) {
-      const server = serverUrl(v);
+      const server = serverList(v);
       const out = requireString(v, "out");
       const bundlePath = optionalString(v, "trust-bundle");
       const chosen = producerOptions(v);

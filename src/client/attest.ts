@@ -2,6 +2,7 @@ import type { EvidenceProducer, JsonObject } from "../attestors/types.js";
 import { HallmarkError } from "../errors.js";
 import { type ClientKeyType, newClientKey } from "./csr.js";
 import { ApiClient, expectOk, type ServerTls } from "./http.js";
+import type { ServerTarget } from "./server-list.js";
 
 export interface SvidFiles {
   spiffeId: string;
@@ -35,12 +36,13 @@ const MAX_ROUNDS = 4;
  * SVID, its key and the bundle.
  */
 export async function attest(opts: {
-  server: string;
+  /** One server or several replicas: the session, evidence and answers go wherever is reachable (replicas share the session). */
+  server: ServerTarget;
   tls: ServerTls;
   producer: EvidenceProducer;
   keyType?: ClientKeyType;
 }): Promise<SvidFiles> {
-  const client = new ApiClient(new URL(opts.server), opts.tls);
+  const client = new ApiClient(opts.server, opts.tls);
   try {
     const key = opts.producer.key ? await opts.producer.key() : await newClientKey(opts.keyType);
     const session = expectOk(await client.request("POST", "/v1/attest/sessions", { attestor: opts.producer.type })) as {

@@ -6,6 +6,7 @@ import type { PeerCertificate } from "node:tls";
 import { HallmarkError } from "../errors.js";
 import { SpiffeId } from "../spiffe/id.js";
 import { type NodeProofKey, NodeProofAgent } from "./node-proof-agent.js";
+import { ConnectionFailure, type ServerEndpoint, ServerList, type ServerTarget } from "./server-list.js";
 
 /**
  * A small JSON-over-HTTP(S) client for Hallmark's API, with the server authenticated the SPIFFE
@@ -27,6 +28,8 @@ export interface ServerTls {
   nodeProof?: NodeProofKey | undefined;
   /** Connections kept open to the server (default 64). */
   maxSockets?: number | undefined;
+  /** How long a new connection may take to complete its TLS handshake before the next server is tried (default 5 s). */
+  connectTimeoutMs?: number | undefined;
 }
 
 export interface ApiResponse {
@@ -43,15 +46,21 @@ export interface EncodedBody {
 }
 
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+/** A new connection that has not finished its TLS handshake by then is a server that is not there (a black hole, a hung process). */
+export const CONNECT_TIMEOUT_MS = 5_000;
+/** An answer that has not come by then: the server is hung (the request goes to the next server, if any). */
+const ANSWER_TIMEOUT_MS = 30_000;
 
 export class ApiClient {
   private agent: Agent;
+  private readonly servers: ServerList;
 
   constructor(
-    private readonly baseUrl: URL,
+    /** One server, or several replicas (see ServerList: failover on connection errors). */
+    servers: ServerTarget,
     private tls: ServerTls,
   ) {
-    if (baseUrl.protocol !== "https:") throw new HallmarkError("invalid_request", "the server URL must be https://");
+    this.servers = ServerList.from(servers);
     if (tls.certPem !== undefined && tls.keyPem !== undefined) checkSvidKeyPair(tls.certPem, tls.keyPem);
     this.agent = newAgent(tls);
   }
@@ -72,20 +81,36 @@ export class ApiClient {
   }
 
   /**
-   * One request with an encoded body and headers of the caller's (an OAuth form with its DPoP
-   * proof). `path` may be an absolute URL (an endpoint from discovery): the server is
-   * authenticated the same way whatever its host name.
+   * One request, with an encoded body and headers of the caller's (an OAuth form with its DPoP
+   * proof), to the server that answered last or, when it cannot be reached, to the next (see
+   * ServerList). `path` may be an absolute URL (an endpoint from discovery): one on a listed
+   * server goes to whichever replica answers; another is asked directly. Either way a new
+   * connection authenticates the server anew (its certificate and SPIFFE ID, whatever its host
+   * name) and, for a node with a TPM-resident key, carries a new proof.
    */
   send(method: string, path: string, body?: EncodedBody, headers: Record<string, string> = {}): Promise<ApiResponse> {
-    const url = new URL(path, this.baseUrl);
-    if (url.protocol !== "https:") return Promise.reject(new HallmarkError("invalid_request", `${url.origin} is not https://`));
+    const absolute = /^[A-Za-z][A-Za-z0-9+.-]*:/.test(path) ? new URL(path) : undefined;
+    if (absolute && absolute.protocol !== "https:") return Promise.reject(new HallmarkError("invalid_request", `${absolute.origin} is not https://`));
+    const target = absolute ? `${absolute.pathname}${absolute.search}` : path;
+    if (absolute && !this.servers.lists(absolute)) {
+      return this.sendTo({ origin: new URL(absolute.origin), host: absolute.host, label: absolute.origin }, method, target, body, headers);
+    }
+    return this.servers.send((server) => this.sendTo(server, method, target, body, headers));
+  }
+
+  private sendTo(server: ServerEndpoint, method: string, path: string, body: EncodedBody | undefined, headers: Record<string, string>): Promise<ApiResponse> {
+    const url = new URL(path, server.origin);
     const agent = this.agent;
     return sendRequest(
-      (opts, cb) => httpsRequest(url, { ...opts, agent }, cb),
+      // The Host header (and from it the TLS server name) is the host as configured, not the address.
+      (opts, cb) => httpsRequest(url, { ...opts, headers: { ...opts.headers, host: server.host }, agent }, cb),
       method,
       body,
-      headers,
-      agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
+      {
+        extraHeaders: headers,
+        connectTimeoutMs: this.tls.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+        headersFor: agent instanceof NodeProofAgent ? (socket) => agent.headersFor(socket) : undefined,
+      },
     );
   }
 
@@ -144,8 +169,13 @@ const TRUST_FAILURES = new Set([
   "CERT_UNTRUSTED",
 ]);
 
-/** A transport error in words: a trust failure names its likely cause and the fix. */
-function transportError(e: NodeJS.ErrnoException): HallmarkError {
+/**
+ * A transport error in words. A trust failure names its likely cause and the fix, and is final;
+ * a TLS alert is the server refusing the handshake, also final; anything else is the way to the
+ * server failing (a ConnectionFailure: the next server may be tried). `keptAlive`: it happened on
+ * a reused connection before any answer.
+ */
+function transportError(e: NodeJS.ErrnoException, keptAlive: boolean): HallmarkError {
   if (e instanceof HallmarkError) return e;
   if (e.code && TRUST_FAILURES.has(e.code)) {
     return new HallmarkError(
@@ -156,12 +186,15 @@ function transportError(e: NodeJS.ErrnoException): HallmarkError {
     );
   }
   if (/does not carry/.test(e.message)) return new HallmarkError("server_untrusted", e.message, { cause: e });
-  return new HallmarkError("unavailable", `cannot reach the server: ${e.code ?? e.message}`, { cause: e });
+  if (e.code && /^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/.test(e.code)) {
+    return new HallmarkError("unavailable", `the server refused the TLS handshake (${e.code})`, { cause: e });
+  }
+  return new ConnectionFailure(e.code ?? e.message, keptAlive && (e.code === "ECONNRESET" || e.code === "EPIPE"), { cause: e });
 }
 
 /** Admin API over the server's local Unix socket. */
 export function adminRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-  return sendRequest((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, jsonBody(body));
+  return sendRequest((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, jsonBody(body), {});
 }
 
 function jsonBody(body: unknown): EncodedBody | undefined {
@@ -173,30 +206,34 @@ type Requester = (
   cb: (res: import("node:http").IncomingMessage) => void,
 ) => import("node:http").ClientRequest;
 
+interface SendOptions {
+  /** Headers of the caller's (a DPoP proof). */
+  extraHeaders?: Record<string, string> | undefined;
+  /** Over TLS: the time a new connection has to complete its handshake. */
+  connectTimeoutMs?: number | undefined;
+  /** Headers that depend on the connection the request was given (a node proof): the request is written only once they are known. */
+  headersFor?: ((socket: Socket) => Promise<Record<string, string>>) | undefined;
+}
+
 /**
- * One request whose answer is read as JSON when it says it is. `headersFor` gives headers that
- * depend on the connection the request was given (a node proof): the request is written only
- * once they are known.
+ * One request whose answer is read as JSON when it says it is; a request that gets no answer
+ * fails with a ConnectionFailure (see transportError).
  */
-function sendRequest(
-  requester: Requester,
-  method: string,
-  body: EncodedBody | undefined,
-  extraHeaders: Record<string, string> = {},
-  headersFor?: (socket: Socket) => Promise<Record<string, string>>,
-): Promise<ApiResponse> {
+function sendRequest(requester: Requester, method: string, body: EncodedBody | undefined, o: SendOptions): Promise<ApiResponse> {
   const payload = body?.bytes;
   return new Promise((resolve, reject) => {
+    let answered = false;
     const req = requester(
       {
         method,
         headers: {
-          ...extraHeaders,
+          ...o.extraHeaders,
           accept: "application/json",
           ...(body ? { "content-type": body.contentType, "content-length": body.bytes.length } : {}),
         },
       },
       (res) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (c: Buffer) => {
@@ -208,6 +245,8 @@ function sendRequest(
           chunks.push(c);
         });
         res.on("end", () => {
+          // A connection lost mid-answer ends the response too: an incomplete answer is no answer.
+          if (!res.complete) return reject(new ConnectionFailure("the connection was lost during the answer"));
           const text = Buffer.concat(chunks).toString("utf8");
           let parsed: unknown = text;
           if (text.length > 0 && /json/.test(res.headers["content-type"] ?? "")) {
@@ -219,18 +258,19 @@ function sendRequest(
           }
           resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
         });
-        res.on("error", reject);
+        res.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e, false)));
       },
     );
-    req.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e)));
-    req.setTimeout(30_000, () => req.destroy(new HallmarkError("unavailable", "the server did not answer in 30 s")));
+    req.on("error", (e: NodeJS.ErrnoException) => reject(transportError(e, req.reusedSocket && !answered)));
+    req.setTimeout(ANSWER_TIMEOUT_MS, () => req.destroy(new ConnectionFailure(`no answer in ${ANSWER_TIMEOUT_MS / 1000} s`)));
     const send = () => {
       if (payload) req.write(payload);
       req.end();
     };
-    if (!headersFor) return send();
-    req.once("socket", (socket) => {
-      headersFor(socket).then(
+    req.once("socket", (socket: Socket) => {
+      if (o.connectTimeoutMs !== undefined && !req.reusedSocket) bound(socket, o.connectTimeoutMs, req);
+      if (!o.headersFor) return;
+      o.headersFor(socket).then(
         (headers) => {
           for (const [name, value] of Object.entries(headers)) req.setHeader(name, value);
           send();
@@ -238,7 +278,17 @@ function sendRequest(
         (e: Error) => req.destroy(e),
       );
     });
+    if (!o.headersFor) send();
   });
+}
+
+/** A TCP connect and TLS handshake that take longer than `ms` fail the request (a port that accepts and never answers). */
+function bound(socket: Socket, ms: number, req: import("node:http").ClientRequest): void {
+  const timer = setTimeout(() => req.destroy(new ConnectionFailure(`no TLS handshake in ${ms / 1000} s`)), ms);
+  timer.unref();
+  const done = () => clearTimeout(timer);
+  socket.once("secureConnect", done);
+  socket.once("close", done);
 }
 
 export function checkServerSpiffeId(cert: PeerCertificate, expected: string | undefined): Error | undefined {

@@ -5,6 +5,7 @@ import type { TLSSocket } from "node:tls";
 import { HallmarkError } from "../errors.js";
 import { NODE_PROOF_HEADER, NODE_SVID_HEADER, nodeProofMessage } from "../pki/channel-proof.js";
 import { pemBlocks } from "../pki/pem.js";
+import { ConnectionFailure } from "./server-list.js";
 
 /** A node key that cannot sign a TLS handshake (a TPM-resident key): node calls carry a channel-bound proof instead. */
 export interface NodeProofKey {
@@ -55,7 +56,7 @@ export class NodeProofAgent extends Agent {
           (e: Error) => reject(e instanceof HallmarkError ? e : new HallmarkError("unavailable", `the node proof could not be signed: ${e.message}`, { cause: e })),
         );
       });
-      socket.once("close", () => reject(new HallmarkError("unavailable", "the connection closed before its node proof was made")));
+      socket.once("close", () => reject(new ConnectionFailure("the connection closed before its node proof was made")));
     });
     // A socket that fails before any request awaits it must not leave an unhandled rejection behind.
     proof.catch(() => undefined);

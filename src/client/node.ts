@@ -1,6 +1,7 @@
 import { HallmarkError } from "../errors.js";
 import { newClientKey } from "./csr.js";
 import { ApiClient, expectOk, type ServerTls } from "./http.js";
+import type { ServerTarget } from "./server-list.js";
 import { TrustBundle } from "./trust-bundle.js";
 
 /** An entry as GET /v1/node/entries sends it (src/api/public-routes.ts, nodeEntry). */
@@ -43,13 +44,14 @@ export class NodeClient {
   private readonly trust: TrustBundle;
 
   constructor(
-    server: string,
+    /** One server or several replicas (src/client/server-list.ts). */
+    server: ServerTarget,
     /** The SVID as certPem and keyPem (mutual TLS), or as nodeProof (a key in hardware: channel-bound proofs). */
     tls: Required<Pick<ServerTls, "trustBundlePem">> & ServerTls,
     /** Rewritten whenever the server sends a newer bundle (see TrustBundle). */
     trustBundleFile?: string,
   ) {
-    this.api = new ApiClient(new URL(server), tls);
+    this.api = new ApiClient(server, tls);
     this.trust = new TrustBundle(tls.trustBundlePem, trustBundleFile);
   }
 

@@ -4,6 +4,7 @@ import { metadataPath } from "../oauth/metadata.js";
 import { TOKEN_EXCHANGE_GRANT, TOKEN_TYPES } from "../oauth/token-request.js";
 import { DpopKey, type DpopKeyInput } from "./dpop-key.js";
 import { ApiClient, type ApiResponse } from "./http.js";
+import { ServerList, type ServerTarget, splitServerUrls } from "./server-list.js";
 
 /**
  * The agent's side of token exchange (RFC 8693): it finds the token endpoint from the issuer's
@@ -37,8 +38,12 @@ export interface TokenExchangeRequest {
 }
 
 export interface TokenExchangeOptions extends TokenExchangeRequest {
-  /** The authorization server's issuer URL (delegation.issuer, by default the server's URL). */
-  server: string;
+  /**
+   * The authorization server's issuer URL (delegation.issuer, by default the server's URL); or
+   * several replicas (comma-separated, or a ServerList) of which the first URL is the issuer: its
+   * endpoints are reached on whichever replica answers.
+   */
+  server: ServerTarget;
   trustBundlePem: string;
   /** The SPIFFE ID the server's certificate must carry; default any …/hallmark/server. */
   serverId?: string | undefined;
@@ -87,8 +92,9 @@ export class TokenExchangeClient {
   ) {}
 
   static async discover(o: Pick<TokenExchangeOptions, "server" | "trustBundlePem" | "serverId" | "svid"> & { maxSockets?: number }): Promise<TokenExchangeClient> {
-    const issuer = withoutTrailingSlash(o.server);
-    const api = new ApiClient(new URL(issuer), {
+    const servers = ServerList.from(o.server);
+    const issuer = withoutTrailingSlash(typeof o.server === "string" ? splitServerUrls(o.server)[0]! : servers.urls[0]!.href);
+    const api = new ApiClient(servers, {
       trustBundlePem: o.trustBundlePem,
       serverId: o.serverId,
       maxSockets: o.maxSockets,
