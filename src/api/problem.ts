@@ -143,6 +143,14 @@ export function problemServerOptions(log: Logger): Pick<FastifyServerOptions, "f
       if (error.code === "ECONNRESET" || socket.destroyed || answered.has(socket)) return;
       answered.add(socket);
       const problem = problemFor(toHallmarkError(error));
+      if (problem.code === "internal") {
+        // Not a parser finding or a deadline we set: a connection-level failure (seen once under
+        // heavy load, code unknown). The client caused it and no request was read, so there is
+        // nothing to answer for, and a 500 would blame the server: close the connection, say why.
+        log.warn({ clientError: error.code ?? error.name, message: error.message }, "closed a connection on an unexpected client error");
+        socket.destroy();
+        return;
+      }
       log.info({ code: problem.code, parserError: error.code }, "request refused by the HTTP parser");
       // If a response is already on its way on this connection, a second one would corrupt it.
       const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
