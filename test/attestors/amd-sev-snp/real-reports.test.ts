@@ -49,7 +49,8 @@ describe("real SEV-SNP reports", () => {
     expect(codes.has("ok")).toBe(false);
     expect(codes.has("snp_signature_invalid")).toBe(true);
     expect(codes.has("snp_reserved_nonzero")).toBe(true);
-  });
+    // 6,528 full verifications (P-384 signature and the VCEK chain): seconds alone, more when CI is busy.
+  }, 180_000);
 
   it.skipIf(!haveSharedFixtures)("refuses a Milan VCEK for a Genoa report, a VLEK chain for a VCEK, truncation and unknown versions", () => {
     const genoa = sharedFixture("amd-sev-snp/genoa-v3-report.bin");
