@@ -62,9 +62,9 @@ export async function startTransparencyLog(o: {
 
   const integrator = startIntegrator(integration, INTEGRATION_POLL_SECONDS, log);
   o.audit.onAppend(() => integrator.wake());
-  let reader: TransparencyReader | undefined;
-  const witnesses = new WitnessCollector(o.config.transparency.witnesses, postToWitness, (first, second) => reader!.consistency(first, second), log);
-  reader = new TransparencyReader(store.transparency, store.audit, key, (cp) => witnesses.cosigned(cp));
+  // The collector proves from the reader, the reader serves the collector's cosignatures.
+  const witnesses: WitnessCollector = new WitnessCollector(o.config.transparency.witnesses, postToWitness, (first, second) => reader.consistency(first, second), log);
+  const reader: TransparencyReader = new TransparencyReader(store.transparency, store.audit, key, (cp) => witnesses.cosigned(cp));
   // Every tick: sign when the tree grew, then have the witnesses cosign the latest checkpoint
   // (signed here or by another replica), in the background.
   const collect = async () => {

@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { type Server, createServer } from "node:http";
-import { request as httpsRequest } from "node:https";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { adminRequest, expectOk } from "../../src/client/http.js";
-import { TILE_WIDTH, decodeEntryBundle, encodeEntryBundle } from "../../src/transparency/tiles.js";
+import { isHallmarkError } from "../../src/errors.js";
+import { parseVerifierKey } from "../../src/transparency/note.js";
+import { parseReceipt, verifyReceipt } from "../../src/transparency/receipt.js";
 import { type CliResult, runCli } from "../helpers/cli.js";
 import { buildGoTlogcheck, goTlogcheckMissing, runGoTlogcheck } from "../helpers/go-tlogcheck.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -96,7 +95,7 @@ describe("hallmark log: checkpoints, receipts and consistency against a live ser
   it("Go's tlog.CheckRecord and note.Open accept the receipts attest and fetch wrote, and refuse a tampered one", async (ctx) => {
     const missing = goTlogcheckMissing();
     if (missing) {
-      console.log(`skipped: ${missing}`);
+      console.warn(`[log-cli] skipped: ${missing}`);
       ctx.skip();
     }
     const proofs = ["node", "x509", "jwt"].map((d) => (JSON.parse(readFileSync(join(dir.path, d, "receipt.json"), "utf8")) as { tlog_proof: string }).tlog_proof);
@@ -110,13 +109,21 @@ describe("hallmark log: checkpoints, receipts and consistency against a live ser
 
   it("a receipt with any member modified is refused, each with its code; the tlog-proof text alone verifies", async () => {
     const original = JSON.parse(readFileSync(join(nodeDir, "receipt.json"), "utf8")) as Record<string, unknown>;
-    const file = join(dir.path, "bad.json");
+    // Each edit through the same parse-and-verify the CLI runs (one CLI run below shows the exit and line).
     const tryWith = async (edit: (r: Record<string, unknown>) => void, code: string) => {
       const r = structuredClone(original);
       edit(r);
-      writeFileSync(file, JSON.stringify(r));
-      refused(await runCli(["log", "verify-inclusion", "--receipt", file, "--key", logKey]), code);
+      let thrown: unknown;
+      try {
+        verifyReceipt(parseReceipt(JSON.stringify(r)), { logKey: parseVerifierKey(logKey), witnesses: [], witnessesNeeded: 0 });
+      } catch (e) {
+        thrown = e;
+      }
+      expect(isHallmarkError(thrown) && thrown.code).toBe(code);
     };
+    const file = join(dir.path, "bad.json");
+    writeFileSync(file, JSON.stringify({ ...original, index: (original.index as number) + 1 }));
+    refused(await runCli(["log", "verify-inclusion", "--receipt", file, "--key", logKey]), "tlog_receipt_malformed");
     const proofOnly = (edit: (r: Record<string, unknown>) => void) => (r: Record<string, unknown>) => {
       delete r.tlog_proof;
       edit(r);
@@ -143,9 +150,6 @@ describe("hallmark log: checkpoints, receipts and consistency against a live ser
     ok(await runCli(["log", "verify-inclusion", "--receipt", proofFile, "--key", logKey]));
     writeFileSync(proofFile, (original.tlog_proof as string).replace(/^extra (.*)$/m, (_m, e: string) => `extra ${flip(e)}`));
     refused(await runCli(["log", "verify-inclusion", "--receipt", proofFile, "--key", logKey]), "tlog_proof_invalid");
-    // Another log's key: the checkpoint is not signed by it.
-    const other = logKey.replace(/\+[0-9a-f]{8}\+.*/, "+00000000+AQ" + "A".repeat(42) + "=");
-    expect((await runCli(["log", "verify-inclusion", "--receipt", join(nodeDir, "receipt.json"), "--key", other])).code).toBe(1);
   });
 
   it("verify-consistency accepts the current tree against a kept checkpoint and refuses a forged one", async () => {
@@ -175,87 +179,3 @@ describe("hallmark log: checkpoints, receipts and consistency against a live ser
   });
 });
 
-describe("hallmark log monitor", () => {
-  const monitor = (state: string, server = srv()) => runCli(["log", "monitor", ...server, "--key", logKey, "--state", state, "--once"]);
-
-  it("prints every leaf once, then only the new ones, checking each checkpoint extends the last", async () => {
-    const state = join(dir.path, "monitor.json");
-    const first = ok(await monitor(state));
-    const firstLines = first.stdout.trim().split("\n");
-    const size1 = (JSON.parse(readFileSync(state, "utf8")) as { treeSize: number }).treeSize;
-    expect(firstLines).toHaveLength(size1);
-    expect(firstLines.map((l) => Number(l.split(" ")[0]))).toEqual(Array.from({ length: size1 }, (_, i) => i));
-    await attestNode("spiffe://example.org/node/cli-monitor", join(dir.path, "node-monitor"));
-    const second = ok(await monitor(state));
-    const lines = second.stdout.trim().split("\n");
-    const size2 = (JSON.parse(readFileSync(state, "utf8")) as { treeSize: number }).treeSize;
-    expect(size2).toBeGreaterThan(size1);
-    expect(lines).toHaveLength(size2 - size1);
-    expect(Number(lines[0]!.split(" ")[0])).toBe(size1);
-    expect(lines.some((l) => / attest success spiffe:\/\/example\.org\/node\/cli-monitor [0-9a-f]+$/.test(l))).toBe(true);
-  });
-
-  describe("through a mirror that tampers with the entries", () => {
-    let mirror: Server;
-    let mode: "removed" | "reordered" | "edited" | "none" = "none";
-    let mirrorUrl: string;
-
-    beforeAll(async () => {
-      // A plain-HTTP mirror of the read API (allowed: everything is checked against the log key),
-      // changing the first entry bundle as `mode` says.
-      const ca = readFileSync(bundleFile, "utf8");
-      mirror = createServer((req, res) => {
-        const up = httpsRequest(`${server.url}${req.url}`, { ca, checkServerIdentity: () => undefined }, (u) => {
-          const chunks: Buffer[] = [];
-          u.on("data", (c: Buffer) => chunks.push(c));
-          u.on("end", () => {
-            let body = Buffer.concat(chunks);
-            const m = /^\/log\/tile\/entries\/000(?:\.p\/(\d+))?$/.exec(req.url ?? "");
-            if (m && u.statusCode === 200 && mode !== "none") {
-              const entries = decodeEntryBundle(body, m[1] ? Number(m[1]) : TILE_WIDTH);
-              if (mode === "removed") entries.splice(3, 1);
-              if (mode === "reordered") [entries[3], entries[4]] = [entries[4]!, entries[3]!];
-              if (mode === "edited") entries[3] = Buffer.from(entries[3]!.toString().replace(/"time":"(\d{4})/, (_x, y: string) => `"time":"${Number(y) - 1}`));
-              body = encodeEntryBundle(entries);
-            }
-            res.writeHead(u.statusCode ?? 502, { "content-type": u.headers["content-type"] ?? "application/octet-stream" });
-            res.end(body);
-          });
-        });
-        up.on("error", () => res.writeHead(502).end());
-        up.end();
-      });
-      await new Promise<void>((r) => mirror.listen(0, "127.0.0.1", r));
-      mirrorUrl = `http://127.0.0.1:${(mirror.address() as AddressInfo).port}`;
-    });
-    afterAll(async () => {
-      await new Promise<void>((r) => mirror?.close(() => r()));
-    });
-
-    it("an honest mirror is followed like the server", async () => {
-      mode = "none";
-      ok(await monitor(join(dir.path, "mirror-ok.json"), ["--server", mirrorUrl]));
-    });
-
-    it.each([
-      ["removed", "tlog_tile_invalid"],
-      ["reordered", "tlog_entries_invalid"],
-      ["edited", "tlog_entries_invalid"],
-    ] as const)("a %s leaf is refused (%s) and no state is written", async (m, code) => {
-      mode = m;
-      const state = join(dir.path, `mirror-${m}.json`);
-      refused(await monitor(state, ["--server", mirrorUrl]), code);
-      expect(existsSync(state)).toBe(false);
-    });
-
-    it("a state whose checkpoint is not extended by the log is refused as inconsistent", async () => {
-      mode = "none";
-      const state = join(dir.path, "mirror-fork.json");
-      ok(await monitor(state, ["--server", mirrorUrl]));
-      const s = JSON.parse(readFileSync(state, "utf8")) as { treeSize: number; checkpoint: string };
-      // The state claims a larger tree than the log has now: a rollback from its point of view.
-      writeFileSync(state, JSON.stringify({ ...s, treeSize: s.treeSize + 1000 }));
-      refused(await monitor(state, ["--server", mirrorUrl]), "tlog_checkpoint_inconsistent");
-    });
-  });
-});
