@@ -79,7 +79,7 @@ function logClient(v: Record<string, unknown>): LogClient {
   return new LogClient(url, tls);
 }
 
-const cosignersText = (names: readonly string[]) => (names.length ? `, cosigned by ${names.join(", ")}` : "");
+const cosignersText = (names: readonly string[]) => (names.length ? `, cosigned by ${[...names].sort().join(", ")}` : "");
 
 /** The receipt beside an SVID: the SVID PEM holds no log index, so its DIR/receipt.json says it. */
 function receiptPathOf(v: Record<string, unknown>): { receipt: string; svid: string | undefined } {
