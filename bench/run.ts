@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   tpm: () => import("./tpm.js"),
   audit: () => import("./audit-verify.js"),
   workload: () => import("./workload-api.js"),
+  tlog: () => import("./tlog.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
