@@ -220,7 +220,7 @@ export class NodeIdentity {
     const record: NodeRecordFile = { spiffeId: svid.spiffeId, attestor: this.o.attestor, attestedAt: this.clock().toISOString() };
     writeFileAtomic(join(this.o.dataDir, "node.json"), `${JSON.stringify(record)}\n`, 0o600);
     this.adopt(parseSvid(svid.certChainPem, key, this.clock()), svid.bundlePem);
-    keepNodeReceipt({ ...this.o, trustBundlePem: svid.bundlePem }, svid.logIndex);
+    keepNodeReceipt({ ...this.o, trustBundlePem: svid.bundlePem }, svid.logIndex, this.stop.signal);
     this.o.log.info({ spiffeId: svid.spiffeId, attestor: this.o.attestor, expiresAt: svid.expiresAt }, "agent: node attested");
     this.emitRenewed();
   }
@@ -240,7 +240,7 @@ export class NodeIdentity {
       const r = await this.call((c) => c.renew());
       writeSvidFiles(this.o.dataDir, { certChainPem: r.certChainPem, privateKeyPem: r.privateKeyPem, bundlePem: r.bundlePem });
       this.adopt(parseSvid(r.certChainPem, { pem: r.privateKeyPem }, this.clock()), r.bundlePem);
-      keepNodeReceipt({ ...this.o, trustBundlePem: r.bundlePem }, r.logIndex);
+      keepNodeReceipt({ ...this.o, trustBundlePem: r.bundlePem }, r.logIndex, this.stop.signal);
       this.o.log.info({ spiffeId: r.spiffeId, expiresAt: r.expiresAt }, "agent: node SVID renewed");
       this.emitRenewed();
     } else {

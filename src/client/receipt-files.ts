@@ -12,12 +12,13 @@ const POLL_MS = 250;
  * undefined when none does in time. The log signs every checkpointInterval, so twice that is
  * enough unless the log is stalled; the caller says how to fetch it later.
  */
-export async function awaitReceipt(log: LogClient, index: number, waitMs: number): Promise<ReceiptJson | undefined> {
+export async function awaitReceipt(log: LogClient, index: number, waitMs: number, signal?: AbortSignal): Promise<ReceiptJson | undefined> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const r = await log.receipt(index);
-    if (r || Date.now() + POLL_MS > deadline) return r;
-    await sleep(POLL_MS);
+    if (r || Date.now() + POLL_MS > deadline || signal?.aborted) return r;
+    // An aborted wait (the agent stopping) ends here, without a receipt.
+    if (!(await sleep(POLL_MS, true, { signal }).catch(() => false))) return undefined;
   }
 }
 
@@ -31,11 +32,11 @@ export function writeReceiptFile(path: string, r: ReceiptJson): void {
  */
 export async function saveReceiptBeside(
   dir: string,
-  o: { server: string; tls: LogServerTls; index: number | undefined; waitMs: number },
+  o: { server: string; tls: LogServerTls; index: number | undefined; waitMs: number; signal?: AbortSignal | undefined },
 ): Promise<{ written: string } | { later: string } | undefined> {
   if (o.index === undefined) return undefined;
   const path = join(dir, RECEIPT_FILE);
-  const r = o.waitMs > 0 ? await awaitReceipt(new LogClient(o.server, o.tls), o.index, o.waitMs) : undefined;
+  const r = o.waitMs > 0 ? await awaitReceipt(new LogClient(o.server, o.tls), o.index, o.waitMs, o.signal) : undefined;
   if (r) {
     writeReceiptFile(path, r);
     return { written: path };
