@@ -156,6 +156,8 @@ describe("witnesses cosigning a real server's checkpoints", () => {
   const keys: string[] = [];
   const srv = () => ["--server", server.url, "--trust-bundle", bundleFile];
 
+  let witnessed: Record<string, unknown>;
+
   beforeAll(async () => {
     serverDir = tempDir("witnessed-server");
     // The log key exists once the server has started: start, read it, stop.
@@ -170,10 +172,8 @@ describe("witnesses cosigning a real server's checkpoints", () => {
     const w1 = await startWitness("w1", [logKey]);
     const w2 = await startWitness("w2", [logKey]);
     // w3's key is trusted by verifiers, but w3 is not running: 2 of 3 can be met, 3 of 3 cannot.
-    server = await startTestServer({
-      dataDir: serverDir.path,
-      overrides: { transparency: { checkpointInterval: 0.3, integrationBatch: 50, witnesses: [{ url: w1.url, key: keys[0] }, { url: w2.url, key: keys[1] }] } },
-    });
+    witnessed = { transparency: { checkpointInterval: 0.3, integrationBatch: 50, witnesses: [{ url: w1.url, key: keys[0] }, { url: w2.url, key: keys[1] }] } };
+    server = await startTestServer({ dataDir: serverDir.path, overrides: witnessed });
     bundleFile = join(serverDir.path, "test-bundle.pem");
     writeFileSync(bundleFile, ((await expectOk(await adminRequest(server.adminSocket, "GET", "/admin/bundle"))) as { bundle_pem: string }).bundle_pem);
   });
@@ -229,5 +229,15 @@ describe("witnesses cosigning a real server's checkpoints", () => {
     const result = await runGoTlogcheck(buildGoTlogcheck(dir.path), { receipts: [{ verifierKey: logKey, tlogProof, valid: true }] });
     expect(result.failures).toEqual([]);
     expect(result.checked.receipt).toBe(1);
+  });
+
+  it("after a restart (cosignatures are kept in memory), the witnesses answer 409 with their size and cosign again from it", async () => {
+    const before = await cosignedCheckpoint(1);
+    await server.close();
+    server = await startTestServer({ dataDir: serverDir.path, overrides: witnessed });
+    const node = await admitJoinTokenNode(server, "spiffe://example.org/node/witnessed-after-restart");
+    const after = await cosignedCheckpoint(node.logIndex! + 1);
+    expect(Number(after.split("\n")[1])).toBeGreaterThan(Number(before.split("\n")[1]));
+    expect(after.match(/^\u2014 witness\.test\//gm)).toHaveLength(2);
   });
 });
