@@ -12,6 +12,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   audit: () => import("./audit-verify.js"),
   workload: () => import("./workload-api.js"),
   oauth: () => import("./oauth.js"),
+  tlog: () => import("./tlog.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);

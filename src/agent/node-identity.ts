@@ -12,6 +12,7 @@ import { HallmarkError, isHallmarkError } from "../errors.js";
 import { SpiffeId } from "../spiffe/id.js";
 import { Backoff, sleep } from "./backoff.js";
 import { agentError } from "./errors.js";
+import { keepNodeReceipt } from "./node-receipt.js";
 
 export interface NodeIdentityOptions {
   /** The server, or its replicas: pass one ServerList so that attestation and node calls share which one answered last. */
@@ -224,6 +225,7 @@ export class NodeIdentity {
     const record: NodeRecordFile = { spiffeId: svid.spiffeId, attestor: this.o.attestor, attestedAt: this.clock().toISOString() };
     writeFileAtomic(join(this.o.dataDir, "node.json"), `${JSON.stringify(record)}\n`, 0o600);
     this.adopt(parseSvid(svid.certChainPem, key, this.clock()), svid.bundlePem);
+    keepNodeReceipt({ ...this.o, trustBundlePem: svid.bundlePem }, svid.logIndex, this.stop.signal);
     this.o.log.info({ spiffeId: svid.spiffeId, attestor: this.o.attestor, expiresAt: svid.expiresAt }, "agent: node attested");
     this.emitRenewed();
   }
@@ -243,6 +245,7 @@ export class NodeIdentity {
       const r = await this.call((c) => c.renew());
       writeSvidFiles(this.o.dataDir, { certChainPem: r.certChainPem, privateKeyPem: r.privateKeyPem, bundlePem: r.bundlePem });
       this.adopt(parseSvid(r.certChainPem, { pem: r.privateKeyPem }, this.clock()), r.bundlePem);
+      keepNodeReceipt({ ...this.o, trustBundlePem: r.bundlePem }, r.logIndex, this.stop.signal);
       this.o.log.info({ spiffeId: r.spiffeId, expiresAt: r.expiresAt }, "agent: node SVID renewed");
       this.emitRenewed();
     } else {

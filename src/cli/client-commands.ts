@@ -8,7 +8,9 @@ import { NodeClient } from "../client/node.js";
 import { PRODUCER_TYPES, type ProducerOptions, createProducer } from "../client/producers.js";
 import { ServerList, type ServerListOptions, splitServerUrls } from "../client/server-list.js";
 import { SUBJECT_TOKEN_TYPE_NAMES, exchangeToken } from "../client/token-exchange.js";
+import { saveReceiptBeside } from "../client/receipt-files.js";
 import { TrustBundle } from "../client/trust-bundle.js";
+import { parseDurationSeconds } from "../config/duration.js";
 import { HallmarkError } from "../errors.js";
 import { readInputFile, readInputText } from "../input-file.js";
 import { pemBlocks } from "../pki/pem.js";
@@ -42,6 +44,31 @@ const WORKLOAD_SVID_OPTIONS: OptionSpec = {
   svid: { ...NODE_OPTIONS.svid!, description: "the agent's workload X509-SVID, the svid.pem 'workload fetch x509 --out' wrote (mutual TLS client authentication)" },
   key: { ...NODE_OPTIONS.key!, description: "its private key, the svid.key written with that svid.pem" },
 };
+
+/** How long attest and fetch wait for a checkpoint covering the issuance (README, Transparency log). */
+const RECEIPT_WAIT: FlagSpec = {
+  type: "string",
+  value: "DURATION",
+  description: "how long to wait for a checkpoint covering the issuance to write DIR/receipt.json; 0 does not wait (the command that fetches it later is printed)",
+  default: "20s, twice the server's default checkpoint interval",
+};
+
+function receiptWaitMs(v: Record<string, unknown>): number {
+  const raw = optionalString(v, "receipt-wait") ?? "20s";
+  const s = raw.trim() === "0" ? 0 : parseDurationSeconds(raw);
+  if (s === undefined) throw new UsageError(`--receipt-wait '${raw}' is not a duration (e.g. 20s, 0)`);
+  return s * 1000;
+}
+
+/**
+ * DIR/receipt.json beside what was written, or one line on stderr saying how to fetch it later:
+ * the transparency log proves the issuance only once a checkpoint covers it.
+ */
+async function keepReceipt(dir: string, server: string, tls: { trustBundlePem: string | undefined; serverId: string | undefined }, index: number | undefined, waitMs: number): Promise<void> {
+  const saved = await saveReceiptBeside(dir, { server, tls, index, waitMs });
+  if (saved && "later" in saved) console.error(`receipt: no checkpoint covers log index ${index} yet; fetch it later with: ${saved.later}`);
+}
+
 const WORKLOAD_ID: FlagSpec = { type: "string", value: "ID", description: "which entry's SPIFFE ID, when the node is entitled to several" };
 
 /**
@@ -78,8 +105,7 @@ export function readTrustBundle(path: string): string {
   return pem;
 }
 
-function nodeClient(v: Record<string, unknown>): NodeClient {
-  const server = serverList(v);
+function nodeClient(v: Record<string, unknown>, server: ServerList = serverList(v)): NodeClient {
   const [svid, key, bundle] = [requireString(v, "svid"), requireString(v, "key"), requireString(v, "trust-bundle")];
   const certPem = readInputText(svid, "--svid");
   const keyPem = readInputText(key, "--key");
@@ -219,6 +245,7 @@ export const clientCommands: Command[] = [
       },
       out: OUT,
       ...ATTESTATION_OPTIONS,
+      "receipt-wait": RECEIPT_WAIT,
       json: JSON_FLAG,
     },
     async run(v) {
@@ -226,6 +253,7 @@ export const clientCommands: Command[] = [
       const out = requireString(v, "out");
       const bundlePath = optionalString(v, "trust-bundle");
       const chosen = producerOptions(v);
+      const waitMs = receiptWaitMs(v);
       if (!bundlePath) {
         console.error("warning: no --trust-bundle: the server is not authenticated (insecure bootstrap); the bundle it returns is trusted as is");
       }
@@ -237,6 +265,7 @@ export const clientCommands: Command[] = [
       writeSvidFiles(out, svid);
       // The server was authenticated with the given bundle: keep that file current too.
       if (bundlePath && trustBundlePem) new TrustBundle(trustBundlePem, bundlePath).adopt(svid.bundlePem);
+      await keepReceipt(out, server.lastAnswered().origin, { trustBundlePem: svid.bundlePem, serverId: optionalString(v, "server-id") }, svid.logIndex, waitMs);
       const summary = { spiffe_id: svid.spiffeId, expires_at: svid.expiresAt, selectors: svid.selectors, out };
       console.log(v.json ? JSON.stringify(summary, null, 2) : `${svid.spiffeId} (expires ${svid.expiresAt}) written to ${out}`);
       return 0;
@@ -249,15 +278,19 @@ export const clientCommands: Command[] = [
       ...NODE_OPTIONS,
       "spiffe-id": WORKLOAD_ID,
       out: { ...OUT, description: `${OUT.description}; and federated/<trust domain>.pem for each trust domain the entry federates with` },
+      "receipt-wait": RECEIPT_WAIT,
       json: JSON_FLAG,
     },
     async run(v) {
       const out = requireString(v, "out");
-      const client = nodeClient(v);
+      const waitMs = receiptWaitMs(v);
+      const server = serverList(v);
+      const client = nodeClient(v, server);
       try {
         const svid = await client.fetchX509(optionalString(v, "spiffe-id"));
         writeSvidFiles(out, svid);
         const federated = writeFederatedBundles(out, svid.federatedBundles);
+        await keepReceipt(out, server.lastAnswered().origin, { trustBundlePem: client.trustBundlePem, serverId: optionalString(v, "server-id") }, svid.logIndex, waitMs);
         console.log(
           v.json
             ? JSON.stringify({ spiffe_id: svid.spiffeId, expires_at: svid.expiresAt, serial: svid.serial, out, federated }, null, 2)
@@ -276,17 +309,21 @@ export const clientCommands: Command[] = [
       ...NODE_OPTIONS,
       audience: { type: "string", multiple: true, value: "AUD", required: true, description: "an audience the JWT-SVID is for (its aud claim)" },
       "spiffe-id": WORKLOAD_ID,
-      out: { type: "string", value: "DIR", description: "also write the token to DIR/jwt_svid.token (mode 0600); it is printed either way" },
+      out: { type: "string", value: "DIR", description: "also write the token to DIR/jwt_svid.token (mode 0600) and its receipt to DIR/receipt.json; the token is printed either way" },
+      "receipt-wait": RECEIPT_WAIT,
       json: JSON_FLAG,
     },
     async run(v) {
       const audience = stringList(v, "audience");
-      const client = nodeClient(v);
+      const waitMs = receiptWaitMs(v);
+      const server = serverList(v);
+      const client = nodeClient(v, server);
       try {
         const jwt = await client.fetchJwt(audience, optionalString(v, "spiffe-id"));
         const out = optionalString(v, "out");
         if (out) {
           writeSvidFilesJwt(out, jwt.token);
+          await keepReceipt(out, server.lastAnswered().origin, { trustBundlePem: client.trustBundlePem, serverId: optionalString(v, "server-id") }, jwt.log_index, waitMs);
         }
         console.log(v.json ? JSON.stringify(jwt, null, 2) : jwt.token);
         return 0;

@@ -10,6 +10,7 @@ const GROUP_SUMMARIES: Record<string, string> = {
   ca: "the X.509 CA and JWT signing keys and their rotation",
   audit: "the audit log",
   fetch: "workload SVIDs, fetched as the node over mutual TLS",
+  log: "the transparency log, for auditors and witnesses: checkpoints, receipts, consistency, monitoring",
 };
 
 const EXIT_CODES = "exit codes: 0 success, 1 the operation failed (hallmark: <code>: <why>), 2 usage error";

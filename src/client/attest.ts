@@ -14,6 +14,8 @@ export interface SvidFiles {
   bundlePem: string;
   expiresAt: string;
   selectors: string[];
+  /** The issuance's leaf in the transparency log (absent from servers before issue 12). */
+  logIndex?: number | undefined;
 }
 
 interface IssuedBody {
@@ -22,6 +24,7 @@ interface IssuedBody {
   selectors: string[];
   svid: { cert_chain_pem: string; expires_at: string };
   bundle_pem: string;
+  log_index?: number;
 }
 interface ChallengeBody {
   status: "challenge";
@@ -71,6 +74,7 @@ export async function attest(opts: {
       bundlePem: body.bundle_pem,
       expiresAt: body.svid.expires_at,
       selectors: body.selectors,
+      logIndex: body.log_index,
     };
   } finally {
     client.close();

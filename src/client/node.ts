@@ -33,6 +33,8 @@ export interface FetchedX509 {
   serial: string;
   /** Foreign trust domain name → its X.509 authorities (PEM), for an entry that federates. */
   federatedBundles: Record<string, string>;
+  /** The issuance's leaf in the transparency log (absent from servers before issue 12). */
+  logIndex?: number | undefined;
 }
 
 /**
@@ -67,6 +69,7 @@ export class NodeClient {
       svid: { cert_chain_pem: string; expires_at: string; serial: string };
       bundle_pem: string;
       federated_bundles?: Record<string, string>;
+      log_index?: number;
     };
     return {
       spiffeId: r.spiffe_id,
@@ -76,6 +79,7 @@ export class NodeClient {
       expiresAt: r.svid.expires_at,
       serial: r.svid.serial,
       federatedBundles: r.federated_bundles ?? {},
+      logIndex: r.log_index,
     };
   }
 
@@ -116,6 +120,7 @@ export class NodeClient {
       expires_at: string;
       /** Foreign trust domain name → its JWT authorities (JWKS), for an entry that federates (absent from servers before issue 14). */
       federated_jwt_bundles?: Record<string, { keys: Array<Record<string, unknown>> }>;
+      log_index?: number;
     };
   }
 
@@ -134,8 +139,9 @@ export class NodeClient {
       spiffe_id: string;
       svid: { cert_chain_pem: string; expires_at: string };
       bundle_pem: string;
+      log_index?: number;
     };
-    return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at };
+    return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at, logIndex: r.log_index };
   }
 
   /** GET /v1/node/entries: the full list (a page of it), or the changes since `since`. */

@@ -75,6 +75,7 @@ interface Resolved {
 export class ServerList {
   readonly urls: readonly URL[];
   private preferred: string | undefined;
+  private answered: URL | undefined;
   private resolved: Resolved | undefined;
   private resolving: Promise<Resolved> | undefined;
 
@@ -105,6 +106,14 @@ export class ServerList {
   /** Whether `url` is on one of the listed servers (an endpoint from discovery may be): then any replica serves it. */
   lists(url: URL): boolean {
     return this.urls.some((u) => u.origin === url.origin);
+  }
+
+  /**
+   * The server that answered last (else the first listed): where a follow-up that any replica
+   * serves alike (a log receipt: replicas share one log) is asked first.
+   */
+  lastAnswered(): URL {
+    return this.answered ?? this.urls[0]!;
   }
 
   /** The URLs for messages: "https://a:8443, https://b:8443". */
@@ -140,6 +149,7 @@ export class ServerList {
       }
       if (failed.length > 0) this.o.onFailover?.(failed, endpoint.label);
       this.preferred = endpoint.label;
+      this.answered = endpoint.origin;
       return answer;
     }
     // Nothing reachable: the addresses may have changed, so the next request resolves again.

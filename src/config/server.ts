@@ -268,9 +268,27 @@ export const serverConfigSchema = z
         checkpointInterval: durationSeconds.default(10),
         /** Records integrated per transaction at most (and how often the integrator polls: every second). */
         integrationBatch: z.number().int().min(1).max(100_000).default(1000),
+        /**
+         * Witnesses (c2sp.org/tlog-witness) asked to cosign each new checkpoint: `url` is the
+         * witness's submission prefix (POST <url>/add-checkpoint), `key` its cosigner verifier key
+         * (`<name>+<key id>+<base64>`, type 0x04, what `hallmark log witness-key` prints).
+         * Submissions run in the background (5 s each at most) and never hold up issuance; the
+         * cosignatures are served appended to /log/checkpoint and to receipts. None by default.
+         */
+        witnesses: z
+          .array(
+            z
+              .object({
+                url: z.string().regex(/^https?:\/\/[^\s]+$/, "an http:// or https:// URL"),
+                key: z.string().regex(/^[^\s+]+\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+$/, "a verifier key <name>+<key id>+<base64>"),
+              })
+              .strict(),
+          )
+          .max(32)
+          .default([]),
       })
       .strict()
-      .default({ checkpointInterval: 10, integrationBatch: 1000 }),
+      .default({ checkpointInterval: 10, integrationBatch: 1000, witnesses: [] }),
     /**
      * What one anonymous caller may hold or spend. Every public connection is bounded in time and
      * in number, so that slow or many connections cannot exhaust file descriptors and memory, and

@@ -9,7 +9,17 @@ import { checkTreeOnStart, signNextCheckpoint } from "../transparency/checkpoint
 import { integrateAll, startIntegrator } from "../transparency/integrator.js";
 import { openLogKey } from "../transparency/log-key.js";
 import { TransparencyReader } from "../transparency/log-reader.js";
+import { httpExchange } from "../client/log-client.js";
+import { WitnessCollector, type WitnessPost } from "../transparency/witness-collector.js";
 import { startIntervalTask } from "./interval-task.js";
+
+/** A witness that does not answer add-checkpoint in this long is skipped until the next checkpoint. */
+const WITNESS_TIMEOUT_MS = 5_000;
+
+const postToWitness: WitnessPost = async (url, body) => {
+  const a = await httpExchange(new URL(url), { method: "POST", body, timeoutMs: WITNESS_TIMEOUT_MS });
+  return { status: a.status, body: a.body.toString("utf8") };
+};
 
 /** How often the integrator polls for records appended by other replicas or processes. */
 const INTEGRATION_POLL_SECONDS = 1;
@@ -52,9 +62,27 @@ export async function startTransparencyLog(o: {
 
   const integrator = startIntegrator(integration, INTEGRATION_POLL_SECONDS, log);
   o.audit.onAppend(() => integrator.wake());
-  const checkpoints = startIntervalTask("sign a transparency log checkpoint", o.config.transparency.checkpointInterval, () => signNextCheckpoint(signing), log);
+  // The collector proves from the reader, the reader serves the collector's cosignatures.
+  const witnesses: WitnessCollector = new WitnessCollector(o.config.transparency.witnesses, postToWitness, (first, second) => reader.consistency(first, second), log);
+  const reader: TransparencyReader = new TransparencyReader(store.transparency, store.audit, key, (cp) => witnesses.cosigned(cp));
+  // Every tick: sign when the tree grew, then have the witnesses cosign the latest checkpoint
+  // (signed here or by another replica), in the background.
+  const collect = async () => {
+    const { checkpoint } = await store.transparency.state();
+    if (checkpoint && witnesses.enabled) void witnesses.submit(checkpoint);
+  };
+  await collect();
+  const checkpoints = startIntervalTask(
+    "sign a transparency log checkpoint",
+    o.config.transparency.checkpointInterval,
+    async () => {
+      await signNextCheckpoint(signing);
+      await collect();
+    },
+    log,
+  );
   return {
-    reader: new TransparencyReader(store.transparency, store.audit, key),
+    reader,
     async stop() {
       await checkpoints.stop();
       await integrator.stop();

@@ -3,6 +3,7 @@ import { auditLeafEntry } from "./audit-leaf.js";
 import { tlogError } from "./errors.js";
 import type { LogKey } from "./log-key.js";
 import { consistencyProof, inclusionProof } from "./merkle.js";
+import { formatTlogProof } from "./receipt.js";
 import { StoredHashReader } from "./stored-hashes.js";
 import { type TilePath, TILE_WIDTH, encodeEntryBundle, entryBundleRange, readTile, tileExists, tilePath } from "./tiles.js";
 
@@ -30,6 +31,8 @@ export class TransparencyReader {
     private readonly tree: TransparencyRepository,
     private readonly audit: AuditRepository,
     readonly key: LogKey,
+    /** The checkpoint as served: the stored note with the witnesses' cosignatures appended, when any. */
+    private readonly cosigned: (cp: TlogSignedCheckpoint) => string = (cp) => cp.text,
   ) {
     this.reader = new StoredHashReader(tree);
   }
@@ -38,7 +41,7 @@ export class TransparencyReader {
   async checkpoint(): Promise<TlogSignedCheckpoint> {
     const { checkpoint } = await this.tree.state();
     if (!checkpoint) throw tlogError("tlog_not_covered", "the log has not signed a checkpoint yet");
-    return checkpoint;
+    return { ...checkpoint, text: this.cosigned(checkpoint) };
   }
 
   private async covered(size: number): Promise<TlogSignedCheckpoint> {
@@ -82,7 +85,7 @@ export class TransparencyReader {
     if (!record || record.seq !== index + 1) throw tlogError("tlog_tree_diverged", `audit record ${index + 1} is missing`);
     const entry = auditLeafEntry(record);
     const inclusion = await inclusionProof(index, cp.treeSize, this.reader);
-    const tlogProof = ["c2sp.org/tlog-proof@v1", `extra ${entry.toString("base64")}`, `index ${index}`, ...inclusion.map((h) => h.toString("base64")), "", cp.text].join("\n");
+    const tlogProof = formatTlogProof({ index, entry, inclusion, checkpoint: cp.text });
     return { index, treeSize: cp.treeSize, entry, inclusion, checkpoint: cp.text, tlogProof };
   }
 }

@@ -104,11 +104,21 @@ export function ed25519NoteVerifier(name: string, publicKey: KeyObject): NoteVer
   };
 }
 
+/** The parts of a verifier key string, checked except for what its signature type means. */
+export interface VerifierKeyParts {
+  name: string;
+  keyId: number;
+  /** The signature type byte: 0x01 a log's Ed25519 key, 0x04 an Ed25519 cosigner (tlog-cosignature). */
+  type: number;
+  /** The key material after the type byte. */
+  key: Buffer;
+}
+
 /**
- * Parses a verifier key string strictly: three parts, a valid name, eight lowercase hex digits
- * equal to the key ID the key material gives, canonical base64 of 0x01 and 32 bytes.
+ * Splits a verifier key string `<name>+<8 hex key ID>+<base64(type ‖ key)>` strictly: three
+ * parts, a valid name, eight lowercase hex digits, canonical base64 of at least a type byte.
  */
-export function parseVerifierKey(vkey: string): NoteVerifier {
+export function splitVerifierKey(vkey: string): VerifierKeyParts {
   // Names hold no "+", but base64 does: split at the first two only.
   const first = vkey.indexOf("+");
   const second = first < 0 ? -1 : vkey.indexOf("+", first + 1);
@@ -118,16 +128,28 @@ export function parseVerifierKey(vkey: string): NoteVerifier {
   if (!/^[0-9a-f]{8}$/.test(idHex)) throw tlogError("tlog_key_invalid", "the verifier key's ID is not eight lowercase hex digits");
   const key = decodeStrictBase64(keyB64);
   if (!key || key.length < 1) throw tlogError("tlog_key_invalid", "the verifier key's key is not base64");
-  if (key[0] !== SIGNATURE_TYPE_ED25519) throw tlogError("tlog_key_invalid", `signature type 0x${key[0]!.toString(16)} is not supported (only Ed25519, 0x01)`);
-  if (key.length !== 1 + ED25519_PUBLIC_KEY_SIZE) throw tlogError("tlog_key_invalid", "an Ed25519 verifier key holds 32 bytes");
-  const raw = key.subarray(1);
-  if (noteKeyId(name, SIGNATURE_TYPE_ED25519, raw) !== parseInt(idHex, 16)) throw tlogError("tlog_key_invalid", "the verifier key's ID does not match its key");
-  let publicKey: KeyObject;
+  return { name, keyId: parseInt(idHex, 16), type: key[0]!, key: Buffer.from(key.subarray(1)) };
+}
+
+/** An Ed25519 public key object from its 32 raw bytes (tlog_key_invalid if not a point). */
+export function ed25519PublicKeyFromRaw(raw: Uint8Array): KeyObject {
+  if (raw.length !== ED25519_PUBLIC_KEY_SIZE) throw tlogError("tlog_key_invalid", "an Ed25519 verifier key holds 32 bytes");
   try {
-    publicKey = ed25519KeyObject(raw);
+    return ed25519KeyObject(raw);
   } catch (e) {
     throw tlogError("tlog_key_invalid", "the verifier key is not an Ed25519 point", { cause: e });
   }
+}
+
+/**
+ * Parses a log's verifier key string strictly: the parts as splitVerifierKey checks them,
+ * signature type 0x01 with 32 bytes, and the key ID the key material gives.
+ */
+export function parseVerifierKey(vkey: string): NoteVerifier {
+  const { name, keyId, type, key } = splitVerifierKey(vkey);
+  if (type !== SIGNATURE_TYPE_ED25519) throw tlogError("tlog_key_invalid", `signature type 0x${type.toString(16)} is not supported here (only Ed25519, 0x01)`);
+  const publicKey = ed25519PublicKeyFromRaw(key);
+  if (noteKeyId(name, SIGNATURE_TYPE_ED25519, key) !== keyId) throw tlogError("tlog_key_invalid", "the verifier key's ID does not match its key");
   return ed25519NoteVerifier(name, publicKey);
 }
 

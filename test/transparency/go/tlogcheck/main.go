@@ -44,6 +44,8 @@ type input struct {
 	TamperedIndex   int64  `json:"tamperedIndex"`
 	// A running server to follow over HTTPS (live.go).
 	Live *liveInput `json:"live"`
+	// Receipts (tlog-proof text) to check offline (receipts.go).
+	Receipts []receiptInput `json:"receipts"`
 }
 
 type output struct {
@@ -204,6 +206,7 @@ func main() {
 	if in.Live != nil {
 		checkLive(*in.Live)
 	}
+	checkReceipts(in.Receipts)
 
 	json.NewEncoder(os.Stdout).Encode(out)
 }
