@@ -1,4 +1,4 @@
-import { AUDIT_GENESIS_HASH, openSqliteStore } from "../store/sqlite.js";
+import { AUDIT_GENESIS_HASH, openSqliteStore } from "../store/sqlite/index.js";
 import { verifyAuditTree } from "../transparency/tree-verify.js";
 import { type AuditCheckpoint, type AuditVerification, verifyAuditChain } from "./log.js";
 

@@ -29,7 +29,7 @@ import { NodeIssuanceService } from "../service/node-issuance.js";
 import { purgeExpired } from "../service/purge.js";
 import { AnonymousRateLimit } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
-import { openSqliteStore } from "../store/sqlite.js";
+import { openSqliteStore } from "../store/sqlite/index.js";
 import type { Store } from "../store/types.js";
 import { hsmKeyUses } from "./hsm-key-uses.js";
 import { listenOnPrivateSocket } from "./admin-socket.js";

@@ -1,8 +1,8 @@
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { SQLITE_MIGRATIONS } from "../../src/store/migrations.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { SQLITE_MIGRATIONS } from "../../src/store/sqlite/migrations.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { EntryRecord } from "../../src/store/types.js";
 import { tempDir } from "../helpers/tmp.js";
 

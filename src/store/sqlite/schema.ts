@@ -1,7 +1,7 @@
 import Database from "better-sqlite3";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync, renameSync, rmSync } from "node:fs";
-import { HallmarkError } from "../errors.js";
+import { HallmarkError } from "../../errors.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 
 type Db = Database.Database;
