@@ -25,7 +25,7 @@ import {
   upstreamChainColumn,
 } from "../rows.js";
 import { HallmarkError } from "../../errors.js";
-import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema } from "./schema.js";
+import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema, refuseOlderSchema } from "./schema.js";
 import { errnoReason } from "../../system-error.js";
 import { SqliteHealth } from "./health.js";
 import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./files.js";
@@ -94,6 +94,8 @@ export interface SqliteStoreOptions extends SchemaOptions {
   readonly?: boolean;
   /** Hears when the datastore starts failing (disk full, I/O errors) and when it recovers, and the schema migrations of a start. */
   log?: Logger | undefined;
+  /** Apply pending migrations (default true); false refuses a schema behind this build (store_schema_behind). */
+  migrate?: boolean | undefined;
 }
 
 /**
@@ -126,7 +128,8 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
     db.pragma("foreign_keys = ON");
-    await migrateSchema(db, path, options);
+    if (options.migrate === false) refuseOlderSchema(path, readSchemaVersion(db));
+    else await migrateSchema(db, path, options);
     return new SqliteStore(db, new SqliteHealth(db, options.log));
   } catch (cause) {
     if (db?.open) db.close();

@@ -48,6 +48,19 @@ export function refuseNewerSchema(path: string, version: number): void {
 }
 
 /**
+ * With migrations off (`hallmark server --no-migrate`, for operators who migrate with
+ * `hallmark store migrate`), a schema behind this build is refused rather than used: its tables
+ * lack what this build reads and writes.
+ */
+export function refuseOlderSchema(where: string, version: number): void {
+  if (version >= KNOWN_SCHEMA_VERSION) return;
+  throw new HallmarkError(
+    "store_schema_behind",
+    `${where} has schema version ${version}; this hallmark needs ${KNOWN_SCHEMA_VERSION}: run 'hallmark store migrate' or start without --no-migrate`,
+  );
+}
+
+/**
  * Brings the schema to KNOWN_SCHEMA_VERSION: each pending migration once, in its own
  * transaction, so a crash leaves the database at a version boundary. Call after
  * refuseNewerSchema.

@@ -1,25 +1,47 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import Database from "better-sqlite3";
 import { join } from "node:path";
+import pg from "pg";
 import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
+import { type TestDatabase, forEachEngine } from "../helpers/store-engines.js";
 import { tempDir } from "../helpers/tmp.js";
 
-const dir = tempDir("store");
-const dbPath = join(dir.path, "hallmark.db");
-let store: Store;
+/** The repositories' contract, on a real SQLite file and a real PostgreSQL database alike. */
 const t0 = new Date("2026-01-01T00:00:00Z");
 const later = (s: number) => new Date(t0.getTime() + s * 1000);
 
-beforeAll(async () => {
-  store = await openSqliteStore(dbPath);
-});
-afterAll(async () => {
-  await store.close();
-  dir.remove();
-});
+/** Runs raw SQL on the engine's database beside the store, as someone with direct access would. */
+async function rawSql(db: TestDatabase, sql: string): Promise<void> {
+  if (db.engine === "sqlite") {
+    const raw = new Database(db.location);
+    try {
+      raw.prepare(sql).run();
+    } finally {
+      raw.close();
+    }
+    return;
+  }
+  const c = new pg.Client({ connectionString: db.location });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
 
-describe("SQLite store", () => {
+forEachEngine("store", (engine) => {
+  let db: TestDatabase;
+  let store: Store;
+  beforeAll(async () => {
+    db = await engine.newDatabase();
+    store = await db.open();
+  });
+  afterAll(async () => {
+    await store.close();
+  });
+
   it("consumes a join token exactly once and refuses expired ones", async () => {
     await store.joinTokens.create({ tokenHash: "a".repeat(64), spiffeId: "spiffe://example.org/n1", expiresAt: later(60), createdAt: t0 });
     await store.joinTokens.create({ tokenHash: "b".repeat(64), spiffeId: "spiffe://example.org/n2", expiresAt: later(60), createdAt: t0 });
@@ -60,7 +82,7 @@ describe("SQLite store", () => {
     await store.caKeys.insert({ id: "k1", kind: "x509", label: "hallmark-x509-k1", keyType: "ec-p256", status: "active", certificate: Buffer.from([1, 2]), upstreamChain: [Buffer.from([3])], createdAt: t0 });
     const seq = await store.caKeys.bumpBundleSequence();
     await store.close();
-    store = await openSqliteStore(dbPath);
+    store = await db.open();
     expect((await store.nodes.get("spiffe://example.org/n1"))?.attestorType).toBe("join_token");
     const k = await store.caKeys.get("k1");
     expect(k?.certificate?.equals(Buffer.from([1, 2]))).toBe(true);
@@ -92,17 +114,15 @@ describe("SQLite store", () => {
 
   it("refuses UPDATE and DELETE on the audit log at the database level", async () => {
     await store.audit.append({ time: t0, event: "test", outcome: "success", details: {} }, () => "f".repeat(64));
-    const db = new Database(dbPath);
-    try {
-      expect(() => db.prepare("DELETE FROM audit_log").run()).toThrow(/append-only/);
-      expect(() => db.prepare("UPDATE audit_log SET event = 'x'").run()).toThrow(/append-only/);
-    } finally {
-      db.close();
-    }
+    await expect(rawSql(db, "DELETE FROM audit_log")).rejects.toThrow(/append-only/);
+    await expect(rawSql(db, "UPDATE audit_log SET event = 'x'")).rejects.toThrow(/append-only/);
+    expect((await store.audit.tail(10)).map((r) => r.event)).toEqual(["test"]);
   });
 });
 
-describe("SQLite store opened read-only", () => {
+// SQLite-only: a read-only open of a WAL file beside its writer is SQLite's own mechanism (the
+// PostgreSQL store's read-only mode is a session setting, tested with the audit worker).
+describe("SQLite store opened read-only (WAL file semantics: SQLite only)", () => {
   const roDir = tempDir("store-ro");
   const roPath = join(roDir.path, "hallmark.db");
   afterAll(() => roDir.remove());
