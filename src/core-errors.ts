@@ -108,6 +108,7 @@ export const CORE_ERRORS = {
   // onto a database that holds rows already; a backup asked of PostgreSQL (pg_dump's job)
   store_schema_behind: { status: 503, title: "The database schema is older than this Hallmark and migrations are off" },
   store_not_empty: { status: 409, title: "The target datastore is not empty" },
+  store_copy_failed: { status: 500, title: "The datastore copy failed; the target was left empty" },
   backup_unsupported: { status: 409, title: "This datastore is backed up with its own tools (pg_dump)" },
   // audit
   audit_chain_broken: { status: 500, title: "The audit chain does not verify" },

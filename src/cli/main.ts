@@ -7,10 +7,11 @@ import { type Command, UsageError, parseCommandArgs } from "./args.js";
 import { clientCommands } from "./client-commands.js";
 import { commandHelp, commandsOfGroup, groupHelp, topHelp } from "./help.js";
 import { opsCommands } from "./ops-commands.js";
+import { storeCommands } from "./store-commands.js";
 import { workloadCommands } from "./workload-commands.js";
 import { serverCommand } from "./server-command.js";
 
-const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...federationCommands, ...opsCommands, ...clientCommands, ...workloadCommands];
+const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...federationCommands, ...opsCommands, ...storeCommands, ...clientCommands, ...workloadCommands];
 
 type Target = { kind: "command"; cmd: Command; rest: string[] } | { kind: "group"; group: string; rest: string[] };
 

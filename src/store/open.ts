@@ -1,22 +1,12 @@
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Logger } from "pino";
+import { type ServerConfig, databasePath, serverConfigSchema } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
-import { openPostgresStore } from "./postgres/index.js";
 import { openSqliteStore } from "./sqlite/index.js";
 import type { Store } from "./types.js";
 
-/** The `store` section of the server configuration (src/config/server.ts), and where SQLite's file lives. */
-export interface StoreSettings {
-  dataDir: string;
-  store: {
-    driver: "sqlite" | "postgres";
-    url?: string | undefined;
-    passwordFile?: string | undefined;
-    migrate: boolean;
-    pool: { max: number; connectionTimeout: number; idleTimeout: number; statementTimeout: number };
-  };
-}
+/** The `store` section of the server configuration, and the data directory (where SQLite's file lives). */
+export type StoreSettings = Pick<ServerConfig, "dataDir" | "store">;
 
 export interface OpenStoreOptions {
   log?: Logger | undefined;
@@ -24,16 +14,18 @@ export interface OpenStoreOptions {
   readonly?: boolean | undefined;
 }
 
-/** The SQLite database of a data directory. */
-export function sqliteDatabasePath(dataDir: string): string {
-  return join(dataDir, "hallmark.db");
+/** The embedded SQLite database of a data directory, with migrations on: what `--data-dir` alone means. */
+export function sqliteStoreOf(dataDir: string): StoreSettings {
+  return { dataDir, store: { driver: "sqlite", migrate: true, pool: serverConfigSchema.shape.store.parse(undefined).pool } };
 }
 
 /** One place where the configured engine is chosen: the server, its audit worker and the CLI open the datastore through here. */
 export async function openStore(s: StoreSettings, o: OpenStoreOptions = {}): Promise<Store> {
   if (s.store.driver === "sqlite") {
-    return openSqliteStore(sqliteDatabasePath(s.dataDir), { log: o.log, readonly: o.readonly, migrate: s.store.migrate });
+    return openSqliteStore(databasePath(s), { log: o.log, readonly: o.readonly, migrate: s.store.migrate });
   }
+  // Loaded only when configured: SQLite deployments and the CLI's other commands never load pg.
+  const { openPostgresStore } = await import("./postgres/index.js");
   return openPostgresStore({
     url: s.store.url!,
     password: s.store.passwordFile ? readPasswordFile(s.store.passwordFile) : undefined,
@@ -45,7 +37,7 @@ export async function openStore(s: StoreSettings, o: OpenStoreOptions = {}): Pro
 }
 
 /** The password file's first line; the path may be named in errors, the content never. */
-function readPasswordFile(path: string): string {
+export function readPasswordFile(path: string): string {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
