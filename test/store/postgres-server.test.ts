@@ -30,7 +30,7 @@ const bundleOf = async (s: TestServer) => (await httpsRaw(`${s.url}/.well-known/
 
 beforeAll(async () => {
   cluster = await startPostgresCluster();
-  console.log(`postgres cluster started in ${cluster.startMs} ms`);
+  console.warn(`postgres cluster started in ${cluster.startMs} ms`);
   url = await cluster.createDatabase("copy");
 }, 60_000);
 afterAll(async () => {
