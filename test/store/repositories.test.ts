@@ -118,6 +118,105 @@ forEachEngine("store", (engine) => {
     await expect(rawSql(db, "UPDATE audit_log SET event = 'x'")).rejects.toThrow(/append-only/);
     expect((await store.audit.tail(10)).map((r) => r.event)).toEqual(["test"]);
   });
+
+  it("records nodes, evicts them forgetting the overlap SVID, and finds bans by SPIFFE ID or hardware", async () => {
+    const n = { spiffeId: "spiffe://example.org/tpm/1", attestorType: "tpm", hardwareId: "ek-1", selectors: ["tpm:a", "tpm:b"], canReattest: true, serial: "01", expiresAt: later(60), previousSerial: "00", previousValidUntil: later(5), evicted: false, createdAt: t0, updatedAt: t0 };
+    await store.nodes.upsert(n);
+    expect(await store.nodes.get(n.spiffeId)).toEqual({ ...n, evictedAt: undefined });
+    await store.nodes.upsert({ ...n, serial: "02", updatedAt: later(1) });
+    expect((await store.nodes.get(n.spiffeId))?.serial).toBe("02");
+    expect(await store.nodes.evict(n.spiffeId, later(2))).toBe(true);
+    expect(await store.nodes.get(n.spiffeId)).toMatchObject({ evicted: true, evictedAt: later(2), previousSerial: undefined, previousValidUntil: undefined });
+    expect(await store.nodes.evict("spiffe://example.org/none", later(2))).toBe(false);
+    await store.nodes.ban({ spiffeId: n.spiffeId, attestorType: "tpm", hardwareId: "ek-1", createdAt: later(3) });
+    expect((await store.nodes.findBan("spiffe://example.org/tpm/other", "tpm", "ek-1"))?.spiffeId).toBe(n.spiffeId);
+    expect(await store.nodes.findBan("spiffe://example.org/tpm/other", "aws_nitro", "ek-1")).toBeUndefined();
+    expect(await store.nodes.findBan("spiffe://example.org/tpm/other", "tpm", undefined)).toBeUndefined();
+    expect((await store.nodes.listBans()).map((b) => b.spiffeId)).toEqual([n.spiffeId]);
+    expect(await store.nodes.unban(n.spiffeId)).toBe(true);
+    expect(await store.nodes.unban(n.spiffeId)).toBe(false);
+    expect(await store.nodes.delete(n.spiffeId)).toBe(true);
+    expect(await store.nodes.get(n.spiffeId)).toBeUndefined();
+  });
+
+  it("records SVIDs and tells the latest expiry per key and the count per kind", async () => {
+    const svid = (serial: string, kind: "x509" | "jwt", notAfter: Date) => ({ serial, spiffeId: "spiffe://example.org/w", kind, nodeId: "spiffe://example.org/n1", caKeyId: "kx", issuedAt: t0, notAfter });
+    await store.svids.record(svid("aa", "x509", later(100)));
+    await store.svids.record(svid("bb", "x509", later(300)));
+    await store.svids.record({ ...svid("jwt-cc", "jwt", later(200)), nodeId: undefined });
+    expect(await store.svids.get("jwt-cc")).toEqual({ ...svid("jwt-cc", "jwt", later(200)), nodeId: undefined });
+    expect(await store.svids.latestExpiry("kx")).toEqual(later(300));
+    expect(await store.svids.latestExpiry("none")).toBeUndefined();
+    expect(await store.svids.countByKind()).toEqual({ x509: 2, jwt: 1 });
+  });
+
+  it("walks an access token's lineage up and its descendants down, revokes once, and purges the expired", async () => {
+    const tok = (jti: string, parentJti: string | undefined, expiresAt: Date) => ({ jti, parentJti, delegationId: "d", clientId: "spiffe://example.org/agent", actorNodeId: "spiffe://example.org/n1", subject: "alice", subjectIssuer: "https://idp", scope: "a b", audience: ["https://api"], jkt: undefined, keyId: "tk", issuedAt: t0, expiresAt, revokedAt: undefined });
+    await store.accessTokens.record(tok("t1", undefined, later(300)));
+    await store.accessTokens.record(tok("t2", "t1", later(200)));
+    await store.accessTokens.record(tok("t3", "t2", later(100)));
+    await store.accessTokens.record(tok("t4", "t1", later(100)));
+    expect((await store.accessTokens.lineage("t3")).map((t) => t.jti)).toEqual(["t3", "t2", "t1"]);
+    expect(await store.accessTokens.get("t3")).toEqual(tok("t3", "t2", later(100)));
+    expect(await store.accessTokens.descendants("t1")).toEqual(["t2", "t3", "t4"]);
+    expect(await store.accessTokens.revoke("t2", later(5))).toBe(true);
+    expect(await store.accessTokens.revoke("t2", later(9))).toBe(true);
+    expect((await store.accessTokens.get("t2"))?.revokedAt).toEqual(later(5));
+    expect(await store.accessTokens.revoke("nope", later(5))).toBe(false);
+    expect(await store.accessTokens.latestExpiry("tk")).toEqual(later(300));
+    expect(await store.accessTokens.purgeExpired(later(150))).toBe(2);
+    expect((await store.accessTokens.lineage("t2")).map((t) => t.jti)).toEqual(["t2", "t1"]);
+  });
+
+  it("keeps federation relationships: one per trust domain, refreshes recorded, due ones found", async () => {
+    const f = { trustDomain: "partner.net", bundleEndpointUrl: "https://partner.net/bundle", profile: "https_web" as const, nextRefreshAt: later(10), createdAt: t0, updatedAt: t0 };
+    await store.federations.create(f);
+    await store.federations.create({ ...f, trustDomain: "b.example", nextRefreshAt: later(100) });
+    await expect(store.federations.create(f)).rejects.toMatchObject({ code: "federation_exists" });
+    await store.federations.recordRefresh("partner.net", { at: later(10), outcome: "ok", nextRefreshAt: later(70), bundle: { json: '{"keys":[]}', sequence: 3, refreshHintSeconds: 60 } });
+    expect(await store.federations.get("partner.net")).toMatchObject({ bundle: '{"keys":[]}', bundleSequence: 3, refreshHintSeconds: 60, lastOutcome: "ok", lastRefreshAt: later(10), updatedAt: later(10) });
+    await store.federations.recordRefresh("partner.net", { at: later(70), outcome: "bundle_invalid", error: "bad", nextRefreshAt: later(80) });
+    expect(await store.federations.get("partner.net")).toMatchObject({ bundle: '{"keys":[]}', lastOutcome: "bundle_invalid", lastError: "bad", updatedAt: later(10) });
+    expect((await store.federations.due(later(90))).map((x) => x.trustDomain)).toEqual(["partner.net"]);
+    expect((await store.federations.list()).map((x) => x.trustDomain)).toEqual(["b.example", "partner.net"]);
+    expect(await store.federations.update({ ...f, profile: "https_spiffe", endpointSpiffeId: "spiffe://partner.net/b", updatedAt: later(90) })).toBe(true);
+    expect(await store.federations.get("partner.net")).toMatchObject({ profile: "https_spiffe", endpointSpiffeId: "spiffe://partner.net/b", bundle: undefined });
+    expect(await store.federations.delete("b.example")).toBe(true);
+    expect(await store.federations.update({ ...f, trustDomain: "b.example" })).toBe(false);
+  });
+
+  it("remembers a DPoP proof until it expires, then lets it be taken over, and purges", async () => {
+    expect(await store.dpopProofs.remember("k1", later(10), later(0))).toBe(true);
+    expect(await store.dpopProofs.remember("k1", later(20), later(5))).toBe(false);
+    expect(await store.dpopProofs.remember("k1", later(30), later(10))).toBe(true);
+    expect(await store.dpopProofs.remember("k2", later(5), later(0))).toBe(true);
+    expect(await store.dpopProofs.purgeExpired(later(6))).toBe(1);
+  });
+
+  it("stores tree hashes and checkpoints only by compare-and-set", async () => {
+    expect(await store.transparency.state()).toEqual({ integratedSize: 0, checkpoint: undefined });
+    const h = (n: number) => Buffer.alloc(32, n);
+    expect(await store.transparency.integrate(0, 2, [{ level: 0, index: 0, hash: h(1) }, { level: 0, index: 1, hash: h(2) }, { level: 1, index: 0, hash: h(3) }])).toBe(true);
+    expect(await store.transparency.integrate(0, 3, [{ level: 0, index: 2, hash: h(4) }])).toBe(false);
+    expect(await store.transparency.readHashes([{ level: 1, index: 0 }, { level: 0, index: 5 }, { level: 0, index: 1 }])).toEqual([h(3), undefined, h(2)]);
+    const cp = { text: "cp\n", treeSize: 2, rootHash: h(3), signedAt: later(1) };
+    expect(await store.transparency.saveCheckpoint(undefined, { ...cp, treeSize: 3 })).toBe(false);
+    expect(await store.transparency.saveCheckpoint(1, cp)).toBe(false);
+    expect(await store.transparency.saveCheckpoint(undefined, cp)).toBe(true);
+    expect(await store.transparency.saveCheckpoint(undefined, cp)).toBe(false);
+    expect(await store.transparency.state()).toEqual({ integratedSize: 2, checkpoint: cp });
+  });
+
+  it("lists audit records after a seq, the tail, and the extent", async () => {
+    const before = (await store.audit.extent()).lastSeq;
+    for (let i = 0; i < 3; i++) await store.audit.append({ time: later(i), event: "e", outcome: "refused", code: "c", actor: "a", spiffeId: "spiffe://example.org/x", attestor: "tpm", serial: `s${i}`, details: { n: i, nested: { z: 1, a: [1, 2] } } }, (_p, seq) => seq.toString(16).padStart(64, "0"));
+    expect((await store.audit.list(before, 2)).map((r) => r.serial)).toEqual(["s0", "s1"]);
+    const tail = await store.audit.tail(2);
+    expect(tail.map((r) => r.seq)).toEqual([before + 2, before + 3]);
+    expect(tail[1]).toMatchObject({ details: { n: 2, nested: { z: 1, a: [1, 2] } }, code: "c", attestor: "tpm", time: later(2) });
+    expect(tail[1]!.prevHash).toBe(tail[0]!.hash);
+    expect(await store.audit.extent()).toEqual({ count: before + 3, lastSeq: before + 3 });
+  });
 });
 
 // SQLite-only: a read-only open of a WAL file beside its writer is SQLite's own mechanism (the
