@@ -86,6 +86,10 @@ describe("a SQLite deployment copied to PostgreSQL and served from it", () => {
     expect(verify.code).toBe(0);
     expect(verify.stdout).toMatch(/audit log intact: \d+ records/);
     expect(Number(/intact: (\d+) records/.exec(verify.stdout)![1])).toBeGreaterThan(auditBefore);
+    // A backup is pg_dump's job: refused with a code that says so, and audited.
+    const backup = await runCli(["backup", "--data-dir", dataDir, "--out", `${dataDir}/backup.db`]);
+    expect(backup.code).toBe(1);
+    expect(backup.stderr).toMatch(/^hallmark: backup_unsupported: .*pg_dump/);
   });
 });
 
