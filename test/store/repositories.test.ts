@@ -42,6 +42,13 @@ forEachEngine("store", (engine) => {
     await store.close();
   });
 
+  it("with migrations off, refuses a database whose schema is behind (store_schema_behind), and opens it once migrated", async () => {
+    const fresh = await engine.newDatabase();
+    await expect(fresh.open({ migrate: false })).rejects.toMatchObject({ code: "store_schema_behind" });
+    await (await fresh.open()).close();
+    await (await fresh.open({ migrate: false })).close();
+  });
+
   it("consumes a join token exactly once and refuses expired ones", async () => {
     await store.joinTokens.create({ tokenHash: "a".repeat(64), spiffeId: "spiffe://example.org/n1", expiresAt: later(60), createdAt: t0 });
     await store.joinTokens.create({ tokenHash: "b".repeat(64), spiffeId: "spiffe://example.org/n2", expiresAt: later(60), createdAt: t0 });
