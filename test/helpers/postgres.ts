@@ -52,8 +52,16 @@ function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Who runs the cluster: nobody when the tests run as root (initdb and postgres refuse root),
+ * otherwise the test user itself.
+ */
+const CLUSTER_USER: UnixUser = process.getuid?.() === 0 ? NOBODY : { uid: process.getuid!(), gid: process.getgid!() };
+
 function runAs(user: UnixUser, cmd: string, args: string[]): void {
-  const r = spawnSync("setpriv", [`--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", "--", cmd, ...args], {
+  const asOther = user.uid !== process.getuid?.();
+  const [file, argv] = asOther ? ["setpriv", [`--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", "--", cmd, ...args]] : [cmd, args];
+  const r = spawnSync(file, argv, {
     encoding: "utf8",
     // initdb and pg_ctl want a current directory they can read.
     cwd: "/",
@@ -82,7 +90,7 @@ function clusterTemplate(bin: string, user: UnixUser): string {
   return path;
 }
 
-export async function startPostgresCluster(user: UnixUser = NOBODY): Promise<PostgresCluster> {
+export async function startPostgresCluster(user: UnixUser = CLUSTER_USER): Promise<PostgresCluster> {
   const t0 = Date.now();
   const bin = postgresBinDir();
   const dir = mkdtempSync(join(tmpdir(), "hallmark-pg-"));

@@ -32,6 +32,8 @@ export async function migratePostgresSchema(pool: pg.Pool, where: string): Promi
   let from: number | undefined;
   for (;;) {
     const applied = await inTransaction(pool, async (c) => {
+      // A migration (or the wait for another replica's) may take longer than a request may.
+      await c.query("SET LOCAL statement_timeout = 0");
       await c.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK.toString()]);
       await c.query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
       const version = await readPostgresSchemaVersion(c);
