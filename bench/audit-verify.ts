@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditLog } from "../src/audit/log.js";
 import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
-import { openSqliteStore } from "../src/store/sqlite.js";
+import { openSqliteStore } from "../src/store/sqlite/index.js";
 import { startBenchServer } from "./server-process.js";
 import { percentile } from "./stats.js";
 

@@ -9,7 +9,7 @@ import { newClientKey } from "../src/client/csr.js";
 import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
 import { openPkcs11KeyStore } from "../src/hsm/pkcs11-keystore.js";
 import { findSoftHsmModule } from "../src/hsm/softhsm.js";
-import { openSqliteStore } from "../src/store/sqlite.js";
+import { openSqliteStore } from "../src/store/sqlite/index.js";
 import { signCheckpoint } from "../src/transparency/checkpoint.js";
 import { integrateAll } from "../src/transparency/integrator.js";
 import { hashesToStore, inclusionProof, leafHash, MemoryHashStore, treeHash } from "../src/transparency/merkle.js";

@@ -9,9 +9,11 @@ scripts/check-node
 # addon (scripts/build-native). The Workload API tests run workloads under other uids (setpriv, in
 # util-linux) and use Debian's gRPC for Python as a client that is not our code. The transparency-log
 # tests cross-check our Merkle proofs, tiles and signed notes with Go's golang.org/x/mod/sumdb
-# (golang-go builds it offline from golang-golang-x-mod-dev's sources).
+# (golang-go builds it offline from golang-golang-x-mod-dev's sources). The PostgreSQL datastore's tests
+# start private clusters from Debian's postgresql binaries (initdb/pg_ctl under /usr/lib/postgresql/*/bin,
+# as an unprivileged user, on a private port and directory): no system cluster is used.
 PACKAGES=(softhsm2 swtpm swtpm-tools tpm2-tools openssl python3 make g++ util-linux python3-grpcio python3-grpc-tools
-  golang-go golang-golang-x-mod-dev)
+  golang-go golang-golang-x-mod-dev postgresql)
 # On a fresh machine cloud-init or unattended-upgrades often hold the apt/dpkg lock for a while:
 # wait for it, up to this many seconds, instead of failing at once.
 LOCK_TIMEOUT=${HALLMARK_APT_LOCK_TIMEOUT:-120}

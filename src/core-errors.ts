@@ -106,6 +106,12 @@ export const CORE_ERRORS = {
   store_too_new: { status: 500, title: "The database was written by a newer Hallmark" },
   backup_failed: { status: 500, title: "The backup could not be written" },
   backup_exists: { status: 409, title: "The backup file exists already" },
+  // the PostgreSQL datastore (issue 13): a schema behind this build under --no-migrate; a copy
+  // onto a database that holds rows already; a backup asked of PostgreSQL (pg_dump's job)
+  store_schema_behind: { status: 503, title: "The database schema is older than this Hallmark and migrations are off" },
+  store_not_empty: { status: 409, title: "The target datastore is not empty" },
+  store_copy_failed: { status: 500, title: "The datastore copy failed; the target was left empty" },
+  backup_unsupported: { status: 409, title: "This datastore is backed up with its own tools (pg_dump)" },
   // audit
   audit_chain_broken: { status: 500, title: "The audit chain does not verify" },
   /** One full verification at a time: each walks the whole log in its own worker thread. */

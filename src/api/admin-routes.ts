@@ -285,7 +285,7 @@ export const ADMIN_ROUTES = {
       "operator's rights, so the server never needs write access outside its data directory. Keep the HSM token and PIN files too.",
     caller: "admin",
     responses: { 200: { description: "The SQLite database file", contentType: "application/vnd.sqlite3" } },
-    errors: ["store_unavailable"],
+    errors: ["store_unavailable", "backup_unsupported"],
   }),
   ...FEDERATION_ADMIN_ROUTES,
   openApi: defineRoute({

@@ -11,7 +11,7 @@ import type { VerifyWorkerAnswer, VerifyWorkerInput } from "./worker-verifier.js
 const input = workerData as VerifyWorkerInput;
 let answer: VerifyWorkerAnswer;
 try {
-  answer = { result: await verifyStoredAuditChain(input.dbPath, input.checkpoint) };
+  answer = { result: await verifyStoredAuditChain(input.store, input.checkpoint) };
 } catch (e) {
   answer = isHallmarkError(e)
     ? { error: { code: e.code, message: e.message } }

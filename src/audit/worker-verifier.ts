@@ -3,10 +3,12 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { HallmarkError } from "../errors.js";
 import { shippedFile } from "../project-files.js";
+import type { StoreSettings } from "../store/open.js";
 import type { AuditCheckpoint, AuditVerification } from "./log.js";
 
 export interface VerifyWorkerInput {
-  dbPath: string;
+  /** Where the datastore is: the worker opens it read-only with a connection of its own. */
+  store: StoreSettings;
   checkpoint?: AuditCheckpoint | undefined;
 }
 
@@ -14,15 +16,15 @@ export type VerifyWorkerAnswer = { result: AuditVerification } | { error: { code
 
 /**
  * Full audit verification off the event loop: each call runs verify-worker in a worker thread
- * with its own read-only SQLite connection, so the server keeps answering while it walks.
+ * with its own read-only connection to the datastore, so the server keeps answering while it walks.
  */
 export class WorkerAuditVerifier {
   private readonly running = new Set<Worker>();
 
-  constructor(private readonly dbPath: string) {}
+  constructor(private readonly store: StoreSettings) {}
 
   verify(checkpoint?: AuditCheckpoint): Promise<AuditVerification> {
-    const input: VerifyWorkerInput = { dbPath: this.dbPath, checkpoint };
+    const input: VerifyWorkerInput = { store: this.store, checkpoint };
     const worker = new Worker(verifyWorkerEntry(), { workerData: input });
     this.running.add(worker);
     return new Promise((resolve, reject) => {

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { AuditVerification } from "../audit/log.js";
 import { verifyStoredAuditChain } from "../audit/stored-chain.js";
+import { sqliteStoreOf } from "../store/open.js";
 import { writeFileAtomic } from "../client/files.js";
 import { type ApiResponse, adminRequest, expectOk } from "../client/http.js";
 import { databasePath } from "../config/server.js";
@@ -363,7 +364,7 @@ export const adminCommands: Command[] = [
       const offline = v.offline === true;
       if (offline && optionalString(v, "admin-socket")) throw new UsageError("--offline reads the data directory: give --data-dir, not --admin-socket");
       const dbPath = databasePath({ dataDir: dataDirOf(v) });
-      const r = offline ? await verifyStoredAuditChain(dbPath, previous) : await verifyThroughServer(v, previous);
+      const r = offline ? await verifyStoredAuditChain(sqliteStoreOf(dataDirOf(v)), previous) : await verifyThroughServer(v, previous);
       // Written only after a clean walk: a broken log never moves the checkpoint forward.
       if (file && r.ok && r.records > 0) writeFileAtomic(file, `${JSON.stringify({ seq: r.records, hash: r.head })}\n`, 0o644);
       const mode = offline ? `offline (read-only open of ${dbPath}; no server asked)` : `server (verified by the server on ${socketOf(v)})`;

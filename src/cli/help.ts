@@ -9,6 +9,7 @@ const GROUP_SUMMARIES: Record<string, string> = {
   bundle: "the trust bundle",
   ca: "the X.509 CA and JWT signing keys and their rotation",
   audit: "the audit log",
+  store: "the datastore: schema migrations, and copying SQLite into PostgreSQL",
   fetch: "workload SVIDs, fetched as the node over mutual TLS",
   log: "the transparency log, for auditors and witnesses: checkpoints, receipts, consistency, monitoring",
 };

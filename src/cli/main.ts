@@ -8,10 +8,11 @@ import { clientCommands } from "./client-commands.js";
 import { commandHelp, commandsOfGroup, groupHelp, topHelp } from "./help.js";
 import { logCommands } from "./log-commands.js";
 import { opsCommands } from "./ops-commands.js";
+import { storeCommands } from "./store-commands.js";
 import { workloadCommands } from "./workload-commands.js";
 import { serverCommand } from "./server-command.js";
 
-const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...federationCommands, ...opsCommands, ...clientCommands, ...workloadCommands, ...logCommands];
+const COMMANDS: Command[] = [serverCommand, agentCommand, ...adminCommands, ...federationCommands, ...opsCommands, ...storeCommands, ...clientCommands, ...workloadCommands, ...logCommands];
 
 type Target = { kind: "command"; cmd: Command; rest: string[] } | { kind: "group"; group: string; rest: string[] };
 

@@ -19,11 +19,12 @@ export const serverCommand: Command = {
     "data-dir": {
       type: "string",
       value: "DIR",
-      description: "where the SQLite database, the admin socket and the development SoftHSM2 token live",
+      description: "where the SQLite database (store.driver sqlite), the admin socket and the development SoftHSM2 token live",
       default: DEFAULTS.dataDir,
       env: envFor("dataDir"),
     },
     listen: { type: "string", value: "HOST:PORT", description: "HTTPS address of the API (port 0: any free port)", default: DEFAULTS.listen, env: envFor("listen") },
+    "no-migrate": { type: "boolean", description: "do not migrate the datastore's schema at start: refuse to start (store_schema_behind) when it is behind ('hallmark store migrate' does it)" },
     "trust-domain": { type: "string", value: "TD", description: "the SPIFFE trust domain this server issues for", default: DEFAULTS.trustDomain, env: envFor("trustDomain") },
   },
   notes: () => [
@@ -42,6 +43,7 @@ export const serverCommand: Command = {
       dataDir: optionalString(v, "data-dir"),
       listen: optionalString(v, "listen"),
       trustDomain: optionalString(v, "trust-domain"),
+      noMigrate: v["no-migrate"] === true,
     });
     const log = createLogger(config.log.level);
     // Loaded only here: client and admin commands never load the PKCS#11 module or the database.

@@ -41,6 +41,9 @@ const LIMIT_DEFAULTS = {
   entryChangeRetention: 7 * 86400,
 };
 
+/** Safe defaults of `store.pool` (durations in seconds). */
+const STORE_POOL_DEFAULTS = { max: 10, connectionTimeout: 5, idleTimeout: 30, statementTimeout: 30 };
+
 export const serverConfigSchema = z
   .object({
     trustDomain: trustDomain.default("example.org"),
@@ -62,6 +65,43 @@ export const serverConfigSchema = z
       })
       .strict()
       .default({ tokenLabel: "hallmark", pinEnv: "HALLMARK_HSM_PIN", softhsmAutoInit: true, sessions: 4 }),
+    /**
+     * The datastore. sqlite (default): one file, <dataDir>/hallmark.db. postgres: a shared
+     * PostgreSQL database (several replicas may use it); `url` is required then, and a url alone
+     * selects postgres. The password is in the url, or read from `passwordFile` (never logged).
+     */
+    store: z
+      .object({
+        driver: z.enum(["sqlite", "postgres"]).optional(),
+        /** postgres://USER@HOST:PORT/DB (also HALLMARK_STORE_URL); query parameters such as sslmode pass to node-postgres. */
+        url: z
+          .string()
+          .regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL")
+          .optional(),
+        /** A file holding the database password (its first line), instead of putting it in the url. */
+        passwordFile: z.string().min(1).optional(),
+        /** Apply pending schema migrations at start (default); false (`hallmark server --no-migrate`): refuse to start on an older schema (store_schema_behind). */
+        migrate: z.boolean().default(true),
+        /** PostgreSQL connection pool, per replica. */
+        pool: z
+          .object({
+            /** Connections at most. */
+            max: z.number().int().min(1).max(1000).default(STORE_POOL_DEFAULTS.max),
+            /** Giving up on a new connection after this: the request answers 503 store_unavailable. */
+            connectionTimeout: durationSeconds.default(STORE_POOL_DEFAULTS.connectionTimeout),
+            /** An idle connection is closed after this. */
+            idleTimeout: durationSeconds.default(STORE_POOL_DEFAULTS.idleTimeout),
+            /** The server cancels a statement running longer than this. */
+            statementTimeout: durationSeconds.default(STORE_POOL_DEFAULTS.statementTimeout),
+          })
+          .strict()
+          .default(STORE_POOL_DEFAULTS),
+      })
+      .strict()
+      .transform((s) => ({ ...s, driver: s.driver ?? (s.url ? ("postgres" as const) : ("sqlite" as const)) }))
+      .refine((s) => s.driver !== "postgres" || s.url !== undefined, { message: "store.url is required with driver postgres", path: ["url"] })
+      .refine((s) => s.driver !== "sqlite" || (s.url === undefined && s.passwordFile === undefined), { message: "url and passwordFile are for driver postgres", path: ["driver"] })
+      .default({ driver: "sqlite", migrate: true, pool: STORE_POOL_DEFAULTS }),
     ca: z
       .object({
         keyType: keyType.default("ec-p256"),
@@ -352,6 +392,8 @@ export interface ServerFlags {
   dataDir?: string | undefined;
   listen?: string | undefined;
   trustDomain?: string | undefined;
+  /** `--no-migrate`: store.migrate false. */
+  noMigrate?: boolean | undefined;
 }
 
 /**
@@ -365,6 +407,7 @@ export const ENV_OVERRIDES: Readonly<Record<string, string>> = {
   HALLMARK_LOG_LEVEL: "log.level",
   HALLMARK_HSM_MODULE: "hsm.modulePath",
   HALLMARK_HSM_TOKEN_LABEL: "hsm.tokenLabel",
+  HALLMARK_STORE_URL: "store.url",
 };
 
 export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -379,6 +422,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   if (flags.dataDir !== undefined) raw.dataDir = flags.dataDir;
   if (flags.listen !== undefined) raw.listen = flags.listen;
   if (flags.trustDomain !== undefined) raw.trustDomain = flags.trustDomain;
+  if (flags.noMigrate) raw.store = { ...(raw.store as object), migrate: false };
   const parsed = serverConfigSchema.safeParse(raw);
   if (!parsed.success) throw configError(source, parsed.error);
   const config = parsed.data;
@@ -390,7 +434,9 @@ export function adminSocketPath(config: Pick<ServerConfig, "adminSocket" | "data
   return config.adminSocket ?? join(config.dataDir, "admin.sock");
 }
 
-/** The SQLite database of the server with this data directory. */
+export type StoreConfig = ServerConfig["store"];
+
+/** The SQLite database of the server with this data directory (store.driver sqlite). */
 export function databasePath(config: Pick<ServerConfig, "dataDir">): string {
   return join(config.dataDir, "hallmark.db");
 }

@@ -5,7 +5,7 @@ import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
 import { AuditLog } from "../audit/log.js";
 import { WorkerAuditVerifier } from "../audit/worker-verifier.js";
 import { ATTESTOR_TYPES, buildAttestors } from "../attestors/registry.js";
-import { type ServerConfig, adminSocketPath, databasePath } from "../config/server.js";
+import { type ServerConfig, adminSocketPath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { DelegationService } from "../oauth/delegation-service.js";
 import { FederationService } from "../federation/service.js";
@@ -29,7 +29,7 @@ import { NodeIssuanceService } from "../service/node-issuance.js";
 import { purgeExpired } from "../service/purge.js";
 import { AnonymousRateLimit } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
-import { openSqliteStore } from "../store/sqlite.js";
+import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
 import { hsmKeyUses } from "./hsm-key-uses.js";
 import { listenOnPrivateSocket } from "./admin-socket.js";
@@ -70,14 +70,15 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const trustDomain = TrustDomain.parse(config.trustDomain);
     // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
     // whether the database already records CA keys (see openDevSoftHsmToken).
-    const store: Store = await openSqliteStore(databasePath(config), { log });
+    // SQLite in the data directory, or the shared PostgreSQL database (store.driver).
+    const store: Store = await openStore(config, { log });
     closers.push(() => store.close());
     const keyStore = await openHsm(config, log, store);
     closers.push(() => keyStore.close());
     const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
     await checkAuditTail({ audit: store.audit, records: config.audit.tailCheckRecords, metrics, log });
-    const auditVerifier = new WorkerAuditVerifier(databasePath(config));
+    const auditVerifier = new WorkerAuditVerifier({ dataDir: config.dataDir, store: config.store });
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, audit, clock, log });
     closers.push(() => ca.close());
     // Before anything is issued: a store that does not extend the last signed checkpoint refuses to start.

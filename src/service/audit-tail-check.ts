@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { verifyAuditTail } from "../audit/log.js";
-import { AUDIT_GENESIS_HASH } from "../store/sqlite.js";
+import { AUDIT_GENESIS_HASH } from "../store/sqlite/index.js";
 import type { AuditRepository } from "../store/types.js";
 import type { Metrics } from "./metrics.js";
 

@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import { ensurePrivateDatabaseFile } from "./sqlite-files.js";
+import { ensurePrivateDatabaseFile } from "./sqlite/files.js";
 
 export interface ExclusiveLock {
   release(): void;

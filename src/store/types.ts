@@ -346,6 +346,9 @@ export interface AuditRecord extends AuditRecordInput {
   hash: string;
 }
 
+/** The `prevHash` of the first audit record. */
+export const AUDIT_GENESIS_HASH = "0".repeat(64);
+
 export interface AuditRepository {
   /** Appends atomically: reads the last hash and writes the new record in one transaction. */
   append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord>;

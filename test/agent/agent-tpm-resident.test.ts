@@ -9,7 +9,7 @@ import { type AgentCore, startAgentCore } from "../../src/agent/run-agent.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { createProducer } from "../../src/client/producers.js";
 import { createLogger } from "../../src/log.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { waitFor } from "../helpers/kept-alive.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { type Swtpm, startSwtpm } from "../helpers/swtpm.js";

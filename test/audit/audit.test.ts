@@ -3,7 +3,7 @@ import { tamperAuditLog } from "../helpers/audit-records.js";
 import Database from "better-sqlite3";
 import { join } from "node:path";
 import { AuditLog, verifyAuditChain, verifyAuditTail } from "../../src/audit/log.js";
-import { AUDIT_GENESIS_HASH, openSqliteStore } from "../../src/store/sqlite.js";
+import { AUDIT_GENESIS_HASH, openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
 import { tempDir } from "../helpers/tmp.js";
 

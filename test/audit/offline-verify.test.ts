@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { AuditLog } from "../../src/audit/log.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { createLogger } from "../../src/log.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { auditRecordCount, tamperAuditLog } from "../helpers/audit-records.js";
 import { runCli } from "../helpers/cli.js";
 import { httpsRaw } from "../helpers/https.js";

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/log.js";
 import { type ApiResponse, adminRequest, expectOk } from "../../src/client/http.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { appendAuditRecordsInBulk, auditRecordCount } from "../helpers/audit-records.js";
 import { httpsRaw } from "../helpers/https.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";

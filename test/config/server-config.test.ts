@@ -71,3 +71,36 @@ describe("server configuration", () => {
     expect([parseDurationSeconds("0"), parseDurationSeconds("-1"), parseDurationSeconds("1.5h"), parseDurationSeconds("h"), parseDurationSeconds(0)]).toEqual([undefined, undefined, undefined, undefined, undefined]);
   });
 });
+
+describe("store configuration", () => {
+  it("defaults to SQLite with migrations on, and a url (file or HALLMARK_STORE_URL) selects PostgreSQL", () => {
+    expect(loadServerConfig({}, {}).store).toEqual({ driver: "sqlite", migrate: true, pool: { max: 10, connectionTimeout: 5, idleTimeout: 30, statementTimeout: 30 } });
+    const env = loadServerConfig({}, { HALLMARK_STORE_URL: "postgres://hallmark@db:5432/hallmark" }).store;
+    expect(env).toMatchObject({ driver: "postgres", url: "postgres://hallmark@db:5432/hallmark", migrate: true });
+    const yaml = file("pg.yaml", "store:\n  driver: postgres\n  url: postgresql://h@db/h\n  passwordFile: /etc/hallmark/db.pw\n  pool:\n    max: 4\n    statementTimeout: 1m\n");
+    expect(loadServerConfig({ config: yaml, noMigrate: true }, {}).store).toEqual({
+      driver: "postgres",
+      url: "postgresql://h@db/h",
+      passwordFile: "/etc/hallmark/db.pw",
+      migrate: false,
+      pool: { max: 4, connectionTimeout: 5, idleTimeout: 30, statementTimeout: 60 },
+    });
+    expect(loadServerConfig({ noMigrate: true }, {}).store).toMatchObject({ driver: "sqlite", migrate: false });
+  });
+
+  it("refuses postgres without a url, a url that is not postgres://, and a url with driver sqlite, without echoing the url", () => {
+    const refusal = (text: string) => {
+      try {
+        loadServerConfig({ config: file("s.yaml", text) }, {});
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return "accepted";
+    };
+    expect(refusal("store:\n  driver: postgres\n")).toMatch(/store\.url.*required with driver postgres/);
+    const wrongScheme = refusal("store:\n  url: mysql://u:hunter2@db/h\n");
+    expect(wrongScheme).toMatch(/store\.url.*must be a postgres:\/\/ URL/);
+    expect(wrongScheme).not.toContain("hunter2");
+    expect(refusal("store:\n  driver: sqlite\n  url: postgres://u@db/h\n")).toMatch(/url and passwordFile are for driver postgres/);
+  });
+});

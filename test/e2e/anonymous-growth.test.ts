@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { joinTokenHash } from "../../src/join-tokens/token.js";
 import { AUDIT_EVENTS } from "../../src/service/audit-events.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { AuditRecord, Store } from "../../src/store/types.js";
 import { httpsRaw, postJson } from "../helpers/https.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";

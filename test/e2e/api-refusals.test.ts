@@ -4,7 +4,7 @@ import * as x509 from "@peculiar/x509";
 import { webcrypto } from "node:crypto";
 import { newClientKey } from "../../src/client/csr.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { httpsRaw, postJson } from "../helpers/https.js";
 import { join } from "node:path";

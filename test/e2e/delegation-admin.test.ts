@@ -2,7 +2,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminRequest } from "../../src/client/http.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
 import { type CliResult, runCli } from "../helpers/cli.js";
 import { adminSocketOf, startTestServer, type TestServer } from "../helpers/server.js";

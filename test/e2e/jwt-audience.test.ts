@@ -3,7 +3,7 @@ import { createLocalJWKSet, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { httpsRaw, postJson } from "../helpers/https.js";
 import { admitJoinTokenNode } from "../helpers/nodes.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { openPkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
 import { CA_KEY_KINDS } from "../../src/service/ports.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
 import { runCli } from "../helpers/cli.js";
 import { tempDir } from "../helpers/tmp.js";

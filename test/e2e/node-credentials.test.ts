@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { HallmarkError } from "../../src/errors.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { runCli } from "../helpers/cli.js";
 import { KeptAliveNode, waitFor } from "../helpers/kept-alive.js";
 import { admitJoinTokenNode } from "../helpers/nodes.js";

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { AuditRecord, Store } from "../../src/store/types.js";
 import { runCli } from "../helpers/cli.js";
 import { type TestServer, startTestServer } from "../helpers/server.js";

@@ -4,7 +4,7 @@ import { decodeProtectedHeader, exportJWK, generateKeyPair, importJWK, type JWK,
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { AuditRecord } from "../../src/store/types.js";
 import { runCli } from "../helpers/cli.js";
 import { httpsRaw, postJson } from "../helpers/https.js";

@@ -1,6 +1,6 @@
 import Database from "better-sqlite3";
 import { auditRecordHash } from "../../src/audit/log.js";
-import { AUDIT_GENESIS_HASH } from "../../src/store/sqlite.js";
+import { AUDIT_GENESIS_HASH } from "../../src/store/sqlite/index.js";
 import type { AuditRecordInput } from "../../src/store/types.js";
 
 /**

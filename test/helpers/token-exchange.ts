@@ -4,7 +4,7 @@ import { adminRequest, expectOk } from "../../src/client/http.js";
 import { NodeClient } from "../../src/client/node.js";
 import { databasePath } from "../../src/config/server.js";
 import { TOKEN_EXCHANGE_GRANT } from "../../src/oauth/token-request.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { AuditRecord } from "../../src/store/types.js";
 import { type HttpsResult, httpsRaw } from "./https.js";
 import { admitJoinTokenNode } from "./nodes.js";

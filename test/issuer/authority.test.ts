@@ -14,7 +14,7 @@ import { createSoftwareSigner } from "../../src/issuer/file-signer.js";
 import { parseSpiffeBundle } from "../../src/issuer/bundle.js";
 import { createLogger } from "../../src/log.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
 import { normalizeSerial } from "../../src/service/ports.js";
 import { run } from "../helpers/cli.js";

@@ -10,7 +10,7 @@ import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
 import { CertificateAuthority, type AuthorityOptions, caKeyLabel } from "../../src/issuer/authority.js";
 import { createLogger } from "../../src/log.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { CaKeyKind, CaKeyStatus, Store } from "../../src/store/types.js";
 import { tempDir } from "../helpers/tmp.js";
 

@@ -3,7 +3,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { type CryptoKey, type JWK, SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair } from "jose";
 import { DPOP_MAX_HEADER_BYTES, DpopVerifier, MemoryDpopReplayCache, RotatingDpopNonces, normalizeHtu, type DpopCheck } from "../../src/oauth/dpop.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
 import { purgeExpired } from "../../src/service/purge.js";
 import { tempDir } from "../helpers/tmp.js";

@@ -7,7 +7,7 @@ import { adminRequest, expectOk } from "../../src/client/http.js";
 import { NodeClient } from "../../src/client/node.js";
 import { databasePath } from "../../src/config/server.js";
 import type { AuthenticatedClient } from "../../src/oauth/client-auth.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { bundleFetch } from "../helpers/bundle-fetch.js";
 import { httpsRaw } from "../helpers/https.js";
 import { admitJoinTokenNode } from "../helpers/nodes.js";

@@ -7,7 +7,7 @@ import { CertificateAuthority, type AuthorityOptions } from "../../src/issuer/au
 import { createLogger } from "../../src/log.js";
 import { ATTESTATION_CLAIM, mintAccessToken } from "../../src/oauth/access-token.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
 import { tempDir } from "../helpers/tmp.js";
 

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { attest, joinTokenProducer } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { NodeClient } from "../../src/client/node.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { runCli } from "../helpers/cli.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { tempDir } from "../helpers/tmp.js";

@@ -4,9 +4,9 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { pino } from "pino";
-import { SQLITE_MIGRATIONS } from "../../src/store/migrations.js";
-import { KNOWN_SCHEMA_VERSION } from "../../src/store/sqlite-schema.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { SQLITE_MIGRATIONS } from "../../src/store/sqlite/migrations.js";
+import { KNOWN_SCHEMA_VERSION } from "../../src/store/sqlite/schema.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { runCli } from "../helpers/cli.js";
 import { tempDir } from "../helpers/tmp.js";
 

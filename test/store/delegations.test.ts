@@ -1,14 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { join } from "node:path";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import type { DelegationRecord, Store } from "../../src/store/types.js";
-import { tempDir } from "../helpers/tmp.js";
+import { type TestDatabase, forEachEngine } from "../helpers/store-engines.js";
 
-/** The delegations repository on a real SQLite file: what the token endpoint's lookup finds. */
+/** The delegations repository on both engines: what the token endpoint's lookup finds. */
 
-const dir = tempDir("store-delegations");
-const dbPath = join(dir.path, "hallmark.db");
-let store: Store;
 const t0 = new Date("2026-01-01T00:00:00Z");
 const AGENT = "spiffe://example.org/agent/reviewer";
 const IDP = "https://idp.example.com";
@@ -25,8 +20,14 @@ const record = (id: string, over: Partial<DelegationRecord> = {}): DelegationRec
   ...over,
 });
 
+const ids = (ds: DelegationRecord[]) => ds.map((d) => d.id.slice(-1));
+
+forEachEngine("delegations repository", (engine) => {
+let db: TestDatabase;
+let store: Store;
 beforeAll(async () => {
-  store = await openSqliteStore(dbPath);
+  db = await engine.newDatabase();
+  store = await db.open();
   await store.delegations.create(record("00000000-0000-4000-8000-000000000001", { createdAt: new Date(t0.getTime() + 1000) }));
   await store.delegations.create(
     record("00000000-0000-4000-8000-000000000002", { subject: "alice", requireDpop: true, requireAttestor: "tpm", audiences: ["a", "urn:b"], maxTtlSeconds: 60 }),
@@ -37,12 +38,8 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await store.close();
-  dir.remove();
 });
 
-const ids = (ds: DelegationRecord[]) => ds.map((d) => d.id.slice(-1));
-
-describe("delegations repository", () => {
   it("finds an actor's delegations for an issuer that cover the subject: those for anyone and those for exactly that subject", async () => {
     expect(ids(await store.delegations.findFor(AGENT, IDP, "alice"))).toEqual(["2", "1"]);
     expect(ids(await store.delegations.findFor(AGENT, IDP, "bob"))).toEqual(["3", "1"]);
@@ -81,7 +78,7 @@ describe("delegations repository", () => {
 
   it("keeps delegations across a reopen of the database", async () => {
     await store.close();
-    store = await openSqliteStore(dbPath);
+    store = await db.open();
     expect(ids(await store.delegations.list({ actor: AGENT }))).toEqual(["2", "4", "1"]);
   });
 });

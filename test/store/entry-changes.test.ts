@@ -1,9 +1,10 @@
 import Database from "better-sqlite3";
 import { join } from "node:path";
-import { afterAll, expect, it } from "vitest";
-import { SQLITE_MIGRATIONS } from "../../src/store/migrations.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { afterAll, describe, expect, it } from "vitest";
+import { SQLITE_MIGRATIONS } from "../../src/store/sqlite/migrations.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { EntryRecord } from "../../src/store/types.js";
+import { forEachEngine } from "../helpers/store-engines.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /** The entries' change log (migration 3): revisions, tombstones, pruning, and a database migrated from version 2. */
@@ -22,8 +23,9 @@ const entry = (id: string, createdAt: Date, parentId = "spiffe://example.org/nod
   createdAt,
 });
 
+forEachEngine("entry change log", (engine) => {
 it("logs creations and tombstones with growing revisions, and prunes without ever going back", async () => {
-  const store = await openSqliteStore(join(dir.path, "a.db"));
+  const store = await (await engine.newDatabase()).open();
   try {
     expect(await store.entries.revision()).toBe(0);
     await store.entries.create(entry("e1", at(0)));
@@ -57,6 +59,21 @@ it("logs creations and tombstones with growing revisions, and prunes without eve
   }
 });
 
+it("pages a parent's entries in id order, bytewise", async () => {
+  const store = await (await engine.newDatabase()).open();
+  try {
+    for (const id of ["b", "a-1", "B", "a", "c"]) await store.entries.create({ ...entry(id, at(0)), spiffeId: `spiffe://example.org/w/${id}` });
+    await store.entries.create(entry("z", at(0), "spiffe://example.org/node/other"));
+    expect((await store.entries.listByParent("spiffe://example.org/node/a", undefined, 3)).map((e) => e.id)).toEqual(["B", "a", "a-1"]);
+    expect((await store.entries.listByParent("spiffe://example.org/node/a", "a-1", 3)).map((e) => e.id)).toEqual(["b", "c"]);
+  } finally {
+    await store.close();
+  }
+});
+});
+
+// SQLite-only: it writes a version-2 database by hand with SQLite's own migrations.
+describe("SQLite migration 3", () => {
 it("logs the entries of a version-2 database as created when it migrates", async () => {
   const path = join(dir.path, "b.db");
   // A database written by a version-2 server: migrations 1 and 2 only, and one entry.
@@ -82,4 +99,5 @@ it("logs the entries of a version-2 database as created when it migrates", async
   } finally {
     await store.close();
   }
+});
 });

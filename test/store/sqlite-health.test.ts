@@ -2,7 +2,7 @@ import Database from "better-sqlite3";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HallmarkError } from "../../src/errors.js";
-import { openSqliteStore } from "../../src/store/sqlite.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -24,7 +24,9 @@ afterAll(async () => {
   dir.remove();
 });
 
-describe("SQLite store health", () => {
+// SQLite only: another connection holding the file's write lock is SQLite's failure mode; the
+// PostgreSQL store's health (an unreachable server) is tested in postgres-server.test.ts.
+describe("SQLite store health (a file write lock held elsewhere: SQLite only)", () => {
   it("a write lock held past busy_timeout is store_unavailable, reads still work, and the next committed write makes it healthy", async () => {
     await store.joinTokens.create(token("a"));
     expect(store.healthy()).toBe(true);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { adminRequest, expectOk } from "../../../src/client/http.js";
-import { openSqliteStore } from "../../../src/store/sqlite.js";
+import { openSqliteStore } from "../../../src/store/sqlite/index.js";
 import { runCli } from "../../helpers/cli.js";
 import { SHARED_FIXTURES, haveSharedFixtures, warnIfNoSharedFixtures } from "../../helpers/fixtures.js";
 import { startTestServer, type TestServer } from "../../helpers/server.js";

@@ -10,7 +10,7 @@ import { adminRequest, expectOk } from "../../../src/client/http.js";
 import { NodeClient } from "../../../src/client/node.js";
 import { NODE_PROOF_HEADER, NODE_SVID_HEADER, nodeProofMessage } from "../../../src/pki/channel-proof.js";
 import { pemBlocks } from "../../../src/pki/pem.js";
-import { openSqliteStore } from "../../../src/store/sqlite.js";
+import { openSqliteStore } from "../../../src/store/sqlite/index.js";
 import { startTestServer, type TestServer } from "../../helpers/server.js";
 import { type Swtpm, startSwtpm } from "../../helpers/swtpm.js";
 import { tempDir } from "../../helpers/tmp.js";

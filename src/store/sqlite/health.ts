@@ -2,7 +2,8 @@ import type Database from "better-sqlite3";
 import { statfsSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "pino";
-import { HallmarkError, isHallmarkError } from "../errors.js";
+import { HallmarkError, isHallmarkError } from "../../errors.js";
+import { guardRepository } from "../guard.js";
 
 /**
  * SQLite result codes (primary codes; better-sqlite3 reports extended ones such as
@@ -96,16 +97,7 @@ export class SqliteHealth {
 
   /** The repository with every method run through `call`, named `name.method` in the log. */
   guard<T extends object>(name: string, repo: T): T {
-    const guarded = Object.create(repo) as T;
-    const proto = Object.getPrototypeOf(repo) as Record<string, unknown>;
-    for (const method of Object.getOwnPropertyNames(proto)) {
-      const fn = proto[method];
-      if (method === "constructor" || typeof fn !== "function") continue;
-      Object.defineProperty(guarded, method, {
-        value: (...args: unknown[]) => this.call(`${name}.${method}`, () => (fn as (...a: unknown[]) => unknown).apply(repo, args)),
-      });
-    }
-    return guarded;
+    return guardRepository(name, repo, (op, run) => this.call(op, run));
   }
 
   private async call<R>(op: string, run: () => R | Promise<R>): Promise<R> {

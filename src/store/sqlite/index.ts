@@ -2,15 +2,37 @@ import Database from "better-sqlite3";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "pino";
-import type { JsonObject } from "../attestors/types.js";
-import { HallmarkError } from "../errors.js";
-import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema } from "./sqlite-schema.js";
-import { errnoReason } from "../system-error.js";
-import { SqliteHealth } from "./sqlite-health.js";
-import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./sqlite-files.js";
+import type { JsonObject } from "../../attestors/types.js";
+import {
+  type Row,
+  STATUS_TIME_COLUMN,
+  accessTokenOf,
+  auditFromRow,
+  banFromRow,
+  caKeyFromRow,
+  date,
+  delegationFromRow,
+  entryFromRow,
+  federationFromRow,
+  federationParams,
+  json,
+  ms,
+  nodeFromRow,
+  optDate,
+  sessionFromRow,
+  svidFromRow,
+  tokenFromRow,
+  upstreamChainColumn,
+} from "../rows.js";
+import { HallmarkError } from "../../errors.js";
+import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema, refuseOlderSchema } from "./schema.js";
+import { errnoReason } from "../../system-error.js";
+import { SqliteHealth } from "./health.js";
+import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./files.js";
 import {
   type AccessTokenRecord,
   type AccessTokenRepository,
+  AUDIT_GENESIS_HASH,
   MAX_LINEAGE_LINKS,
   type AttestationSessionRecord,
   type AuditRecord,
@@ -45,9 +67,11 @@ import {
   type TlogState,
   type TlogStoredHash,
   type TransparencyRepository,
-} from "./types.js";
+} from "../types.js";
 
-type Row = Record<string, unknown>;
+/** Kept here too for the importers of the SQLite store; it lives with the interface. */
+export { AUDIT_GENESIS_HASH };
+
 type Db = Database.Database;
 
 const statements = new WeakMap<Db, Map<string, Database.Statement>>();
@@ -61,12 +85,6 @@ function prepared(db: Db, sql: string): Database.Statement {
   return st;
 }
 
-const ms = (d: Date): number => d.getTime();
-const date = (v: unknown): Date => new Date(Number(v));
-const optDate = (v: unknown): Date | undefined => (v === null || v === undefined ? undefined : date(v));
-const optStr = (v: unknown): string | undefined => (v === null || v === undefined ? undefined : String(v));
-const optNum = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v));
-
 export interface SqliteStoreOptions extends SchemaOptions {
   /**
    * Opens an existing database for reading only, beside a running server or with it stopped
@@ -76,6 +94,8 @@ export interface SqliteStoreOptions extends SchemaOptions {
   readonly?: boolean;
   /** Hears when the datastore starts failing (disk full, I/O errors) and when it recovers, and the schema migrations of a start. */
   log?: Logger | undefined;
+  /** Apply pending migrations (default true); false refuses a schema behind this build (store_schema_behind). */
+  migrate?: boolean | undefined;
 }
 
 /**
@@ -108,7 +128,8 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
     db.pragma("foreign_keys = ON");
-    await migrateSchema(db, path, options);
+    if (options.migrate === false) refuseOlderSchema(path, readSchemaVersion(db));
+    else await migrateSchema(db, path, options);
     return new SqliteStore(db, new SqliteHealth(db, options.log));
   } catch (cause) {
     if (db?.open) db.close();
@@ -275,32 +296,7 @@ class SqliteNodes implements NodeRepository {
   }
 }
 
-function banFromRow(r: Row): NodeBanRecord {
-  return {
-    spiffeId: String(r.spiffe_id),
-    attestorType: String(r.attestor_type),
-    hardwareId: optStr(r.hardware_id),
-    createdAt: date(r.created_at),
-  };
-}
 
-function nodeFromRow(r: Row): NodeRecord {
-  return {
-    spiffeId: String(r.spiffe_id),
-    attestorType: String(r.attestor_type),
-    hardwareId: optStr(r.hardware_id),
-    selectors: JSON.parse(String(r.selectors)) as string[],
-    canReattest: r.can_reattest === 1,
-    serial: optStr(r.serial),
-    expiresAt: optDate(r.expires_at),
-    previousSerial: optStr(r.previous_serial),
-    previousValidUntil: optDate(r.previous_valid_until),
-    evicted: r.evicted === 1,
-    evictedAt: optDate(r.evicted_at),
-    createdAt: date(r.created_at),
-    updatedAt: date(r.updated_at),
-  };
-}
 
 class SqliteEntries implements EntryRepository {
   constructor(private readonly db: Db) {}
@@ -402,7 +398,7 @@ class SqliteEntries implements EntryRepository {
         kind: r.kind === "deleted" ? "deleted" : "created",
         entryId: String(r.entry_id),
         parentId: String(r.change_parent),
-        selectors: JSON.parse(String(r.change_selectors)) as string[],
+        selectors: json<string[]>(r.change_selectors),
         entry: r.id === null || r.id === undefined ? undefined : entryFromRow(r),
       }));
       const last = changes.at(-1)?.revision ?? head;
@@ -411,21 +407,6 @@ class SqliteEntries implements EntryRepository {
   }
 }
 
-function entryFromRow(r: Row): EntryRecord {
-  return {
-    id: String(r.id),
-    spiffeId: String(r.spiffe_id),
-    parentId: String(r.parent_id),
-    selectors: JSON.parse(String(r.selectors)) as string[],
-    x509SvidTtlSeconds: optNum(r.x509_ttl),
-    jwtSvidTtlSeconds: optNum(r.jwt_ttl),
-    dnsNames: JSON.parse(String(r.dns_names)) as string[],
-    hint: String(r.hint ?? ""),
-    federatesWith: JSON.parse(String(r.federates_with ?? "[]")) as string[],
-    admin: r.admin === 1,
-    createdAt: date(r.created_at),
-  };
-}
 
 class SqliteFederations implements FederationRepository {
   constructor(private readonly db: Db) {}
@@ -490,43 +471,7 @@ class SqliteFederations implements FederationRepository {
   }
 }
 
-function federationParams(f: FederationRecord) {
-  return {
-    trustDomain: f.trustDomain,
-    url: f.bundleEndpointUrl,
-    profile: f.profile,
-    endpointId: f.endpointSpiffeId ?? null,
-    webRoots: f.webRootsPem ?? null,
-    bundle: f.bundle ?? null,
-    sequence: f.bundleSequence ?? null,
-    hint: f.refreshHintSeconds ?? null,
-    lastAt: f.lastRefreshAt ? ms(f.lastRefreshAt) : null,
-    outcome: f.lastOutcome ?? null,
-    error: f.lastError ?? null,
-    nextAt: ms(f.nextRefreshAt),
-    createdAt: ms(f.createdAt),
-    updatedAt: ms(f.updatedAt),
-  };
-}
 
-function federationFromRow(r: Row): FederationRecord {
-  return {
-    trustDomain: String(r.trust_domain),
-    bundleEndpointUrl: String(r.bundle_endpoint_url),
-    profile: String(r.profile) as FederationRecord["profile"],
-    endpointSpiffeId: optStr(r.endpoint_spiffe_id),
-    webRootsPem: optStr(r.web_roots_pem),
-    bundle: optStr(r.bundle),
-    bundleSequence: optNum(r.bundle_sequence),
-    refreshHintSeconds: optNum(r.refresh_hint),
-    lastRefreshAt: optDate(r.last_refresh_at),
-    lastOutcome: optStr(r.last_outcome),
-    lastError: optStr(r.last_error),
-    nextRefreshAt: date(r.next_refresh_at),
-    createdAt: date(r.created_at),
-    updatedAt: date(r.updated_at),
-  };
-}
 
 function isUniqueViolation(e: unknown): boolean {
   return typeof e === "object" && e !== null && String((e as { code?: unknown }).code).startsWith("SQLITE_CONSTRAINT");
@@ -560,15 +505,6 @@ class SqliteJoinTokens implements JoinTokenRepository {
   }
 }
 
-function tokenFromRow(r: Row): JoinTokenRecord {
-  return {
-    tokenHash: String(r.token_hash),
-    spiffeId: String(r.spiffe_id),
-    expiresAt: date(r.expires_at),
-    usedAt: optDate(r.used_at),
-    createdAt: date(r.created_at),
-  };
-}
 
 class SqliteDpopProofs implements DpopProofRepository {
   constructor(private readonly db: Db) {}
@@ -649,18 +585,6 @@ class SqliteSessions implements SessionRepository {
   }
 }
 
-function sessionFromRow(r: Row): AttestationSessionRecord {
-  return {
-    id: String(r.id),
-    attestorType: String(r.attestor_type),
-    nonce: r.nonce as Buffer,
-    status: String(r.status) as SessionStatus,
-    boundSpki: (r.bound_spki as Buffer | null) ?? undefined,
-    state: r.state === null ? undefined : (JSON.parse(String(r.state)) as JsonObject),
-    expiresAt: date(r.expires_at),
-    createdAt: date(r.created_at),
-  };
-}
 
 class SqliteSvids implements SvidRepository {
   constructor(private readonly db: Db) {}
@@ -675,16 +599,7 @@ class SqliteSvids implements SvidRepository {
 
   async get(serial: string): Promise<IssuedSvidRecord | undefined> {
     const r = prepared(this.db, "SELECT * FROM issued_svids WHERE serial = ?").get(serial) as Row | undefined;
-    if (!r) return undefined;
-    return {
-      serial: String(r.serial),
-      spiffeId: String(r.spiffe_id),
-      kind: String(r.kind) as IssuedSvidRecord["kind"],
-      nodeId: optStr(r.node_id),
-      caKeyId: String(r.ca_key_id),
-      issuedAt: date(r.issued_at),
-      notAfter: date(r.not_after),
-    };
+    return r ? svidFromRow(r) : undefined;
   }
 
   async latestExpiry(caKeyId: string): Promise<Date | undefined> {
@@ -774,32 +689,7 @@ class SqliteAccessTokens implements AccessTokenRepository {
   }
 }
 
-function accessTokenOf(r: Row): AccessTokenRecord {
-  return {
-    jti: String(r.jti),
-    parentJti: optStr(r.parent_jti),
-    delegationId: String(r.delegation_id),
-    clientId: String(r.client_id),
-    actorNodeId: String(r.actor_node_id),
-    subject: String(r.subject),
-    subjectIssuer: String(r.subject_issuer),
-    scope: String(r.scope),
-    audience: JSON.parse(String(r.audience)) as string[],
-    jkt: optStr(r.jkt),
-    keyId: String(r.key_id),
-    issuedAt: date(r.issued_at),
-    expiresAt: date(r.expires_at),
-    revokedAt: optDate(r.revoked_at),
-  };
-}
 
-const STATUS_TIME_COLUMN: Record<CaKeyStatus, string | undefined> = {
-  pending: undefined,
-  prepared: undefined,
-  active: "activated_at",
-  previous: undefined,
-  retired: "retired_at",
-};
 
 class SqliteCaKeys implements CaKeyRepository {
   constructor(private readonly db: Db) {}
@@ -880,29 +770,7 @@ class SqliteCaKeys implements CaKeyRepository {
   }
 }
 
-function upstreamChainColumn(chain: Buffer[] | undefined): string | null {
-  return chain ? JSON.stringify(chain.map((c) => c.toString("base64"))) : null;
-}
 
-function caKeyFromRow(r: Row): CaKeyRecord {
-  return {
-    id: String(r.id),
-    kind: String(r.kind) as CaKeyKind,
-    label: String(r.label),
-    keyType: String(r.key_type),
-    status: String(r.status) as CaKeyStatus,
-    certificate: (r.certificate as Buffer | null) ?? undefined,
-    upstreamChain:
-      r.upstream_chain === null
-        ? undefined
-        : (JSON.parse(String(r.upstream_chain)) as string[]).map((b) => Buffer.from(b, "base64")),
-    kid: optStr(r.kid),
-    notAfter: optDate(r.not_after),
-    createdAt: date(r.created_at),
-    activatedAt: optDate(r.activated_at),
-    retiredAt: optDate(r.retired_at),
-  };
-}
 
 class SqliteDelegations implements DelegationRepository {
   constructor(private readonly db: Db) {}
@@ -954,22 +822,7 @@ class SqliteDelegations implements DelegationRepository {
   }
 }
 
-function delegationFromRow(r: Row): DelegationRecord {
-  return {
-    id: String(r.id),
-    actor: String(r.actor),
-    subjectIssuer: String(r.subject_issuer),
-    subject: optStr(r.subject),
-    scopes: JSON.parse(String(r.scopes)) as string[],
-    audiences: JSON.parse(String(r.audiences)) as string[],
-    maxTtlSeconds: Number(r.max_ttl),
-    requireDpop: r.require_dpop === 1,
-    requireAttestor: optStr(r.require_attestor),
-    createdAt: date(r.created_at),
-  };
-}
 
-export const AUDIT_GENESIS_HASH = "0".repeat(64);
 
 class SqliteAudit implements AuditRepository {
   constructor(private readonly db: Db) {}
@@ -1069,19 +922,3 @@ class SqliteTransparency implements TransparencyRepository {
   }
 }
 
-function auditFromRow(r: Row): AuditRecord {
-  return {
-    seq: Number(r.seq),
-    time: date(r.time),
-    event: String(r.event),
-    outcome: String(r.outcome) as AuditRecord["outcome"],
-    code: optStr(r.code),
-    actor: optStr(r.actor),
-    spiffeId: optStr(r.spiffe_id),
-    attestor: optStr(r.attestor),
-    serial: optStr(r.serial),
-    details: JSON.parse(String(r.details)) as Record<string, unknown>,
-    prevHash: String(r.prev_hash),
-    hash: String(r.hash),
-  };
-}

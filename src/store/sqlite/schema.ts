@@ -1,7 +1,7 @@
 import Database from "better-sqlite3";
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync, renameSync, rmSync } from "node:fs";
-import { HallmarkError } from "../errors.js";
+import { HallmarkError } from "../../errors.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 
 type Db = Database.Database;
@@ -44,6 +44,19 @@ export function refuseNewerSchema(path: string, version: number): void {
   throw new HallmarkError(
     "store_too_new",
     `${path} has schema version ${version}; this hallmark knows up to ${KNOWN_SCHEMA_VERSION}: upgrade hallmark or restore an older backup`,
+  );
+}
+
+/**
+ * With migrations off (`hallmark server --no-migrate`, for operators who migrate with
+ * `hallmark store migrate`), a schema behind this build is refused rather than used: its tables
+ * lack what this build reads and writes.
+ */
+export function refuseOlderSchema(where: string, version: number): void {
+  if (version >= KNOWN_SCHEMA_VERSION) return;
+  throw new HallmarkError(
+    "store_schema_behind",
+    `${where} has schema version ${version}; this hallmark needs ${KNOWN_SCHEMA_VERSION}: run 'hallmark store migrate' or start without --no-migrate`,
   );
 }
 

@@ -1,6 +1,6 @@
 import { accessSync, chmodSync, closeSync, constants, lstatSync, openSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { errnoReason } from "../system-error.js";
+import { errnoReason } from "../../system-error.js";
 
 /**
  * The files SQLite keeps beside a database. SQLite creates each of them with the database
