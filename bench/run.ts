@@ -12,6 +12,8 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   audit: () => import("./audit-verify.js"),
   workload: () => import("./workload-api.js"),
   oauth: () => import("./oauth.js"),
+  // issue 10's table: a Go load generator, cfssl as the peer, entry scaling, 1,024 connections
+  speed: () => import("./speed.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);
