@@ -16,6 +16,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** Entry counts of the scaling nodes (each has these plus the workload's own entry). */
 const SCALE = (process.env.BENCH_SCALE_ENTRIES ?? "10000,100000").split(",").filter(Boolean).map(Number);
 const FAIR_CONNS = Number(process.env.BENCH_FAIR_CONNS ?? 1024);
+/** BENCH_PHASES=jwt (or x509,cfssl,…): only these rounds' phases, e.g. to profile one path. */
+const ONLY_PHASES = process.env.BENCH_PHASES?.split(",").filter(Boolean);
 const TD = "spiffe://example.org";
 const WORKLOAD = `${TD}/bench/w`;
 
@@ -82,6 +84,8 @@ export async function run(): Promise<void> {
       { name: "x509", target: x509(one), results: [] },
       ...scaled.map(({ n, node }) => ({ name: `x509@${n}`, target: x509(node), results: [] })),
       { name: "jwt", target: { ...one, url: `${server.url}/v1/svids/jwt`, bodies: [{ audience: ["bench"], spiffe_id: WORKLOAD }] }, results: [] },
+      // The floor under every request: mutual TLS, HTTP and the router, nothing else.
+      { name: "healthz", target: { ...one, url: `${server.url}/healthz`, method: "GET" }, results: [] },
     ];
     if ("skip" in peer) {
       console.log(`cfssl peer skipped: ${peer.skip}`);
@@ -92,6 +96,7 @@ export async function run(): Promise<void> {
       phases.push({ name: "cfssl", target: { ...files, ...peer.withoutDb, bodies }, results: [] });
     }
 
+    if (ONLY_PHASES) phases.splice(0, phases.length, ...phases.filter((p) => ONLY_PHASES.includes(p.name)));
     // Warm-up, unmeasured: JIT, caches and each server's first requests.
     for (const phase of phases) await runLoad(built.bin, phase.target, { conns: 16, seconds: 1 });
     for (let round = 0; round < ROUNDS; round++) {
@@ -110,7 +115,9 @@ export async function run(): Promise<void> {
       : undefined;
     if (entries) console.log(line(`GET /v1/node/entries, ${biggest!.n + 1} entries (first page of ${500})`, entries));
 
-    const peak = rate(sum(phases[0]!.results));
+    const x509Phase = phases.find((p) => p.name === "x509");
+    if (!x509Phase) return;
+    const peak = rate(sum(x509Phase.results));
     const fairOpen = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2, rate: peak * 0.9 });
     console.log(line(`X.509, ${FAIR_CONNS} connections, ${(peak * 0.9).toFixed(0)}/s offered (90% of the 16-connection peak)`, fairOpen));
     const fairClosed = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2 });
@@ -150,6 +157,7 @@ function table(phases: Phase[], entries: { n: number; r: LoadResult } | undefine
   const rows: string[][] = [
     ["X.509-SVID issuance, server CPU per request (16 connections)", cpuCell(by("x509")), `cfssl serve, mTLS, with DB: ${cpuCell(by("cfssl-db"))}; without DB: ${cpuCell(by("cfssl"))}`],
     ["JWT-SVID issuance, server CPU per request", cpuCell(by("jwt")), "goal < 0.15 ms"],
+    ["GET /healthz on the same mTLS connections (TLS + HTTP floor)", cpuCell(by("healthz")), "what every request costs before any work"],
     ...phases
       .filter((p) => p.name.startsWith("x509@"))
       .map((p) => [`X.509 issuance, node with ${Number(p.name.slice(5)) + 1} entries`, cpuCell(p), `×${(msPer(sum(p.results)) / base).toFixed(2)} of one entry (goal within 10%)`]),
