@@ -13,6 +13,8 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   workload: () => import("./workload-api.js"),
   oauth: () => import("./oauth.js"),
   tlog: () => import("./tlog.js"),
+  // issue 10's table: a Go load generator, cfssl as the peer, entry scaling, 1,024 connections
+  speed: () => import("./speed.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);

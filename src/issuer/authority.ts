@@ -284,9 +284,20 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
     };
   }
 
+  /**
+   * Every node answer carries the bundle as PEM: encoded once per set of authorities (the same
+   * certificate buffers until a rotation step or a key load replaces them), not once per request.
+   */
   async bundlePem(): Promise<string> {
-    return bundlePem(await this.x509Authorities());
+    const authorities = await this.x509Authorities();
+    const last = this.lastBundlePem;
+    if (last && last.authorities.length === authorities.length && last.authorities.every((der, i) => der === authorities[i])) return last.pem;
+    const pem = bundlePem(authorities);
+    this.lastBundlePem = { authorities, pem };
+    return pem;
   }
+
+  private lastBundlePem: { authorities: Buffer[]; pem: string } | undefined;
 
   async spiffeBundle(): Promise<Record<string, unknown>> {
     return spiffeBundleJwks({ ...(await this.bundle()), refreshHintSeconds: this.o.refreshHintSeconds });

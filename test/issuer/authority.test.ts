@@ -3,7 +3,7 @@ import { X509Certificate, generateKeyPairSync } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify } from "jose";
-import { pemChain } from "../../src/pki/pem.js";
+import { pemBlocks, pemChain } from "../../src/pki/pem.js";
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
 import type { KeyType } from "../../src/hsm/signer.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
@@ -122,9 +122,13 @@ describe("certificate authority on SoftHSM2", () => {
     const ca = await CertificateAuthority.open(options(store));
     const seq0 = (await ca.spiffeBundle()).spiffe_sequence as number;
     const oldSvid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now });
+    // The PEM bundle every node answer carries is encoded once per set of authorities: it must
+    // follow each rotation step all the same.
+    expect(await ca.bundlePem()).toBe(pemChain(await ca.x509Authorities()));
     await ca.rotate("x509", "prepare");
     await expect(ca.rotate("x509", "prepare")).rejects.toMatchObject({ code: "ca_rotation_in_progress" });
     expect(await ca.x509Authorities()).toHaveLength(2);
+    expect(await ca.bundlePem()).toBe(pemChain(await ca.x509Authorities()));
     expect((await ca.spiffeBundle()).spiffe_sequence).toBeGreaterThan(seq0);
     await ca.rotate("x509", "activate");
     await expect(ca.rotate("x509", "activate")).rejects.toMatchObject({ code: "ca_rotation_nothing_prepared" });
@@ -140,6 +144,8 @@ describe("certificate authority on SoftHSM2", () => {
     const retired = await ca.rotate("x509", "retire");
     expect(retired.changed).toHaveLength(1);
     expect(await ca.x509Authorities()).toHaveLength(1);
+    expect(await ca.bundlePem()).toBe(pemChain(await ca.x509Authorities()));
+    expect(pemBlocks(await ca.bundlePem())).toEqual([b]);
     const oldLabel = (await store.caKeys.list("x509")).find((k) => k.status === "retired")!.label;
     expect(await keyStore.find(oldLabel)).toBeUndefined();
   });

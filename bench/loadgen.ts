@@ -1,0 +1,121 @@
+import { execFile, execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+/** bench/loadgen/main.go, from dist/bench or from bench/ (tsx). */
+const SOURCE = fileURLToPath(new URL(existsSync(fileURLToPath(new URL("./loadgen/main.go", import.meta.url))) ? "./loadgen/" : "../../bench/loadgen/", import.meta.url));
+
+/** What bench/loadgen/main.go prints for one window (its fields, renamed). */
+export interface LoadResult {
+  ops: number;
+  errors: number;
+  firstError?: string;
+  seconds: number;
+  /** The named server process's utime+stime over the window. */
+  cpuSeconds: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Fewest and most answers one connection got in the window: a starved connection shows here. */
+  minPerConn: number;
+  maxPerConn: number;
+  conns: number;
+}
+
+export interface LoadTarget {
+  url: string;
+  method?: "GET" | "POST";
+  /** JSON bodies, used in turn. */
+  bodies?: unknown[];
+  /** PEM files: the client's chain and key (mutual TLS) and the server's trust anchors. */
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  /** The server process whose CPU the window is charged to. */
+  pid: number;
+}
+
+/**
+ * Whether to pin: the servers to CPU 0 and the load generator to CPU 1 (`taskset`), so the two
+ * never take turns on one core. BENCH_PIN=0 turns it off; it is off with fewer than two CPUs.
+ */
+export function pinning(): boolean {
+  if (process.env.BENCH_PIN === "0") return false;
+  try {
+    return Number(execFileSync("nproc", { encoding: "utf8" }).trim()) >= 2 && existsSync("/usr/bin/taskset");
+  } catch {
+    return false;
+  }
+}
+
+/** Pins a running server process, all its threads, to CPU 0 (see pinning()). */
+export function pinServer(pid: number): void {
+  if (pinning()) execFileSync("taskset", ["-a", "-p", "-c", "0", String(pid)], { stdio: "ignore" });
+}
+
+/**
+ * The load generator, built from source with Debian's golang-go (standard library only, no module
+ * download): a client that shares nothing with the server. A reason instead when Go is absent.
+ */
+export async function buildLoadgen(): Promise<{ bin: string } | { skip: string }> {
+  const out = join(mkdtempSync(join(tmpdir(), "hallmark-loadgen-")), "loadgen");
+  try {
+    await promisify(execFile)("go", ["build", "-o", out, "."], {
+      cwd: SOURCE,
+      env: { ...process.env, GO111MODULE: "off", GOFLAGS: "", GOCACHE: process.env.GOCACHE ?? join(tmpdir(), "hallmark-gocache") },
+    });
+    return { bin: out };
+  } catch (e) {
+    return { skip: `the Go load generator did not build (apt-get install golang-go): ${(e as Error).message.split("\n")[0]}` };
+  }
+}
+
+/** One measured window (after every connection has made one unmeasured request). */
+export async function runLoad(bin: string, t: LoadTarget, o: { conns: number; seconds: number; rate?: number }): Promise<LoadResult> {
+  const dir = mkdtempSync(join(tmpdir(), "hallmark-load-"));
+  const args = [
+    `-url=${t.url}`,
+    `-method=${t.method ?? "POST"}`,
+    `-cert=${t.certFile}`,
+    `-key=${t.keyFile}`,
+    `-ca=${t.caFile}`,
+    `-conns=${o.conns}`,
+    `-seconds=${o.seconds}`,
+    `-rate=${o.rate ?? 0}`,
+    `-pid=${t.pid}`,
+  ];
+  if (t.bodies) {
+    const file = join(dir, "bodies.jsonl");
+    writeFileSync(file, t.bodies.map((b) => JSON.stringify(b)).join("\n"));
+    args.push(`-bodies=${file}`);
+  }
+  const pinned = pinning();
+  const child = spawn(pinned ? "taskset" : bin, pinned ? ["-c", "1", bin, ...args] : args, {
+    env: { ...process.env, ...(pinned ? { GOMAXPROCS: "1" } : {}) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const code = await new Promise<number | null>((r) => child.on("exit", r));
+  if (code !== 0) throw new Error(`loadgen exited ${code}: ${err.trim()}`);
+  const j = JSON.parse(out) as Record<string, number | string | undefined>;
+  const n = (k: string) => Number(j[k] ?? 0);
+  return {
+    ops: n("ops"),
+    errors: n("errors"),
+    ...(j.first_error ? { firstError: String(j.first_error) } : {}),
+    seconds: n("seconds"),
+    cpuSeconds: n("cpu_seconds"),
+    p50Ms: n("p50_ms"),
+    p99Ms: n("p99_ms"),
+    maxMs: n("max_ms"),
+    minPerConn: n("min_per_conn"),
+    maxPerConn: n("max_per_conn"),
+    conns: n("conns"),
+  };
+}

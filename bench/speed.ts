@@ -1,0 +1,177 @@
+import "reflect-metadata";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { attest, joinTokenProducer } from "../src/client/attest.js";
+import { newClientKey } from "../src/client/csr.js";
+import { adminRequest, expectOk } from "../src/client/http.js";
+import { bulkInsertEntries } from "./bulk-entries.js";
+import { startCfssl } from "./cfssl-peer.js";
+import { buildLoadgen, pinServer, pinning, runLoad, type LoadResult, type LoadTarget } from "./loadgen.js";
+import { startBenchServer } from "./server-process.js";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+/** Interleaved rounds: every phase runs once per round, in a rotated order. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** Entry counts of the scaling nodes (each has these plus the workload's own entry). */
+const SCALE = (process.env.BENCH_SCALE_ENTRIES ?? "10000,100000").split(",").filter(Boolean).map(Number);
+const FAIR_CONNS = Number(process.env.BENCH_FAIR_CONNS ?? 1024);
+/** BENCH_PHASES=jwt (or x509,cfssl,…): only these rounds' phases, e.g. to profile one path. */
+const ONLY_PHASES = process.env.BENCH_PHASES?.split(",").filter(Boolean);
+const TD = "spiffe://example.org";
+const WORKLOAD = `${TD}/bench/w`;
+
+interface Phase {
+  name: string;
+  target: LoadTarget;
+  results: LoadResult[];
+}
+
+/**
+ * Issue 10's table, measured in one run with a load generator that is not ours (bench/loadgen,
+ * Go): server CPU per request from /proc for X.509- and JWT-SVID issuance; X.509 issuance for
+ * nodes with 1, 10k and 100k entries (three nodes of one server, so the rounds interleave them);
+ * cfssl's `serve` (mutual TLS, with and without its certificate DB) signing CSRs in the same
+ * rounds; the full entry list's first page; 1,024 connections at once. Servers run on CPU 0 and
+ * the load generator on CPU 1 (BENCH_PIN=0: unpinned). Ends with the markdown table the README
+ * quotes. The machine is shared: compare figures within one run, not across runs.
+ */
+export async function run(): Promise<void> {
+  const built = await buildLoadgen();
+  if ("skip" in built) {
+    console.log(`skipped: ${built.skip}`);
+    return;
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-speed-"));
+  const configFile = join(dataDir, "bench-config.json");
+  // One address opens all the connections: the per-address limit (64 by default) would refuse them.
+  writeFileSync(configFile, JSON.stringify({ limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
+  const server = await startBenchServer(dataDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean), ["--config", configFile]);
+  pinServer(server.pid);
+  const peer = await startCfssl(mkdtempSync(join(tmpdir(), "hallmark-bench-cfssl-")));
+  try {
+    console.log(`load generator: Go, ${pinning() ? "servers pinned to CPU 0, load generator to CPU 1" : "unpinned"}; ${ROUNDS} rounds of ${SECONDS} s per phase`);
+    const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
+    const { bundle_pem: bundlePem } = (await admin("GET", "/admin/bundle")) as { bundle_pem: string };
+    const caFile = join(dataDir, "bench-bundle.pem");
+    writeFileSync(caFile, bundlePem);
+
+    /** A node with the workload's entry and `extra` more, and its SVID in files for the load generator. */
+    const nodeWith = async (extra: number) => {
+      const nodeId = `${TD}/bench/node-${extra}`;
+      const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: nodeId, ttl_seconds: 600 })) as { token: string };
+      await admin("POST", "/admin/entries", { parent_id: nodeId, spiffe_id: WORKLOAD, selectors: ["bench:w"] });
+      if (extra > 0) {
+        const t = performance.now();
+        bulkInsertEntries(dataDir, nodeId, extra, `n${extra}-e`);
+        console.log(`(inserted ${extra} more entries for ${nodeId} in ${((performance.now() - t) / 1000).toFixed(1)} s)`);
+      }
+      const svid = await attest({ server: server.url, tls: { trustBundlePem: bundlePem }, producer: joinTokenProducer(token) });
+      const certFile = join(dataDir, `node-${extra}.pem`);
+      const keyFile = join(dataDir, `node-${extra}-key.pem`);
+      writeFileSync(certFile, svid.certChainPem);
+      writeFileSync(keyFile, svid.privateKeyPem!, { mode: 0o600 });
+      return { certFile, keyFile, caFile, pid: server.pid };
+    };
+    const one = await nodeWith(0);
+    const scaled = [];
+    for (const n of SCALE) scaled.push({ n, node: await nodeWith(n) });
+
+    // The client's keys and CSRs are made up front: the servers do all their work on each call.
+    const csrs = await Promise.all(Array.from({ length: 64 }, () => newClientKey().then((k) => k.csrPem)));
+    const x509 = (node: typeof one): LoadTarget => ({ ...node, url: `${server.url}/v1/svids/x509`, bodies: csrs.map((csr) => ({ csr, spiffe_id: WORKLOAD })) });
+    const phases: Phase[] = [
+      { name: "x509", target: x509(one), results: [] },
+      ...scaled.map(({ n, node }) => ({ name: `x509@${n}`, target: x509(node), results: [] })),
+      { name: "jwt", target: { ...one, url: `${server.url}/v1/svids/jwt`, bodies: [{ audience: ["bench"], spiffe_id: WORKLOAD }] }, results: [] },
+      // The floor under every request: mutual TLS, HTTP and the router, nothing else.
+      { name: "healthz", target: { ...one, url: `${server.url}/healthz`, method: "GET" }, results: [] },
+    ];
+    if ("skip" in peer) {
+      console.log(`cfssl peer skipped: ${peer.skip}`);
+    } else {
+      const bodies = csrs.map((csr) => ({ certificate_request: csr }));
+      const files = { certFile: peer.certFile, keyFile: peer.keyFile, caFile: peer.caFile };
+      phases.push({ name: "cfssl-db", target: { ...files, ...peer.withDb, bodies }, results: [] });
+      phases.push({ name: "cfssl", target: { ...files, ...peer.withoutDb, bodies }, results: [] });
+    }
+
+    if (ONLY_PHASES) phases.splice(0, phases.length, ...phases.filter((p) => ONLY_PHASES.includes(p.name)));
+    // Warm-up, unmeasured: JIT, caches and each server's first requests.
+    for (const phase of phases) await runLoad(built.bin, phase.target, { conns: 16, seconds: 1 });
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < phases.length; k++) {
+        const phase = phases[(k + round) % phases.length]!;
+        const r = await runLoad(built.bin, phase.target, { conns: 16, seconds: SECONDS });
+        if (r.errors > 0) throw new Error(`${phase.name}: ${r.errors} errors, first: ${r.firstError}`);
+        phase.results.push(r);
+        console.log(line(`round ${round + 1} ${phase.name}, 16 connections`, r));
+      }
+    }
+
+    const biggest = scaled.at(-1);
+    const entries = biggest
+      ? await runLoad(built.bin, { ...biggest.node, url: `${server.url}/v1/node/entries`, method: "GET" }, { conns: 1, seconds: SECONDS })
+      : undefined;
+    if (entries) console.log(line(`GET /v1/node/entries, ${biggest!.n + 1} entries (first page of ${500})`, entries));
+
+    const x509Phase = phases.find((p) => p.name === "x509");
+    if (!x509Phase) return;
+    const peak = rate(sum(x509Phase.results));
+    const fairOpen = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2, rate: peak * 0.9 });
+    console.log(line(`X.509, ${FAIR_CONNS} connections, ${(peak * 0.9).toFixed(0)}/s offered (90% of the 16-connection peak)`, fairOpen));
+    const fairClosed = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2 });
+    console.log(line(`X.509, ${FAIR_CONNS} connections, closed loop (one request in flight each)`, fairClosed));
+
+    console.log("\n" + table(phases, entries && { n: biggest!.n + 1, r: entries }, fairOpen, fairClosed));
+  } finally {
+    if (!("skip" in peer)) await peer.stop();
+    await server.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+const sum = (rs: LoadResult[]): LoadResult =>
+  rs.reduce((a, r) => ({ ...a, ops: a.ops + r.ops, seconds: a.seconds + r.seconds, cpuSeconds: a.cpuSeconds + r.cpuSeconds }));
+const rate = (r: LoadResult) => r.ops / r.seconds;
+const msPer = (r: LoadResult) => (r.cpuSeconds / r.ops) * 1000;
+const fmt = (x: number) => x.toFixed(x < 1 ? 3 : 2);
+
+function line(label: string, r: LoadResult): string {
+  return (
+    `${label.padEnd(72)} ${rate(r).toFixed(0).padStart(6)}/s  ${fmt(msPer(r))} ms CPU/req  p50 ${r.p50Ms.toFixed(1)} p99 ${r.p99Ms.toFixed(1)} max ${r.maxMs.toFixed(0)} ms` +
+    (r.conns > 16 ? `  per connection ${r.minPerConn}..${r.maxPerConn}` : "")
+  );
+}
+
+/** "0.62 ms (0.58–0.66)": CPU per request over all rounds, and the range of the rounds. */
+function cpuCell(p: Phase | undefined): string {
+  if (!p || p.results.length === 0) return "skipped";
+  const each = p.results.map(msPer);
+  return `${fmt(msPer(sum(p.results)))} ms (${fmt(Math.min(...each))}–${fmt(Math.max(...each))})`;
+}
+
+function table(phases: Phase[], entries: { n: number; r: LoadResult } | undefined, fairOpen: LoadResult, fairClosed: LoadResult): string {
+  const by = (name: string) => phases.find((p) => p.name === name);
+  const base = msPer(sum(by("x509")!.results));
+  const rows: string[][] = [
+    ["X.509-SVID issuance, server CPU per request (16 connections)", cpuCell(by("x509")), `cfssl serve, mTLS, with DB: ${cpuCell(by("cfssl-db"))}; without DB: ${cpuCell(by("cfssl"))}`],
+    ["JWT-SVID issuance, server CPU per request", cpuCell(by("jwt")), "goal < 0.15 ms"],
+    ["GET /healthz on the same mTLS connections (TLS + HTTP floor)", cpuCell(by("healthz")), "what every request costs before any work"],
+    ...phases
+      .filter((p) => p.name.startsWith("x509@"))
+      .map((p) => [`X.509 issuance, node with ${Number(p.name.slice(5)) + 1} entries`, cpuCell(p), `×${(msPer(sum(p.results)) / base).toFixed(2)} of one entry (goal within 10%)`]),
+    ...(entries ? [[`GET /v1/node/entries, ${entries.n} entries (first page)`, `${fmt(msPer(entries.r))} ms CPU`, "goal < 5 ms"]] : []),
+    [
+      `${fairOpen.conns} mTLS connections, X.509 at 90% of peak`,
+      `${rate(fairOpen).toFixed(0)}/s, p99 ${fairOpen.p99Ms.toFixed(0)} ms, max ${fairOpen.maxMs.toFixed(0)} ms`,
+      `answers per connection ${fairOpen.minPerConn}–${fairOpen.maxPerConn} (goal p99 < 1 s, none starved)`,
+    ],
+    [
+      `${fairClosed.conns} mTLS connections, X.509 closed loop`,
+      `${rate(fairClosed).toFixed(0)}/s, p99 ${fairClosed.p99Ms.toFixed(0)} ms, max ${fairClosed.maxMs.toFixed(0)} ms`,
+      `answers per connection ${fairClosed.minPerConn}–${fairClosed.maxPerConn}`,
+    ],
+  ];
+  return ["| what | Hallmark (all rounds; range) | peer / goal, same run |", "| --- | --- | --- |", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
