@@ -5,7 +5,7 @@ import { LogClient } from "../client/log-client.js";
 import { ServerList, type ServerTarget } from "../client/server-list.js";
 import { RECEIPT_FILE, awaitReceipt, writeReceiptFile } from "../client/receipt-files.js";
 
-/** Long enough for several checkpoints at the default interval (10 s); the agent does not wait on it. */
+/** Long enough for many checkpoints at the default interval (1 s), and for a slow log; the agent does not wait on it. */
 const NODE_RECEIPT_WAIT_MS = 60_000;
 
 /** The latest issuance per data directory: an older wait that ends late writes nothing. */

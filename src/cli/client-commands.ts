@@ -50,11 +50,11 @@ const RECEIPT_WAIT: FlagSpec = {
   type: "string",
   value: "DURATION",
   description: "how long to wait for a checkpoint covering the issuance to write DIR/receipt.json; 0 does not wait (the command that fetches it later is printed)",
-  default: "20s, twice the server's default checkpoint interval",
+  default: "5s, five times the server's default checkpoint interval",
 };
 
 function receiptWaitMs(v: Record<string, unknown>): number {
-  const raw = optionalString(v, "receipt-wait") ?? "20s";
+  const raw = optionalString(v, "receipt-wait") ?? "5s";
   const s = raw.trim() === "0" ? 0 : parseDurationSeconds(raw);
   if (s === undefined) throw new UsageError(`--receipt-wait '${raw}' is not a duration (e.g. 20s, 0)`);
   return s * 1000;

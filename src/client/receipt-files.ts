@@ -9,8 +9,8 @@ const POLL_MS = 250;
 
 /**
  * Waits (bounded by `waitMs`) until a checkpoint covers leaf `index`, then returns its receipt;
- * undefined when none does in time. The log signs every checkpointInterval, so twice that is
- * enough unless the log is stalled; the caller says how to fetch it later.
+ * undefined when none does in time. The log signs every checkpointInterval (1 s by default), so a
+ * few of those are enough unless the log is stalled; the caller says how to fetch it later.
  */
 export async function awaitReceipt(log: LogClient, index: number, waitMs: number, signal?: AbortSignal): Promise<ReceiptJson | undefined> {
   const deadline = Date.now() + waitMs;

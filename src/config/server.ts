@@ -304,8 +304,11 @@ export const serverConfigSchema = z
           .max(255)
           .regex(/^[^\s+]+$/, "one word without spaces or '+'")
           .optional(),
-        /** A checkpoint is signed this often when the tree grew. */
-        checkpointInterval: durationSeconds.default(10),
+        /**
+         * A checkpoint is signed this often when the tree grew. One second: a signature costs about
+         * half a millisecond, and `attest`/`fetch` wait for the checkpoint that covers their receipt.
+         */
+        checkpointInterval: durationSeconds.default(1),
         /** Records integrated per transaction at most (and how often the integrator polls: every second). */
         integrationBatch: z.number().int().min(1).max(100_000).default(1000),
         /**
@@ -328,7 +331,7 @@ export const serverConfigSchema = z
           .default([]),
       })
       .strict()
-      .default({ checkpointInterval: 10, integrationBatch: 1000, witnesses: [] }),
+      .default({ checkpointInterval: 1, integrationBatch: 1000, witnesses: [] }),
     /**
      * What one anonymous caller may hold or spend. Every public connection is bounded in time and
      * in number, so that slow or many connections cannot exhaust file descriptors and memory, and
