@@ -350,8 +350,12 @@ export interface AuditRecord extends AuditRecordInput {
 export const AUDIT_GENESIS_HASH = "0".repeat(64);
 
 export interface AuditRepository {
-  /** Appends atomically: reads the last hash and writes the new record in one transaction. */
-  append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord>;
+  /**
+   * Appends atomically: reads the last hash and writes the new record in one transaction. With
+   * `svid` (an issuance's success record), that SVID's record is written in the same transaction:
+   * both rows or neither (a serial recorded already fails the whole append), one commit per issuance.
+   */
+  append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord>;
   /** In seq order, from `afterSeq`, at most `limit`. */
   list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
   /** The last `limit` records, in seq order. */
