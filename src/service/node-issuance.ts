@@ -224,10 +224,14 @@ export class NodeIssuanceService {
     return { entries, nextPage: more ? `aliases:${entries.at(-1)?.id ?? aliasesAfter ?? ""}` : undefined };
   }
 
-  /** entitledEntries(node) restricted to one SPIFFE ID, read through the (spiffe_id, parent_id) index. */
+  /**
+   * entitledEntries(node) restricted to one SPIFFE ID: the node's children and the aliases in one
+   * read through the (spiffe_id, parent_id) index, children first as in entitledEntries.
+   */
   private async entitledEntriesFor(node: NodeRecord, spiffeId: string): Promise<EntryRecord[]> {
-    const children = await this.deps.store.entries.list({ parentId: node.spiffeId, spiffeId });
-    const aliases = (await this.deps.store.entries.list({ parentId: this.deps.serverId.toString(), spiffeId })).filter((e) => this.entitles(node, e));
+    const found = await this.deps.store.entries.listForSpiffeId(spiffeId, [node.spiffeId, this.deps.serverId.toString()]);
+    const children = found.filter((e) => e.parentId === node.spiffeId);
+    const aliases = found.filter((e) => e.parentId !== node.spiffeId && this.entitles(node, e));
     return [...children, ...aliases];
   }
 

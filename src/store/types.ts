@@ -83,6 +83,12 @@ export interface EntryRepository {
   create(entry: EntryRecord): Promise<void>;
   get(id: string): Promise<EntryRecord | undefined>;
   list(filter?: { parentId?: string; spiffeId?: string }): Promise<EntryRecord[]>;
+  /**
+   * Entries with this SPIFFE ID under any of these parents (a node and the server, whose children
+   * are node aliases), oldest first: one read through the (spiffe_id, parent_id) index, whatever
+   * the parents' entry counts.
+   */
+  listForSpiffeId(spiffeId: string, parentIds: readonly string[]): Promise<EntryRecord[]>;
   /** Entries of one parent in id order, after `afterId` (exclusive), at most `limit`: a page read through the (parent_id, id) index. */
   listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]>;
   /** Deletes the entry and logs a tombstone (dated `at`) in one transaction. */

@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { AuditLog } from "../../src/audit/log.js";
-import type { AuditRecordInput, IssuedSvidRecord, Store } from "../../src/store/types.js";
+import type { AuditRecordInput, EntryRecord, IssuedSvidRecord, Store } from "../../src/store/types.js";
 import { forEachEngine } from "../helpers/store-engines.js";
 
 /**
  * One transaction per issuance (issue 10): the SVID's record and its audit record are written by
- * one audit append, on SQLite and PostgreSQL alike: both rows or neither.
+ * one audit append, on SQLite and PostgreSQL alike: both rows or neither. And the entries an
+ * issuance for one SPIFFE ID may use come from one read, the node's children and the aliases.
  */
 const t0 = new Date("2026-01-01T00:00:00Z");
 const svid = (serial: string): IssuedSvidRecord => ({
@@ -54,5 +55,31 @@ forEachEngine("issuance record", (engine) => {
     await expect(refused).rejects.toThrow();
     expect(await store.svids.get("c1")).toBeUndefined();
     expect(await store.audit.extent()).toEqual(before);
+  });
+
+  it("reads the entries of one SPIFFE ID under several parents in one call, oldest first", async () => {
+    const node = "spiffe://example.org/node/a";
+    const server = "spiffe://example.org/hallmark/server";
+    const w = "spiffe://example.org/w";
+    const entry = (id: string, spiffeId: string, parentId: string, s: number): EntryRecord => ({
+      id,
+      spiffeId,
+      parentId,
+      selectors: [`k:${id}`],
+      dnsNames: [],
+      admin: false,
+      createdAt: new Date(t0.getTime() + s * 1000),
+    });
+    await store.entries.create(entry("00000000-0000-4000-8000-000000000003", w, server, 1));
+    await store.entries.create(entry("00000000-0000-4000-8000-000000000002", w, node, 2));
+    await store.entries.create(entry("00000000-0000-4000-8000-000000000001", w, "spiffe://example.org/node/b", 3));
+    await store.entries.create(entry("00000000-0000-4000-8000-000000000004", "spiffe://example.org/other", node, 4));
+    const found = await store.entries.listForSpiffeId(w, [node, server]);
+    expect(found.map((e) => [e.id.slice(-1), e.parentId])).toEqual([
+      ["3", server],
+      ["2", node],
+    ]);
+    expect(await store.entries.listForSpiffeId(w, [node])).toHaveLength(1);
+    expect(await store.entries.listForSpiffeId(w, [])).toEqual([]);
   });
 });

@@ -208,6 +208,11 @@ export class PgEntries implements EntryRepository {
     return (await all(this.db, sql, args)).map(entryFromRow);
   }
 
+  async listForSpiffeId(spiffeId: string, parentIds: readonly string[]): Promise<EntryRecord[]> {
+    const rows = await all(this.db, "SELECT * FROM entries WHERE spiffe_id = $1 AND parent_id = ANY($2::text[]) ORDER BY created_at, id", [spiffeId, [...parentIds]]);
+    return rows.map(entryFromRow);
+  }
+
   async listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]> {
     const rows = await all(this.db, "SELECT * FROM entries WHERE parent_id = $1 AND id > $2 ORDER BY id LIMIT $3", [parentId, afterId ?? "", limit]);
     return rows.map(entryFromRow);

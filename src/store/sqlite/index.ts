@@ -357,6 +357,12 @@ class SqliteEntries implements EntryRepository {
     return (prepared(this.db, sql).all(...args) as Row[]).map(entryFromRow);
   }
 
+  async listForSpiffeId(spiffeId: string, parentIds: readonly string[]): Promise<EntryRecord[]> {
+    if (parentIds.length === 0) return [];
+    const sql = `SELECT * FROM entries WHERE spiffe_id = ? AND parent_id IN (${parentIds.map(() => "?").join(", ")}) ORDER BY created_at, id`;
+    return (prepared(this.db, sql).all(spiffeId, ...parentIds) as Row[]).map(entryFromRow);
+  }
+
   async listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]> {
     const rows = prepared(this.db, "SELECT * FROM entries WHERE parent_id = ? AND id > ? ORDER BY id LIMIT ?").all(parentId, afterId ?? "", limit) as Row[];
     return rows.map(entryFromRow);
