@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { AuditRecord, AuditRecordInput, AuditRepository } from "../store/types.js";
+import type { AuditRecord, AuditRecordInput, AuditRepository, IssuedSvidRecord } from "../store/types.js";
 
 /**
  * The issuance log: one record per issuance and per refusal, each chained to the one before by
@@ -13,8 +13,12 @@ export class AuditLog {
 
   constructor(private readonly repo: AuditRepository) {}
 
-  async append(input: AuditRecordInput): Promise<AuditRecord> {
-    const record = await this.repo.append(input, (prevHash, seq) => auditRecordHash({ ...input, seq, prevHash }));
+  /**
+   * With `svid` (an issuance's success record), the SVID's record is committed with the audit
+   * record in one transaction: both are durable before the caller hands the SVID out, or neither is.
+   */
+  async append(input: AuditRecordInput, svid?: IssuedSvidRecord): Promise<AuditRecord> {
+    const record = await this.repo.append(input, (prevHash, seq) => auditRecordHash({ ...input, seq, prevHash }), svid);
     // The transparency log's integrator wakes up on this (it also polls: a record appended by
     // another replica or process is integrated all the same).
     for (const l of this.listeners) l();

@@ -312,6 +312,12 @@ export const serverConfigSchema = z
         /** Records integrated per transaction at most (and how often the integrator polls: every second). */
         integrationBatch: z.number().int().min(1).max(100_000).default(1000),
         /**
+         * Milliseconds between an append and its integration: the appends of one such window are
+         * integrated together, instead of one integration (a write transaction) per issuance.
+         * A record's inclusion proof is available that much later; 0 integrates at once.
+         */
+        integrationDelay: z.number().int().min(0).max(1000).default(15),
+        /**
          * Witnesses (c2sp.org/tlog-witness) asked to cosign each new checkpoint: `url` is the
          * witness's submission prefix (POST <url>/add-checkpoint), `key` its cosigner verifier key
          * (`<name>+<key id>+<base64>`, type 0x04, what `hallmark log witness-key` prints).
@@ -331,7 +337,7 @@ export const serverConfigSchema = z
           .default([]),
       })
       .strict()
-      .default({ checkpointInterval: 1, integrationBatch: 1000, witnesses: [] }),
+      .default({ checkpointInterval: 1, integrationBatch: 1000, integrationDelay: 15, witnesses: [] }),
     /**
      * What one anonymous caller may hold or spend. Every public connection is bounded in time and
      * in number, so that slow or many connections cannot exhaust file descriptors and memory, and

@@ -18,7 +18,7 @@ import type {
 } from "../service/ports.js";
 import { normalizeSerial } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
-import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, SvidRepository } from "../store/types.js";
+import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, IssuedSvidRecord, SvidRepository } from "../store/types.js";
 import { reconcileCaKeys } from "./ca-key-reconcile.js";
 import { type JwtAuthority, bundlePem, jwtJwks, spiffeBundleJwks } from "./bundle.js";
 import { checkSigningCertConformance } from "./conformance.js";
@@ -106,7 +106,7 @@ export const caKeyLabel = (kind: CaKeyKind, id: string): string => `hallmark-${k
 /**
  * The certificate authority: the X.509 CA key and the JWT-SVID key, both in the KeyStore (never
  * in process memory), found again by label after a restart; SVID issuance, each SVID checked
- * after signing and recorded; the bundle; and key rotation: prepare (new key published, not
+ * after signing and returned with the record its caller commits with the audit record; the bundle; and key rotation: prepare (new key published, not
  * signing) → activate (signing; the old key stays published as "previous") → retire (once the
  * last SVID it signed has expired, it leaves the bundle and is destroyed in the KeyStore).
  * Every change of the published keys bumps the bundle sequence.
@@ -177,7 +177,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
       ttlSeconds: input.ttlSeconds,
       now: input.now,
     });
-    await this.o.svids.record({
+    const svidRecord: IssuedSvidRecord = {
       // One spelling, the one request-time lookups use (a serial may start with a zero nibble).
       serial: normalizeSerial(leaf.serialHex),
       spiffeId: input.spiffeId.toString(),
@@ -186,8 +186,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
       caKeyId: active.record.id,
       issuedAt: input.now,
       notAfter: leaf.notAfter,
-    });
-    return { chain: [leaf.der, ...this.intermediates(active.record)], serial: leaf.serialHex, notAfter: leaf.notAfter };
+    };
+    return { chain: [leaf.der, ...this.intermediates(active.record)], serial: leaf.serialHex, notAfter: leaf.notAfter, svidRecord };
   }
 
   async issueJwt(input: { spiffeId: SpiffeId; audience: string[]; ttlSeconds: number; issuer?: string; nodeId?: string; now: Date }): Promise<IssuedJwt> {
@@ -207,17 +207,19 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
       now: input.now,
       maxTtlSeconds: this.o.jwt.maxTtlSeconds,
     });
-    await this.o.svids.record({
-      // JWT-SVIDs have no serial; their jti keys the record (the repository's primary key).
-      serial: `jwt-${jti}`,
-      spiffeId: input.spiffeId.toString(),
-      kind: "jwt",
-      nodeId: input.nodeId,
-      caKeyId: active.record.id,
-      issuedAt: input.now,
-      notAfter: jwt.expiresAt,
-    });
-    return jwt;
+    return {
+      ...jwt,
+      svidRecord: {
+        // JWT-SVIDs have no serial; their jti keys the record (the repository's primary key).
+        serial: `jwt-${jti}`,
+        spiffeId: input.spiffeId.toString(),
+        kind: "jwt",
+        nodeId: input.nodeId,
+        caKeyId: active.record.id,
+        issuedAt: input.now,
+        notAfter: jwt.expiresAt,
+      },
+    };
   }
 
   /** A WIT-SVID binding the workload's public key (`cnf.jwk`), signed by the WIT key; recorded like every SVID. */
@@ -233,16 +235,10 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
       now: input.now,
       maxTtlSeconds: this.o.wit?.maxTtlSeconds,
     });
-    await this.o.svids.record({
-      serial: `wit-${wit.jti}`,
-      spiffeId: input.spiffeId.toString(),
-      kind: "wit",
-      nodeId: input.nodeId,
-      caKeyId: active.record.id,
-      issuedAt: input.now,
-      notAfter: wit.expiresAt,
-    });
-    return wit;
+    return {
+      ...wit,
+      svidRecord: { serial: `wit-${wit.jti}`, spiffeId: input.spiffeId.toString(), kind: "wit", nodeId: input.nodeId, caKeyId: active.record.id, issuedAt: input.now, notAfter: wit.expiresAt },
+    };
   }
 
   /**

@@ -84,7 +84,7 @@ export class ServerTlsIdentity {
       });
       throw e;
     }
-    await this.deps.audit.append({ ...record, outcome: "success", serial: svid.serial, details: { reason, notAfter: svid.notAfter.toISOString(), ...this.deps.names } });
+    await this.deps.audit.append({ ...record, outcome: "success", serial: svid.serial, details: { reason, notAfter: svid.notAfter.toISOString(), ...this.deps.names } }, svid.svidRecord);
     this.schedule(svid.notAfter);
     return {
       key: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),

@@ -37,7 +37,8 @@ export interface RunningTransparencyLog {
 /**
  * The transparency log inside the server: finds (or makes) the log key in the HSM, refuses a
  * store that does not extend the last signed checkpoint, catches up with the records a crash
- * left unintegrated, signs a checkpoint, then integrates on every append (and every second) and
+ * left unintegrated, signs a checkpoint, then integrates within transparency.integrationDelay of
+ * an append (and every second) and
  * signs at transparency.checkpointInterval.
  */
 export async function startTransparencyLog(o: {
@@ -60,7 +61,7 @@ export async function startTransparencyLog(o: {
   const first = await signNextCheckpoint(signing);
   log.info({ origin, keyLabel: key.label, caughtUp, treeSize: first?.treeSize ?? state.checkpoint?.treeSize }, "transparency log ready");
 
-  const integrator = startIntegrator(integration, INTEGRATION_POLL_SECONDS, log);
+  const integrator = startIntegrator(integration, { pollSeconds: INTEGRATION_POLL_SECONDS, delayMs: o.config.transparency.integrationDelay }, log);
   o.audit.onAppend(() => integrator.wake());
   // The collector proves from the reader, the reader serves the collector's cosignatures.
   const witnesses: WitnessCollector = new WitnessCollector(o.config.transparency.witnesses, postToWitness, (first, second) => reader.consistency(first, second), log);

@@ -158,7 +158,7 @@ export class AttestationService {
       attestor: attestorType,
       serial: svid.serial,
       details: { selectors, claims: result.claims, hardwareId: result.hardwareId ?? null, spkiSha256: sha256Hex(csr.spki) },
-    });
+    }, svid.svidRecord);
     this.deps.metrics.attestation(attestorType, "success");
     return { status: "issued", spiffeId: agentId.toString(), svid, selectors, logIndex: logIndexOf(record) };
   }

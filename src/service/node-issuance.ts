@@ -4,7 +4,7 @@ import { HallmarkError, isHallmarkError } from "../errors.js";
 import { validateAudience } from "../issuer/jwt-svid.js";
 import { validateWitPublicJwk } from "../issuer/wit-svid.js";
 import { SpiffeId, type TrustDomain } from "../spiffe/id.js";
-import type { EntryRecord, NodeRecord, Store } from "../store/types.js";
+import type { EntryRecord, IssuedSvidRecord, NodeRecord, Store } from "../store/types.js";
 import { checkCsrSans } from "./attestation.js";
 import { AUDIT_EVENTS } from "./audit-events.js";
 import type { Clock } from "./clock.js";
@@ -134,7 +134,7 @@ export class NodeIssuanceService {
       checkCsrSans(csr, id);
       const svid = await this.deps.issuer.issueX509({ spki: csr.spki, spiffeId: id, ttlSeconds: this.deps.ttl.node, now });
       await this.deps.store.nodes.upsert({ ...node, ...supersede(node, svid, now, this.deps.renewalOverlapSeconds), updatedAt: now });
-      return { result: svid, spiffeId: id.toString(), serial: svid.serial };
+      return { result: svid, spiffeId: id.toString(), serial: svid.serial, svidRecord: svid.svidRecord };
     });
   }
 
@@ -154,7 +154,12 @@ export class NodeIssuanceService {
         nodeId: node.spiffeId,
         now,
       });
-      return { result: { ...svid, spiffeId: id.toString(), federatesWith: entry.federatesWith ?? [] }, spiffeId: id.toString(), serial: svid.serial };
+      return {
+        result: { ...svid, spiffeId: id.toString(), federatesWith: entry.federatesWith ?? [] },
+        spiffeId: id.toString(),
+        serial: svid.serial,
+        svidRecord: svid.svidRecord,
+      };
     });
   }
 
@@ -165,7 +170,7 @@ export class NodeIssuanceService {
       const id = SpiffeId.parse(entry.spiffeId);
       const ttlSeconds = Math.min(entry.jwtSvidTtlSeconds ?? this.deps.ttl.jwt, this.deps.ttl.max);
       const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, issuer: this.deps.jwtIssuer(), nodeId: node.spiffeId, now });
-      return { result: { ...jwt, spiffeId: id.toString(), federatesWith: entry.federatesWith ?? [] }, spiffeId: id.toString(), serial: undefined };
+      return { result: { ...jwt, spiffeId: id.toString(), federatesWith: entry.federatesWith ?? [] }, spiffeId: id.toString(), serial: undefined, svidRecord: jwt.svidRecord };
     });
   }
 
@@ -181,7 +186,7 @@ export class NodeIssuanceService {
       const id = SpiffeId.parse(entry.spiffeId);
       const ttlSeconds = Math.min(this.deps.ttl.wit, this.deps.ttl.max);
       const wit = await this.deps.issuer.issueWit({ spiffeId: id, publicKeyJwk, ttlSeconds, nodeId: node.spiffeId, now });
-      return { result: { ...wit, spiffeId: id.toString() }, spiffeId: id.toString(), serial: wit.jti };
+      return { result: { ...wit, spiffeId: id.toString() }, spiffeId: id.toString(), serial: wit.jti, svidRecord: wit.svidRecord };
     });
   }
 
@@ -219,10 +224,14 @@ export class NodeIssuanceService {
     return { entries, nextPage: more ? `aliases:${entries.at(-1)?.id ?? aliasesAfter ?? ""}` : undefined };
   }
 
-  /** entitledEntries(node) restricted to one SPIFFE ID, read through the (spiffe_id, parent_id) index. */
+  /**
+   * entitledEntries(node) restricted to one SPIFFE ID: the node's children and the aliases in one
+   * read through the (spiffe_id, parent_id) index, children first as in entitledEntries.
+   */
   private async entitledEntriesFor(node: NodeRecord, spiffeId: string): Promise<EntryRecord[]> {
-    const children = await this.deps.store.entries.list({ parentId: node.spiffeId, spiffeId });
-    const aliases = (await this.deps.store.entries.list({ parentId: this.deps.serverId.toString(), spiffeId })).filter((e) => this.entitles(node, e));
+    const found = await this.deps.store.entries.listForSpiffeId(spiffeId, [node.spiffeId, this.deps.serverId.toString()]);
+    const children = found.filter((e) => e.parentId === node.spiffeId);
+    const aliases = found.filter((e) => e.parentId !== node.spiffeId && this.entitles(node, e));
     return [...children, ...aliases];
   }
 
@@ -283,13 +292,14 @@ export class NodeIssuanceService {
     kind: "x509" | "jwt" | "wit" | "node",
     node: NodeRecord,
     requested: string | undefined,
-    work: (now: Date) => Promise<{ result: T; spiffeId: string; serial: string | undefined }>,
+    work: (now: Date) => Promise<{ result: T; spiffeId: string; serial: string | undefined; svidRecord: IssuedSvidRecord }>,
   ): Promise<T & Logged> {
     const now = this.deps.clock();
     const started = process.hrtime.bigint();
     try {
-      const { result, spiffeId, serial } = await work(now);
-      const record = await this.deps.audit.append({ time: now, event, outcome: "success", actor: node.spiffeId, spiffeId, serial, details: {} });
+      const { result, spiffeId, serial, svidRecord } = await work(now);
+      // The SVID's record and its audit record: one transaction, committed before the answer.
+      const record = await this.deps.audit.append({ time: now, event, outcome: "success", actor: node.spiffeId, spiffeId, serial, details: {} }, svidRecord);
       this.deps.metrics.issuance(kind, "success", Number(process.hrtime.bigint() - started) / 1e9);
       return { ...result, logIndex: logIndexOf(record) };
     } catch (e) {

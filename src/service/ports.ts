@@ -1,24 +1,33 @@
 import type { AuditCheckpoint, AuditVerification } from "../audit/log.js";
 import type { SpiffeId } from "../spiffe/id.js";
-import type { DelegationRecord } from "../store/types.js";
+import type { DelegationRecord, IssuedSvidRecord } from "../store/types.js";
 
 /**
  * What the services need from the certificate authority. src/issuer's CertificateAuthority is
  * adapted to this in src/service/ca-adapter.ts so the services stay small and testable.
  */
-export interface IssuedX509 {
+/**
+ * What the store keeps of a signed SVID. The issuer signs but does not write it: the caller
+ * commits it with the issuance's audit record (AuditLog.append(input, svidRecord)), one
+ * transaction, before the SVID leaves the server.
+ */
+export interface Recordable {
+  svidRecord: IssuedSvidRecord;
+}
+
+export interface IssuedX509 extends Recordable {
   /** Leaf first, then intermediates up to (not including) the root. */
   chain: Buffer[];
   serial: string;
   notAfter: Date;
 }
 
-export interface IssuedJwt {
+export interface IssuedJwt extends Recordable {
   token: string;
   expiresAt: Date;
 }
 
-export interface IssuedWit {
+export interface IssuedWit extends Recordable {
   token: string;
   expiresAt: Date;
   /** The token's `jti`: names it in the audit record. */

@@ -83,6 +83,12 @@ export interface EntryRepository {
   create(entry: EntryRecord): Promise<void>;
   get(id: string): Promise<EntryRecord | undefined>;
   list(filter?: { parentId?: string; spiffeId?: string }): Promise<EntryRecord[]>;
+  /**
+   * Entries with this SPIFFE ID under any of these parents (a node and the server, whose children
+   * are node aliases), oldest first: one read through the (spiffe_id, parent_id) index, whatever
+   * the parents' entry counts.
+   */
+  listForSpiffeId(spiffeId: string, parentIds: readonly string[]): Promise<EntryRecord[]>;
   /** Entries of one parent in id order, after `afterId` (exclusive), at most `limit`: a page read through the (parent_id, id) index. */
   listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]>;
   /** Deletes the entry and logs a tombstone (dated `at`) in one transaction. */
@@ -350,8 +356,12 @@ export interface AuditRecord extends AuditRecordInput {
 export const AUDIT_GENESIS_HASH = "0".repeat(64);
 
 export interface AuditRepository {
-  /** Appends atomically: reads the last hash and writes the new record in one transaction. */
-  append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord>;
+  /**
+   * Appends atomically: reads the last hash and writes the new record in one transaction. With
+   * `svid` (an issuance's success record), that SVID's record is written in the same transaction:
+   * both rows or neither (a serial recorded already fails the whole append), one commit per issuance.
+   */
+  append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord>;
   /** In seq order, from `afterSeq`, at most `limit`. */
   list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
   /** The last `limit` records, in seq order. */

@@ -54,22 +54,34 @@ function checkContinuation(records: readonly AuditRecord[], integratedSize: numb
 }
 
 export interface RunningIntegrator {
-  /** Asks for a run soon (an append just committed); runs coalesce. */
+  /** An append just committed: integrate within the integration delay; wakes coalesce. */
   wake(): void;
+  /** Stops the schedule after integrating whatever a pending wake was waiting for. */
   stop(): Promise<void>;
 }
 
+export interface IntegratorSchedule {
+  /** How often to look for records appended by other replicas or processes. */
+  pollSeconds: number;
+  /**
+   * How long a wake waits before integrating (0: at once). Every append wakes the integrator, so
+   * without a delay each issuance paid a whole integration (a state read, a list, the hashes, a
+   * write transaction); with one, the appends of a short window become one batch.
+   */
+  delayMs: number;
+}
+
 /**
- * Runs integration every `intervalSeconds` and whenever woken, never two runs at once; a wake
- * during a run makes one more run after it. A failed run is logged and the schedule goes on
- * (a diverged store keeps failing: the next start refuses it).
+ * Runs integration every `pollSeconds` and once per `delayMs` window after a wake, never two runs
+ * at once; a wake during a run makes one more run after it (after the delay again). A failed run
+ * is logged and the schedule goes on (a diverged store keeps failing: the next start refuses it).
  */
-export function startIntegrator(d: IntegratorDeps, intervalSeconds: number, log: Logger): RunningIntegrator {
+export function startIntegrator(d: IntegratorDeps, schedule: IntegratorSchedule, log: Logger): RunningIntegrator {
   let running: Promise<void> | undefined;
   let again = false;
   let stopped = false;
+  let delayed: NodeJS.Timeout | undefined;
   const run = (): void => {
-    if (stopped) return;
     if (running) {
       again = true;
       return;
@@ -89,14 +101,32 @@ export function startIntegrator(d: IntegratorDeps, intervalSeconds: number, log:
       running = undefined;
     });
   };
-  const timer = setInterval(run, intervalSeconds * 1000);
+  const runDelayed = (): void => {
+    delayed = undefined;
+    if (!stopped) run();
+  };
+  const timer = setInterval(() => {
+    if (!stopped) run();
+  }, schedule.pollSeconds * 1000);
   timer.unref();
   return {
-    wake: () => queueMicrotask(run),
+    wake() {
+      if (stopped || delayed) return;
+      delayed = setTimeout(runDelayed, schedule.delayMs);
+      delayed.unref();
+    },
     async stop() {
       stopped = true;
       clearInterval(timer);
+      const pending = delayed !== undefined;
+      if (delayed) clearTimeout(delayed);
+      delayed = undefined;
       await running;
+      // Records a wake was waiting for are integrated now rather than at the next start.
+      if (pending) {
+        run();
+        await running;
+      }
     },
   };
 }

@@ -16,7 +16,7 @@ import { createLogger } from "../../src/log.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
 import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { Store } from "../../src/store/types.js";
-import { normalizeSerial } from "../../src/service/ports.js";
+import { type Recordable, normalizeSerial } from "../../src/service/ports.js";
 import { run } from "../helpers/cli.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -47,6 +47,13 @@ function options(store: Store, over: Partial<AuthorityOptions> = {}): AuthorityO
     refreshHintSeconds: 300,
     ...over,
   };
+}
+
+/** What the issuance services do with every SVID (they commit it with its audit record): rotation reads these records. */
+async function recorded<T extends Recordable>(store: Store, issued: Promise<T>): Promise<T> {
+  const svid = await issued;
+  await store.svids.record(svid.svidRecord);
+  return svid;
 }
 
 const leafKey = () => generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ type: "spki", format: "der" });
@@ -121,7 +128,7 @@ describe("certificate authority on SoftHSM2", () => {
     const store = await newStore("rotate");
     const ca = await CertificateAuthority.open(options(store));
     const seq0 = (await ca.spiffeBundle()).spiffe_sequence as number;
-    const oldSvid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now });
+    const oldSvid = await recorded(store, ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now }));
     // The PEM bundle every node answer carries is encoded once per set of authorities: it must
     // follow each rotation step all the same.
     expect(await ca.bundlePem()).toBe(pemChain(await ca.x509Authorities()));
@@ -158,7 +165,7 @@ describe("certificate authority on SoftHSM2", () => {
     expect(idle.notes).toEqual([expect.stringMatching(/^nothing to retire: no previous x509 key \(the active one is [0-9a-f-]{36}\)$/)]);
     now = new Date(now.getTime() + 600_000);
     expect((await ca.rotate("x509", "auto")).changed[0]).toMatch(/^prepared x509/);
-    const signedByOld = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 300, now });
+    const signedByOld = await recorded(store, ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 300, now }));
     now = new Date(now.getTime() + 200_000);
     expect((await ca.rotate("x509", "auto")).changed[0]).toMatch(/^activated x509/);
     // The old key now waits for its last SVID: retire says which key and until when.
@@ -208,14 +215,14 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
     return { c, clock: () => c.t };
   }
 
-  it("records every SVID it issues against the signing key, and names keys hallmark-<kind>-<id>", async () => {
+  it("returns every SVID's record against the signing key, and names keys hallmark-<kind>-<id>", async () => {
     const store = await newStore("records");
     const { c, clock: ck } = localClock();
     const ca = await CertificateAuthority.open(options(store, { clock: ck }));
-    const svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 600, nodeId: "spiffe://example.org/node/1", now: c.t });
+    const svid = await recorded(store, ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 600, nodeId: "spiffe://example.org/node/1", now: c.t }));
     const active = ca.activeKey("x509");
     expect(await store.svids.get(svid.serial)).toMatchObject({ spiffeId: "spiffe://example.org/w", kind: "x509", caKeyId: active.record.id, notAfter: svid.notAfter });
-    await ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 60, now: c.t });
+    await recorded(store, ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 60, now: c.t }));
     expect(await store.svids.countByKind()).toEqual({ x509: 1, jwt: 1 });
     expect(await store.svids.latestExpiry(ca.activeKey("jwt").record.id)).toEqual(new Date(c.t.getTime() + 60_000));
     for (const k of await store.caKeys.list()) expect(k.label).toBe(`hallmark-${k.kind}-${k.id}`);
@@ -230,7 +237,7 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
     const ca = await CertificateAuthority.open(options(store, { clock: ck }));
     const seq = async () => (await ca.bundle()).sequence;
     const s0 = await seq();
-    const oldJwt = await ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 300, now: c.t });
+    const oldJwt = await recorded(store, ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 300, now: c.t }));
     await ca.prepare("x509", c.t);
     await ca.prepare("jwt", c.t);
     expect(await seq()).toBe(s0 + 2);
@@ -242,7 +249,7 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
 
     await ca.activate("jwt", c.t);
     expect(await seq()).toBe(s0 + 3);
-    const newJwt = await ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 300, now: c.t });
+    const newJwt = await recorded(store, ca.issueJwt({ spiffeId: td.id("/w"), audience: ["a"], ttlSeconds: 300, now: c.t }));
     const jwks = createLocalJWKSet((await ca.jwtJwks()) as never);
     const kidOf = async (t: string) => (await jwtVerify(t, jwks, { currentDate: c.t })).protectedHeader.kid;
     expect(await kidOf(oldJwt.token)).not.toBe(await kidOf(newJwt.token)); // both verify, under different keys
@@ -331,7 +338,7 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
       const keys = await witKeys();
       return jwtVerify(token, (h) => keys.find((k) => k.kid === h.kid)?.publicKey ?? Promise.reject(new Error(`no key ${h.kid}`)), { typ: "wit+jwt", currentDate: at });
     };
-    const oldWit = await ca.issueWit({ spiffeId: td.id("/w"), publicKeyJwk: jwk, ttlSeconds: 300, now: c.t });
+    const oldWit = await recorded(store, ca.issueWit({ spiffeId: td.id("/w"), publicKeyJwk: jwk, ttlSeconds: 300, now: c.t }));
     expect((await verify(oldWit.token, c.t)).payload).toMatchObject({ sub: "spiffe://example.org/w", cnf: { jwk } });
     expect(await store.svids.get(`wit-${oldWit.jti}`)).toMatchObject({ kind: "wit", caKeyId: ca.activeKey("wit").record.id });
 
@@ -341,7 +348,7 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
     expect(await witKeys()).toHaveLength(2);
     await ca.rotate("wit", "activate");
     expect((await ca.bundle()).sequence).toBe(seq + 2);
-    const newWit = await ca.issueWit({ spiffeId: td.id("/w"), publicKeyJwk: jwk, ttlSeconds: 300, now: c.t });
+    const newWit = await recorded(store, ca.issueWit({ spiffeId: td.id("/w"), publicKeyJwk: jwk, ttlSeconds: 300, now: c.t }));
     const kidOf = async (t: string) => (await verify(t, c.t)).protectedHeader.kid;
     expect(await kidOf(oldWit.token)).not.toBe(await kidOf(newWit.token));
     expect((await ca.rotate("wit", "retire")).changed).toEqual([]);
@@ -385,8 +392,8 @@ describe("certificate authority: bundle, rotation and restart in detail", () => 
     const store = await newStore("serial-spelling");
     const ca = await CertificateAuthority.open(options(store));
     // About one serial in eight starts with a zero nibble (first octet 0x01..0x0f): issue until one does.
-    let svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now });
-    for (let i = 0; i < 200 && !svid.serial.startsWith("0"); i++) svid = await ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now });
+    let svid = await recorded(store, ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now }));
+    for (let i = 0; i < 200 && !svid.serial.startsWith("0"); i++) svid = await recorded(store, ca.issueX509({ spki: leafKey(), spiffeId: td.id("/w"), ttlSeconds: 3600, now }));
     expect(svid.serial).toMatch(/^0/);
     const presented = new X509Certificate(svid.chain[0]!).serialNumber;
     expect((await store.svids.get(normalizeSerial(presented)))?.spiffeId).toBe(td.id("/w").toString());

@@ -65,7 +65,7 @@ import {
   type TlogStoredHash,
   type TransparencyRepository,
 } from "../types.js";
-import { inTransaction, isUniqueViolation } from "./connection.js";
+import { type Queryable, inTransaction, isUniqueViolation } from "./connection.js";
 
 type Pool = pg.Pool;
 
@@ -206,6 +206,11 @@ export class PgEntries implements EntryRepository {
     if (filter.spiffeId !== undefined) where.push(`spiffe_id = $${args.push(filter.spiffeId)}`);
     const sql = `SELECT * FROM entries ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at, id`;
     return (await all(this.db, sql, args)).map(entryFromRow);
+  }
+
+  async listForSpiffeId(spiffeId: string, parentIds: readonly string[]): Promise<EntryRecord[]> {
+    const rows = await all(this.db, "SELECT * FROM entries WHERE spiffe_id = $1 AND parent_id = ANY($2::text[]) ORDER BY created_at, id", [spiffeId, [...parentIds]]);
+    return rows.map(entryFromRow);
   }
 
   async listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]> {
@@ -462,15 +467,20 @@ export class PgSessions implements SessionRepository {
   }
 }
 
+/** One issued SVID's row: alone (SvidRepository.record) or inside an audit append's transaction. */
+async function insertSvid(db: Queryable, s: IssuedSvidRecord): Promise<void> {
+  // The primary key makes a serial unique across replicas: a duplicate fails here, never silently.
+  await db.query(
+    "INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    [s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter)],
+  );
+}
+
 export class PgSvids implements SvidRepository {
   constructor(private readonly db: Pool) {}
 
   async record(s: IssuedSvidRecord): Promise<void> {
-    // The primary key makes a serial unique across replicas: a duplicate fails here, never silently.
-    await this.db.query(
-      "INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-      [s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter)],
-    );
+    await insertSvid(this.db, s);
   }
 
   async get(serial: string): Promise<IssuedSvidRecord | undefined> {
@@ -686,8 +696,10 @@ const AUDIT_LOCK = 0x686d6175646974n;
 export class PgAudit implements AuditRepository {
   constructor(private readonly db: Pool) {}
 
-  async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord> {
+  async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord> {
     return inTransaction(this.db, async (c) => {
+      // Before the sequencer's lock: a duplicate serial fails without holding up other appends.
+      if (svid) await insertSvid(c, svid);
       await c.query("SELECT pg_advisory_xact_lock($1)", [AUDIT_LOCK.toString()]);
       // READ COMMITTED: this statement's snapshot is taken after the lock, so it sees the previous append.
       const last = await one(c, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");

@@ -357,6 +357,12 @@ class SqliteEntries implements EntryRepository {
     return (prepared(this.db, sql).all(...args) as Row[]).map(entryFromRow);
   }
 
+  async listForSpiffeId(spiffeId: string, parentIds: readonly string[]): Promise<EntryRecord[]> {
+    if (parentIds.length === 0) return [];
+    const sql = `SELECT * FROM entries WHERE spiffe_id = ? AND parent_id IN (${parentIds.map(() => "?").join(", ")}) ORDER BY created_at, id`;
+    return (prepared(this.db, sql).all(spiffeId, ...parentIds) as Row[]).map(entryFromRow);
+  }
+
   async listByParent(parentId: string, afterId: string | undefined, limit: number): Promise<EntryRecord[]> {
     const rows = prepared(this.db, "SELECT * FROM entries WHERE parent_id = ? AND id > ? ORDER BY id LIMIT ?").all(parentId, afterId ?? "", limit) as Row[];
     return rows.map(entryFromRow);
@@ -586,15 +592,17 @@ class SqliteSessions implements SessionRepository {
 }
 
 
+/** One issued SVID's row: alone (SvidRepository.record) or inside an audit append. */
+function insertSvid(db: Db, s: IssuedSvidRecord): void {
+  prepared(db, `INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+    .run(s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter));
+}
+
 class SqliteSvids implements SvidRepository {
   constructor(private readonly db: Db) {}
 
   async record(s: IssuedSvidRecord): Promise<void> {
-    prepared(
-        this.db,
-        `INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter));
+    insertSvid(this.db, s);
   }
 
   async get(serial: string): Promise<IssuedSvidRecord | undefined> {
@@ -827,9 +835,10 @@ class SqliteDelegations implements DelegationRepository {
 class SqliteAudit implements AuditRepository {
   constructor(private readonly db: Db) {}
 
-  async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string): Promise<AuditRecord> {
+  async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord> {
     // IMMEDIATE takes the write lock before reading the tail, so two writers cannot fork the chain.
     const tx = this.db.transaction((): AuditRecord => {
+      if (svid) insertSvid(this.db, svid);
       const last = prepared(this.db, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").get() as Row | undefined;
       const seq = last ? Number(last.seq) + 1 : 1;
       const prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
