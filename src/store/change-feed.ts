@@ -1,0 +1,51 @@
+import type { ChangeTopic, StoreCoordination } from "./types.js";
+
+/** Listeners by topic: what every engine's StoreCoordination hands its notices to. */
+export class ChangeFeed {
+  private readonly listeners = new Map<ChangeTopic, Set<() => void>>();
+
+  on(topic: ChangeTopic, listener: () => void): () => void {
+    let set = this.listeners.get(topic);
+    if (!set) this.listeners.set(topic, (set = new Set()));
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  emit(topic: ChangeTopic): void {
+    // A listener that throws must not keep the others from hearing of the change.
+    for (const l of [...(this.listeners.get(topic) ?? [])]) {
+      try {
+        l();
+      } catch {
+        // the listener's own business
+      }
+    }
+  }
+}
+
+/**
+ * One process owns the datastore (SQLite): its own writes are all the changes there are, and
+ * holding the lock is holding nothing (the data directory's lock already keeps other servers out).
+ */
+export function singleProcessCoordination(feed: ChangeFeed): StoreCoordination {
+  return { onChange: (topic, listener) => feed.on(topic, listener), exclusively: (_name, body) => body() };
+}
+
+/**
+ * `repo` with `emit()` called after each of `methods` resolves: the engine-independent way to
+ * announce a process's own committed writes.
+ */
+export function announcingWrites<T extends object>(repo: T, methods: ReadonlyArray<keyof T & string>, emit: () => void): T {
+  const wrapped = Object.create(repo) as T;
+  for (const method of methods) {
+    const fn = repo[method] as unknown as (...a: unknown[]) => Promise<unknown>;
+    Object.defineProperty(wrapped, method, {
+      value: async (...args: unknown[]) => {
+        const result = await fn.apply(repo, args);
+        emit();
+        return result;
+      },
+    });
+  }
+  return wrapped;
+}
