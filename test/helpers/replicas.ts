@@ -31,9 +31,9 @@ export interface ReplicaSet {
   destroy(): Promise<void>;
 }
 
-export async function startReplicaSet(prefix: string): Promise<ReplicaSet> {
+export async function startReplicaSet(prefix: string, opts: { durableCommits?: boolean } = {}): Promise<ReplicaSet> {
   const work = tempDir(prefix);
-  const cluster = await startPostgresCluster();
+  const cluster = await startPostgresCluster(undefined, opts);
   const dbUrl = await cluster.createDatabase(prefix.replace(/\W/g, "_"));
   const hsmDir = join(work.path, "softhsm");
   mkdirSync(join(hsmDir, "tokens"), { recursive: true, mode: 0o700 });
