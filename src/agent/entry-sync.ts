@@ -72,7 +72,8 @@ export class EntrySync {
   async syncOnce(longPoll = false): Promise<boolean> {
     let changed = false;
     let fullLists = 0;
-    const waitSeconds = Math.min(MAX_WAIT_SECONDS, this.o.intervalSeconds ?? 5);
+    // Whole seconds, at least one: what the server accepts.
+    const waitSeconds = Math.min(MAX_WAIT_SECONDS, Math.max(1, Math.round(this.o.intervalSeconds ?? 5)));
     let answer = await this.identity.call((c) => c.entries({ since: this.revision, waitSeconds: longPoll ? waitSeconds : undefined }));
     if (this.stop.signal.aborted) return false;
     for (;;) {
