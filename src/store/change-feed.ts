@@ -24,11 +24,22 @@ export class ChangeFeed {
 }
 
 /**
- * One process owns the datastore (SQLite): its own writes are all the changes there are, and
- * holding the lock is holding nothing (the data directory's lock already keeps other servers out).
+ * One process owns the datastore (SQLite): its own writes are all the changes there are, and the
+ * lock only has to queue this process's callers (the data directory's lock keeps other servers out).
  */
 export function singleProcessCoordination(feed: ChangeFeed): StoreCoordination {
-  return { onChange: (topic, listener) => feed.on(topic, listener), exclusively: (_name, body) => body() };
+  const queues = new Map<string, Promise<unknown>>();
+  return {
+    onChange: (topic, listener) => feed.on(topic, listener),
+    exclusively<T>(name: string, body: () => Promise<T>): Promise<T> {
+      const run = (queues.get(name) ?? Promise.resolve()).then(body, body);
+      const tail = run.catch(() => undefined);
+      queues.set(name, tail);
+      // Forget an idle name, so that the map does not grow with names used once.
+      void tail.then(() => queues.get(name) === tail && queues.delete(name));
+      return run;
+    },
+  };
 }
 
 /**
