@@ -87,7 +87,7 @@ afterAll(async () => {
 });
 
 describe("faults under full-speed issuance through two replicas", () => {
-  it("(a) kill -9 of one replica: issuance goes on through the other, nothing duplicated, lost or half-written", async () => {
+  it("(a) kill -9 of one replica: issuance goes on through the other, nothing duplicated or lost, the audit chain intact", async () => {
     const load = issueAsFastAsPossible();
     await sleep(1500);
     const beforeKill = load.serials.length;
@@ -102,7 +102,8 @@ describe("faults under full-speed issuance through two replicas", () => {
     expect([...load.failures.keys()]).toEqual([]);
     expect(new Set(load.serials).size).toBe(load.serials.length);
     expect(await missing(load.serials)).toEqual({ svids: [], audit: [] });
-    // Nothing half-written: every recorded SVID has its audit record (a kill between the two would show here).
+    // Measured, not asserted: an SVID signed and recorded whose audit record the kill cut off (never
+    // acknowledged to anyone). The one-transaction issuance write (branch speed2) closes this.
     const audited = new Set((await set.query<{ serial: string }>("SELECT serial FROM audit_log WHERE outcome = 'success' AND serial IS NOT NULL")).map((r) => normalizeSerial(r.serial)));
     const unaudited = (await set.query<{ serial: string }>("SELECT serial FROM issued_svids")).filter((r) => !audited.has(r.serial));
     console.warn(`issued_svids rows without an audit record (signed, never acknowledged, cut by the kill): ${unaudited.length}`);
