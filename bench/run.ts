@@ -15,6 +15,8 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   tlog: () => import("./tlog.js"),
   // issue 10's table: a Go load generator, cfssl as the peer, entry scaling, 1,024 connections
   speed: () => import("./speed.js"),
+  // issue 13: issuance on 1 and 2 PostgreSQL replicas beside SQLite, entry propagation between replicas
+  replicas: () => import("./replicas.js"),
 };
 
 const only = process.env.BENCH_ONLY?.split(",").filter(Boolean);

@@ -4,8 +4,15 @@ import { isHallmarkError } from "../errors.js";
 import { Backoff, sleep } from "./backoff.js";
 import { type NodeIdentity, isTransient } from "./node-identity.js";
 
+/** The server holds a long poll at most this long (MAX_ENTRY_WAIT_SECONDS in src/api/public-routes.ts). */
+const MAX_WAIT_SECONDS = 20;
+
 export interface EntrySyncOptions {
-  /** Seconds between polls (default 5). */
+  /**
+   * Seconds between polls when nothing changes (default 5). Each poll is a long poll of that
+   * length (at most 20 s): the server answers as soon as an entry of this node changes on any
+   * replica, so changes arrive at once and the next poll follows straight away.
+   */
   intervalSeconds?: number | undefined;
   retry?: { minMs: number; maxMs: number } | undefined;
   log: Logger;
@@ -22,7 +29,6 @@ export class EntrySync {
   private revision: number | undefined;
   private readonly listeners = new Set<() => void>();
   private readonly stop = new AbortController();
-  private loop: Promise<void> | undefined;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -50,20 +56,26 @@ export class EntrySync {
       if (!isTransient(e)) throw e;
       this.o.log.warn({ code: isHallmarkError(e) ? e.code : "error", detail: (e as Error).message }, "agent: first entry sync failed; retrying in the background");
     });
-    this.loop = this.run();
+    void this.run();
   }
 
+  /**
+   * Stops polling. A long poll in flight is not waited for (it may be held for the whole wait):
+   * its answer, when it comes, is dropped.
+   */
   async close(): Promise<void> {
     this.stop.abort();
     this.unsubscribe();
-    await this.loop;
   }
 
   /** One poll: the changes since the last revision (or a full list), applied; true when anything changed. */
-  async syncOnce(): Promise<boolean> {
+  async syncOnce(longPoll = false): Promise<boolean> {
     let changed = false;
     let fullLists = 0;
-    let answer = await this.identity.call((c) => c.entries({ since: this.revision }));
+    // Whole seconds, at least one: what the server accepts.
+    const waitSeconds = Math.min(MAX_WAIT_SECONDS, Math.max(1, Math.round(this.o.intervalSeconds ?? 5)));
+    let answer = await this.identity.call((c) => c.entries({ since: this.revision, waitSeconds: longPoll ? waitSeconds : undefined }));
+    if (this.stop.signal.aborted) return false;
     for (;;) {
       // At most one full list per poll: a server that never continues cannot spin the agent.
       if (answer.full && fullLists++ === 0) {
@@ -108,14 +120,15 @@ export class EntrySync {
     const every = (this.o.intervalSeconds ?? 5) * 1000;
     const retry = this.o.retry ?? { minMs: 1000, maxMs: 30_000 };
     const backoff = new Backoff(retry.minMs, Math.max(retry.maxMs, every));
-    let delay = every;
+    // The first long poll starts at once: the poll itself waits while nothing changes.
+    let delay = 0;
     while (!this.stop.signal.aborted && !this.identity.removed) {
       await sleep(delay, this.stop.signal);
       if (this.stop.signal.aborted || this.identity.removed) return;
       try {
-        await this.syncOnce();
+        await this.syncOnce(true);
         backoff.reset();
-        delay = every;
+        delay = 0;
       } catch (e) {
         if (this.identity.removed) return;
         delay = backoff.next();

@@ -39,6 +39,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps, LogRouteDeps {
 const MAX_CSR_CHARS = 16 * 1024;
 /** Requests per POST /v1/svids/x509/batch: 64 CSRs of a few hundred bytes stay far below the body limit. */
 export const MAX_X509_BATCH = 64;
+/** The longest long poll of GET /v1/node/entries: well inside clients' 30 s answer timeout and limits.requestTimeout's default. */
+export const MAX_ENTRY_WAIT_SECONDS = 20;
 const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or base64 DER); its signature is the proof of possession");
 const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
 
@@ -287,12 +289,20 @@ export const PUBLIC_ROUTES = {
     description:
       "Without `since`, or when the server's change log cannot continue from it, the full list (`full: true`), " +
       "by pages: ask again with `page_after` set to `next_page` until it is absent, then poll with the first page's `revision`. " +
-      "With `since`, only the creations and deletions that concern this node after that revision; `more` says to ask again at once.",
+      "With `since`, only the creations and deletions that concern this node after that revision; `more` says to ask again at once. " +
+      "With `since` and `wait`, an answer that would carry no change is held until an entry changes (on any replica) or `wait` seconds pass.",
     caller: "node",
     query: z
       .object({
         since: z.string().regex(/^\d{1,15}$/).transform(Number).optional().describe("a revision from an earlier answer"),
         page_after: z.string().regex(PAGE_TOKEN).optional().describe("the next_page of the previous full page (opaque)"),
+        wait: z
+          .string()
+          .regex(/^\d{1,2}$/)
+          .transform(Number)
+          .refine((n) => n <= MAX_ENTRY_WAIT_SECONDS, `at most ${MAX_ENTRY_WAIT_SECONDS}`)
+          .optional()
+          .describe(`with since: seconds (at most ${MAX_ENTRY_WAIT_SECONDS}) to hold an answer with no change until an entry changes (a long poll)`),
       })
       .strict(),
     responses: {
@@ -467,7 +477,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     app,
     R.nodeEntries,
     async ({ query }, node) => {
-      const sync = await deps.nodes.entrySync(node, query.since, query.page_after);
+      const sync = await deps.nodes.entrySync(node, query.since, query.page_after, (query.wait ?? 0) * 1000);
       const bundle_pem = await bundlePem();
       if (sync.full) {
         return { full: true as const, revision: sync.revision, entries: sync.entries.map(nodeEntryJson), ...(sync.nextPage ? { next_page: sync.nextPage } : {}), bundle_pem };

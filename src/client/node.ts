@@ -144,10 +144,14 @@ export class NodeClient {
     return { spiffeId: r.spiffe_id, certChainPem: r.svid.cert_chain_pem, privateKeyPem: key.privateKeyPem, bundlePem: r.bundle_pem, expiresAt: r.svid.expires_at, logIndex: r.log_index };
   }
 
-  /** GET /v1/node/entries: the full list (a page of it), or the changes since `since`. */
-  async entries(query: { since?: number | undefined; pageAfter?: string | undefined } = {}): Promise<NodeEntriesAnswer> {
+  /**
+   * GET /v1/node/entries: the full list (a page of it), or the changes since `since`; with
+   * `waitSeconds` too, the server holds an answer with no change until an entry changes (long poll).
+   */
+  async entries(query: { since?: number | undefined; pageAfter?: string | undefined; waitSeconds?: number | undefined } = {}): Promise<NodeEntriesAnswer> {
     const q = new URLSearchParams();
     if (query.since !== undefined) q.set("since", String(query.since));
+    if (query.since !== undefined && query.waitSeconds) q.set("wait", String(query.waitSeconds));
     if (query.pageAfter !== undefined) q.set("page_after", query.pageAfter);
     return (await this.call("GET", `/v1/node/entries${q.size ? `?${q}` : ""}`)) as NodeEntriesAnswer;
   }

@@ -18,7 +18,7 @@ import type {
 } from "../service/ports.js";
 import { normalizeSerial } from "../service/ports.js";
 import type { SpiffeId, TrustDomain } from "../spiffe/id.js";
-import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, IssuedSvidRecord, SvidRepository } from "../store/types.js";
+import type { CaKeyKind, CaKeyRecord, CaKeyRepository, CaKeyStatus, IssuedSvidRecord, StoreCoordination, SvidRepository } from "../store/types.js";
 import { reconcileCaKeys } from "./ca-key-reconcile.js";
 import { type JwtAuthority, bundlePem, jwtJwks, spiffeBundleJwks } from "./bundle.js";
 import { checkSigningCertConformance } from "./conformance.js";
@@ -68,6 +68,12 @@ export interface AuthorityOptions {
   token?: { keyType: KeyType; keyTtlSeconds?: number; latestExpiry: (keyId: string) => Promise<Date | undefined> } | undefined;
   refreshHintSeconds: number;
   rotation?: RotationSchedule | undefined;
+  /**
+   * Replicas sharing the key records: every key step runs under their common lock, after reading
+   * the records again (a replica that lost the race finds the step taken and does nothing), and
+   * the keys are read again whenever another replica announces a change. Absent: one process.
+   */
+  coordination?: Pick<StoreCoordination, "exclusively" | "onChange"> | undefined;
   /** Told of every key step the CA takes on its own (an administrator's steps are audited by whoever asked). */
   onAutomaticKeyChange?: ((change: AutomaticCaKeyChange) => Promise<void>) | undefined;
 }
@@ -98,6 +104,8 @@ const describe = (s: KeyStep): string => `${PAST_TENSE[s.step]} ${s.kind} key ${
 const PUBLISHED: ReadonlySet<CaKeyStatus> = new Set(["prepared", "active", "previous"]);
 /** Every kind: their label prefixes are ours whether or not this CA creates keys of each. */
 const ALL_KINDS: readonly CaKeyKind[] = ["x509", "jwt", "wit", "token"];
+/** The replicas' common lock for key steps (an advisory lock on PostgreSQL). */
+const ROTATION_LOCK = "ca-rotation";
 const DEFAULT_SCHEDULE: RotationSchedule = { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 };
 
 /** The HSM label of a CA key: found again by it after a restart. */
@@ -118,6 +126,9 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
   private readonly crossCertificates = new Map<string, Buffer>();
   /** Rotation steps run one at a time: two concurrent prepares must not both create a key. */
   private rotationQueue: Promise<unknown> = Promise.resolve();
+  /** The bundle sequence of the loaded keys: only ever raised (by our own steps, or by reading another replica's). */
+  private sequence = 0;
+  private stopHearing: (() => void) | undefined;
 
   constructor(private readonly o: AuthorityOptions) {}
 
@@ -135,6 +146,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
   async init(): Promise<void> {
     await this.serialized(async () => {
       this.loaded.clear();
+      this.sequence = await this.o.caKeys.bundleSequence();
       const records = await this.o.caKeys.list();
       for (const record of records) {
         if (!PUBLISHED.has(record.status)) continue;
@@ -154,14 +166,20 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
         records,
         keep: new Set(upstream ? [upstream] : []),
       });
-    });
+    }, false);
     for (const kind of this.kinds()) {
       if (this.key(kind, "active")) continue;
       const now = this.o.clock();
-      const steps = await this.serialized(async () => [...(this.key(kind, "prepared") ? [] : [await this.prepareNow(kind, now)]), await this.activateNow(kind, now)]);
+      // Re-checked under the lock: replicas starting together on an empty database create one key.
+      const steps = await this.serialized(async () =>
+        this.key(kind, "active") ? [] : [...(this.key(kind, "prepared") ? [] : [await this.prepareNow(kind, now)]), await this.activateNow(kind, now)],
+      );
       await this.reportAutomatic("start", steps);
-      this.o.log.info({ kind }, "created a new signing key in the KeyStore");
+      if (steps.length) this.o.log.info({ kind }, "created a new signing key in the KeyStore");
     }
+    this.stopHearing = this.o.coordination?.onChange("caKeys", () => {
+      this.local(() => this.reloadKeys()).catch((e: unknown) => this.o.log.warn({ code: (e as { code?: unknown }).code, detail: (e as Error).message }, "could not read the CA keys another replica changed; retrying at the next change or step"));
+    });
   }
 
   // --- issuance (SvidIssuer) ---
@@ -276,7 +294,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
       x509Authorities: await this.x509Authorities(),
       jwtAuthorities: this.jwsAuthorities("jwt"),
       witAuthorities: this.jwsAuthorities("wit"),
-      sequence: await this.o.caKeys.bundleSequence(),
+      sequence: this.sequence,
     };
   }
 
@@ -423,6 +441,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
   }
 
   async close(): Promise<void> {
+    this.stopHearing?.();
     this.listeners.length = 0;
     await this.rotationQueue.catch(() => undefined);
   }
@@ -521,10 +540,48 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
     for (const s of steps) await this.o.onAutomaticKeyChange?.({ ...s, trigger });
   }
 
-  private serialized<T>(step: () => Promise<T>): Promise<T> {
+  /**
+   * A key step: one at a time in this process, and under the replicas' common lock, on the key
+   * records as they are now (read again first, unless `reload` is false: init reads them itself).
+   */
+  private serialized<T>(step: () => Promise<T>, reload = true): Promise<T> {
+    const coordination = this.o.coordination;
+    if (!coordination) return this.local(step);
+    return this.local(() =>
+      coordination.exclusively(ROTATION_LOCK, async () => {
+        if (reload) await this.reloadKeys();
+        return step();
+      }),
+    );
+  }
+
+  /** One at a time in this process: two concurrent prepares must not both create a key. */
+  private local<T>(step: () => Promise<T>): Promise<T> {
     const run = this.rotationQueue.then(step, step);
     this.rotationQueue = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Reads the key records again (what another replica prepared, activated or retired), finding
+   * new keys in the KeyStore by label; keeps the signers of keys already loaded. The sequence only
+   * goes up. Tells the bundle listeners when the published keys changed.
+   */
+  private async reloadKeys(): Promise<void> {
+    const records = (await this.o.caKeys.list()).filter((r) => PUBLISHED.has(r.status));
+    const sequence = await this.o.caKeys.bundleSequence();
+    const before = [...this.loaded.values()].map((k) => `${k.record.id}:${k.record.status}`).sort().join();
+    const next = new Map<string, LoadedKey>();
+    for (const record of records) {
+      const signer = this.loaded.get(record.id)?.signer ?? (await this.o.keyStore.find(record.label));
+      if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
+      next.set(record.id, { record, signer });
+    }
+    this.loaded.clear();
+    for (const [id, k] of next) this.loaded.set(id, k);
+    this.sequence = Math.max(this.sequence, sequence);
+    const after = records.map((r) => `${r.id}:${r.status}`).sort().join();
+    if (after !== before) for (const l of this.listeners) l();
   }
 
   private member(id: SpiffeId): SpiffeId {
@@ -580,7 +637,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
   }
 
   private async bundleChanged(): Promise<void> {
-    await this.o.caKeys.bumpBundleSequence();
+    this.sequence = Math.max(this.sequence, await this.o.caKeys.bumpBundleSequence());
     for (const l of this.listeners) l();
   }
 }

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { taskFailureLog } from "../log.js";
 
 export interface IntervalTask {
   /** Stops the schedule, waits for a run in progress, then runs once more when `finalRun` was asked for. */
@@ -18,11 +19,15 @@ export function startIntervalTask(
   opts: { finalRun?: boolean } = {},
 ): IntervalTask {
   let running: Promise<void> | undefined;
+  const failures = taskFailureLog(log, "scheduled task failed");
   const runOnce = (): Promise<void> => {
     running ??= work()
       .then(
-        (result) => log.debug({ task: name, result }, "scheduled task ran"),
-        (e: unknown) => log.error({ err: e, task: name }, "scheduled task failed"),
+        (result) => {
+          failures.succeeded();
+          log.debug({ task: name, result }, "scheduled task ran");
+        },
+        (e: unknown) => failures.failed(e, { task: name }),
       )
       .finally(() => {
         running = undefined;

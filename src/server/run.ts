@@ -175,6 +175,8 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, oauth, federation, transparency: tlog.reader },
     );
     closers.push(() => publicApp.close());
+    // Closers run in reverse: long polls of the entries answer at once, so closing does not wait for them.
+    closers.push(async () => nodes.stopWaiting());
     const adminApp = await buildAdminApp({ log }, { admin, ca, delegations, federation });
     closers.push(() => adminApp.close());
     // Closers run in reverse: a verification still walking is stopped first (its caller gets

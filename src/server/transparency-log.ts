@@ -52,8 +52,11 @@ export async function startTransparencyLog(o: {
 }): Promise<RunningTransparencyLog> {
   const { store, log } = o;
   const origin = logOrigin(o.config, o.trustDomain);
-  const state = await store.transparency.state();
-  const key = await openLogKey(o.keyStore, origin, state.checkpoint !== undefined);
+  // Under the replicas' common lock: replicas starting together on an empty database make one log key, not one each.
+  const { state, key } = await store.coordination.exclusively("transparency-log-key", async () => {
+    const state = await store.transparency.state();
+    return { state, key: await openLogKey(o.keyStore, origin, state.checkpoint !== undefined) };
+  });
   const signing = { tree: store.transparency, audit: store.audit, key, origin, clock: o.clock };
   await checkTreeOnStart(signing, o.config.audit.tailCheckRecords);
   const integration = { audit: store.audit, tree: store.transparency, batch: o.config.transparency.integrationBatch };

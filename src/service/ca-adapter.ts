@@ -46,6 +46,7 @@ export async function openCertificateAuthority(o: {
       activateAt: config.ca.rotation.activateAt,
       checkIntervalSeconds: config.ca.rotation.checkInterval,
     },
+    coordination: o.store.coordination,
     onAutomaticKeyChange: async (change: AutomaticCaKeyChange) => {
       await o.audit.append({ time: o.clock(), event: AUDIT_EVENTS.caKeyChange, outcome: "success", actor: "server", details: { ...change } });
     },

@@ -247,8 +247,48 @@ export class NodeIssuanceService {
    * continue from it, the full list, by pages of ENTRY_PAGE in id order (`pageAfter`: the last id
    * of the previous page). The revision is read before the list, so replaying the changes after
    * it is never short of anything (creations and deletions apply idempotently).
+   * With `waitMs` (a long poll), an answer with nothing for this node waits until the store
+   * announces a change of the entries (made on this replica or, on PostgreSQL, any other) that
+   * concerns it, the time is up, or the server closes; it then carries the latest revision.
    */
-  async entrySync(node: NodeRecord, since: number | undefined, pageAfter: string | undefined): Promise<EntrySync> {
+  async entrySync(node: NodeRecord, since: number | undefined, pageAfter: string | undefined, waitMs = 0): Promise<EntrySync> {
+    if (since === undefined || waitMs <= 0 || this.closing) return this.entrySyncNow(node, since, pageAfter);
+    const deadline = Date.now() + waitMs;
+    // Armed before each read: a change committed between the read and the wait still wakes it.
+    let wake: () => void = () => undefined;
+    const arm = () => new Promise<void>((resolve) => (wake = resolve));
+    const unsubscribe = this.deps.store.coordination.onChange("entries", () => wake());
+    const stop = () => wake();
+    const timer = setTimeout(stop, waitMs);
+    this.waiting.add(stop);
+    try {
+      for (let revision = since; ; ) {
+        const notice = arm();
+        const answer = await this.entrySyncNow(node, revision, pageAfter);
+        const nothing = !answer.full && !answer.more && answer.created.length === 0 && answer.deleted.length === 0;
+        if (!nothing || this.closing || Date.now() >= deadline) return answer;
+        // Changes for other nodes only: skip past them and keep waiting (agents are not woken by every change in the domain).
+        revision = answer.revision;
+        await notice;
+      }
+    } finally {
+      unsubscribe();
+      clearTimeout(timer);
+      this.waiting.delete(stop);
+    }
+  }
+
+  /** Ends every long poll now (with what there is) and waits no more: the server is closing. */
+  stopWaiting(): void {
+    this.closing = true;
+    for (const wake of this.waiting) wake();
+  }
+
+  /** The wake-ups of the long polls in progress, for stopWaiting. */
+  private readonly waiting = new Set<() => void>();
+  private closing = false;
+
+  private async entrySyncNow(node: NodeRecord, since: number | undefined, pageAfter: string | undefined): Promise<EntrySync> {
     const page = since === undefined ? undefined : await this.deps.store.entries.changesSince(since, ENTRY_PAGE);
     if (!page) {
       const revision = await this.deps.store.entries.revision();

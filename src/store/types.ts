@@ -495,6 +495,8 @@ export interface Store {
   readonly delegations: DelegationRepository;
   readonly federations: FederationRepository;
   readonly transparency: TransparencyRepository;
+  /** What server replicas sharing this datastore need of each other: change notices and a common lock. */
+  readonly coordination: StoreCoordination;
   /** False while the datastore refuses writes (disk full, I/O errors): the server is not ready. */
   healthy(): boolean;
   /**
@@ -503,4 +505,23 @@ export interface Store {
    */
   backup(path: string): Promise<void>;
   close(): Promise<void>;
+}
+
+/** What a change notice is about: the registration entries, or the CA keys and bundle sequence. */
+export type ChangeTopic = "entries" | "caKeys";
+
+/**
+ * Replicas sharing one datastore. SQLite: one server owns the data directory, so notices are the
+ * process's own writes and the lock is a no-op. PostgreSQL: notices are NOTIFYs sent in the
+ * writing transaction and heard by every replica (its own writes included), and the lock is an
+ * advisory lock every replica respects.
+ */
+export interface StoreCoordination {
+  /**
+   * Calls `listener` after a change of `topic` committed by any replica, and also after the
+   * notice channel was lost and is back (changes may have been missed). Returns the unsubscribe.
+   */
+  onChange(topic: ChangeTopic, listener: () => void): () => void;
+  /** Runs `body` holding the lock `name` across every replica of the datastore (one holder at a time). */
+  exclusively<T>(name: string, body: () => Promise<T>): Promise<T>;
 }

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { taskFailureLog } from "../log.js";
 import { auditRecordHash } from "../audit/log.js";
 import type { AuditRecord, AuditRepository, TransparencyRepository } from "../store/types.js";
 import { auditLeafHash } from "./audit-leaf.js";
@@ -81,6 +82,7 @@ export function startIntegrator(d: IntegratorDeps, schedule: IntegratorSchedule,
   let again = false;
   let stopped = false;
   let delayed: NodeJS.Timeout | undefined;
+  const failures = taskFailureLog(log, "transparency log integration failed");
   const run = (): void => {
     if (running) {
       again = true;
@@ -92,8 +94,9 @@ export function startIntegrator(d: IntegratorDeps, schedule: IntegratorSchedule,
         try {
           // A full batch leaves more behind: go on at once.
           if ((await integrateOnce(d)) === d.batch) again = true;
+          failures.succeeded();
         } catch (e) {
-          log.error({ err: e }, "transparency log integration failed");
+          failures.failed(e);
           return;
         }
       } while (again && !stopped);

@@ -167,4 +167,32 @@ describe("POST /v1/svids/x509/batch", () => {
     const ids = Array.from({ length: 65 }, (_, i) => `spiffe://example.org/batch/${i}`);
     await expect(nodeA.fetchX509Batch(ids)).rejects.toMatchObject({ code: "invalid_request" });
   });
+
+  it("with wait: holds an answer with nothing for the node, past other nodes' changes, until one of its own commits", async () => {
+    const { revision } = await nodeA.entries();
+    const order: string[] = [];
+    const poll = nodeA.entries({ since: revision, waitSeconds: 15 }).then((a) => {
+      order.push("answered");
+      return a;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    // Another node's change wakes the poll, which finds nothing for A and keeps waiting.
+    await entry(B, "spiffe://example.org/sync/long-poll-b", ["unix:uid:1"]);
+    await new Promise((r) => setTimeout(r, 300));
+    order.push("own change");
+    await entry(A, "spiffe://example.org/sync/long-poll-a", ["unix:uid:1"]);
+    const answer = await poll;
+    expect(order).toEqual(["own change", "answered"]);
+    expect(changesOf(answer)).toEqual(["+spiffe://example.org/sync/long-poll-a"]);
+  });
+
+  it("with wait: answers at the end of the wait with nothing and the latest revision, and refuses a wait over 20 s", async () => {
+    const { revision } = await nodeA.entries();
+    await entry(B, "spiffe://example.org/sync/quiet-b", ["unix:uid:2"]);
+    const answer = await nodeA.entries({ since: revision, waitSeconds: 1 });
+    expect(answer.full).toBe(false);
+    expect(changesOf(answer)).toEqual([]);
+    expect(answer.revision).toBeGreaterThan(revision);
+    await expect(nodeA.entries({ since: revision, waitSeconds: 21 })).rejects.toMatchObject({ code: "invalid_request" });
+  });
 });

@@ -90,7 +90,11 @@ function clusterTemplate(bin: string, user: UnixUser): string {
   return path;
 }
 
-export async function startPostgresCluster(user: UnixUser = CLUSTER_USER): Promise<PostgresCluster> {
+/**
+ * `durableCommits`: synchronous_commit on, so a commit acknowledged before a crash (pg_ctl stop
+ * -m immediate) survives it; off by default (faster, and nothing else here needs it).
+ */
+export async function startPostgresCluster(user: UnixUser = CLUSTER_USER, opts: { durableCommits?: boolean } = {}): Promise<PostgresCluster> {
   const t0 = Date.now();
   const bin = postgresBinDir();
   const dir = mkdtempSync(join(tmpdir(), "hallmark-pg-"));
@@ -101,7 +105,7 @@ export async function startPostgresCluster(user: UnixUser = CLUSTER_USER): Promi
   const template = clusterTemplate(bin, user);
   const cp = spawnSync("cp", ["-a", template, data]);
   if (cp.status !== 0) throw new Error(`cp ${template} failed: ${cp.stderr?.toString()}`);
-  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`;
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=${opts.durableCommits ? "on" : "off"} -c full_page_writes=off -c max_connections=200`;
   const start = () => runAs(user, join(bin, "pg_ctl"), ["-D", data, "-l", join(dir, "log"), "-o", options, "-w", "-t", "30", "start"]);
   start();
   const startMs = Date.now() - t0;

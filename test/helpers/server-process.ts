@@ -1,7 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
+// From test/helpers, or from dist/test/helpers when a bench (built to dist/) uses this helper.
+const BIN = ["../../bin/hallmark.js", "../../../bin/hallmark.js"].map((p) => fileURLToPath(new URL(p, import.meta.url))).find((p) => existsSync(p))!;
 
 export interface ServerProcess {
   child: ChildProcess;

@@ -117,7 +117,14 @@ describe("the database unreachable under a running server", () => {
     expectStoreUnavailable(await openSession());
     expect(await until(503)).toBe(503);
     for (let i = 0; i < 20; i++) expectStoreUnavailable(await openSession());
+    // Long enough for the transparency integrator (every second) to fail several times.
+    await new Promise((r) => setTimeout(r, 3000));
     expect(lines.filter((l) => String(l.msg).startsWith("datastore unreachable")).length).toBe(1);
+    // Background tasks say so once per outage, at warn, without a stack.
+    const integration = lines.filter((l) => String(l.msg).startsWith("transparency log integration failed"));
+    expect(integration).toHaveLength(1);
+    expect(integration[0]).toMatchObject({ level: 40, code: "store_unavailable" });
+    expect(lines.filter((l) => l.level === 50 && JSON.stringify(l).includes(`"stack"`))).toEqual([]);
     // The API's lines about the outage are short and stackless (background tasks log their own failures).
     const apiLines = lines.filter((l) => l.code === "store_unavailable");
     expect(apiLines.length).toBeGreaterThanOrEqual(1);

@@ -48,7 +48,7 @@ function passwordOf(url: string): string | undefined {
  * mappers turn into numbers (times in milliseconds and sequence numbers stay far below 2^53).
  */
 export function createPool(o: PostgresConnectionOptions): pg.Pool {
-  return new pg.Pool({
+  const pool = new pg.Pool({
     connectionString: o.url,
     ...(o.password !== undefined ? { password: o.password } : {}),
     max: o.pool.max,
@@ -58,6 +58,12 @@ export function createPool(o: PostgresConnectionOptions): pg.Pool {
     application_name: "hallmark",
     ...(o.readonly ? { options: "-c default_transaction_read_only=on" } : {}),
   });
+  // node-postgres emits 'error' on a client whose connection ends unexpectedly, and the pool
+  // listens only while the client is idle: a client checked out between two statements of a
+  // transaction (or holding an advisory lock) when the database went away would end the process.
+  // Its next query fails anyway (becoming store_unavailable), and the pool drops it on release.
+  pool.on("connect", (client) => client.on("error", () => undefined));
+  return pool;
 }
 
 /**

@@ -18,6 +18,7 @@ import type {
 } from "../types.js";
 import { type PostgresConnectionOptions, createPool, redactUrl, withoutSecrets } from "./connection.js";
 import { PostgresHealth } from "./health.js";
+import { PgCoordination, PgLocks } from "./coordination.js";
 import {
   PgAccessTokens,
   PgAudit,
@@ -68,9 +69,13 @@ export async function openPostgresStore(o: PostgresStoreOptions): Promise<Store>
     if (isHallmarkError(cause)) throw cause;
     throw new HallmarkError("datastore_open_failed", `cannot open the datastore ${where}: ${withoutSecrets((cause as Error).message, o)}`, { internal: where });
   }
-  const health = new PostgresHealth(pool, o.log, (m) => withoutSecrets(m, o));
+  const scrub = (m: string) => withoutSecrets(m, o);
+  const health = new PostgresHealth(pool, o.log, scrub);
   pool.off("error", early);
-  return new PostgresStore(pool, health);
+  // Read-only stores (the audit worker, the CLI) neither take locks nor wait for notices.
+  const coordination = new PgCoordination(o, health.guard("locks", new PgLocks(pool)), o.log, scrub);
+  if (!o.readonly) await coordination.listen();
+  return new PostgresStore(pool, health, coordination);
 }
 
 class PostgresStore implements Store {
@@ -91,6 +96,7 @@ class PostgresStore implements Store {
   constructor(
     private readonly pool: pg.Pool,
     private readonly health: PostgresHealth,
+    readonly coordination: PgCoordination,
   ) {
     this.nodes = health.guard("nodes", new PgNodes(pool));
     this.entries = health.guard("entries", new PgEntries(pool));
@@ -118,6 +124,7 @@ class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.coordination.close();
     await this.pool.end();
   }
 }

@@ -66,6 +66,7 @@ import {
   type TransparencyRepository,
 } from "../types.js";
 import { type Queryable, inTransaction, isUniqueViolation } from "./connection.js";
+import { CHANGE_CHANNEL, NOTIFY_SQL } from "./coordination.js";
 
 type Pool = pg.Pool;
 
@@ -281,6 +282,9 @@ async function logChange(c: pg.PoolClient, entryId: string, kind: EntryChange["k
     selectors,
     ms(at),
   ]);
+  // Delivered to every replica when this transaction commits (and never if it rolls back):
+  // their agents' long polls wake at once instead of at their next poll.
+  await c.query(NOTIFY_SQL, ["entries"]);
 }
 
 export class PgFederations implements FederationRepository {
@@ -640,7 +644,10 @@ export class PgCaKeys implements CaKeyRepository {
   }
 
   async bumpBundleSequence(): Promise<number> {
-    return Number((await one(this.db, "UPDATE bundle_state SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence"))!.sequence);
+    // One statement, so one transaction: the other replicas hear of the new keys as it commits and reload them.
+    const sql = `WITH s AS (UPDATE bundle_state SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence)
+                 SELECT s.sequence, pg_notify('${CHANGE_CHANNEL}', 'caKeys') FROM s`;
+    return Number((await one(this.db, sql))!.sequence);
   }
 
   async bundleSequence(): Promise<number> {

@@ -28,6 +28,7 @@ import { HallmarkError } from "../../errors.js";
 import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema, refuseOlderSchema } from "./schema.js";
 import { errnoReason } from "../../system-error.js";
 import { SqliteHealth } from "./health.js";
+import { ChangeFeed, announcingWrites, singleProcessCoordination } from "../change-feed.js";
 import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./files.js";
 import {
   type AccessTokenRecord,
@@ -43,6 +44,7 @@ import {
   type CaKeyRepository,
   type CaKeyStatus,
   type ConsumeOutcome,
+  type StoreCoordination,
   type DpopProofRepository,
   type DelegationRecord,
   type DelegationRepository,
@@ -180,6 +182,7 @@ class SqliteStore implements Store {
   readonly delegations: DelegationRepository;
   readonly federations: FederationRepository;
   readonly transparency: TransparencyRepository;
+  readonly coordination: StoreCoordination;
 
   // Every repository call goes through the health guard: storage failures become
   // store_unavailable in this one place, and mark the store not ready until a write succeeds.
@@ -188,11 +191,14 @@ class SqliteStore implements Store {
     private readonly health: SqliteHealth,
   ) {
     this.nodes = health.guard("nodes", new SqliteNodes(db));
-    this.entries = health.guard("entries", new SqliteEntries(db));
+    const feed = new ChangeFeed();
+    this.coordination = singleProcessCoordination(feed);
+    // The process's own writes are the only changes: announced once committed (long polls wake on them).
+    this.entries = announcingWrites(health.guard("entries", new SqliteEntries(db)), ["create", "delete"], () => feed.emit("entries"));
     this.joinTokens = health.guard("joinTokens", new SqliteJoinTokens(db));
     this.sessions = health.guard("sessions", new SqliteSessions(db));
     this.svids = health.guard("svids", new SqliteSvids(db));
-    this.caKeys = health.guard("caKeys", new SqliteCaKeys(db));
+    this.caKeys = announcingWrites(health.guard("caKeys", new SqliteCaKeys(db)), ["bumpBundleSequence"], () => feed.emit("caKeys"));
     this.accessTokens = health.guard("accessTokens", new SqliteAccessTokens(db));
     this.audit = health.guard("audit", new SqliteAudit(db));
     this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
