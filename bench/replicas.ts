@@ -1,9 +1,12 @@
+import { readFileSync } from "node:fs";
 import { attest, joinTokenProducer } from "../src/client/attest.js";
 import { adminRequest, expectOk } from "../src/client/http.js";
 import { NodeClient } from "../src/client/node.js";
+import { httpsRaw } from "../test/helpers/https.js";
 import { type Replica, startReplicaSet } from "../test/helpers/replicas.js";
 import { startServerProcess } from "../test/helpers/server-process.js";
 import { tempDir } from "../test/helpers/tmp.js";
+import { bulkFillPostgres } from "./bulk-postgres.js";
 import { percentile, closedLoop, summary } from "./stats.js";
 
 /**
@@ -14,7 +17,15 @@ import { percentile, closedLoop, summary } from "./stats.js";
  * process on the same two cores: compare the rows with each other, not with other machines.
  * The test cluster runs with fsync off and synchronous_commit off (like SQLite's WAL with
  * synchronous=NORMAL, a commit is not flushed to disk before it is acknowledged).
+ * Then the cold start of a replica on a database of COLD_ENTRIES entries and COLD_NODES nodes.
+ * BENCH_PHASES=issuance or BENCH_PHASES=coldstart runs one of the two (default: both).
  */
+const PHASES = (process.env.BENCH_PHASES ?? "issuance,coldstart").split(",").filter(Boolean);
+const COLD_ENTRIES = Number(process.env.BENCH_COLD_ENTRIES ?? 100_000);
+const COLD_NODES = Number(process.env.BENCH_COLD_NODES ?? 10_000);
+/** bulk-0's share: more than one page (ENTRY_PAGE, 500), so its first page is a full one. */
+const COLD_FIRST_NODE_ENTRIES = 1_000;
+const COLD_NODE = "spiffe://example.org/node/bulk-0";
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const NODE = "spiffe://example.org/node/bench";
@@ -63,7 +74,53 @@ async function propagation(a: Replica, onB: NodeClient): Promise<void> {
   console.log(`${"entry create on A -> long poll answered on B (20 times)".padEnd(58)}  p50 ${percentile(delays, 50).toFixed(2)} ms  max ${delays.at(-1)!.toFixed(2)} ms`);
 }
 
+/** A process's peak resident set (VmHWM), in MiB. */
+function peakRssMiB(pid: number): number {
+  const kb = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  return Number(kb) / 1024;
+}
+
+/**
+ * A replica started on a database that already holds COLD_ENTRIES entries and COLD_NODES nodes
+ * (and its CA keys: a first replica made them, then stopped, as when a replica joins a running
+ * deployment): seconds from spawn to /readyz 200, its peak RSS, and one node's first entries page.
+ */
+async function coldStart(): Promise<void> {
+  const set = await startReplicaSet("bench-coldstart");
+  try {
+    const seed = await set.start("seed");
+    await seed.process.stop();
+    const f0 = performance.now();
+    await bulkFillPostgres(set.dbUrl, { nodes: COLD_NODES, entries: COLD_ENTRIES, firstNodeEntries: COLD_FIRST_NODE_ENTRIES });
+    const fillS = (performance.now() - f0) / 1000;
+    const t0 = performance.now();
+    const cold = await set.start("cold");
+    while ((await httpsRaw(`${cold.url}/readyz`).catch(() => ({ status: 0 }))).status !== 200) await new Promise((r) => setTimeout(r, 20));
+    const readyS = (performance.now() - t0) / 1000;
+    const rssReady = peakRssMiB(cold.process.pid);
+    // bulk-0 attests (its row is replaced, as a re-attestation does) and reads its first page.
+    const { token } = (await cold.admin("POST", "/admin/tokens", { spiffe_id: COLD_NODE, ttl_seconds: 600 })) as { token: string };
+    const { bundle_pem: trustBundlePem } = (await cold.admin("GET", "/admin/bundle")) as { bundle_pem: string };
+    const svid = await attest({ server: cold.url, tls: { trustBundlePem }, producer: joinTokenProducer(token) });
+    const p0 = performance.now();
+    const page = await clientOn(cold, svid).entries({});
+    const pageMs = performance.now() - p0;
+    if (!page.full || page.entries.length === 0) throw new Error("bulk-0's first page is empty: the bulk fill is not what the store reads");
+    const rssServed = peakRssMiB(cold.process.pid);
+    const label = `cold start, PostgreSQL, ${COLD_ENTRIES.toLocaleString("en")} entries, ${COLD_NODES.toLocaleString("en")} nodes`;
+    console.log(`${label.padEnd(58)}  spawn -> /readyz 200 ${readyS.toFixed(2)} s  peak RSS ${rssReady.toFixed(0)} MiB (filled in ${fillS.toFixed(1)} s)`);
+    console.log(`${`first GET /v1/node/entries page (${page.entries.length} entries)`.padEnd(58)}  ${pageMs.toFixed(1)} ms  peak RSS after it ${rssServed.toFixed(0)} MiB`);
+  } finally {
+    await set.destroy();
+  }
+}
+
 export async function run(): Promise<void> {
+  if (PHASES.includes("issuance")) await issuanceAndPropagation();
+  if (PHASES.includes("coldstart")) await coldStart();
+}
+
+async function issuanceAndPropagation(): Promise<void> {
   // SQLite, one server.
   const dir = tempDir("bench-sqlite");
   const sqlite = startServerProcess(dir.path);

@@ -15,7 +15,8 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   tlog: () => import("./tlog.js"),
   // issue 10's table: a Go load generator, cfssl as the peer, entry scaling, 1,024 connections
   speed: () => import("./speed.js"),
-  // issue 13: issuance on 1 and 2 PostgreSQL replicas beside SQLite, entry propagation between replicas
+  // issue 13: issuance on 1 and 2 PostgreSQL replicas beside SQLite, entry propagation between replicas,
+  // a replica's cold start on 100,000 entries (BENCH_PHASES=issuance or coldstart: one of them)
   replicas: () => import("./replicas.js"),
 };
 
