@@ -157,11 +157,15 @@ export class NodeIdentity {
    */
   async call<T>(work: (client: NodeClient) => Promise<T>): Promise<T> {
     if (this.removedBy) throw this.removedBy;
+    const used = this.client_;
     try {
-      return await work(this.client_);
+      return await work(used);
     } catch (e) {
       this.stopIfNodeRefused(e);
       if (!isHallmarkError(e) || !SVID_REFUSED.has(e.code)) throw e;
+      // The SVID refused is one this node has replaced since (a request that left on it while a
+      // renewal finished, e.g. behind a held long poll): the current SVID answers, nothing is lost.
+      if (used !== this.client_) return work(this.client_);
       this.o.log.warn({ code: e.code }, "agent: the server refused the node SVID; getting a new one");
       await this.replaceRefusedSvid(e);
       return work(this.client_);

@@ -63,8 +63,9 @@ it("attests with the TPM, attests again at half-life with fresh evidence, and se
   expect(ekSelector).toBeDefined();
 
   const alias = (await admin("POST", "/admin/entries", { parent_id: "spiffe://example.org/hallmark/server", spiffe_id: "spiffe://example.org/tpm-workload", selectors: [ekSelector] })) as { id: string };
-  await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: "spiffe://example.org/tpm-child", selectors: ["unix:uid:1001"] });
-  await waitFor(() => agent.entries.entries.has(alias.id), "the alias entry to reach the agent", 10_000);
+  const child = (await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: "spiffe://example.org/tpm-child", selectors: ["unix:uid:1001"] })) as { id: string };
+  // Both, not only the first: a long poll answers at the first change, so they may come in two answers.
+  await waitFor(() => agent.entries.entries.has(alias.id) && agent.entries.entries.has(child.id), "the alias and child entries to reach the agent", 10_000);
   // The alias entry's selectors are the node's, not a workload's: it matches a workload only if the
   // workload presents them too, which a unix workload never does.
   expect((await agent.identities.x509Svids(["unix:uid:1001"])).map((s) => s.spiffeId)).toEqual(["spiffe://example.org/tpm-child"]);
