@@ -76,12 +76,29 @@ export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<P
   const size = Math.max(1, opts.sessions ?? 4);
   const sessions: Handle[] = [];
   try {
-    for (let i = 0; i < size; i++) sessions.push(openUserSession(pkcs11, slot, opts.pin));
+    sessions.push(await loginRetryingBusyToken(() => openUserSession(pkcs11, slot, opts.pin)));
+    for (let i = 1; i < size; i++) sessions.push(openUserSession(pkcs11, slot, opts.pin));
     return new Pkcs11KeyStore(pkcs11, slot, opts.pin, sessions, opts.signing ?? "async");
   } catch (e) {
     for (const s of sessions) closeQuietly(pkcs11, s);
     releaseModule(pkcs11);
     throw e;
+  }
+}
+
+/**
+ * The first login, tried again a few times when the token fails it for a reason other than the
+ * PIN: SoftHSM2's file-backed token can fail a login while another process is writing the token's
+ * files (replicas starting together on one token, seen in CI). A refused PIN is never retried.
+ */
+export async function loginRetryingBusyToken(login: () => Handle, attempts = 5): Promise<Handle> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return login();
+    } catch (e) {
+      if (!(e instanceof HallmarkError) || e.code !== "hsm_error" || attempt >= attempts) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+    }
   }
 }
 
