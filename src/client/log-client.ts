@@ -1,7 +1,6 @@
-import { request as httpRequest } from "node:http";
-import { request as httpsRequest } from "node:https";
 import type { PeerCertificate } from "node:tls";
 import { HallmarkError } from "../errors.js";
+import { boundedRequest } from "./bounded-request.js";
 import { checkServerSpiffeId, expectOk } from "./http.js";
 
 /**
@@ -25,39 +24,30 @@ export interface RawAnswer {
 
 const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
 
-/** One HTTP(S) exchange with a bounded answer and a deadline. */
-export function httpExchange(
+/** One HTTP(S) exchange with a bounded answer and a deadline, its failures in our codes. */
+export async function httpExchange(
   url: URL,
   o: { method?: string; body?: string; contentType?: string; tls?: LogServerTls; timeoutMs?: number } = {},
 ): Promise<RawAnswer> {
-  const payload = o.body === undefined ? undefined : Buffer.from(o.body, "utf8");
-  const headers: Record<string, string | number> = payload ? { "content-type": o.contentType ?? "text/plain", "content-length": payload.length } : {};
-  const tls = o.tls?.trustBundlePem
-    ? { ca: o.tls.trustBundlePem, checkServerIdentity: (_h: string, cert: PeerCertificate) => checkServerSpiffeId(cert, o.tls?.serverId) }
-    : {};
   const timeoutMs = o.timeoutMs ?? 30_000;
-  return new Promise((resolve, reject) => {
-    const onAnswer = (res: import("node:http").IncomingMessage) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on("data", (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_ANSWER_BYTES) req.destroy(new HallmarkError("unavailable", "the server's answer is too large"));
-        else chunks.push(c);
-      });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, contentType: res.headers["content-type"] ?? "", body: Buffer.concat(chunks) }));
-      res.on("error", reject);
-    };
-    const method = o.method ?? "GET";
-    const req = url.protocol === "https:" ? httpsRequest(url, { method, headers, ...tls }, onAnswer) : httpRequest(url, { method, headers }, onAnswer);
-    req.on("error", (e: NodeJS.ErrnoException) => {
-      if (e instanceof HallmarkError) return reject(e);
-      const untrusted = /certificate|self.signed|does not carry|issuer/i.test(e.message) || /CERT|SELF_SIGNED/.test(e.code ?? "");
-      reject(new HallmarkError(untrusted ? "server_untrusted" : "unavailable", `${url.host}: ${e.code ?? e.message}`, { cause: e }));
+  try {
+    const a = await boundedRequest(url, {
+      method: o.method,
+      body: o.body,
+      contentType: o.contentType,
+      tls: o.tls?.trustBundlePem ? { ca: o.tls.trustBundlePem, checkServerIdentity: (_h: string, cert: PeerCertificate) => checkServerSpiffeId(cert, o.tls?.serverId) } : undefined,
+      maxBytes: MAX_ANSWER_BYTES,
+      timeoutMs,
+      tooLarge: () => new HallmarkError("unavailable", "the server's answer is too large"),
+      timedOut: () => new HallmarkError("unavailable", `${url.host} did not answer in ${timeoutMs / 1000} s`),
     });
-    req.setTimeout(timeoutMs, () => req.destroy(new HallmarkError("unavailable", `${url.host} did not answer in ${timeoutMs / 1000} s`)));
-    req.end(payload);
-  });
+    return { status: a.status, contentType: a.headers["content-type"] ?? "", body: a.body };
+  } catch (e) {
+    if (e instanceof HallmarkError) throw e;
+    const ne = e as NodeJS.ErrnoException;
+    const untrusted = /certificate|self.signed|does not carry|issuer/i.test(ne.message) || /CERT|SELF_SIGNED/.test(ne.code ?? "");
+    throw new HallmarkError(untrusted ? "server_untrusted" : "unavailable", `${url.host}: ${ne.code ?? ne.message}`, { cause: e });
+  }
 }
 
 /** Receipt JSON as GET /v1/log/receipt/<index> answers it (src/api/log-routes.ts). */

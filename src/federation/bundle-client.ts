@@ -1,6 +1,7 @@
-import { request } from "node:https";
 import { type PeerCertificate, rootCertificates } from "node:tls";
+import { boundedRequest } from "../client/bounded-request.js";
 import { checkServerSpiffeId } from "../client/http.js";
+import { HallmarkError } from "../errors.js";
 import { MAX_BUNDLE_BYTES } from "../issuer/bundle.js";
 import { pemChain } from "../pki/pem.js";
 import { federationError } from "./errors.js";
@@ -43,11 +44,11 @@ const ENDPOINT_ID_MISMATCH = Symbol("endpoint id mismatch");
  * current X.509 authorities and carry the endpoint SPIFFE ID as its URI SAN (X509-SVID); the
  * host name plays no part.
  */
-export function fetchBundle(endpoint: BundleEndpoint, limits: BundleFetchLimits): Promise<Buffer> {
+export async function fetchBundle(endpoint: BundleEndpoint, limits: BundleFetchLimits): Promise<Buffer> {
   const maxBytes = limits.maxBytes ?? MAX_BUNDLE_BYTES;
   const url = new URL(endpoint.url);
   if (url.protocol !== "https:" || url.username || url.password) {
-    return Promise.reject(federationError("federation_invalid", "a bundle endpoint URL is https:// without userinfo"));
+    throw federationError("federation_invalid", "a bundle endpoint URL is https:// without userinfo");
   }
   const tls =
     endpoint.profile === "https_web"
@@ -60,46 +61,28 @@ export function fetchBundle(endpoint: BundleEndpoint, limits: BundleFetchLimits)
             return e;
           },
         };
-  return new Promise<Buffer>((resolve, reject) => {
-    let settled = false;
-    const fail = (e: Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      req.destroy();
-      reject(e);
-    };
-    const req = request(url, { method: "GET", agent: false, headers: { accept: "application/json" }, rejectUnauthorized: true, ...tls }, (res) => {
-      const status = res.statusCode ?? 0;
-      if (status >= 300 && status < 400) {
-        res.resume();
-        return fail(federationError("federation_redirect_refused", `the bundle endpoint answered HTTP ${status} (to ${String(res.headers.location ?? "nowhere").slice(0, 200)}); redirects are not followed`));
-      }
-      if (status !== 200) {
-        res.resume();
-        return fail(federationError("federation_fetch_failed", `the bundle endpoint answered HTTP ${status}`));
-      }
-      const declared = Number(res.headers["content-length"] ?? NaN);
-      if (declared > maxBytes) return fail(tooLarge(maxBytes));
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on("data", (c: Buffer) => {
-        size += c.length;
-        if (size > maxBytes) return fail(tooLarge(maxBytes));
-        chunks.push(c);
-      });
-      res.on("error", (e) => fail(federationError("federation_fetch_failed", `the answer broke off: ${e.message}`)));
-      res.on("end", () => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        resolve(Buffer.concat(chunks));
-      });
+  let answer;
+  try {
+    answer = await boundedRequest(url, {
+      accept: "application/json",
+      tls,
+      maxBytes,
+      timeoutMs: limits.timeoutMs,
+      tooLarge: () => tooLarge(maxBytes),
+      timedOut: () => federationError("federation_fetch_failed", `no complete answer within ${limits.timeoutMs} ms`),
     });
-    const timer = setTimeout(() => fail(federationError("federation_fetch_failed", `no complete answer within ${limits.timeoutMs} ms`)), limits.timeoutMs);
-    req.on("error", (e: NodeJS.ErrnoException) => fail(connectionError(e)));
-    req.end();
-  });
+  } catch (e) {
+    if (e instanceof HallmarkError) throw e;
+    throw connectionError(e as NodeJS.ErrnoException);
+  }
+  if (answer.status >= 300 && answer.status < 400) {
+    throw federationError(
+      "federation_redirect_refused",
+      `the bundle endpoint answered HTTP ${answer.status} (to ${String(answer.headers.location ?? "nowhere").slice(0, 200)}); redirects are not followed`,
+    );
+  }
+  if (answer.status !== 200) throw federationError("federation_fetch_failed", `the bundle endpoint answered HTTP ${answer.status}`);
+  return answer.body;
 }
 
 const tooLarge = (max: number) => federationError("federation_bundle_too_large", `the bundle endpoint sent more than ${max} bytes`);

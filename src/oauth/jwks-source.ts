@@ -1,10 +1,10 @@
 import { stat } from "node:fs/promises";
-import { request } from "node:https";
 import { type JWK, type JWTVerifyGetKey, createLocalJWKSet } from "jose";
 import { HallmarkError } from "../errors.js";
 import { readInputText } from "../input-file.js";
 import { errnoReason } from "../system-error.js";
 import { PRIVATE_JWK_MEMBERS } from "../issuer/wit-svid.js";
+import { boundedRequest } from "../client/bounded-request.js";
 
 /**
  * Key sets of trusted token issuers, from configuration only: a JWKS file (read at start and again
@@ -153,35 +153,18 @@ export class RemoteKeySource implements KeySource {
  * and name the URL's host; no redirects; 200 and JSON only; at most `maxBytes`, within `timeoutMs`
  * in all (a server that drips bytes is cut off too).
  */
-export const fetchJwksOverHttps: FetchJwks = (uri, o) =>
-  new Promise((resolve, reject) => {
-    const req = request(uri, { method: "GET", agent: false, headers: { accept: "application/jwk-set+json, application/json" }, ...(o.ca === undefined ? {} : { ca: o.ca }) }, (res) => {
-      if (res.statusCode !== 200) {
-        res.resume();
-        req.destroy(new Error(`HTTP ${res.statusCode}`));
-        return;
-      }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on("data", (c: Buffer) => {
-        size += c.length;
-        if (size > o.maxBytes) req.destroy(new Error(`the JWKS is larger than ${o.maxBytes} bytes`));
-        else chunks.push(c);
-      });
-      res.on("end", () => {
-        clearTimeout(timer);
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")));
-        } catch {
-          reject(new Error("the JWKS is not JSON"));
-        }
-      });
-      res.on("error", reject);
-    });
-    const timer = setTimeout(() => req.destroy(new Error(`no complete answer within ${o.timeoutMs} ms`)), o.timeoutMs);
-    req.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    req.end();
+export const fetchJwksOverHttps: FetchJwks = async (uri, o) => {
+  const a = await boundedRequest(new URL(uri), {
+    accept: "application/jwk-set+json, application/json",
+    tls: o.ca === undefined ? undefined : { ca: o.ca },
+    maxBytes: o.maxBytes,
+    timeoutMs: o.timeoutMs,
+    tooLarge: () => new Error(`the JWKS is larger than ${o.maxBytes} bytes`),
   });
+  if (a.status !== 200) throw new Error(`HTTP ${a.status}`);
+  try {
+    return JSON.parse(a.body.toString("utf8")) as unknown;
+  } catch {
+    throw new Error("the JWKS is not JSON");
+  }
+};
