@@ -53,8 +53,8 @@ export interface DelegationRequest {
   requestedAudiences: string[];
   requestedTtlSeconds?: number | undefined;
   dpopPresented: boolean;
-  /** The trust domain ("example.org" or "spiffe://example.org"): a `may_act.iss` of `spiffe://<td>` names it. */
-  trustDomain: string;
+  /** The trust domain's SPIFFE ID (`spiffe://<td>`, TrustDomain.idString): a `may_act.iss` naming it names this server. */
+  trustDomainId: string;
   /** Hallmark's issuer URL (delegation.issuer): a `may_act.iss` equal to it names Hallmark. */
   ownIssuer: string;
 }
@@ -140,8 +140,7 @@ function checkMayAct(req: DelegationRequest): void {
 
 /** The ways a `may_act.iss` can name this server: its issuer URL or its trust domain. */
 function mayActIssuers(req: DelegationRequest): string[] {
-  const td = req.trustDomain.startsWith("spiffe://") ? req.trustDomain : `spiffe://${req.trustDomain}`;
-  return [req.ownIssuer, td];
+  return [req.ownIssuer, req.trustDomainId];
 }
 
 /** The store already selects these; checked again so a wrong list can only narrow, never widen. */

@@ -146,7 +146,7 @@ export class TokenExchangeService {
         requestedAudiences: [...req.audience, ...req.resource],
         requestedTtlSeconds: req.requestedTtlSeconds,
         dpopPresented: proof !== undefined,
-        trustDomain: this.d.trustDomain.idString,
+        trustDomainId: this.d.trustDomain.idString,
         ownIssuer: this.d.issuer(),
       },
       { maxActDepth: this.d.maxActDepth, defaultTtlSeconds: this.d.accessTokenTtlSeconds, dpopRequiredByConfig: this.d.dpopRequired, now },

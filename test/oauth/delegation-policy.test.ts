@@ -33,7 +33,7 @@ const request = (over: Partial<DelegationRequest> = {}, subject: Partial<Delegat
   subject: { issuer: IDP, subject: "alice", scope: ["repo:read", "issues:write", "repo:write", "admin"], actDepth: 0, expiresAt: at(3600), ...subject },
   requestedAudiences: [],
   dpopPresented: true,
-  trustDomain: "example.org",
+  trustDomainId: "spiffe://example.org",
   ownIssuer: OWN,
   ...over,
 });
@@ -161,8 +161,8 @@ describe("may_act (RFC 8693 §4.4), enforced on top of the policy whether or not
     for (const iss of [undefined, OWN, "spiffe://example.org"]) {
       expect(decideDelegation([delegation()], request({}, { mayAct: { sub: AGENT, iss } }), options()).delegationId).toBe("d-wide");
     }
-    // The trust domain may be given in either form.
-    expect(decideDelegation([delegation()], request({ trustDomain: "spiffe://example.org" }, { mayAct: { sub: AGENT, iss: "spiffe://example.org" } }), options()).scope.length).toBe(3);
+    // The bare trust domain name is not how may_act names an issuer: only its SPIFFE ID form is.
+    expect(() => decideDelegation([delegation()], request({}, { mayAct: { sub: AGENT, iss: "example.org" } }), options())).toThrowError(expect.objectContaining({ code: "may_act_refused" }));
   });
 
   it("refuses a may_act naming another actor, no actor, or an actor of another issuer", () => {
