@@ -62,9 +62,15 @@ export const serverConfigSchema = z
         /** Development: create and initialise a SoftHSM2 token under <dataDir>/softhsm. */
         softhsmAutoInit: z.boolean().default(true),
         sessions: z.number().int().min(1).max(64).default(4),
+        /**
+         * How signatures are requested: "sync" (C_Sign on the event loop), "async" (C_SignAsync on
+         * the thread pool) or "auto": sync for SoftHSM2, whose signatures are cheaper than the
+         * thread hop, async for other modules, which may wait on a device or a network.
+         */
+        signing: z.enum(["auto", "sync", "async"]).default("auto"),
       })
       .strict()
-      .default({ tokenLabel: "hallmark", pinEnv: "HALLMARK_HSM_PIN", softhsmAutoInit: true, sessions: 4 }),
+      .default({ tokenLabel: "hallmark", pinEnv: "HALLMARK_HSM_PIN", softhsmAutoInit: true, sessions: 4, signing: "auto" }),
     /**
      * The datastore. sqlite (default): one file, <dataDir>/hallmark.db. postgres: a shared
      * PostgreSQL database (several replicas may use it); `url` is required then, and a url alone

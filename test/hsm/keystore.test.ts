@@ -219,6 +219,22 @@ describe("PKCS#11 keystore on SoftHSM2", () => {
     expect(verifies(first, "ecdsa-sha256", Buffer.from("still open"), sig)).toBe(true);
   });
 
+  it("signs on the event loop with SoftHSM2 by default and on the thread pool when asked", async () => {
+    // "auto": SoftHSM2 is a library computing in our process, so the thread hop would only add work.
+    expect(ks.signing).toBe("sync");
+    const pooled = await openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: PIN, sessions: 2, signing: "async" });
+    try {
+      expect(pooled.signing).toBe("async");
+      const signer = (await pooled.find("k-ec-p256"))!;
+      const messages = Array.from({ length: 8 }, (_, i) => Buffer.from(`async ${i}`));
+      // More signatures in flight than sessions: the pool queues them, each still verifies.
+      const sigs = await Promise.all(messages.map((m) => signer.sign(m, "ecdsa-sha256")));
+      sigs.forEach((sig, i) => expect(verifies(signer, "ecdsa-sha256", messages[i]!, sig)).toBe(true));
+    } finally {
+      await pooled.close();
+    }
+  });
+
   it("finds the same key again from another process, which signs with it", async () => {
     const signer = (await ks.find("k-ec-p384"))!;
     const script = fileURLToPath(new URL("./find-key-child.mjs", import.meta.url));
