@@ -1,11 +1,12 @@
 import "reflect-metadata";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { attest, joinTokenProducer } from "../src/client/attest.js";
 import { newClientKey } from "../src/client/csr.js";
 import { adminRequest, expectOk } from "../src/client/http.js";
 import { bulkInsertEntries } from "./bulk-entries.js";
+import { rawSignRate } from "./hsm-raw.js";
 import { startCfssl } from "./cfssl-peer.js";
 import { buildLoadgen, pinServer, pinning, runLoad, type LoadResult, type LoadTarget } from "./loadgen.js";
 import { startBenchServer } from "./server-process.js";
@@ -96,6 +97,14 @@ export async function run(): Promise<void> {
       phases.push({ name: "cfssl", target: { ...files, ...peer.withoutDb, bodies }, results: [] });
     }
 
+    // The floor under every signature, on the server's own token: pkcs11js C_SignInit + C_Sign in
+    // a tight loop (one thread, so time is CPU) with a session key and with a token-resident key
+    // like the server's, whose every use SoftHSM2 checks against the token's files.
+    const softhsm = join(dataDir, "softhsm");
+    const hsm = { softhsmConf: join(softhsm, "softhsm2.conf"), tokenLabel: "hallmark", pin: readFileSync(join(softhsm, "user.pin"), "utf8").trim(), seconds: 2 };
+    const rawSign = { session: await rawSignRate(hsm), token: await rawSignRate({ ...hsm, tokenResident: true }) };
+    console.log(`raw HSM sign (ECDSA P-256, C_SignInit + C_Sign, one thread): session key ${rawSign.session.perSecond.toFixed(0)}/s, token-resident key ${rawSign.token.perSecond.toFixed(0)}/s`);
+
     if (ONLY_PHASES) phases.splice(0, phases.length, ...phases.filter((p) => ONLY_PHASES.includes(p.name)));
     // Warm-up, unmeasured: JIT, caches and each server's first requests.
     for (const phase of phases) await runLoad(built.bin, phase.target, { conns: 16, seconds: 1 });
@@ -123,7 +132,7 @@ export async function run(): Promise<void> {
     const fairClosed = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2 });
     console.log(line(`X.509, ${FAIR_CONNS} connections, closed loop (one request in flight each)`, fairClosed));
 
-    console.log("\n" + table(phases, entries && { n: biggest!.n + 1, r: entries }, fairOpen, fairClosed));
+    console.log("\n" + table(phases, entries && { n: biggest!.n + 1, r: entries }, fairOpen, fairClosed, { session: rawSign.session.perSecond, token: rawSign.token.perSecond }));
   } finally {
     if (!("skip" in peer)) await peer.stop();
     await server.stop();
@@ -151,12 +160,22 @@ function cpuCell(p: Phase | undefined): string {
   return `${fmt(msPer(sum(p.results)))} ms (${fmt(Math.min(...each))}–${fmt(Math.max(...each))})`;
 }
 
-function table(phases: Phase[], entries: { n: number; r: LoadResult } | undefined, fairOpen: LoadResult, fairClosed: LoadResult): string {
+function table(
+  phases: Phase[],
+  entries: { n: number; r: LoadResult } | undefined,
+  fairOpen: LoadResult,
+  fairClosed: LoadResult,
+  signsPerSecond: { session: number; token: number },
+): string {
   const by = (name: string) => phases.find((p) => p.name === name);
   const base = msPer(sum(by("x509")!.results));
+  const signMs = { session: 1000 / signsPerSecond.session, token: 1000 / signsPerSecond.token };
+  const healthz = by("healthz");
+  const floor = healthz ? `; floor = TLS+HTTP + one token-key sign = ${fmt(msPer(sum(healthz.results)) + signMs.token)} ms` : "";
   const rows: string[][] = [
+    ["Baseline: raw HSM sign on the server's token (C_SignInit + C_Sign, one thread)", `token-resident key ${fmt(signMs.token)} ms`, `session key ${fmt(signMs.session)} ms`],
     ["X.509-SVID issuance, server CPU per request (16 connections)", cpuCell(by("x509")), `cfssl serve, mTLS, with DB: ${cpuCell(by("cfssl-db"))}; without DB: ${cpuCell(by("cfssl"))}`],
-    ["JWT-SVID issuance, server CPU per request", cpuCell(by("jwt")), "goal < 0.15 ms"],
+    ["JWT-SVID issuance, server CPU per request", cpuCell(by("jwt")), `goal < 0.15 ms${floor}`],
     ["GET /healthz on the same mTLS connections (TLS + HTTP floor)", cpuCell(by("healthz")), "what every request costs before any work"],
     ...phases
       .filter((p) => p.name.startsWith("x509@"))
