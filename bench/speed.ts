@@ -127,8 +127,14 @@ export async function run(): Promise<void> {
     const x509Phase = phases.find((p) => p.name === "x509");
     if (!x509Phase) return;
     const peak = rate(sum(x509Phase.results));
-    const fairOpen = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2, rate: peak * 0.9 });
-    console.log(line(`X.509, ${FAIR_CONNS} connections, ${(peak * 0.9).toFixed(0)}/s offered (90% of the 16-connection peak)`, fairOpen));
+    // Offered at 90% and at 100% of the peak: at the peak itself any burst queues, so the p99 shows
+    // how the queue is shared out between connections rather than service time.
+    const fairOpen = [];
+    for (const share of [0.9, 1]) {
+      const r = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2, rate: peak * share });
+      console.log(line(`X.509, ${FAIR_CONNS} connections, ${(peak * share).toFixed(0)}/s offered (${share * 100}% of the 16-connection peak)`, r));
+      fairOpen.push({ share, r });
+    }
     const fairClosed = await runLoad(built.bin, x509(one), { conns: FAIR_CONNS, seconds: SECONDS * 2 });
     console.log(line(`X.509, ${FAIR_CONNS} connections, closed loop (one request in flight each)`, fairClosed));
 
@@ -163,7 +169,7 @@ function cpuCell(p: Phase | undefined): string {
 function table(
   phases: Phase[],
   entries: { n: number; r: LoadResult } | undefined,
-  fairOpen: LoadResult,
+  fairOpen: Array<{ share: number; r: LoadResult }>,
   fairClosed: LoadResult,
   signsPerSecond: { session: number; token: number },
 ): string {
@@ -181,11 +187,11 @@ function table(
       .filter((p) => p.name.startsWith("x509@"))
       .map((p) => [`X.509 issuance, node with ${Number(p.name.slice(5)) + 1} entries`, cpuCell(p), `×${(msPer(sum(p.results)) / base).toFixed(2)} of one entry (goal within 10%)`]),
     ...(entries ? [[`GET /v1/node/entries, ${entries.n} entries (first page)`, `${fmt(msPer(entries.r))} ms CPU`, "goal < 5 ms"]] : []),
-    [
-      `${fairOpen.conns} mTLS connections, X.509 at 90% of peak`,
-      `${rate(fairOpen).toFixed(0)}/s, p99 ${fairOpen.p99Ms.toFixed(0)} ms, max ${fairOpen.maxMs.toFixed(0)} ms`,
-      `answers per connection ${fairOpen.minPerConn}–${fairOpen.maxPerConn} (goal p99 < 1 s, none starved)`,
-    ],
+    ...fairOpen.map(({ share, r }) => [
+      `${r.conns} mTLS connections, X.509 offered at ${share * 100}% of the 16-connection peak`,
+      `${rate(r).toFixed(0)}/s, p99 ${r.p99Ms.toFixed(0)} ms, max ${r.maxMs.toFixed(0)} ms`,
+      `answers per connection ${r.minPerConn}–${r.maxPerConn} (goal p99 < 1 s, none starved)`,
+    ]),
     [
       `${fairClosed.conns} mTLS connections, X.509 closed loop`,
       `${rate(fairClosed).toFixed(0)}/s, p99 ${fairClosed.p99Ms.toFixed(0)} ms, max ${fairClosed.maxMs.toFixed(0)} ms`,
