@@ -19,6 +19,8 @@ const SCALE = (process.env.BENCH_SCALE_ENTRIES ?? "10000,100000").split(",").fil
 const FAIR_CONNS = Number(process.env.BENCH_FAIR_CONNS ?? 1024);
 /** BENCH_PHASES=jwt (or x509,cfssl,…): only these rounds' phases, e.g. to profile one path. */
 const ONLY_PHASES = process.env.BENCH_PHASES?.split(",").filter(Boolean);
+/** BENCH_SERVER_CONFIG='{"audit":{"groupCommit":{"maxDelayMs":1}}}': more server configuration, to compare settings. */
+const EXTRA_CONFIG = JSON.parse(process.env.BENCH_SERVER_CONFIG ?? "{}") as Record<string, unknown>;
 const TD = "spiffe://example.org";
 const WORKLOAD = `${TD}/bench/w`;
 
@@ -46,7 +48,7 @@ export async function run(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-speed-"));
   const configFile = join(dataDir, "bench-config.json");
   // One address opens all the connections: the per-address limit (64 by default) would refuse them.
-  writeFileSync(configFile, JSON.stringify({ limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
+  writeFileSync(configFile, JSON.stringify({ ...EXTRA_CONFIG, limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
   const server = await startBenchServer(dataDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean), ["--config", configFile]);
   pinServer(server.pid);
   const peer = await startCfssl(mkdtempSync(join(tmpdir(), "hallmark-bench-cfssl-")));

@@ -1,5 +1,32 @@
 import { createHash } from "node:crypto";
-import type { AuditRecord, AuditRecordInput, AuditRepository, IssuedSvidRecord } from "../store/types.js";
+import { HallmarkError, isHallmarkError } from "../errors.js";
+import type { AuditAppend, AuditHasher, AuditRecord, AuditRecordInput, AuditRepository, IssuedSvidRecord } from "../store/types.js";
+
+/** How appends are grouped into transactions (config audit.groupCommit). */
+export interface GroupCommitOptions {
+  /** The most records one transaction commits. */
+  maxBatch: number;
+  /**
+   * How long the first append of a batch waits for others before its transaction starts: 0 waits
+   * only for the appends made in the same turn of the event loop (setImmediate).
+   */
+  maxDelayMs: number;
+  /** Told the size of every committed transaction (the batch-size histogram on /metrics). */
+  onCommit?: ((records: number) => void) | undefined;
+}
+
+export const GROUP_COMMIT_DEFAULTS: GroupCommitOptions = { maxBatch: 256, maxDelayMs: 0 };
+
+interface PendingAppend {
+  item: AuditAppend;
+  resolve(record: AuditRecord): void;
+  reject(e: unknown): void;
+}
+
+const hashInChain: AuditHasher = (input, prevHash, seq) => auditRecordHash({ ...input, seq, prevHash });
+
+/** The datastore itself failed (not this record): trying the records one at a time would fail each the same way. */
+const isStoreFailure = (e: unknown) => isHallmarkError(e) && e.code === "store_unavailable";
 
 /**
  * The issuance log: one record per issuance and per refusal, each chained to the one before by
@@ -7,27 +34,143 @@ import type { AuditRecord, AuditRecordInput, AuditRepository, IssuedSvidRecord }
  *
  *   hash_n = SHA-256( canonicalJson({ seq, prevHash, time, event, outcome, code, actor,
  *                                     spiffeId, attestor, serial, details }) )
+ *
+ * Appends are group-committed: those made while a batch waits for its window or commits go into
+ * one transaction together (the head read and the pages each commit writes are shared), in call
+ * order. Each caller's promise still settles only once the transaction holding its record did.
  */
 export class AuditLog {
   private readonly listeners: Array<() => void> = [];
+  private readonly options: GroupCommitOptions;
+  private queue: PendingAppend[] = [];
+  private window: { cancel(): void } | undefined;
+  private committing = false;
+  private readonly idleWaiters: Array<() => void> = [];
+  private closed = false;
 
-  constructor(private readonly repo: AuditRepository) {}
+  constructor(
+    private readonly repo: AuditRepository,
+    options: Partial<GroupCommitOptions> = {},
+  ) {
+    this.options = { ...GROUP_COMMIT_DEFAULTS, ...options };
+  }
 
   /**
    * With `svid` (an issuance's success record), the SVID's record is committed with the audit
    * record in one transaction: both are durable before the caller hands the SVID out, or neither is.
    */
-  async append(input: AuditRecordInput, svid?: IssuedSvidRecord): Promise<AuditRecord> {
-    const record = await this.repo.append(input, (prevHash, seq) => auditRecordHash({ ...input, seq, prevHash }), svid);
+  append(input: AuditRecordInput, svid?: IssuedSvidRecord): Promise<AuditRecord> {
+    if (this.closed) return Promise.reject(new HallmarkError("unavailable", "the audit log is closed: the server is shutting down"));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ item: { input, svid }, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Called once per transaction committed by this process (a batch of appends). */
+  onAppend(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  /**
+   * Commits the appends already accepted, then refuses new ones (`unavailable`). Close it before
+   * the store, after everything that appends (the server's closers run in reverse order).
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.window) {
+      this.window.cancel();
+      this.window = undefined;
+      void this.drain();
+    }
+    if (this.committing) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(): void {
+    // A batch committing takes everything queued meanwhile as soon as it ends.
+    if (this.committing) return;
+    if (this.queue.length >= this.options.maxBatch) {
+      this.window?.cancel();
+      this.window = undefined;
+      void this.drain();
+      return;
+    }
+    if (this.window) return;
+    const open = () => {
+      this.window = undefined;
+      void this.drain();
+    };
+    if (this.options.maxDelayMs > 0) {
+      const t = setTimeout(open, this.options.maxDelayMs);
+      this.window = { cancel: () => clearTimeout(t) };
+    } else {
+      const i = setImmediate(open);
+      this.window = { cancel: () => clearImmediate(i) };
+    }
+  }
+
+  private async drain(): Promise<void> {
+    this.committing = true;
+    try {
+      while (this.queue.length > 0) await this.commit(this.queue.splice(0, this.options.maxBatch));
+    } finally {
+      // In the same synchronous step as the loop's last look at the queue: no append is left behind.
+      this.committing = false;
+      for (const idle of this.idleWaiters.splice(0)) idle();
+    }
+  }
+
+  /** Settles every append of `batch`; never throws. */
+  private async commit(batch: PendingAppend[]): Promise<void> {
+    let records: AuditRecord[];
+    try {
+      records = await this.repo.appendBatch(
+        batch.map((p) => p.item),
+        hashInChain,
+      );
+    } catch (e) {
+      if (batch.length === 1 || isStoreFailure(e)) {
+        for (const p of batch) p.reject(e);
+        return;
+      }
+      await this.commitOneByOne(batch);
+      return;
+    }
+    this.committed(records.length);
+    batch.forEach((p, i) => p.resolve(records[i]!));
+  }
+
+  /**
+   * A batch failed because of one of its records (a serial recorded already, a record that
+   * cannot be hashed): each is tried alone, in order, so only the faulty one's caller is refused.
+   */
+  private async commitOneByOne(batch: PendingAppend[]): Promise<void> {
+    let committed = 0;
+    for (const [i, p] of batch.entries()) {
+      try {
+        const [record] = await this.repo.appendBatch([p.item], hashInChain);
+        this.options.onCommit?.(1);
+        committed += 1;
+        p.resolve(record!);
+      } catch (e) {
+        p.reject(e);
+        if (!isStoreFailure(e)) continue;
+        for (const rest of batch.slice(i + 1)) rest.reject(e);
+        break;
+      }
+    }
+    if (committed > 0) this.notify();
+  }
+
+  private committed(records: number): void {
+    this.options.onCommit?.(records);
+    this.notify();
+  }
+
+  private notify(): void {
     // The transparency log's integrator wakes up on this (it also polls: a record appended by
     // another replica or process is integrated all the same).
     for (const l of this.listeners) l();
-    return record;
-  }
-
-  /** Called after every append committed by this process. */
-  onAppend(listener: () => void): void {
-    this.listeners.push(listener);
   }
 }
 

@@ -291,9 +291,26 @@ export const serverConfigSchema = z
          * break is logged as an error and exported as hallmark_audit_chain_ok 0. 0 skips the check.
          */
         tailCheckRecords: z.number().int().min(0).max(1_000_000).default(1000),
+        /**
+         * Group commit: audit appends (one per issuance and refusal) made close together share one
+         * transaction, in call order; each request still waits for its own record's commit.
+         */
+        groupCommit: z
+          .object({
+            /** The most records one transaction commits. */
+            maxBatch: z.number().int().min(1).max(1024).default(256),
+            /**
+             * How long (ms) the first append of a batch waits for more. 0 takes the appends made in
+             * the same turn of the event loop; more batches more under load, and adds up to that to
+             * each request's latency.
+             */
+            maxDelayMs: z.number().min(0).max(10).default(0),
+          })
+          .strict()
+          .default({ maxBatch: 256, maxDelayMs: 0 }),
       })
       .strict()
-      .default({ tailCheckRecords: 1000 }),
+      .default({ tailCheckRecords: 1000, groupCommit: { maxBatch: 256, maxDelayMs: 0 } }),
     /**
      * The transparency log (README, Transparency log): every audit record is a leaf of a Merkle
      * tree whose checkpoints an Ed25519 key in the HSM signs.

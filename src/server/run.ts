@@ -75,8 +75,11 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => store.close());
     const keyStore = await openHsm(config, log, store);
     closers.push(() => keyStore.close());
-    const audit = new AuditLog(store.audit);
     const metrics = new Metrics();
+    const audit = new AuditLog(store.audit, { ...config.audit.groupCommit, onCommit: (n) => metrics.auditCommitted(n) });
+    // Closers run in reverse: the appends still pending commit after everything that appends has
+    // stopped (the last rate-limit summary included) and before the store closes.
+    closers.push(() => audit.close());
     await checkAuditTail({ audit: store.audit, records: config.audit.tailCheckRecords, metrics, log });
     const auditVerifier = new WorkerAuditVerifier({ dataDir: config.dataDir, store: config.store });
     const { ca, parseCsr } = await openCertificateAuthority({ config, trustDomain, keyStore, store, audit, clock, log });

@@ -3,6 +3,8 @@
  * series Hallmark exports do not justify a dependency.
  */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Records per audit transaction: powers of two up to the largest batch a server may be configured with. */
+const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 interface Histogram {
   buckets: number[];
@@ -10,11 +12,31 @@ interface Histogram {
   count: number;
 }
 
+const emptyHistogram = (bounds: readonly number[]): Histogram => ({ buckets: bounds.map(() => 0), sum: 0, count: 0 });
+
+function observe(h: Histogram, bounds: readonly number[], value: number): void {
+  bounds.forEach((le, i) => {
+    if (value <= le) h.buckets[i] = (h.buckets[i] ?? 0) + 1;
+  });
+  h.sum += value;
+  h.count += 1;
+}
+
+/** The _bucket, _sum and _count lines of one histogram series (`l`: its labels, possibly none). */
+function renderHistogram(out: string[], name: string, l: string, bounds: readonly number[], h: Histogram): void {
+  const sep = l ? `${l},` : "";
+  bounds.forEach((le, i) => out.push(`${name}_bucket{${sep}le="${le}"} ${h.buckets[i]}`));
+  out.push(`${name}_bucket{${sep}le="+Inf"} ${h.count}`);
+  out.push(`${name}_sum${l ? `{${l}}` : ""} ${h.sum}`);
+  out.push(`${name}_count${l ? `{${l}}` : ""} ${h.count}`);
+}
+
 export class Metrics {
   private readonly attestations = new Map<string, number>();
   private readonly issuances = new Map<string, number>();
   private readonly latency = new Map<string, Histogram>();
   private auditChain: { ok: boolean; records: number } | undefined;
+  private readonly auditBatches = emptyHistogram(BATCH_BUCKETS);
   private readonly rateLimits = new Map<string, number>();
   private readonly connectionRefusals = new Map<string, number>();
   private openConnectionsNow: () => number = () => 0;
@@ -28,13 +50,14 @@ export class Metrics {
     bump(this.issuances, labels({ kind, outcome }));
     if (seconds === undefined) return;
     const key = labels({ kind });
-    const h = this.latency.get(key) ?? { buckets: LATENCY_BUCKETS.map(() => 0), sum: 0, count: 0 };
-    LATENCY_BUCKETS.forEach((le, i) => {
-      if (seconds <= le) h.buckets[i] = (h.buckets[i] ?? 0) + 1;
-    });
-    h.sum += seconds;
-    h.count += 1;
+    const h = this.latency.get(key) ?? emptyHistogram(LATENCY_BUCKETS);
+    observe(h, LATENCY_BUCKETS, seconds);
     this.latency.set(key, h);
+  }
+
+  /** One audit transaction committed `records` records (AuditLog's group commit). */
+  auditCommitted(records: number): void {
+    observe(this.auditBatches, BATCH_BUCKETS, records);
   }
 
   /** The latest check of the audit chain: its tail at start, or a full `hallmark audit verify`. */
@@ -75,12 +98,10 @@ export class Metrics {
     for (const [l, v] of this.issuances) out.push(`hallmark_issuances_total{${l}} ${v}`);
     out.push("# HELP hallmark_issuance_duration_seconds Time to issue one SVID, signing included.");
     out.push("# TYPE hallmark_issuance_duration_seconds histogram");
-    for (const [l, h] of this.latency) {
-      LATENCY_BUCKETS.forEach((le, i) => out.push(`hallmark_issuance_duration_seconds_bucket{${l},le="${le}"} ${h.buckets[i]}`));
-      out.push(`hallmark_issuance_duration_seconds_bucket{${l},le="+Inf"} ${h.count}`);
-      out.push(`hallmark_issuance_duration_seconds_sum{${l}} ${h.sum}`);
-      out.push(`hallmark_issuance_duration_seconds_count{${l}} ${h.count}`);
-    }
+    for (const [l, h] of this.latency) renderHistogram(out, "hallmark_issuance_duration_seconds", l, LATENCY_BUCKETS, h);
+    out.push("# HELP hallmark_audit_commit_batch_size Audit records per committed transaction (group commit): _count is transactions, _sum records.");
+    out.push("# TYPE hallmark_audit_commit_batch_size histogram");
+    renderHistogram(out, "hallmark_audit_commit_batch_size", "", BATCH_BUCKETS, this.auditBatches);
     out.push("# HELP hallmark_rate_limited_total Anonymous requests refused by the per-address rate limit (429).");
     out.push("# TYPE hallmark_rate_limited_total counter");
     for (const [l, v] of this.rateLimits) out.push(`hallmark_rate_limited_total{${l}} ${v}`);

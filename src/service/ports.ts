@@ -8,8 +8,8 @@ import type { DelegationRecord, IssuedSvidRecord } from "../store/types.js";
  */
 /**
  * What the store keeps of a signed SVID. The issuer signs but does not write it: the caller
- * commits it with the issuance's audit record (AuditLog.append(input, svidRecord)), one
- * transaction, before the SVID leaves the server.
+ * commits it with the issuance's audit record (AuditLog.append(input, svidRecord)), in one
+ * transaction (which group commit may share with other records), before the SVID leaves the server.
  */
 export interface Recordable {
   svidRecord: IssuedSvidRecord;

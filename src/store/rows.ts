@@ -223,6 +223,20 @@ export function delegationFromRow(r: Row): DelegationRecord {
 }
 
 
+export const SVID_COLUMNS = "serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after";
+
+/** An issued SVID's column values, in the order of SVID_COLUMNS. */
+export function svidRowValues(s: IssuedSvidRecord): unknown[] {
+  return [s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter)];
+}
+
+/** An audit record's column values, in the order of AUDIT_COLUMNS (both engines insert with it). */
+export function auditRowValues(r: AuditRecord): unknown[] {
+  return [r.seq, ms(r.time), r.event, r.outcome, r.code ?? null, r.actor ?? null, r.spiffeId ?? null, r.attestor ?? null, r.serial ?? null, JSON.stringify(r.details), r.prevHash, r.hash];
+}
+
+export const AUDIT_COLUMNS = "seq, time, event, outcome, code, actor, spiffe_id, attestor, serial, details, prev_hash, hash";
+
 export function auditFromRow(r: Row): AuditRecord {
   return {
     seq: Number(r.seq),

@@ -355,6 +355,15 @@ export interface AuditRecord extends AuditRecordInput {
 /** The `prevHash` of the first audit record. */
 export const AUDIT_GENESIS_HASH = "0".repeat(64);
 
+/** One record to append, with the SVID record an issuance's success commits with it. */
+export interface AuditAppend {
+  input: AuditRecordInput;
+  svid?: IssuedSvidRecord | undefined;
+}
+
+/** The hash of `input` placed at `seq` after the record hashed `prevHash` (AuditLog's chain rule). */
+export type AuditHasher = (input: AuditRecordInput, prevHash: string, seq: number) => string;
+
 export interface AuditRepository {
   /**
    * Appends atomically: reads the last hash and writes the new record in one transaction. With
@@ -362,6 +371,13 @@ export interface AuditRepository {
    * both rows or neither (a serial recorded already fails the whole append), one commit per issuance.
    */
   append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord>;
+  /**
+   * Appends several records in one transaction (AuditLog's group commit): chained in the order
+   * given, seqs contiguous, every item's SVID record written in the same transaction. All or
+   * nothing: one failing item (a serial recorded already) fails the whole batch and writes nothing.
+   * Returns the records in the order given. `append` is a batch of one.
+   */
+  appendBatch(items: readonly AuditAppend[], hashRecord: AuditHasher): Promise<AuditRecord[]>;
   /** In seq order, from `afterSeq`, at most `limit`. */
   list(afterSeq: number, limit: number): Promise<AuditRecord[]>;
   /** The last `limit` records, in seq order. */

@@ -60,6 +60,14 @@ describe("server configuration", () => {
     );
   });
 
+  it("groups audit appends by default (window 0, batches of 256), keeps the other default when one is set, and bounds both", () => {
+    expect(loadServerConfig({}, {}).audit).toEqual({ tailCheckRecords: 1000, groupCommit: { maxBatch: 256, maxDelayMs: 0 } });
+    expect(loadServerConfig({ config: file("g.yaml", "audit:\n  groupCommit: { maxDelayMs: 1.5 }\n") }, {}).audit.groupCommit).toEqual({ maxBatch: 256, maxDelayMs: 1.5 });
+    expect(() => loadServerConfig({ config: file("h.yaml", "audit:\n  groupCommit: { maxDelayMs: 50, maxBatch: 0 }\n") }, {})).toThrowError(
+      /audit\.groupCommit\.maxBatch: [^\n]*\n.*audit\.groupCommit\.maxDelayMs: /,
+    );
+  });
+
   it("refuses unreadable, non-YAML and non-mapping files in one line", () => {
     expect(() => loadServerConfig({ config: join(dir.path, "missing.yaml") }, {})).toThrowError(/^--config: cannot read .*missing.yaml: no such file$/);
     expect(() => loadServerConfig({ config: file("x.yaml", "a: [1, 2\n") }, {})).toThrowError(/not valid YAML or JSON/);

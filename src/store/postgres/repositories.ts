@@ -10,8 +10,11 @@ import { HallmarkError } from "../../errors.js";
 import {
   type Row,
   STATUS_TIME_COLUMN,
+  AUDIT_COLUMNS,
+  SVID_COLUMNS,
   accessTokenOf,
   auditFromRow,
+  auditRowValues,
   banFromRow,
   caKeyFromRow,
   delegationFromRow,
@@ -24,6 +27,7 @@ import {
   optMs,
   sessionFromRow,
   svidFromRow,
+  svidRowValues,
   tokenFromRow,
   upstreamChainColumn,
 } from "../rows.js";
@@ -33,6 +37,8 @@ import {
   type AccessTokenRepository,
   MAX_LINEAGE_LINKS,
   type AttestationSessionRecord,
+  type AuditAppend,
+  type AuditHasher,
   type AuditRecord,
   type AuditRecordInput,
   type AuditRepository,
@@ -471,20 +477,28 @@ export class PgSessions implements SessionRepository {
   }
 }
 
-/** One issued SVID's row: alone (SvidRepository.record) or inside an audit append's transaction. */
-async function insertSvid(db: Queryable, s: IssuedSvidRecord): Promise<void> {
+/**
+ * One multi-row INSERT of `rows` (each the column values in `columns`' order): one round trip for
+ * a whole audit batch, while the batch holds the audit sequencer's lock.
+ */
+async function insertRows(db: Queryable, table: string, columns: string, rows: readonly unknown[][]): Promise<void> {
+  if (rows.length === 0) return;
+  const params: unknown[] = [];
+  const tuples = rows.map((row) => `(${row.map((v) => `$${params.push(v)}`).join(", ")})`);
+  await db.query(`INSERT INTO ${table} (${columns}) VALUES ${tuples.join(", ")}`, params);
+}
+
+/** Issued SVIDs' rows: alone (SvidRepository.record) or inside an audit append's transaction. */
+async function insertSvids(db: Queryable, svids: readonly IssuedSvidRecord[]): Promise<void> {
   // The primary key makes a serial unique across replicas: a duplicate fails here, never silently.
-  await db.query(
-    "INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    [s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter)],
-  );
+  await insertRows(db, "issued_svids", SVID_COLUMNS, svids.map(svidRowValues));
 }
 
 export class PgSvids implements SvidRepository {
   constructor(private readonly db: Pool) {}
 
   async record(s: IssuedSvidRecord): Promise<void> {
-    await insertSvid(this.db, s);
+    await insertSvids(this.db, [s]);
   }
 
   async get(serial: string): Promise<IssuedSvidRecord | undefined> {
@@ -704,34 +718,27 @@ export class PgAudit implements AuditRepository {
   constructor(private readonly db: Pool) {}
 
   async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord> {
+    const [record] = await this.appendBatch([{ input, svid }], (_, prevHash, seq) => hashRecord(prevHash, seq));
+    return record!;
+  }
+
+  async appendBatch(items: readonly AuditAppend[], hashRecord: AuditHasher): Promise<AuditRecord[]> {
     return inTransaction(this.db, async (c) => {
       // Before the sequencer's lock: a duplicate serial fails without holding up other appends.
-      if (svid) await insertSvid(c, svid);
+      await insertSvids(c, items.flatMap(({ svid }) => (svid ? [svid] : [])));
       await c.query("SELECT pg_advisory_xact_lock($1)", [AUDIT_LOCK.toString()]);
       // READ COMMITTED: this statement's snapshot is taken after the lock, so it sees the previous append.
       const last = await one(c, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1");
-      const seq = last ? Number(last.seq) + 1 : 1;
-      const prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
-      const hash = hashRecord(prevHash, seq);
-      await c.query(
-        `INSERT INTO audit_log (seq, time, event, outcome, code, actor, spiffe_id, attestor, serial, details, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-        [
-          seq,
-          ms(input.time),
-          input.event,
-          input.outcome,
-          input.code ?? null,
-          input.actor ?? null,
-          input.spiffeId ?? null,
-          input.attestor ?? null,
-          input.serial ?? null,
-          JSON.stringify(input.details),
-          prevHash,
-          hash,
-        ],
-      );
-      return { ...input, seq, prevHash, hash };
+      let seq = last ? Number(last.seq) : 0;
+      let prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
+      const records = items.map(({ input }): AuditRecord => {
+        seq += 1;
+        const record: AuditRecord = { ...input, seq, prevHash, hash: hashRecord(input, prevHash, seq) };
+        prevHash = record.hash;
+        return record;
+      });
+      await insertRows(c, "audit_log", AUDIT_COLUMNS, records.map(auditRowValues));
+      return records;
     });
   }
 

@@ -4,10 +4,13 @@ import { dirname } from "node:path";
 import type { Logger } from "pino";
 import type { JsonObject } from "../../attestors/types.js";
 import {
+  AUDIT_COLUMNS,
   type Row,
   STATUS_TIME_COLUMN,
+  SVID_COLUMNS,
   accessTokenOf,
   auditFromRow,
+  auditRowValues,
   banFromRow,
   caKeyFromRow,
   date,
@@ -22,6 +25,7 @@ import {
   sessionFromRow,
   svidFromRow,
   tokenFromRow,
+  svidRowValues,
   upstreamChainColumn,
 } from "../rows.js";
 import { HallmarkError } from "../../errors.js";
@@ -36,6 +40,8 @@ import {
   AUDIT_GENESIS_HASH,
   MAX_LINEAGE_LINKS,
   type AttestationSessionRecord,
+  type AuditAppend,
+  type AuditHasher,
   type AuditRecord,
   type AuditRecordInput,
   type AuditRepository,
@@ -600,8 +606,7 @@ class SqliteSessions implements SessionRepository {
 
 /** One issued SVID's row: alone (SvidRepository.record) or inside an audit append. */
 function insertSvid(db: Db, s: IssuedSvidRecord): void {
-  prepared(db, `INSERT INTO issued_svids (serial, spiffe_id, kind, node_id, ca_key_id, issued_at, not_after) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-    .run(s.serial, s.spiffeId, s.kind, s.nodeId ?? null, s.caKeyId, ms(s.issuedAt), ms(s.notAfter));
+  prepared(db, `INSERT INTO issued_svids (${SVID_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)`).run(...svidRowValues(s));
 }
 
 class SqliteSvids implements SvidRepository {
@@ -842,33 +847,25 @@ class SqliteAudit implements AuditRepository {
   constructor(private readonly db: Db) {}
 
   async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord> {
+    const [record] = await this.appendBatch([{ input, svid }], (_, prevHash, seq) => hashRecord(prevHash, seq));
+    return record!;
+  }
+
+  async appendBatch(items: readonly AuditAppend[], hashRecord: AuditHasher): Promise<AuditRecord[]> {
     // IMMEDIATE takes the write lock before reading the tail, so two writers cannot fork the chain.
-    const tx = this.db.transaction((): AuditRecord => {
-      if (svid) insertSvid(this.db, svid);
+    const tx = this.db.transaction((): AuditRecord[] => {
+      for (const { svid } of items) if (svid) insertSvid(this.db, svid);
       const last = prepared(this.db, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").get() as Row | undefined;
-      const seq = last ? Number(last.seq) + 1 : 1;
-      const prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
-      const hash = hashRecord(prevHash, seq);
-      prepared(
-          this.db,
-          `INSERT INTO audit_log (seq, time, event, outcome, code, actor, spiffe_id, attestor, serial, details, prev_hash, hash)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          seq,
-          ms(input.time),
-          input.event,
-          input.outcome,
-          input.code ?? null,
-          input.actor ?? null,
-          input.spiffeId ?? null,
-          input.attestor ?? null,
-          input.serial ?? null,
-          JSON.stringify(input.details),
-          prevHash,
-          hash,
-        );
-      return { ...input, seq, prevHash, hash };
+      let seq = last ? Number(last.seq) : 0;
+      let prevHash = last ? String(last.hash) : AUDIT_GENESIS_HASH;
+      const insert = prepared(this.db, `INSERT INTO audit_log (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+      return items.map(({ input }) => {
+        seq += 1;
+        const record: AuditRecord = { ...input, seq, prevHash, hash: hashRecord(input, prevHash, seq) };
+        insert.run(...auditRowValues(record));
+        prevHash = record.hash;
+        return record;
+      });
     });
     return tx.immediate();
   }
