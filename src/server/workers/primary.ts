@@ -46,7 +46,8 @@ export async function startWorkersPrimary(config: ServerConfig, count: number, l
   const secret = randomBytes(32).toString("base64url");
   const slots: Slot[] = Array.from({ length: count }, (_, index) => ({ index, failedStarts: 0, served: false }));
   let stopping = false;
-  let listen: string | undefined;
+  let resolvedListen: string | undefined;
+  let groupListen: string | undefined;
   let first: { url: string; webBundleUrl?: string | undefined } | undefined;
   let finish!: (code: number) => void;
   const done = new Promise<number>((resolve) => (finish = resolve));
@@ -67,7 +68,11 @@ export async function startWorkersPrimary(config: ServerConfig, count: number, l
       [WORKER_ENV.count]: String(count),
       [WORKER_ENV.dpopNonceSecret]: secret,
     };
-    if (listen) env[WORKER_ENV.listen] = listen;
+    // Cluster shares one listening handle per address as the workers asked for it (port 0 too) for
+    // as long as one of them holds it: only when none is left does a new worker bind the port
+    // that port 0 resolved to, and every later worker asks for that address.
+    if (resolvedListen && live().length === 0) groupListen = resolvedListen;
+    if (groupListen) env[WORKER_ENV.listen] = groupListen;
     const worker = cluster.fork(env);
     slot.worker = worker;
     slot.served = false;
@@ -82,9 +87,8 @@ export async function startWorkersPrimary(config: ServerConfig, count: number, l
       slot.failedStarts = 0;
       if (!first) {
         first = { url: m.url, webBundleUrl: m.webBundleUrl };
-        // The port cluster resolved for port 0: a restarted worker binds the same one.
         const u = new URL(m.url);
-        listen = `${u.hostname}:${u.port}`;
+        resolvedListen = `${u.hostname}:${u.port}`;
       }
       readyWaiters.get(slot)?.ready();
     });
