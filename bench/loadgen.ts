@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { processTree } from "./server-process.js";
 
 /** bench/loadgen/main.go, from dist/bench or from bench/ (tsx). */
 const SOURCE = fileURLToPath(new URL(existsSync(fileURLToPath(new URL("./loadgen/main.go", import.meta.url))) ? "./loadgen/" : "../../bench/loadgen/", import.meta.url));
@@ -51,9 +52,14 @@ export function pinning(): boolean {
   }
 }
 
-/** Pins a running server process, all its threads, to CPU 0 (see pinning()). */
+/**
+ * Pins a running server, all threads of it and of its child processes (the workers of
+ * `--workers N`, forked before this runs), to CPU 0 (see pinning()). A worker forked later
+ * inherits the pinned primary's affinity.
+ */
 export function pinServer(pid: number): void {
-  if (pinning()) execFileSync("taskset", ["-a", "-p", "-c", "0", String(pid)], { stdio: "ignore" });
+  if (!pinning()) return;
+  for (const p of processTree(pid)) execFileSync("taskset", ["-a", "-p", "-c", "0", String(p)], { stdio: "ignore" });
 }
 
 /**

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -47,8 +47,37 @@ export async function startBenchServer(dataDir: string, nodeArgs: string[] = [],
   }
 }
 
-/** utime + stime of a process, from /proc (Linux), in seconds. */
+/**
+ * utime + stime of a server, from /proc (Linux), in seconds: the process and its live children
+ * (a `--workers N` server is a primary and N workers; the same sum as the Go load generator's).
+ */
 export function processCpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return processTree(pid).reduce((sum, p) => sum + ownCpuSeconds(p), 0);
+}
+
+function ownCpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0; // exited between the listing and the read
+  }
+}
+
+/** `pid` and its descendants, from /proc/PID/task/TID/children (Linux 3.5+). */
+export function processTree(pid: number): number[] {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const children = tasks.flatMap((t) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${t}/children`, "utf8").split(" ").filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  });
+  return [pid, ...children.flatMap(processTree)];
 }

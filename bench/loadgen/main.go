@@ -46,10 +46,38 @@ type result struct {
 	Conns      int   `json:"conns"`
 }
 
+// cpuSeconds is the CPU of the server process and of its children, recursively: a server with
+// `--workers N` is a primary and N worker processes, and all of their CPU is the server's.
 func cpuSeconds(pid int) float64 {
 	if pid <= 0 {
 		return 0
 	}
+	total := ownCPUSeconds(pid)
+	for _, child := range childrenOf(pid) {
+		total += cpuSeconds(child)
+	}
+	return total
+}
+
+// childrenOf lists a process's live children from /proc/PID/task/*/children (Linux 3.5+).
+func childrenOf(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func ownCPUSeconds(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0

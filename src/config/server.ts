@@ -49,6 +49,11 @@ export const serverConfigSchema = z
     trustDomain: trustDomain.default("example.org"),
     dataDir: z.string().min(1).default(".data"),
     listen: hostPort.default("127.0.0.1:8443"),
+    /**
+     * Processes serving the API on the one listening port (node:cluster), sharing the HSM token
+     * and the datastore: 1 is a single process. See the README (several processes).
+     */
+    workers: z.number().int().min(1).max(64).default(1),
     /** Admin Unix socket; default <dataDir>/admin.sock. Its directory must be private like the data directory (owned by the server's user, not group/world-writable). */
     adminSocket: z.string().min(1).optional(),
     hsm: z
@@ -426,6 +431,8 @@ export interface ServerFlags {
   trustDomain?: string | undefined;
   /** `--no-migrate`: store.migrate false. */
   noMigrate?: boolean | undefined;
+  /** `--workers N`. */
+  workers?: number | undefined;
 }
 
 /**
@@ -454,6 +461,7 @@ export function loadServerConfig(flags: ServerFlags, env: NodeJS.ProcessEnv = pr
   if (flags.dataDir !== undefined) raw.dataDir = flags.dataDir;
   if (flags.listen !== undefined) raw.listen = flags.listen;
   if (flags.trustDomain !== undefined) raw.trustDomain = flags.trustDomain;
+  if (flags.workers !== undefined) raw.workers = flags.workers;
   if (flags.noMigrate) raw.store = { ...(raw.store as object), migrate: false };
   const parsed = serverConfigSchema.safeParse(raw);
   if (!parsed.success) throw configError(source, parsed.error);

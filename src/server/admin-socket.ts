@@ -12,7 +12,8 @@ export async function listenOnPrivateSocket(app: FastifyInstance, path: string):
     throw new HallmarkError("config_invalid", `admin socket ${path} is in use by another running server; stop it or configure another adminSocket`);
   }
   const remove = await bindUnixSocket(path, 0o600, async (bound) => {
-    await app.listen({ path: bound, listenTextResolver: () => `admin API listening on ${path}` });
+    // exclusive: in a cluster worker, bound by this process itself, never handed to the primary.
+    await app.listen({ path: bound, exclusive: true, listenTextResolver: () => `admin API listening on ${path}` });
   });
   return async () => remove();
 }

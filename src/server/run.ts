@@ -29,6 +29,7 @@ import { NodeIssuanceService } from "../service/node-issuance.js";
 import { purgeExpired } from "../service/purge.js";
 import { AnonymousRateLimit } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
+import type { ProcessCoordination } from "../store/change-feed.js";
 import { openStore } from "../store/open.js";
 import type { Store } from "../store/types.js";
 import { hsmKeyUses } from "./hsm-key-uses.js";
@@ -54,10 +55,23 @@ export interface RunningServer {
 }
 
 /**
+ * A worker of a `server.workers` group (src/server/workers): the primary holds the data
+ * directory's claim, relays the store's notices and locks, and hands every worker one DPoP nonce
+ * secret. Internal: never a configuration field.
+ */
+export interface WorkerRole {
+  /** 0 to count - 1; slot 0 serves the admin socket (one process binds it, see the README). */
+  slot: number;
+  count: number;
+  coordination: ProcessCoordination;
+  dpopNonceSecret: Uint8Array;
+}
+
+/**
  * Opens everything in dependency order (HSM, store, CA, attestors, APIs) and closes it in the
  * reverse order. Used by `hallmark server`, the tests and the benchmarks alike.
  */
-export async function startServer(config: ServerConfig, log: Logger, clock: Clock = systemClock): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, log: Logger, clock: Clock = systemClock, worker?: WorkerRole): Promise<RunningServer> {
   const closers: Array<() => Promise<void>> = [];
   const closeAll = async () => {
     for (const close of closers.reverse()) {
@@ -65,13 +79,16 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     }
   };
   try {
-    const dataDir = claimDataDirectory(config);
-    closers.push(async () => dataDir.release());
+    // A worker's primary holds the claim (a second claim would refuse the worker).
+    if (!worker) {
+      const dataDir = claimDataDirectory(config);
+      closers.push(async () => dataDir.release());
+    }
     const trustDomain = TrustDomain.parse(config.trustDomain);
     // The store opens before the HSM: whether a missing SoftHSM token may be created depends on
     // whether the database already records CA keys (see openDevSoftHsmToken).
     // SQLite in the data directory, or the shared PostgreSQL database (store.driver).
-    const store: Store = await openStore(config, { log });
+    const store: Store = await openStore(config, { log, coordination: worker?.coordination });
     closers.push(() => store.close());
     const keyStore = await openHsm(config, log, store);
     closers.push(() => keyStore.close());
@@ -160,9 +177,12 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     const material = await tls.issue();
     let ready = false;
     const limits = config.limits;
+    // Buckets are per process and connections are spread over the workers: each worker gets its
+    // share, so the group as a whole admits about the configured rate from one address.
+    const share = worker?.count ?? 1;
     const attestRateLimit = new AnonymousRateLimit({
-      perSecond: limits.attestRate.perSecond,
-      burst: limits.attestRate.burst,
+      perSecond: limits.attestRate.perSecond / share,
+      burst: Math.max(1, Math.ceil(limits.attestRate.burst / share)),
       maxKeys: limits.attestRate.trackedAddresses,
       audit,
       metrics,
@@ -189,7 +209,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     await publicApp.listen({ host, port });
     const url = boundHttpsUrl(publicApp.server, host, port);
     boundUrl = url;
-    oauth.exchange = tokenExchange({ config, trustDomain, store, ca, clients, delegations, tokens, audit, clock, log, issuer: oauthIssuer, jwtIssuer: issuerUrl });
+    oauth.exchange = tokenExchange({ config, trustDomain, store, ca, clients, delegations, tokens, audit, clock, log, issuer: oauthIssuer, jwtIssuer: issuerUrl, nonceSecret: worker?.dpopNonceSecret });
     tls.attach(publicApp.server as unknown as import("node:tls").Server);
     closeConnectionsAtCertificateExpiry(publicApp.server as unknown as import("node:tls").Server, clock);
     closers.push(async () => tls.stop());
@@ -199,8 +219,10 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
       closers.push(() => web.close());
       webBundleUrl = `${web.url}/.well-known/spiffe-bundle`;
     }
+    // The group's admin socket is served by one worker (slot 0); the others' admin writes never
+    // happen, and what slot 0 writes reaches them through the store's coordination.
     const adminSocket = adminSocketPath(config);
-    closers.push(await listenOnPrivateSocket(adminApp, adminSocket));
+    if (!worker || worker.slot === 0) closers.push(await listenOnPrivateSocket(adminApp, adminSocket));
     ca.onBundleChange(() => void tls.refresh("bundle_changed"));
     const stopRotation = ca.startScheduledRotation();
     closers.push(async () => stopRotation());
@@ -233,6 +255,8 @@ function tokenExchange(o: {
   log: Logger;
   issuer: () => string;
   jwtIssuer: () => string;
+  /** One secret for every worker of a group; a single process makes its own. */
+  nonceSecret?: Uint8Array | undefined;
 }): TokenExchangeService {
   const d = o.config.delegation;
   const issuer = o.issuer();
@@ -252,7 +276,7 @@ function tokenExchange(o: {
   // An issuer that is down at start is not a reason not to start: said now, retried per token.
   subjects.ready(o.clock()).catch((e: unknown) => o.log.warn({ err: e }, "a subject issuer's keys could not be loaded at start"));
   // A nonce lives one to two iat windows: about as long as a proof made with it is acceptable.
-  const nonces = d.dpop.nonce ? new RotatingDpopNonces({ periodSeconds: d.dpop.iatWindow }) : undefined;
+  const nonces = d.dpop.nonce ? new RotatingDpopNonces({ periodSeconds: d.dpop.iatWindow, secret: o.nonceSecret }) : undefined;
   return new TokenExchangeService({
     trustDomain: o.trustDomain,
     clients: o.clients,

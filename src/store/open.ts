@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { type ServerConfig, databasePath, serverConfigSchema } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
+import type { ProcessCoordination } from "./change-feed.js";
 import { openSqliteStore } from "./sqlite/index.js";
 import type { Store } from "./types.js";
 
@@ -12,6 +13,11 @@ export interface OpenStoreOptions {
   log?: Logger | undefined;
   /** Read only: no migration, no write (audit verification, forensics). */
   readonly?: boolean | undefined;
+  /**
+   * SQLite only: how committed writes are announced and locks held (see ProcessCoordination);
+   * PostgreSQL's NOTIFY and advisory locks already reach every process.
+   */
+  coordination?: ProcessCoordination | undefined;
 }
 
 /** The embedded SQLite database of a data directory, with migrations on: what `--data-dir` alone means. */
@@ -22,7 +28,7 @@ export function sqliteStoreOf(dataDir: string): StoreSettings {
 /** One place where the configured engine is chosen: the server, its audit worker and the CLI open the datastore through here. */
 export async function openStore(s: StoreSettings, o: OpenStoreOptions = {}): Promise<Store> {
   if (s.store.driver === "sqlite") {
-    return openSqliteStore(databasePath(s), { log: o.log, readonly: o.readonly, migrate: s.store.migrate });
+    return openSqliteStore(databasePath(s), { log: o.log, readonly: o.readonly, migrate: s.store.migrate, coordination: o.coordination });
   }
   // Loaded only when configured: SQLite deployments and the CLI's other commands never load pg.
   const { openPostgresStore } = await import("./postgres/index.js");

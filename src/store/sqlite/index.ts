@@ -32,7 +32,7 @@ import { HallmarkError } from "../../errors.js";
 import { type SchemaOptions, backupDatabase, migrateSchema, readSchemaVersion, refuseNewerSchema, refuseOlderSchema } from "./schema.js";
 import { errnoReason } from "../../system-error.js";
 import { SqliteHealth } from "./health.js";
-import { ChangeFeed, announcingWrites, singleProcessCoordination } from "../change-feed.js";
+import { type ProcessCoordination, announcingWrites, singleProcessCoordination } from "../change-feed.js";
 import { databaseFileObstacle, ensurePrivateDatabaseFile } from "./files.js";
 import {
   type AccessTokenRecord,
@@ -104,6 +104,11 @@ export interface SqliteStoreOptions extends SchemaOptions {
   log?: Logger | undefined;
   /** Apply pending migrations (default true); false refuses a schema behind this build (store_schema_behind). */
   migrate?: boolean | undefined;
+  /**
+   * Who hears this process's committed writes and whom the locks hold against: by default this
+   * process alone; the processes of a `server.workers` group pass one that reaches all of them.
+   */
+  coordination?: ProcessCoordination | undefined;
 }
 
 /**
@@ -118,7 +123,7 @@ export interface SqliteStoreOptions extends SchemaOptions {
 export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<Store> {
   if (options.readonly) {
     const ro = openReadOnly(path);
-    return new SqliteStore(ro, new SqliteHealth(ro, options.log));
+    return new SqliteStore(ro, new SqliteHealth(ro, options.log), options.coordination);
   }
   let db: Db | undefined;
   try {
@@ -138,7 +143,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     db.pragma("foreign_keys = ON");
     if (options.migrate === false) refuseOlderSchema(path, readSchemaVersion(db));
     else await migrateSchema(db, path, options);
-    return new SqliteStore(db, new SqliteHealth(db, options.log));
+    return new SqliteStore(db, new SqliteHealth(db, options.log), options.coordination);
   } catch (cause) {
     if (db?.open) db.close();
     if (cause instanceof HallmarkError) throw cause;
@@ -195,16 +200,16 @@ class SqliteStore implements Store {
   constructor(
     private readonly db: Db,
     private readonly health: SqliteHealth,
+    coordination: ProcessCoordination = singleProcessCoordination(),
   ) {
     this.nodes = health.guard("nodes", new SqliteNodes(db));
-    const feed = new ChangeFeed();
-    this.coordination = singleProcessCoordination(feed);
-    // The process's own writes are the only changes: announced once committed (long polls wake on them).
-    this.entries = announcingWrites(health.guard("entries", new SqliteEntries(db)), ["create", "delete"], () => feed.emit("entries"));
+    this.coordination = coordination;
+    // Writes are announced once committed (long polls wake on them): SQLite sends no notices itself.
+    this.entries = announcingWrites(health.guard("entries", new SqliteEntries(db)), ["create", "delete"], () => coordination.announce("entries"));
     this.joinTokens = health.guard("joinTokens", new SqliteJoinTokens(db));
     this.sessions = health.guard("sessions", new SqliteSessions(db));
     this.svids = health.guard("svids", new SqliteSvids(db));
-    this.caKeys = announcingWrites(health.guard("caKeys", new SqliteCaKeys(db)), ["bumpBundleSequence"], () => feed.emit("caKeys"));
+    this.caKeys = announcingWrites(health.guard("caKeys", new SqliteCaKeys(db)), ["bumpBundleSequence"], () => coordination.announce("caKeys"));
     this.accessTokens = health.guard("accessTokens", new SqliteAccessTokens(db));
     this.audit = health.guard("audit", new SqliteAudit(db));
     this.dpopProofs = health.guard("dpopProofs", new SqliteDpopProofs(db));
