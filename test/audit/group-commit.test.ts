@@ -2,8 +2,9 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditLog, type GroupCommitOptions, verifyAuditChain } from "../../src/audit/log.js";
 import { HallmarkError } from "../../src/errors.js";
-import { AUDIT_GENESIS_HASH, type AuditRecordInput, type AuditRepository, type IssuedSvidRecord, type Store } from "../../src/store/types.js";
+import { AUDIT_GENESIS_HASH, type AuditRecordInput, type AuditRepository, type Store } from "../../src/store/types.js";
 import { engineFor, forEachEngine } from "../helpers/store-engines.js";
+import { issuedSvidRecord } from "../helpers/audit-records.js";
 
 /**
  * AuditLog's group commit (issue 10) on real SQLite and PostgreSQL: concurrent appends share
@@ -13,7 +14,7 @@ import { engineFor, forEachEngine } from "../helpers/store-engines.js";
  */
 const t0 = new Date("2026-01-01T00:00:00Z");
 const input = (i: number, serial?: string): AuditRecordInput => ({ time: t0, event: serial ? "issue_x509" : "refuse", outcome: serial ? "success" : "refused", serial, details: { i } });
-const svid = (serial: string): IssuedSvidRecord => ({ serial, spiffeId: "spiffe://example.org/w", kind: "x509", caKeyId: "k1", issuedAt: t0, notAfter: new Date(t0.getTime() + 3600_000) });
+const svid = (serial: string) => issuedSvidRecord(serial, t0);
 
 /** The store's audit repository, recording the size of every appendBatch transaction it is asked for. */
 function counting(repo: AuditRepository): { repo: AuditRepository; batches: number[] } {

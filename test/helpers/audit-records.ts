@@ -1,7 +1,7 @@
 import Database from "better-sqlite3";
 import { auditRecordHash } from "../../src/audit/log.js";
 import { AUDIT_GENESIS_HASH } from "../../src/store/sqlite/index.js";
-import type { AuditRecordInput } from "../../src/store/types.js";
+import type { AuditRecordInput, IssuedSvidRecord } from "../../src/store/types.js";
 
 /**
  * Appends `count` chained audit records to the database at `dbPath` (already migrated), hashed by
@@ -62,4 +62,17 @@ export function tamperAuditLog(dbPath: string, sql: string): void {
   } finally {
     db.close();
   }
+}
+
+/** An issued X.509-SVID's record as an issuance writes it beside its audit record, valid for an hour from `issuedAt`. */
+export function issuedSvidRecord(serial: string, issuedAt: Date, nodeId?: string): IssuedSvidRecord {
+  return {
+    serial,
+    spiffeId: "spiffe://example.org/w",
+    kind: "x509",
+    ...(nodeId !== undefined ? { nodeId } : {}),
+    caKeyId: "k1",
+    issuedAt,
+    notAfter: new Date(issuedAt.getTime() + 3600_000),
+  };
 }

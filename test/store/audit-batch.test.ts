@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { auditRecordHash, verifyAuditChain } from "../../src/audit/log.js";
-import { AUDIT_GENESIS_HASH, type AuditAppend, type AuditHasher, type IssuedSvidRecord, type Store } from "../../src/store/types.js";
+import { AUDIT_GENESIS_HASH, type AuditAppend, type AuditHasher, type Store } from "../../src/store/types.js";
+import { issuedSvidRecord } from "../helpers/audit-records.js";
 import { forEachEngine } from "../helpers/store-engines.js";
 
 /**
@@ -11,15 +12,7 @@ import { forEachEngine } from "../helpers/store-engines.js";
  */
 const t0 = new Date("2026-01-01T00:00:00Z");
 const hash: AuditHasher = (input, prevHash, seq) => auditRecordHash({ ...input, seq, prevHash });
-const svid = (serial: string): IssuedSvidRecord => ({
-  serial,
-  spiffeId: "spiffe://example.org/w",
-  kind: "x509",
-  nodeId: "spiffe://example.org/node",
-  caKeyId: "k1",
-  issuedAt: t0,
-  notAfter: new Date(t0.getTime() + 3600_000),
-});
+const svid = (serial: string) => issuedSvidRecord(serial, t0, "spiffe://example.org/node");
 const issuance = (serial: string): AuditAppend => ({
   input: { time: t0, event: "issue_x509", outcome: "success", actor: "spiffe://example.org/node", serial, details: {} },
   svid: svid(serial),

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { AuditLog } from "../../src/audit/log.js";
-import type { AuditRecordInput, EntryRecord, IssuedSvidRecord, Store } from "../../src/store/types.js";
+import type { AuditRecordInput, EntryRecord, Store } from "../../src/store/types.js";
+import { issuedSvidRecord } from "../helpers/audit-records.js";
 import { forEachEngine } from "../helpers/store-engines.js";
 
 /**
@@ -9,15 +10,7 @@ import { forEachEngine } from "../helpers/store-engines.js";
  * issuance for one SPIFFE ID may use come from one read, the node's children and the aliases.
  */
 const t0 = new Date("2026-01-01T00:00:00Z");
-const svid = (serial: string): IssuedSvidRecord => ({
-  serial,
-  spiffeId: "spiffe://example.org/w",
-  kind: "x509",
-  nodeId: "spiffe://example.org/node",
-  caKeyId: "k1",
-  issuedAt: t0,
-  notAfter: new Date(t0.getTime() + 3600_000),
-});
+const svid = (serial: string) => issuedSvidRecord(serial, t0, "spiffe://example.org/node");
 const success = (serial: string): AuditRecordInput => ({ time: t0, event: "issue_x509", outcome: "success", actor: "spiffe://example.org/node", spiffeId: "spiffe://example.org/w", serial, details: {} });
 
 forEachEngine("issuance record", (engine) => {
