@@ -192,9 +192,13 @@ function transportError(e: NodeJS.ErrnoException, keptAlive: boolean): HallmarkE
   return new ConnectionFailure(e.code ?? e.message, keptAlive && (e.code === "ECONNRESET" || e.code === "EPIPE"), { cause: e });
 }
 
-/** Admin API over the server's local Unix socket. */
+/**
+ * Admin API over the server's local Unix socket, one connection per call: a connection kept alive
+ * from an earlier call may belong to a server that has since stopped (a restart on the same
+ * socket path), and the request written on it would fail with EPIPE.
+ */
 export function adminRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiResponse> {
-  return sendRequest((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost" }, cb), method, jsonBody(body), {});
+  return sendRequest((opts, cb) => httpRequest({ ...opts, socketPath, path, host: "localhost", agent: false }, cb), method, jsonBody(body), {});
 }
 
 function jsonBody(body: unknown): EncodedBody | undefined {

@@ -69,11 +69,12 @@ describe("agent core", () => {
   });
 
   it("serves an entry's X.509-SVID to matching selectors only, with its hint, and drops it when the entry goes", async () => {
+    // Listening before the entries exist: the agent's long poll may hear of them at once.
+    let changes = 0;
+    core.identities.onChange(() => changes++);
     const created = (await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: "spiffe://example.org/billing", selectors: ["unix:uid:1001"], hint: "billing" })) as { id: string };
     await admin("POST", "/admin/entries", { parent_id: "spiffe://example.org/node/other", spiffe_id: "spiffe://example.org/elsewhere", selectors: ["unix:uid:1001"] });
     await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: "spiffe://example.org/everyone", selectors: [] });
-    let changes = 0;
-    core.identities.onChange(() => changes++);
     await waitFor(() => core.entries.entries.has(created.id), "the entry to reach the agent", 10_000);
 
     const svids = await core.identities.x509Svids(["unix:uid:1001", "unix:gid:1001"]);
