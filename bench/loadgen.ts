@@ -57,9 +57,14 @@ export function pinning(): boolean {
  * `--workers N`, forked before this runs), to CPU 0 (see pinning()). A worker forked later
  * inherits the pinned primary's affinity.
  */
-export function pinServer(pid: number): void {
+export function pinServer(pid: number, cpus = "0"): void {
   if (!pinning()) return;
-  for (const p of processTree(pid)) execFileSync("taskset", ["-a", "-p", "-c", "0", String(p)], { stdio: "ignore" });
+  for (const p of processTree(pid)) execFileSync("taskset", ["-a", "-p", "-c", cpus, String(p)], { stdio: "ignore" });
+}
+
+/** Lets a pinned server (its whole process tree) run on every CPU again; pinServer(pid) pins it back. */
+export function unpinServer(pid: number): void {
+  pinServer(pid, `0-${Number(execFileSync("nproc", { encoding: "utf8" }).trim()) - 1}`);
 }
 
 /**
@@ -80,7 +85,8 @@ export async function buildLoadgen(): Promise<{ bin: string } | { skip: string }
 }
 
 /** One measured window (after every connection has made one unmeasured request). */
-export async function runLoad(bin: string, t: LoadTarget, o: { conns: number; seconds: number; rate?: number }): Promise<LoadResult> {
+/** `unpinned`: the load generator may use every CPU (and GOMAXPROCS is left to Go), whatever pinning() says. */
+export async function runLoad(bin: string, t: LoadTarget, o: { conns: number; seconds: number; rate?: number; unpinned?: boolean }): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), "hallmark-load-"));
   const args = [
     `-url=${t.url}`,
@@ -98,7 +104,7 @@ export async function runLoad(bin: string, t: LoadTarget, o: { conns: number; se
     writeFileSync(file, t.bodies.map((b) => JSON.stringify(b)).join("\n"));
     args.push(`-bodies=${file}`);
   }
-  const pinned = pinning();
+  const pinned = pinning() && !o.unpinned;
   const child = spawn(pinned ? "taskset" : bin, pinned ? ["-c", "1", bin, ...args] : args, {
     env: { ...process.env, ...(pinned ? { GOMAXPROCS: "1" } : {}) },
     stdio: ["ignore", "pipe", "pipe"],
