@@ -175,7 +175,17 @@ export class AuditLog {
 }
 
 export function auditRecordHash(r: AuditRecordInput & { seq: number; prevHash: string }): string {
-  return createHash("sha256").update(canonicalJson(auditRecordBody(r))).digest("hex");
+  return auditHashOf(auditRecordCanonical(r));
+}
+
+/** The canonical JSON of what a record's hash covers: its chain hash and its transparency-log leaf are both made of it. */
+export function auditRecordCanonical(r: AuditRecordInput & { seq: number; prevHash: string }): string {
+  return canonicalJson(auditRecordBody(r));
+}
+
+/** The chain hash of a record's canonical JSON (auditRecordCanonical). */
+export function auditHashOf(canonical: string): string {
+  return createHash("sha256").update(canonical).digest("hex");
 }
 
 /**

@@ -1,4 +1,4 @@
-import { auditRecordBody, canonicalJson } from "../audit/log.js";
+import { auditHashOf, auditRecordCanonical } from "../audit/log.js";
 import type { AuditRecord } from "../store/types.js";
 import { leafHash } from "./merkle.js";
 
@@ -12,9 +12,23 @@ import { leafHash } from "./merkle.js";
 export const AUDIT_LEAF_VERSION = "hallmark-audit/v1";
 
 export function auditLeafEntry(record: AuditRecord): Buffer {
-  return Buffer.from(`${AUDIT_LEAF_VERSION}\n${canonicalJson(auditRecordBody(record))}`, "utf8");
+  return leafEntryOf(auditRecordCanonical(record));
 }
 
 export function auditLeafHash(record: AuditRecord): Buffer {
   return leafHash(auditLeafEntry(record));
+}
+
+/**
+ * The leaf hash of a record that still matches its chain hash, or undefined for one edited since
+ * it was chained: both checks from one canonical JSON (integration makes a leaf of every record,
+ * so this is on the issuance path's heels).
+ */
+export function checkedAuditLeafHash(record: AuditRecord): Buffer | undefined {
+  const canonical = auditRecordCanonical(record);
+  return auditHashOf(canonical) === record.hash ? leafHash(leafEntryOf(canonical)) : undefined;
+}
+
+function leafEntryOf(canonical: string): Buffer {
+  return Buffer.from(`${AUDIT_LEAF_VERSION}\n${canonical}`, "utf8");
 }

@@ -1,7 +1,6 @@
 import type { Clock } from "../service/clock.js";
 import type { AuditRepository, TlogSignedCheckpoint, TransparencyRepository } from "../store/types.js";
-import { auditRecordHash } from "../audit/log.js";
-import { auditLeafHash } from "./audit-leaf.js";
+import { checkedAuditLeafHash } from "./audit-leaf.js";
 import { openCheckpoint, signCheckpoint } from "./checkpoint.js";
 import { isHallmarkError } from "../errors.js";
 import { tlogError } from "./errors.js";
@@ -75,6 +74,6 @@ export async function checkTreeOnStart(d: Omit<CheckpointerDeps, "clock">, tailR
   const stored = await reader.readHashes(records.map((r) => ({ level: 0, index: r.seq - 1 })));
   records.forEach((r, i) => {
     if (r.seq !== integratedSize - n + i + 1) throw diverged(`audit record ${integratedSize - n + i + 1} is missing`);
-    if (auditRecordHash(r) !== r.hash || !auditLeafHash(r).equals(stored[i]!)) throw diverged(`audit record ${r.seq} was edited after it was logged`);
+    if (!checkedAuditLeafHash(r)?.equals(stored[i]!)) throw diverged(`audit record ${r.seq} was edited after it was logged`);
   });
 }

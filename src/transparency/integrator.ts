@@ -1,8 +1,7 @@
 import type { Logger } from "pino";
 import { taskFailureLog } from "../log.js";
-import { auditRecordHash } from "../audit/log.js";
 import type { AuditRecord, AuditRepository, TransparencyRepository } from "../store/types.js";
-import { auditLeafHash } from "./audit-leaf.js";
+import { checkedAuditLeafHash } from "./audit-leaf.js";
 import { tlogError } from "./errors.js";
 import { hashesToStore } from "./merkle.js";
 import { StoredHashReader } from "./stored-hashes.js";
@@ -26,9 +25,9 @@ export async function integrateOnce(d: IntegratorDeps): Promise<number> {
   const { integratedSize } = await d.tree.state();
   const records = await d.audit.list(integratedSize, d.batch);
   if (records.length === 0) return 0;
-  checkContinuation(records, integratedSize);
+  const leaves = leavesContinuing(records, integratedSize);
   const reader = new StoredHashReader(d.tree);
-  const hashes = await hashesToStore(integratedSize, records.map(auditLeafHash), reader);
+  const hashes = await hashesToStore(integratedSize, leaves, reader);
   const to = integratedSize + records.length;
   // Another replica integrated first: nothing written, its hashes are the same ones.
   return (await d.tree.integrate(integratedSize, to, hashes)) ? records.length : 0;
@@ -44,13 +43,15 @@ export async function integrateAll(d: IntegratorDeps): Promise<number> {
   }
 }
 
-/** A leaf is never made of a record that is not the next one, or not the one its chain hash says. */
-function checkContinuation(records: readonly AuditRecord[], integratedSize: number): void {
-  records.forEach((r, i) => {
+/** The records' leaf hashes. A leaf is never made of a record that is not the next one, or not the one its chain hash says. */
+function leavesContinuing(records: readonly AuditRecord[], integratedSize: number): Buffer[] {
+  return records.map((r, i) => {
     if (r.seq !== integratedSize + i + 1) {
       throw tlogError("tlog_tree_diverged", `audit record ${integratedSize + i + 1} is missing (found ${r.seq}): records were removed`);
     }
-    if (auditRecordHash(r) !== r.hash) throw tlogError("tlog_tree_diverged", `audit record ${r.seq} does not match its hash: it was edited`);
+    const leaf = checkedAuditLeafHash(r);
+    if (!leaf) throw tlogError("tlog_tree_diverged", `audit record ${r.seq} does not match its hash: it was edited`);
+    return leaf;
   });
 }
 
