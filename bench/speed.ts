@@ -10,6 +10,7 @@ import { rawSignRate } from "./hsm-raw.js";
 import { startCfssl } from "./cfssl-peer.js";
 import { buildLoadgen, pinServer, pinning, runLoad, unpinServer, type LoadResult, type LoadTarget } from "./loadgen.js";
 import { type BenchServer, startBenchServer } from "./server-process.js";
+import { appendAuditRecordsInBulk } from "../test/helpers/audit-records.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Interleaved rounds: every phase runs once per round, in a rotated order. */
@@ -17,6 +18,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** Entry counts of the scaling nodes (each has these plus the workload's own entry). */
 const SCALE = (process.env.BENCH_SCALE_ENTRIES ?? "10000,100000").split(",").filter(Boolean).map(Number);
 const FAIR_CONNS = Number(process.env.BENCH_FAIR_CONNS ?? 1024);
+/** Audit records already in the log of a third server (0: no such server): does issuance slow down as the log grows? */
+const AUDIT_RECORDS = Number(process.env.BENCH_AUDIT_RECORDS ?? 1_000_000);
 /** BENCH_PHASES=jwt (or x509,cfssl,…): only these rounds' phases, e.g. to profile one path. */
 const ONLY_PHASES = process.env.BENCH_PHASES?.split(",").filter(Boolean);
 /** BENCH_SERVER_CONFIG='{"audit":{"groupCommit":{"maxDelayMs":1}}}': more server configuration, to compare settings. */
@@ -53,6 +56,7 @@ export async function run(): Promise<void> {
   pinServer(server.pid);
   const peer = await startCfssl(mkdtempSync(join(tmpdir(), "hallmark-bench-cfssl-")));
   let workers: { server: BenchServer; dataDir: string; name: string } | undefined;
+  let bigAudit: { server: BenchServer; dataDir: string; name: string } | undefined;
   try {
     console.log(`load generator: Go, ${pinning() ? "servers pinned to CPU 0, load generator to CPU 1" : "unpinned"}; ${ROUNDS} rounds of ${SECONDS} s per phase`);
     /** A node of `on` with the workload's entry and `extra` more, and its SVID in files for the load generator. */
@@ -94,9 +98,25 @@ export async function run(): Promise<void> {
       workers = { server: started, dataDir: dir, name: "-workers2" };
     }
     const onWorkers = workers && (await nodeWith(0, workers));
+    // A server whose audit log holds AUDIT_RECORDS records before its first issuance: written
+    // into its database between a first start and a second (which integrates them all into the
+    // transparency log before it serves), chained by the production hash.
+    if (AUDIT_RECORDS > 0 && (!ONLY_PHASES || ONLY_PHASES.includes("x509-audit"))) {
+      const dir = mkdtempSync(join(tmpdir(), "hallmark-bench-audit-"));
+      const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean);
+      await (await startBenchServer(dir, [], ["--config", configFile])).stop();
+      const t = performance.now();
+      appendAuditRecordsInBulk(join(dir, "hallmark.db"), AUDIT_RECORDS);
+      const started = await startBenchServer(dir, nodeArgs, ["--config", configFile]);
+      console.log(`(a server with ${AUDIT_RECORDS} audit records, chained and logged, ready in ${((performance.now() - t) / 1000).toFixed(1)} s)`);
+      pinServer(started.pid);
+      bigAudit = { server: started, dataDir: dir, name: "-audit" };
+    }
+    const onBigAudit = bigAudit && (await nodeWith(0, bigAudit));
     const phases: Phase[] = [
       { name: "x509", target: x509(one), results: [] },
       ...(onWorkers ? [{ name: "x509-workers2", target: x509(onWorkers), results: [] }] : []),
+      ...(onBigAudit ? [{ name: "x509-audit", target: x509(onBigAudit), results: [] }] : []),
       ...scaled.map(({ n, node }) => ({ name: `x509@${n}`, target: x509(node), results: [] })),
       { name: "jwt", target: { ...one, url: `${server.url}/v1/svids/jwt`, bodies: [{ audience: ["bench"], spiffe_id: WORKLOAD }] }, results: [] },
       // The floor under every request: mutual TLS, HTTP and the router, nothing else.
@@ -179,9 +199,10 @@ export async function run(): Promise<void> {
     if (!("skip" in peer)) await peer.stop();
     await server.stop();
     rmSync(dataDir, { recursive: true, force: true });
-    if (workers) {
-      await workers.server.stop();
-      rmSync(workers.dataDir, { recursive: true, force: true });
+    for (const extra of [workers, bigAudit]) {
+      if (!extra) continue;
+      await extra.server.stop();
+      rmSync(extra.dataDir, { recursive: true, force: true });
     }
   }
 }
@@ -232,6 +253,13 @@ function table(
           "X.509-SVID issuance, `--workers 2` (primary + 2 workers, CPU summed), per request",
           cpuCell(by("x509-workers2")),
           `×${(msPer(sum(by("x509-workers2")!.results)) / base).toFixed(2)} of one process, both pinned to one CPU (the workers take turns on it)`,
+        ]]
+      : []),
+    ...(by("x509-audit")
+      ? [[
+          `X.509-SVID issuance, a server whose audit log started at ${AUDIT_RECORDS} records`,
+          cpuCell(by("x509-audit")),
+          `×${(msPer(sum(by("x509-audit")!.results)) / base).toFixed(2)} of the first server (its log started empty)`,
         ]]
       : []),
     ...(by("x509-workers2 unpinned")
