@@ -19,7 +19,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SCALE = (process.env.BENCH_SCALE_ENTRIES ?? "10000,100000").split(",").filter(Boolean).map(Number);
 const FAIR_CONNS = Number(process.env.BENCH_FAIR_CONNS ?? 1024);
 /** Audit records already in the log of a third server (0: no such server): does issuance slow down as the log grows? */
-const AUDIT_RECORDS = Number(process.env.BENCH_AUDIT_RECORDS ?? 1_000_000);
+const AUDIT_RECORDS = Number(process.env.BENCH_SPEED_AUDIT_RECORDS ?? 1_000_000);
 /** BENCH_PHASES=jwt (or x509,cfssl,…): only these rounds' phases, e.g. to profile one path. */
 const ONLY_PHASES = process.env.BENCH_PHASES?.split(",").filter(Boolean);
 /** BENCH_SERVER_CONFIG='{"audit":{"groupCommit":{"maxDelayMs":1}}}': more server configuration, to compare settings. */
