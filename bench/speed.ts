@@ -11,6 +11,7 @@ import { startCfssl } from "./cfssl-peer.js";
 import { buildLoadgen, pinServer, pinning, runLoad, unpinServer, type LoadResult, type LoadTarget } from "./loadgen.js";
 import { type BenchServer, startBenchServer } from "./server-process.js";
 import { appendAuditRecordsInBulk } from "../test/helpers/audit-records.js";
+import { httpsRaw } from "../test/helpers/https.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Interleaved rounds: every phase runs once per round, in a rotated order. */
@@ -176,6 +177,12 @@ export async function run(): Promise<void> {
       }
     }
 
+    // How much the group commit shares a transaction, from each server's /metrics (a worker's own
+    // counts when the server has several: the one that answered).
+    for (const [name, on] of [["first server", one], ["--workers 2, one worker", onWorkers]] as const) {
+      if (on) console.log(`audit records per transaction, ${name}: ${await recordsPerCommit(on.url, on.caFile)}`);
+    }
+
     const biggest = scaled.at(-1);
     const entries = biggest
       ? await runLoad(built.bin, { ...biggest.node, url: `${server.url}/v1/node/entries`, method: "GET" }, { conns: 1, seconds: SECONDS })
@@ -227,6 +234,15 @@ function cpuCell(p: Phase | undefined): string {
   if (!p || p.results.length === 0) return "skipped";
   const each = p.results.map(msPer);
   return `${fmt(msPer(sum(p.results)))} ms (${fmt(Math.min(...each))}–${fmt(Math.max(...each))})`;
+}
+
+/** The mean of the group commit's batch-size histogram since the server started. */
+async function recordsPerCommit(url: string, caFile: string): Promise<string> {
+  const { text } = await httpsRaw(`${url}/metrics`, { ca: readFileSync(caFile, "utf8") });
+  const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+  const records = value("hallmark_audit_commit_batch_size_sum");
+  const commits = value("hallmark_audit_commit_batch_size_count");
+  return commits > 0 ? `${(records / commits).toFixed(1)} (${records} records in ${commits} transactions)` : "no commits";
 }
 
 /** "1,090/s at 1.16 ms CPU": a phase's rate and CPU per request over all its rounds. */
