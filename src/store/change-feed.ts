@@ -36,27 +36,21 @@ export interface ProcessCoordination extends StoreCoordination {
  * One process owns the datastore (SQLite): its own writes are all the changes there are, and the
  * lock only has to queue this process's callers (the data directory's lock keeps other servers out).
  */
-export function singleProcessCoordination(feed: ChangeFeed = new ChangeFeed()): ProcessCoordination {
-  const locks = new LocalLocks();
+export function singleProcessCoordination(): ProcessCoordination {
+  const feed = new ChangeFeed();
+  const queues = new Map<string, Promise<unknown>>();
   return {
     onChange: (topic, listener) => feed.on(topic, listener),
     announce: (topic) => feed.emit(topic),
-    exclusively: (name, body) => locks.exclusively(name, body),
+    exclusively<T>(name: string, body: () => Promise<T>): Promise<T> {
+      const run = (queues.get(name) ?? Promise.resolve()).then(body, body);
+      const tail = run.catch(() => undefined);
+      queues.set(name, tail);
+      // Forget an idle name, so that the map does not grow with names used once.
+      void tail.then(() => queues.get(name) === tail && queues.delete(name));
+      return run;
+    },
   };
-}
-
-/** Named FIFO locks within one process: callers of one name run one after the other. */
-export class LocalLocks {
-  private readonly queues = new Map<string, Promise<unknown>>();
-
-  exclusively<T>(name: string, body: () => Promise<T>): Promise<T> {
-    const run = (this.queues.get(name) ?? Promise.resolve()).then(body, body);
-    const tail = run.catch(() => undefined);
-    this.queues.set(name, tail);
-    // Forget an idle name, so that the map does not grow with names used once.
-    void tail.then(() => this.queues.get(name) === tail && this.queues.delete(name));
-    return run;
-  }
 }
 
 /**

@@ -366,16 +366,10 @@ export type AuditHasher = (input: AuditRecordInput, prevHash: string, seq: numbe
 
 export interface AuditRepository {
   /**
-   * Appends atomically: reads the last hash and writes the new record in one transaction. With
-   * `svid` (an issuance's success record), that SVID's record is written in the same transaction:
-   * both rows or neither (a serial recorded already fails the whole append), one commit per issuance.
-   */
-  append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord>;
-  /**
-   * Appends several records in one transaction (AuditLog's group commit): chained in the order
-   * given, seqs contiguous, every item's SVID record written in the same transaction. All or
-   * nothing: one failing item (a serial recorded already) fails the whole batch and writes nothing.
-   * Returns the records in the order given. `append` is a batch of one.
+   * Appends records in one transaction (AuditLog's group commit; a single append is a batch of
+   * one): reads the last hash, then chains the records in the order given, seqs contiguous, every
+   * item's SVID record written in the same transaction. All or nothing: one failing item (a serial
+   * recorded already) fails the whole batch and writes nothing. Returns the records in order.
    */
   appendBatch(items: readonly AuditAppend[], hashRecord: AuditHasher): Promise<AuditRecord[]>;
   /** In seq order, from `afterSeq`, at most `limit`. */

@@ -34,14 +34,14 @@ forEachEngine("audit batch append", (engine) => {
   });
 
   it("chains a batch in the order given, seqs contiguous, every SVID record committed with it", async () => {
-    const first = await store.audit.append(refusal(0).input, (prevHash, seq) => hash(refusal(0).input, prevHash, seq));
+    const [first] = await store.audit.appendBatch([refusal(0)], hash);
     const items = [issuance("a1"), refusal(1), issuance("a2"), issuance("a3"), refusal(2)];
     const records = await store.audit.appendBatch(items, hash);
     expect(records.map((r) => r.seq)).toEqual([2, 3, 4, 5, 6]);
     expect(records.map((r) => r.serial ?? r.details.i)).toEqual(["a1", 1, "a2", "a3", 2]);
-    expect(records[0]!.prevHash).toBe(first.hash);
+    expect(records[0]!.prevHash).toBe(first!.hash);
     records.slice(1).forEach((r, i) => expect(r.prevHash).toBe(records[i]!.hash));
-    expect(await store.audit.list(0, 10)).toEqual([first, ...records]);
+    expect(await store.audit.list(0, 10)).toEqual([first!, ...records]);
     for (const s of ["a1", "a2", "a3"]) expect(await store.svids.get(s)).toEqual(svid(s));
     expect(await verifyAuditChain(store.audit, AUDIT_GENESIS_HASH)).toMatchObject({ ok: true, records: 6 });
   });
@@ -66,7 +66,7 @@ forEachEngine("audit batch append", (engine) => {
         hash,
       ),
     );
-    const singles = Array.from({ length: 24 }, (_, i) => other.audit.append(refusal(100 + i).input, (prevHash, seq) => hash(refusal(100 + i).input, prevHash, seq)));
+    const singles = Array.from({ length: 24 }, (_, i) => other.audit.appendBatch([refusal(100 + i)], hash).then(([r]) => r!));
     const [fromBatches, fromSingles] = await Promise.all([Promise.all(batches), Promise.all(singles)]);
     // Each batch is contiguous; together with the singles they fill the range without gap or repeat.
     for (const batch of fromBatches) expect(batch.map((r) => r.seq)).toEqual(batch.map((_, i) => batch[0]!.seq + i));

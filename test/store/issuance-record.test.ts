@@ -42,9 +42,9 @@ forEachEngine("issuance record", (engine) => {
 
   it("an audit append that fails leaves no SVID record", async () => {
     const before = await store.audit.extent();
-    const refused = store.audit.append(success("c1"), () => {
+    const refused = store.audit.appendBatch([{ input: success("c1"), svid: svid("c1") }], () => {
       throw new Error("the record could not be hashed");
-    }, svid("c1"));
+    });
     await expect(refused).rejects.toThrow();
     expect(await store.svids.get("c1")).toBeUndefined();
     expect(await store.audit.extent()).toEqual(before);

@@ -120,7 +120,7 @@ forEachEngine("store", (engine) => {
   });
 
   it("refuses UPDATE and DELETE on the audit log at the database level", async () => {
-    await store.audit.append({ time: t0, event: "test", outcome: "success", details: {} }, () => "f".repeat(64));
+    await store.audit.appendBatch([{ input: { time: t0, event: "test", outcome: "success", details: {} } }], () => "f".repeat(64));
     await expect(rawSql(db, "DELETE FROM audit_log")).rejects.toThrow(/append-only/);
     await expect(rawSql(db, "UPDATE audit_log SET event = 'x'")).rejects.toThrow(/append-only/);
     expect((await store.audit.tail(10)).map((r) => r.event)).toEqual(["test"]);
@@ -216,7 +216,7 @@ forEachEngine("store", (engine) => {
 
   it("lists audit records after a seq, the tail, and the extent", async () => {
     const before = (await store.audit.extent()).lastSeq;
-    for (let i = 0; i < 3; i++) await store.audit.append({ time: later(i), event: "e", outcome: "refused", code: "c", actor: "a", spiffeId: "spiffe://example.org/x", attestor: "tpm", serial: `s${i}`, details: { n: i, nested: { z: 1, a: [1, 2] } } }, (_p, seq) => seq.toString(16).padStart(64, "0"));
+    for (let i = 0; i < 3; i++) await store.audit.appendBatch([{ input: { time: later(i), event: "e", outcome: "refused", code: "c", actor: "a", spiffeId: "spiffe://example.org/x", attestor: "tpm", serial: `s${i}`, details: { n: i, nested: { z: 1, a: [1, 2] } } } }], (_i, _p, seq) => seq.toString(16).padStart(64, "0"));
     expect((await store.audit.list(before, 2)).map((r) => r.serial)).toEqual(["s0", "s1"]);
     const tail = await store.audit.tail(2);
     expect(tail.map((r) => r.seq)).toEqual([before + 2, before + 3]);
@@ -235,13 +235,14 @@ describe("SQLite store opened read-only (WAL file semantics: SQLite only)", () =
 
   it("reads what a writer beside it has not checkpointed yet, refuses every write, and never migrates", async () => {
     const writer = await openSqliteStore(roPath);
-    const hash = (seq: number) => seq.toString(16).padStart(64, "0");
-    await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
+    const hash = (_input: unknown, _prev: string, seq: number) => seq.toString(16).padStart(64, "0");
+    const issued = [{ input: { time: t0, event: "issue_x509", outcome: "success" as const, details: {} } }];
+    await writer.audit.appendBatch(issued, hash);
     const ro = await openSqliteStore(roPath, { readonly: true });
     try {
-      await writer.audit.append({ time: t0, event: "issue_x509", outcome: "success", details: {} }, (_prev, seq) => hash(seq));
+      await writer.audit.appendBatch(issued, hash);
       expect((await ro.audit.tail(10)).map((r) => r.seq)).toEqual([1, 2]);
-      await expect(ro.audit.append({ time: t0, event: "x", outcome: "success", details: {} }, () => hash(9))).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
+      await expect(ro.audit.appendBatch([{ input: { time: t0, event: "x", outcome: "success", details: {} } }], hash)).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
       await expect(ro.entries.delete("x", new Date())).rejects.toMatchObject({ code: "store_unavailable", internal: expect.stringMatching(/^SQLITE_READONLY/) });
     } finally {
       await ro.close();

@@ -20,6 +20,7 @@ import {
   delegationFromRow,
   entryFromRow,
   federationFromRow,
+  federationParams,
   json,
   ms,
   nodeFromRow,
@@ -40,7 +41,6 @@ import {
   type AuditAppend,
   type AuditHasher,
   type AuditRecord,
-  type AuditRecordInput,
   type AuditRepository,
   type CaKeyKind,
   type CaKeyRecord,
@@ -297,27 +297,13 @@ export class PgFederations implements FederationRepository {
   constructor(private readonly db: Pool) {}
 
   async create(f: FederationRecord): Promise<void> {
+    const p = federationParams(f);
     try {
       await this.db.query(
         `INSERT INTO federations (trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id, web_roots_pem, bundle, bundle_sequence,
            refresh_hint, last_refresh_at, last_outcome, last_error, next_refresh_at, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-        [
-          f.trustDomain,
-          f.bundleEndpointUrl,
-          f.profile,
-          f.endpointSpiffeId ?? null,
-          f.webRootsPem ?? null,
-          f.bundle ?? null,
-          f.bundleSequence ?? null,
-          f.refreshHintSeconds ?? null,
-          optMs(f.lastRefreshAt),
-          f.lastOutcome ?? null,
-          f.lastError ?? null,
-          ms(f.nextRefreshAt),
-          ms(f.createdAt),
-          ms(f.updatedAt),
-        ],
+        [p.trustDomain, p.url, p.profile, p.endpointId, p.webRoots, p.bundle, p.sequence, p.hint, p.lastAt, p.outcome, p.error, p.nextAt, p.createdAt, p.updatedAt],
       );
     } catch (cause) {
       if (isUniqueViolation(cause)) throw new HallmarkError("federation_exists", `a federation relationship with ${f.trustDomain} exists already`);
@@ -335,23 +321,13 @@ export class PgFederations implements FederationRepository {
   }
 
   async update(f: FederationRecord): Promise<boolean> {
+    const p = federationParams(f);
     const n = await changed(
       this.db,
       `UPDATE federations SET bundle_endpoint_url = $2, profile = $3, endpoint_spiffe_id = $4, web_roots_pem = $5,
          bundle = $6, bundle_sequence = $7, refresh_hint = $8, next_refresh_at = $9, updated_at = $10
        WHERE trust_domain = $1`,
-      [
-        f.trustDomain,
-        f.bundleEndpointUrl,
-        f.profile,
-        f.endpointSpiffeId ?? null,
-        f.webRootsPem ?? null,
-        f.bundle ?? null,
-        f.bundleSequence ?? null,
-        f.refreshHintSeconds ?? null,
-        ms(f.nextRefreshAt),
-        ms(f.updatedAt),
-      ],
+      [p.trustDomain, p.url, p.profile, p.endpointId, p.webRoots, p.bundle, p.sequence, p.hint, p.nextAt, p.updatedAt],
     );
     return n > 0;
   }
@@ -716,11 +692,6 @@ const AUDIT_LOCK = 0x686d6175646974n;
 
 export class PgAudit implements AuditRepository {
   constructor(private readonly db: Pool) {}
-
-  async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord> {
-    const [record] = await this.appendBatch([{ input, svid }], (_, prevHash, seq) => hashRecord(prevHash, seq));
-    return record!;
-  }
 
   async appendBatch(items: readonly AuditAppend[], hashRecord: AuditHasher): Promise<AuditRecord[]> {
     return inTransaction(this.db, async (c) => {

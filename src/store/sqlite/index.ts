@@ -43,7 +43,6 @@ import {
   type AuditAppend,
   type AuditHasher,
   type AuditRecord,
-  type AuditRecordInput,
   type AuditRepository,
   type CaKeyKind,
   type CaKeyRecord,
@@ -850,11 +849,6 @@ class SqliteDelegations implements DelegationRepository {
 
 class SqliteAudit implements AuditRepository {
   constructor(private readonly db: Db) {}
-
-  async append(input: AuditRecordInput, hashRecord: (prevHash: string, seq: number) => string, svid?: IssuedSvidRecord): Promise<AuditRecord> {
-    const [record] = await this.appendBatch([{ input, svid }], (_, prevHash, seq) => hashRecord(prevHash, seq));
-    return record!;
-  }
 
   async appendBatch(items: readonly AuditAppend[], hashRecord: AuditHasher): Promise<AuditRecord[]> {
     // IMMEDIATE takes the write lock before reading the tail, so two writers cannot fork the chain.
