@@ -1,6 +1,7 @@
 import { X509Certificate, createHash, randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { HallmarkError } from "../errors.js";
+import { timeOrderedUuid } from "../time-ordered-id.js";
 import type { KeyStore, KeyType, Signer } from "../hsm/signer.js";
 import type { Clock } from "../service/clock.js";
 import type {
@@ -212,7 +213,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
     const active = this.requireActive("jwt");
     // The jti names the token's record, so that a JWT-SVID presented back to Hallmark (an OAuth
     // client assertion) is traced to the node it was issued to.
-    const jti = randomUUID();
+    const jti = timeOrderedUuid();
     const jwt = await mintJwtSvid({
       jti,
       signer: active.signer,

@@ -1,5 +1,6 @@
-import { createPublicKey, randomBytes, type JsonWebKey } from "node:crypto";
+import { createPublicKey, type JsonWebKey } from "node:crypto";
 import { HallmarkError } from "../errors.js";
+import { timeOrderedUuid } from "../time-ordered-id.js";
 import type { SignatureScheme, Signer } from "../hsm/signer.js";
 import type { SpiffeId } from "../spiffe/id.js";
 import { signCompactJws } from "./jws.js";
@@ -118,7 +119,7 @@ export async function mintWitSvid(o: {
   if (!WIT_ALGS[alg]) throw new HallmarkError("ca_not_ready", `the WIT key signs ${alg}, which WIT-SVID §2.3 does not allow`);
   const iat = Math.floor(o.now.getTime() / 1000);
   const exp = iat + o.ttlSeconds;
-  const jti = randomBytes(16).toString("base64url");
+  const jti = timeOrderedUuid();
   const header = { alg, kid: o.kid, typ: "wit+jwt" };
   const claims = { sub: o.spiffeId.toString(), cnf: { jwk }, exp, iat, nbf: iat, jti };
   return { token: await signCompactJws(o.signer, o.scheme, header, claims), expiresAt: new Date(exp * 1000), jti };

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, randomBytes } from "node:crypto";
+import { createHash, createPublicKey } from "node:crypto";
 import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
 import {
   AttributeTypeAndValue,
@@ -25,6 +25,7 @@ import { HallmarkError } from "../errors.js";
 import type { SignatureScheme, Signer } from "../hsm/signer.js";
 import { bitString, explicit, oid, positiveIntegerBytes, readTlv, sequence, smallInteger, time, tlv } from "./der.js";
 import { x509Algorithm, x509SignatureValue } from "./signature-formats.js";
+import { timeOrderedSerial } from "../time-ordered-id.js";
 
 /**
  * Certificate assembly. The fixed parts of a TBSCertificate (names, algorithm identifiers, the
@@ -50,14 +51,9 @@ export interface CertificateTemplate {
   extensions: Buffer[];
 }
 
-export const SERIAL_BYTES = 16;
-
-/** A positive 128-bit serial from the CSPRNG (RFC 5280 §4.1.2.2 allows up to 20 octets). */
-export function randomSerial(): Buffer {
-  const b = randomBytes(SERIAL_BYTES);
-  // Top bit clear: positive without a pad byte. Non-zero first octet: always 16 bytes long.
-  b[0] = ((b[0] ?? 0) & 0x7f) | 0x01;
-  return b;
+/** A new certificate serial: positive, 16 octets, unique (src/time-ordered-id.ts says why time-ordered). */
+export function newSerial(): Buffer {
+  return timeOrderedSerial();
 }
 
 const VERSION_3 = explicit(0, smallInteger(Version.v3));

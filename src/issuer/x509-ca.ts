@@ -10,7 +10,7 @@ import {
   issuerFacts,
   keyIdentifier,
   keyUsageExtension,
-  randomSerial,
+  newSerial,
   signCertificate,
   subjectAltNameExtension,
   subjectKeyIdentifierExtension,
@@ -57,7 +57,7 @@ export async function createRootCa(o: { signer: Signer; trustDomain: TrustDomain
   const name = caName(o.trustDomain, keyId, o.subject);
   return signCertificate(
     {
-      serial: randomSerial(),
+      serial: newSerial(),
       issuer: name,
       subject: name,
       notBefore: new Date(o.now.getTime() - BACKDATE_SECONDS * 1000),
@@ -93,7 +93,7 @@ export async function createIntermediateCa(o: {
   if (notAfter <= o.now.getTime()) throw new HallmarkError("config_invalid", "the upstream CA certificate has expired");
   return signCertificate(
     {
-      serial: randomSerial(),
+      serial: newSerial(),
       issuer: up.subject,
       subject: caName(o.trustDomain, keyId, o.subject),
       notBefore: new Date(o.now.getTime() - BACKDATE_SECONDS * 1000),

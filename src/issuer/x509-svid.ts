@@ -16,7 +16,7 @@ import {
   issuerFacts,
   keyIdentifier,
   keyUsageExtension,
-  randomSerial,
+  newSerial,
   signCertificate,
   subjectAltNameExtension,
   subjectKeyIdentifierExtension,
@@ -87,7 +87,7 @@ export async function issueX509Svid(
   const notBefore = new Date(o.now.getTime() - BACKDATE_SECONDS * 1000);
   const notAfter = new Date(Math.min(o.now.getTime() + o.ttlSeconds * 1000, ca.notAfter.getTime()));
   if (notAfter.getTime() <= o.now.getTime()) throw new HallmarkError("ca_not_ready", "the CA certificate has expired");
-  const serial = randomSerial();
+  const serial = newSerial();
   const der = await signCertificate(
     {
       serial,

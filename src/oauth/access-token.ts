@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { timeOrderedUuid } from "../time-ordered-id.js";
 import type { AccessTokenSigner, SignedAccessToken } from "../service/ports.js";
 
 /**
@@ -62,7 +62,7 @@ export function accessTokenClaims(c: AccessTokenContent): { exp: number; jti: st
     exp,
     iat,
     nbf: iat,
-    jti: c.jti ?? randomUUID(),
+    jti: c.jti ?? timeOrderedUuid(),
     client_id: c.clientId,
     scope: c.scope.join(" "),
     act,

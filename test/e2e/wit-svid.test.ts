@@ -2,6 +2,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
 import { decodeProtectedHeader, exportJWK, generateKeyPair, importJWK, type JWK, jwtVerify, type JWTHeaderParameters } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
 import type { SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { openSqliteStore } from "../../src/store/sqlite/index.js";
@@ -92,7 +93,8 @@ describe("POST /v1/svids/wit", () => {
     expect(payload).not.toHaveProperty("iss");
     expect(payload.exp! - payload.iat!).toBe(server.config.svid.witTtl);
     expect(new Date(payload.exp! * 1000).toISOString()).toBe(body.expires_at);
-    expect(payload.jti).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    // A UUIDv7 (time-ordered: it keys the SVID's record; src/time-ordered-id.ts), distinct per token.
+    expect(z.uuidv7().safeParse(payload.jti).success, String(payload.jti)).toBe(true);
 
     // It was audited, under the token's jti.
     expect((await witAudit()).filter((a) => a.outcome === "success" && a.serial === payload.jti && a.spiffeId === WORKLOAD_ID && a.actor === NODE_ID)).toHaveLength(1);
