@@ -135,13 +135,10 @@ export class AgentIdentities implements WorkloadIdentities {
 
   async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string): Promise<WorkloadJwtSvid[]> {
     const entries = unique(this.matching(selectors)).filter((e) => spiffeId === undefined || e.spiffe_id === spiffeId);
-    const out: WorkloadJwtSvid[] = [];
-    for (const entry of entries) {
-      const s = await this.cache.jwtFor(entry.spiffe_id, audience);
-      if (this.identity.removed) return [];
-      out.push({ spiffeId: s.spiffeId, token: s.token, hint: entry.hint });
-    }
-    return out;
+    // Asked for together, so that the ones not cached go to the server in one batch request.
+    const svids = await Promise.all(entries.map((entry) => this.cache.jwtFor(entry.spiffe_id, audience)));
+    if (this.identity.removed) return [];
+    return svids.map((s, i) => ({ spiffeId: s.spiffeId, token: s.token, hint: entries[i]!.hint }));
   }
 
   async witSvids(selectors: readonly string[]): Promise<WorkloadWitSvid[]> {

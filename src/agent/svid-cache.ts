@@ -4,6 +4,7 @@ import { isHallmarkError } from "../errors.js";
 import { pemBlocks } from "../pki/pem.js";
 import { type FetchedX509, X509_BATCH_SIZE } from "../client/node.js";
 import { sleep } from "./backoff.js";
+import { JwtFetchQueue } from "./jwt-fetch-queue.js";
 import type { NodeIdentity } from "./node-identity.js";
 
 export interface CachedX509Svid {
@@ -88,13 +89,17 @@ class Lru<V> {
 /**
  * Workload SVIDs, fetched with the node's SVID and kept in bounded LRU caches: X.509-SVIDs per
  * SPIFFE ID (a fresh key for each, made here), renewed in the background at half their life;
- * JWT-SVIDs per (SPIFFE ID, audience set), fetched on demand and reused until half their life.
+ * JWT-SVIDs per (SPIFFE ID, audience set), fetched on demand (the fetches asked for together go
+ * in one batch request) and reused until half their life.
  */
 export class SvidCache {
   private readonly x509 : Lru<CachedX509Svid>;
   private readonly jwt: Lru<CachedJwtSvid>;
   private readonly wit: Lru<CachedWitSvid>;
   private readonly inflight = new Map<string, Promise<CachedX509Svid>>();
+  /** One fetch per (SPIFFE ID, audience set) at a time, whoever asks. */
+  private readonly jwtInflight = new Map<string, Promise<CachedJwtSvid>>();
+  private readonly jwtQueue = new JwtFetchQueue((requests) => this.identity.call((c) => c.fetchJwtBatch(requests)));
   private reconciling: Promise<void> = Promise.resolve();
   private readonly retryAt = new Map<string, number>();
   private readonly listeners = new Set<() => void>();
@@ -144,10 +149,19 @@ export class SvidCache {
     const key = `${spiffeId}\n${[...new Set(audience)].sort().join("\n")}`;
     const cached = this.jwt.get(key);
     if (cached && !this.pastHalfLife(cached.fetchedAt, cached.expiresAt)) return cached;
-    const r = await this.identity.call((c) => c.fetchJwt([...audience], spiffeId));
-    const svid = { spiffeId: r.spiffe_id, token: r.token, fetchedAt: this.clock(), expiresAt: new Date(r.expires_at) };
-    this.jwt.set(key, svid);
-    return svid;
+    let p = this.jwtInflight.get(key);
+    if (!p) {
+      p = this.jwtQueue
+        .fetch({ spiffeId, audience })
+        .then((r) => {
+          const svid = { spiffeId: r.spiffe_id, token: r.token, fetchedAt: this.clock(), expiresAt: new Date(r.expires_at) };
+          this.jwt.set(key, svid);
+          return svid;
+        })
+        .finally(() => this.jwtInflight.delete(key));
+      this.jwtInflight.set(key, p);
+    }
+    return p;
   }
 
   /**

@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
-import { type NodeIssuanceService, PAGE_TOKEN } from "../service/node-issuance.js";
+import { type NodeIssuanceService, PAGE_TOKEN, type WorkloadJwt } from "../service/node-issuance.js";
 import type { AnonymousRateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
@@ -39,8 +39,11 @@ export interface PublicRouteDeps extends WellKnownRouteDeps, LogRouteDeps {
 const MAX_CSR_CHARS = 16 * 1024;
 /** Requests per POST /v1/svids/x509/batch: 64 CSRs of a few hundred bytes stay far below the body limit. */
 export const MAX_X509_BATCH = 64;
+/** Requests per POST /v1/svids/jwt/batch: as many as an X.509 batch. */
+export const MAX_JWT_BATCH = 64;
 /** The longest long poll of GET /v1/node/entries: well inside clients' 30 s answer timeout and limits.requestTimeout's default. */
 export const MAX_ENTRY_WAIT_SECONDS = 20;
+const audience = z.array(z.string()).min(1).max(16);
 const csr = z.string().min(1).max(MAX_CSR_CHARS).describe("PKCS#10 CSR, PEM (or base64 DER); its signature is the proof of possession");
 const params = z.object({ id: z.uuid().describe("the session id from POST /v1/attest/sessions") }).strict();
 
@@ -74,6 +77,13 @@ const federatedBundles = z.record(z.string(), z.string()).describe("for each tru
 const federatedJwtBundles = z
   .record(z.string(), jsonObject)
   .describe("for each trust domain the entry federates with: its JWT authorities as a JWKS (kid, use sig, alg), to verify that domain's JWT-SVIDs");
+
+/** A batch's answer: each request's result or refusal, in order, and the current bundle. */
+const batchAnswer = (issued: z.ZodObject) =>
+  z.object({
+    results: z.array(z.union([issued, z.object({ spiffe_id: spiffeIdField, error: z.object({ code: z.string(), detail: z.string() }) })])),
+    bundle_pem: z.string(),
+  });
 
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
@@ -220,15 +230,7 @@ export const PUBLIC_ROUTES = {
     responses: {
       200: {
         description: "One result per request, in order, and the current bundle",
-        body: z.object({
-          results: z.array(
-            z.union([
-              z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex, federated_bundles: federatedBundles }),
-              z.object({ spiffe_id: spiffeIdField, error: z.object({ code: z.string(), detail: z.string() }) }),
-            ]),
-          ),
-          bundle_pem: z.string(),
-        }),
+        body: batchAnswer(z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex, federated_bundles: federatedBundles })),
       },
     },
     errors: NODE_AUTH_ERRORS,
@@ -240,7 +242,7 @@ export const PUBLIC_ROUTES = {
     summary: "A JWT-SVID for an entry the node is entitled to",
     caller: "node",
     body: z
-      .object({ audience: z.array(z.string()).min(1).max(16), spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") })
+      .object({ audience, spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") })
       .strict(),
     responses: {
       200: {
@@ -256,6 +258,24 @@ export const PUBLIC_ROUTES = {
       },
     },
     errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
+  }),
+  fetchJwtSvidBatch: defineRoute({
+    operationId: "fetchJwtSvidBatch",
+    method: "POST",
+    url: "/v1/svids/jwt/batch",
+    summary: "JWT-SVIDs for several (entry, audience) pairs the node is entitled to, in one request",
+    description:
+      "Each request is judged, issued and audited on its own, as POST /v1/svids/jwt would: a refused one answers " +
+      "`error` with its code in its place, and the others are issued. Their audit records share the group commit.",
+    caller: "node",
+    body: z.object({ requests: z.array(z.object({ audience, spiffe_id: spiffeIdField }).strict()).min(1).max(MAX_JWT_BATCH) }).strict(),
+    responses: {
+      200: {
+        description: "One result per request, in order, and the current bundle",
+        body: batchAnswer(z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, federated_jwt_bundles: federatedJwtBundles })),
+      },
+    },
+    errors: NODE_AUTH_ERRORS,
   }),
   fetchWitSvid: defineRoute({
     operationId: "fetchWitSvid",
@@ -447,20 +467,38 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
     },
     nodeOf,
   );
+  const jwtAnswer = async (jwt: WorkloadJwt) => {
+    const foreign = await (deps.federation?.bundles(jwt.federatesWith) ?? []);
+    return {
+      spiffe_id: jwt.spiffeId,
+      token: jwt.token,
+      expires_at: jwt.expiresAt.toISOString(),
+      log_index: jwt.logIndex,
+      federated_jwt_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, jwtJwks(b.bundle.jwtAuthorities)])),
+    };
+  };
   registerRoute(
     app,
     R.fetchJwtSvid,
+    async ({ body }, node) => ({ ...(await jwtAnswer(await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id))), bundle_pem: await bundlePem() }),
+    nodeOf,
+  );
+  registerRoute(
+    app,
+    R.fetchJwtSvidBatch,
     async ({ body }, node) => {
-      const jwt = await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id);
-      const foreign = await (deps.federation?.bundles(jwt.federatesWith) ?? []);
-      return {
-        spiffe_id: jwt.spiffeId,
-        token: jwt.token,
-        expires_at: jwt.expiresAt.toISOString(),
-        log_index: jwt.logIndex,
-        bundle_pem: await bundlePem(),
-        federated_jwt_bundles: Object.fromEntries(foreign.map((b) => [b.trustDomain, jwtJwks(b.bundle.jwtAuthorities)])),
-      };
+      const settled = await deps.nodes.workloadJwts(node, body.requests.map((r) => ({ audience: r.audience, spiffeId: r.spiffe_id })));
+      const results = [];
+      for (const [i, s] of settled.entries()) {
+        if (s.status === "fulfilled") {
+          results.push(await jwtAnswer(s.value));
+          continue;
+        }
+        const e: unknown = s.reason;
+        if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
+        results.push({ spiffe_id: body.requests[i]!.spiffe_id, error: { code: e.code, detail: e.message } });
+      }
+      return { results, bundle_pem: await bundlePem() };
     },
     nodeOf,
   );

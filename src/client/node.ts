@@ -4,6 +4,16 @@ import { ApiClient, expectOk, type ServerTls } from "./http.js";
 import type { ServerTarget } from "./server-list.js";
 import { TrustBundle } from "./trust-bundle.js";
 
+/** A JWT-SVID as POST /v1/svids/jwt (and each result of its batch) answers it. */
+export interface FetchedJwt {
+  spiffe_id: string;
+  token: string;
+  expires_at: string;
+  /** Foreign trust domain name → its JWT authorities (JWKS), for an entry that federates (absent from servers before issue 14). */
+  federated_jwt_bundles?: Record<string, { keys: Array<Record<string, unknown>> }>;
+  log_index?: number;
+}
+
 /** An entry as GET /v1/node/entries sends it (src/api/public-routes.ts, nodeEntry). */
 export interface NodeEntry {
   id: string;
@@ -23,6 +33,8 @@ export type NodeEntriesAnswer =
 
 /** Requests per batch call: the server's MAX_X509_BATCH (src/api/public-routes.ts). */
 export const X509_BATCH_SIZE = 64;
+/** The most JWT-SVIDs POST /v1/svids/jwt/batch takes in one request. */
+export const JWT_BATCH_SIZE = 64;
 
 export interface FetchedX509 {
   spiffeId: string;
@@ -113,15 +125,23 @@ export class NodeClient {
     });
   }
 
-  async fetchJwt(audience: string[], spiffeId?: string) {
-    return (await this.call("POST", "/v1/svids/jwt", { audience, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as {
-      spiffe_id: string;
-      token: string;
-      expires_at: string;
-      /** Foreign trust domain name → its JWT authorities (JWKS), for an entry that federates (absent from servers before issue 14). */
-      federated_jwt_bundles?: Record<string, { keys: Array<Record<string, unknown>> }>;
-      log_index?: number;
+  async fetchJwt(audience: string[], spiffeId?: string): Promise<FetchedJwt> {
+    return (await this.call("POST", "/v1/svids/jwt", { audience, ...(spiffeId ? { spiffe_id: spiffeId } : {}) })) as FetchedJwt;
+  }
+
+  /**
+   * JWT-SVIDs for several (SPIFFE ID, audience) pairs in one request (POST /v1/svids/jwt/batch, at
+   * most 64); a refused one comes back as its HallmarkError, in its place.
+   */
+  async fetchJwtBatch(requests: readonly { spiffeId: string; audience: readonly string[] }[]): Promise<Array<FetchedJwt | HallmarkError>> {
+    const r = (await this.call("POST", "/v1/svids/jwt/batch", { requests: requests.map((q) => ({ audience: q.audience, spiffe_id: q.spiffeId })) })) as {
+      results: Array<FetchedJwt & { error?: { code: string; detail: string } }>;
     };
+    return requests.map((q, i) => {
+      const one = r.results[i];
+      if (!one?.token) return new HallmarkError(one?.error?.code ?? "unavailable", one?.error?.detail ?? `no result for ${q.spiffeId}`);
+      return one;
+    });
   }
 
   /** A WIT-SVID binding `publicKeyJwk` (a public JWK with `alg`; the private key stays with the caller). */

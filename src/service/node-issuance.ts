@@ -30,6 +30,9 @@ export type EntrySync =
   | { full: true; revision: number; entries: EntryRecord[]; nextPage: string | undefined }
   | { full: false; revision: number; more: boolean; created: EntryRecord[]; deleted: string[] };
 
+/** A workload's JWT-SVID as the node receives it. */
+export type WorkloadJwt = IssuedJwt & { spiffeId: string; federatesWith: string[] } & Logged;
+
 export interface NodeIssuanceDeps {
   trustDomain: TrustDomain;
   /** The server's own ID: entries parented to it apply to every node whose selectors match (node aliases). */
@@ -163,10 +166,30 @@ export class NodeIssuanceService {
     });
   }
 
-  async workloadJwt(node: NodeRecord, audience: string[], requested?: string): Promise<IssuedJwt & { spiffeId: string; federatesWith: string[] } & Logged> {
+  async workloadJwt(node: NodeRecord, audience: string[], requested?: string): Promise<WorkloadJwt> {
+    return this.jwtFor(node, audience, requested, (id) => this.entitledEntry(node, id));
+  }
+
+  /**
+   * JWT-SVIDs for several (audience, SPIFFE ID) pairs at once: each judged, issued and audited as
+   * workloadJwt would, settled in order. The node's entitlement to each SPIFFE ID is looked up
+   * once per batch, not once per token; they run together, so their audit records share a commit.
+   */
+  async workloadJwts(node: NodeRecord, requests: readonly { audience: string[]; spiffeId: string }[]): Promise<PromiseSettledResult<WorkloadJwt>[]> {
+    const entries = new Map<string, Promise<EntryRecord>>();
+    const entryFor = (id: string | undefined) => {
+      const key = id ?? "";
+      let entry = entries.get(key);
+      if (!entry) entries.set(key, (entry = this.entitledEntry(node, id)));
+      return entry;
+    };
+    return Promise.allSettled(requests.map((r) => this.jwtFor(node, r.audience, r.spiffeId, entryFor)));
+  }
+
+  private async jwtFor(node: NodeRecord, audience: string[], requested: string | undefined, entitled: (id: string | undefined) => Promise<EntryRecord>): Promise<WorkloadJwt> {
     return this.audited(AUDIT_EVENTS.issueJwt, "jwt", node, requested, async (now) => {
       validateAudience(audience);
-      const entry = await this.entitledEntry(node, requested);
+      const entry = await entitled(requested);
       const id = SpiffeId.parse(entry.spiffeId);
       const ttlSeconds = Math.min(entry.jwtSvidTtlSeconds ?? this.deps.ttl.jwt, this.deps.ttl.max);
       const jwt = await this.deps.issuer.issueJwt({ spiffeId: id, audience, ttlSeconds, issuer: this.deps.jwtIssuer(), nodeId: node.spiffeId, now });

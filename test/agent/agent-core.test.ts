@@ -130,6 +130,28 @@ describe("agent core", () => {
     await expect(core.identities.validateJwtSvid(forged, "https://api.example.org")).rejects.toMatchObject({ code: "jwt_svid_invalid" });
   });
 
+  it("hands a workload with several identities a JWT-SVID for each, fetched together, and one token to concurrent askers", async () => {
+    const ids = ["spiffe://example.org/multi/a", "spiffe://example.org/multi/b", "spiffe://example.org/multi/c"];
+    const created: Array<{ id: string }> = [];
+    for (const id of ids) created.push((await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: id, selectors: ["unix:uid:1004"] })) as { id: string });
+    await waitFor(() => created.every((e) => core.entries.entries.has(e.id)), "the entries to reach the agent", 10_000);
+    const jwks = (await core.identities.jwtBundles()).get("spiffe://example.org") as { keys: Array<JWK & { use?: string }> };
+    const [first, second] = await Promise.all([
+      core.identities.jwtSvids(["unix:uid:1004"], ["https://multi.example.org"]),
+      core.identities.jwtSvids(["unix:uid:1004"], ["https://multi.example.org"]),
+    ]);
+    expect(first!.map((s) => s.spiffeId).sort()).toEqual(ids);
+    // The second caller shared the first one's fetches: the same tokens, not three more.
+    expect(second!.map((s) => s.token)).toEqual(first!.map((s) => s.token));
+    for (const s of first!) {
+      const { kid, alg } = decodeProtectedHeader(s.token);
+      const key = jwks.keys.find((k) => k.kid === kid)!;
+      const { payload } = await jwtVerify(s.token, await importJWK(key, alg!), { audience: "https://multi.example.org" });
+      expect(payload.sub).toBe(s.spiffeId);
+    }
+    for (const e of created) await admin("DELETE", `/admin/entries/${e.id}`);
+  });
+
   it("restarts on its stored SVID without the join token", async () => {
     const before = readFileSync(join(data.path, "svid.pem"), "utf8");
     await core.close();

@@ -1,10 +1,12 @@
 import Database from "better-sqlite3";
+import { createLocalJWKSet, jwtVerify } from "jose";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AUDIT_EVENTS } from "../../src/service/audit-events.js";
 import { attest, joinTokenProducer } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
-import { NodeClient, type NodeEntriesAnswer } from "../../src/client/node.js";
+import { type FetchedJwt, NodeClient, type NodeEntriesAnswer } from "../../src/client/node.js";
+import { httpsRaw, postJson } from "../helpers/https.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /**
@@ -25,10 +27,14 @@ const entry = async (parent: string, spiffeId: string, selectors: string[], extr
   ((await admin("POST", "/admin/entries", { parent_id: parent, spiffe_id: spiffeId, selectors, ...extra })) as { id: string }).id;
 
 async function attestNode(id: string): Promise<NodeClient> {
+  const svid = await attestedSvid(id);
+  return new NodeClient(server.url, { trustBundlePem: svid.bundlePem, certPem: svid.certChainPem, keyPem: svid.privateKeyPem! });
+}
+
+async function attestedSvid(id: string) {
   const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: id, ttl_seconds: 600 })) as { token: string };
   const bundle = ((await admin("GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem;
-  const svid = await attest({ server: server.url, tls: { trustBundlePem: bundle }, producer: joinTokenProducer(token) });
-  return new NodeClient(server.url, { trustBundlePem: svid.bundlePem, certPem: svid.certChainPem, keyPem: svid.privateKeyPem! });
+  return attest({ server: server.url, tls: { trustBundlePem: bundle }, producer: joinTokenProducer(token) });
 }
 
 function changesOf(a: NodeEntriesAnswer) {
@@ -175,6 +181,7 @@ describe("POST /v1/svids/x509/batch", () => {
       order.push("answered");
       return a;
     });
+
     await new Promise((r) => setTimeout(r, 300));
     // Another node's change wakes the poll, which finds nothing for A and keeps waiting.
     await entry(B, "spiffe://example.org/sync/long-poll-b", ["unix:uid:1"]);
@@ -194,5 +201,90 @@ describe("POST /v1/svids/x509/batch", () => {
     expect(changesOf(answer)).toEqual([]);
     expect(answer.revision).toBeGreaterThan(revision);
     await expect(nodeA.entries({ since: revision, waitSeconds: 21 })).rejects.toMatchObject({ code: "invalid_request" });
+  });
+});
+
+describe("POST /v1/svids/jwt/batch", () => {
+  const ONE = "spiffe://example.org/jwt-batch/one";
+  const TWO = "spiffe://example.org/jwt-batch/two";
+  const OTHERS = "spiffe://example.org/jwt-batch/b";
+  const jwks = async () => createLocalJWKSet((await httpsRaw(`${server.url}/.well-known/jwks.json`)).body as never);
+  const auditRows = (where: string) => {
+    const db = new Database(join(server.dataDir, "hallmark.db"), { readonly: true });
+    try {
+      return db.prepare(`SELECT outcome, code, spiffe_id AS id, serial FROM audit_log WHERE event = ? AND ${where}`).all(AUDIT_EVENTS.issueJwt) as Array<{ outcome: string; code: string | null; id: string }>;
+    } finally {
+      db.close();
+    }
+  };
+
+  beforeAll(async () => {
+    await entry(A, ONE, ["unix:uid:11"]);
+    await entry(A, TWO, ["unix:uid:12"]);
+    await entry(B, OTHERS, ["unix:uid:13"]);
+  });
+
+  it("issues each entitled request in its place, each token verifying for its own audience, and refuses the others one by one, each audited", async () => {
+    const results = await nodeA.fetchJwtBatch([
+      { spiffeId: ONE, audience: ["https://a.example.org"] },
+      { spiffeId: OTHERS, audience: ["https://a.example.org"] },
+      { spiffeId: TWO, audience: ["https://b.example.org", "https://c.example.org"] },
+      { spiffeId: ONE, audience: ["bad\u202Eaudience"] },
+      { spiffeId: ONE, audience: ["https://d.example.org"] },
+    ]);
+    expect(results.map((r) => (r instanceof Error ? (r as { code?: string }).code : r.spiffe_id))).toEqual([ONE, "not_entitled", TWO, "invalid_audience", ONE]);
+    const keys = await jwks();
+    const tokens = results.filter((r): r is FetchedJwt => !(r instanceof Error));
+    const claims = await Promise.all(
+      tokens.map(async (t, i) => (await jwtVerify(t.token, keys, { audience: ["https://a.example.org", "https://b.example.org", "https://d.example.org"][i]!, subject: t.spiffe_id })).payload),
+    );
+    expect(claims[1]!.aud).toEqual(["https://b.example.org", "https://c.example.org"]);
+    // Distinct tokens with distinct records and leaves.
+    expect(new Set(claims.map((c) => c.jti)).size).toBe(3);
+    expect(new Set(tokens.map((t) => t.log_index)).size).toBe(3);
+    // One audit record per token and per refusal, as single requests get (appended as each settles).
+    const rows = auditRows("spiffe_id LIKE 'spiffe://example.org/jwt-batch/%'");
+    expect(rows.map(({ outcome, code, id }) => `${outcome} ${code ?? "-"} ${id}`).sort()).toEqual(
+      [`refused invalid_audience ${ONE}`, `refused not_entitled ${OTHERS}`, `success - ${ONE}`, `success - ${ONE}`, `success - ${TWO}`].sort(),
+    );
+    const db = new Database(join(server.dataDir, "hallmark.db"), { readonly: true });
+    try {
+      const recorded = db.prepare("SELECT serial FROM issued_svids WHERE kind = 'jwt' AND spiffe_id LIKE 'spiffe://example.org/jwt-batch/%'").all() as Array<{ serial: string }>;
+      expect(recorded.map((r) => r.serial).sort()).toEqual(claims.map((c) => `jwt-${String(c.jti)}`).sort());
+    } finally {
+      db.close();
+    }
+  });
+
+  it("shares audit transactions between the tokens of one batch (the batch-size histogram on /metrics)", async () => {
+    const commits = async () => Number(/^hallmark_audit_commit_batch_size_count (\S+)$/m.exec((await httpsRaw(`${server.url}/metrics`)).text)?.[1]);
+    const before = await commits();
+    const results = await nodeA.fetchJwtBatch(Array.from({ length: 16 }, (_, i) => ({ spiffeId: ONE, audience: [`https://shared-${i}.example.org`] })));
+    expect(results.filter((r) => r instanceof Error)).toEqual([]);
+    const used = (await commits()) - before;
+    expect(used).toBeGreaterThan(0);
+    expect(used).toBeLessThan(16);
+  });
+
+  it("refuses a malformed batch whole: empty, over 64, an entry without a SPIFFE ID or with an empty audience", async () => {
+    const c = await attestedSvid("spiffe://example.org/node/jwt-batch-c");
+    const post = (body: unknown) => postJson(`${server.url}/v1/svids/jwt/batch`, body, { ca: c.bundlePem, cert: c.certChainPem, key: c.privateKeyPem! });
+    for (const body of [
+      { requests: [] },
+      { requests: Array.from({ length: 65 }, () => ({ spiffe_id: ONE, audience: ["a"] })) },
+      { requests: [{ audience: ["a"] }] },
+      { requests: [{ spiffe_id: ONE, audience: [] }] },
+      { requests: [{ spiffe_id: ONE, audience: ["a"], extra: 1 }] },
+    ]) {
+      const r = await post(body);
+      expect(r.status, JSON.stringify(body).slice(0, 80)).toBe(400);
+      expect(r.body).toMatchObject({ code: "invalid_request" });
+    }
+  });
+
+  it("refuses a caller without a node SVID", async () => {
+    const r = await postJson(`${server.url}/v1/svids/jwt/batch`, { requests: [{ spiffe_id: ONE, audience: ["a"] }] });
+    expect(r.status).toBe(401);
+    expect(r.body).toMatchObject({ code: "client_cert_required" });
   });
 });
