@@ -1,8 +1,10 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import type { Server as TlsServer } from "node:tls";
 import type { Logger } from "pino";
 import type { ServerLimits } from "../config/server.js";
 import type { Metrics } from "../service/metrics.js";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
+import { raiseAnswerHighWaterMark } from "./answer-high-water-mark.js";
 import { applyConnectionLimits } from "./connection-limits.js";
 import { problemServerOptions, registerProblemHandlers } from "./problem.js";
 import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
@@ -53,6 +55,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
       : {}),
   });
   if (opts.limits) applyConnectionLimits(app.server, opts.limits, opts.metrics);
+  if (opts.tls) raiseAnswerHighWaterMark(app.server as unknown as TlsServer);
   registerProblemHandlers(app, opts.log);
   await app.register(publicRoutes, deps);
   return app;
@@ -92,6 +95,7 @@ export async function buildWebBundleApp(
     https: { ...handshakeDeadline(opts.limits), key: opts.tls.key, cert: opts.tls.cert, ...TLS_POLICY },
   });
   if (opts.limits) applyConnectionLimits(app.server, opts.limits);
+  raiseAnswerHighWaterMark(app.server as unknown as TlsServer);
   registerProblemHandlers(app, opts.log);
   await app.register(wellKnownRoutes, deps);
   return app;
