@@ -23,7 +23,30 @@ interface PendingAppend {
   reject(e: unknown): void;
 }
 
-const hashInChain: AuditHasher = (input, prevHash, seq) => auditRecordHash({ ...input, seq, prevHash });
+/** A record this process committed, with the canonical JSON its hash covers (the transparency log's leaf is made of it). */
+export interface CommittedAuditRecord {
+  seq: number;
+  canonical: string;
+}
+
+/**
+ * The chain hasher of one transaction (auditRecordHash of each record in its place), keeping each
+ * canonical JSON it hashed, by hash: a transaction's records are told
+ * to listeners with it, so the integrator need not read them back and serialise them again.
+ * Keyed by hash, not seq, so that a retried transaction's records are matched exactly.
+ */
+function keepingCanonical(): { hasher: AuditHasher; of(records: readonly AuditRecord[]): CommittedAuditRecord[] } {
+  const byHash = new Map<string, string>();
+  return {
+    hasher: (input, prevHash, seq) => {
+      const canonical = auditRecordCanonical({ ...input, seq, prevHash });
+      const hash = auditHashOf(canonical);
+      byHash.set(hash, canonical);
+      return hash;
+    },
+    of: (records) => records.map((r) => ({ seq: r.seq, canonical: byHash.get(r.hash) ?? auditRecordCanonical(r) })),
+  };
+}
 
 /** The datastore itself failed (not this record): trying the records one at a time would fail each the same way. */
 const isStoreFailure = (e: unknown) => isHallmarkError(e) && e.code === "store_unavailable";
@@ -40,7 +63,7 @@ const isStoreFailure = (e: unknown) => isHallmarkError(e) && e.code === "store_u
  * order. Each caller's promise still settles only once the transaction holding its record did.
  */
 export class AuditLog {
-  private readonly listeners: Array<() => void> = [];
+  private readonly listeners: Array<(committed: readonly CommittedAuditRecord[]) => void> = [];
   private readonly options: GroupCommitOptions;
   private queue: PendingAppend[] = [];
   private window: { cancel(): void } | undefined;
@@ -67,8 +90,8 @@ export class AuditLog {
     });
   }
 
-  /** Called once per transaction committed by this process (a batch of appends). */
-  onAppend(listener: () => void): void {
+  /** Called once per transaction committed by this process (a batch of appends), with its records in seq order. */
+  onAppend(listener: (committed: readonly CommittedAuditRecord[]) => void): void {
     this.listeners.push(listener);
   }
 
@@ -123,10 +146,11 @@ export class AuditLog {
   /** Settles every append of `batch`; never throws. */
   private async commit(batch: PendingAppend[]): Promise<void> {
     let records: AuditRecord[];
+    const canonical = keepingCanonical();
     try {
       records = await this.repo.appendBatch(
         batch.map((p) => p.item),
-        hashInChain,
+        canonical.hasher,
       );
     } catch (e) {
       if (batch.length === 1 || isStoreFailure(e)) {
@@ -136,7 +160,7 @@ export class AuditLog {
       await this.commitOneByOne(batch);
       return;
     }
-    this.committed(records.length);
+    this.committed(canonical.of(records));
     batch.forEach((p, i) => p.resolve(records[i]!));
   }
 
@@ -145,12 +169,13 @@ export class AuditLog {
    * cannot be hashed): each is tried alone, in order, so only the faulty one's caller is refused.
    */
   private async commitOneByOne(batch: PendingAppend[]): Promise<void> {
-    let committed = 0;
+    const committed: CommittedAuditRecord[] = [];
     for (const [i, p] of batch.entries()) {
       try {
-        const [record] = await this.repo.appendBatch([p.item], hashInChain);
+        const canonical = keepingCanonical();
+        const [record] = await this.repo.appendBatch([p.item], canonical.hasher);
         this.options.onCommit?.(1);
-        committed += 1;
+        committed.push(...canonical.of([record!]));
         p.resolve(record!);
       } catch (e) {
         p.reject(e);
@@ -159,18 +184,18 @@ export class AuditLog {
         break;
       }
     }
-    if (committed > 0) this.notify();
+    if (committed.length > 0) this.notify(committed);
   }
 
-  private committed(records: number): void {
-    this.options.onCommit?.(records);
-    this.notify();
+  private committed(records: CommittedAuditRecord[]): void {
+    this.options.onCommit?.(records.length);
+    this.notify(records);
   }
 
-  private notify(): void {
+  private notify(committed: readonly CommittedAuditRecord[]): void {
     // The transparency log's integrator wakes up on this (it also polls: a record appended by
     // another replica or process is integrated all the same).
-    for (const l of this.listeners) l();
+    for (const l of this.listeners) l(committed);
   }
 }
 
@@ -178,9 +203,19 @@ export function auditRecordHash(r: AuditRecordInput & { seq: number; prevHash: s
   return auditHashOf(auditRecordCanonical(r));
 }
 
-/** The canonical JSON of what a record's hash covers: its chain hash and its transparency-log leaf are both made of it. */
+/**
+ * The canonical JSON of what a record's hash covers: its chain hash and its transparency-log leaf
+ * are both made of it. canonicalJson(auditRecordBody(r)), written out: the body's keys are fixed,
+ * so they are spelled in sorted order here rather than sorted per record (on every issuance's
+ * path; test/audit/canonical.test.ts holds the two spellings equal).
+ */
 export function auditRecordCanonical(r: AuditRecordInput & { seq: number; prevHash: string }): string {
-  return canonicalJson(auditRecordBody(r));
+  const text = (v: string | undefined) => (v === undefined ? "null" : JSON.stringify(v));
+  return (
+    `{"actor":${text(r.actor)},"attestor":${text(r.attestor)},"code":${text(r.code)},"details":${canonicalJson(r.details)},` +
+    `"event":${JSON.stringify(r.event)},"outcome":${JSON.stringify(r.outcome)},"prevHash":${JSON.stringify(r.prevHash)},"seq":${JSON.stringify(r.seq)},` +
+    `"serial":${text(r.serial)},"spiffeId":${text(r.spiffeId)},"time":${JSON.stringify(r.time.toISOString())}}`
+  );
 }
 
 /** The chain hash of a record's canonical JSON (auditRecordCanonical). */

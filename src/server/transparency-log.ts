@@ -7,6 +7,7 @@ import type { TrustDomain } from "../spiffe/id.js";
 import type { Store } from "../store/types.js";
 import { checkTreeOnStart, signNextCheckpoint } from "../transparency/checkpointer.js";
 import { integrateAll, startIntegrator } from "../transparency/integrator.js";
+import { RecentAuditRecords } from "../transparency/recent-records.js";
 import { openLogKey } from "../transparency/log-key.js";
 import { TransparencyReader } from "../transparency/log-reader.js";
 import { httpExchange } from "../client/log-client.js";
@@ -64,8 +65,12 @@ export async function startTransparencyLog(o: {
   const first = await signNextCheckpoint(signing);
   log.info({ origin, keyLabel: key.label, caughtUp, treeSize: first?.treeSize ?? state.checkpoint?.treeSize }, "transparency log ready");
 
-  const integrator = startIntegrator(integration, { pollSeconds: INTEGRATION_POLL_SECONDS, delayMs: o.config.transparency.integrationDelay }, log);
-  o.audit.onAppend(() => integrator.wake());
+  const recent = new RecentAuditRecords();
+  const integrator = startIntegrator({ ...integration, recent }, { pollSeconds: INTEGRATION_POLL_SECONDS, delayMs: o.config.transparency.integrationDelay }, log);
+  o.audit.onAppend((committed) => {
+    recent.add(committed);
+    integrator.wake();
+  });
   // The collector proves from the reader, the reader serves the collector's cosignatures.
   const witnesses: WitnessCollector = new WitnessCollector(o.config.transparency.witnesses, postToWitness, (first, second) => reader.consistency(first, second), log);
   const reader: TransparencyReader = new TransparencyReader(store.transparency, store.audit, key, (cp) => witnesses.cosigned(cp));

@@ -26,7 +26,12 @@ export function auditLeafHash(record: AuditRecord): Buffer {
  */
 export function checkedAuditLeafHash(record: AuditRecord): Buffer | undefined {
   const canonical = auditRecordCanonical(record);
-  return auditHashOf(canonical) === record.hash ? leafHash(leafEntryOf(canonical)) : undefined;
+  return auditHashOf(canonical) === record.hash ? auditLeafHashOf(canonical) : undefined;
+}
+
+/** The leaf hash of a record from the canonical JSON its chain hash was made of (src/audit/log.ts auditRecordCanonical). */
+export function auditLeafHashOf(canonical: string): Buffer {
+  return leafHash(leafEntryOf(canonical));
 }
 
 function leafEntryOf(canonical: string): Buffer {

@@ -4,6 +4,7 @@ import type { AuditRecord, AuditRepository, TransparencyRepository } from "../st
 import { checkedAuditLeafHash } from "./audit-leaf.js";
 import { tlogError } from "./errors.js";
 import { hashesToStore } from "./merkle.js";
+import type { RecentAuditRecords } from "./recent-records.js";
 import { StoredHashReader } from "./stored-hashes.js";
 
 export interface IntegratorDeps {
@@ -11,6 +12,8 @@ export interface IntegratorDeps {
   tree: TransparencyRepository;
   /** Records integrated per transaction at most: bounds the write lock an integration holds. */
   batch: number;
+  /** This process's own records, not read back while held (none: every record is read). */
+  recent?: RecentAuditRecords | undefined;
 }
 
 /**
@@ -23,14 +26,14 @@ export interface IntegratorDeps {
  */
 export async function integrateOnce(d: IntegratorDeps): Promise<number> {
   const { integratedSize } = await d.tree.state();
-  const records = await d.audit.list(integratedSize, d.batch);
-  if (records.length === 0) return 0;
-  const leaves = leavesContinuing(records, integratedSize);
+  const held = d.recent?.leavesAfter(integratedSize, d.batch) ?? [];
+  const leaves = held.length > 0 ? held : leavesContinuing(await d.audit.list(integratedSize, d.batch), integratedSize);
+  if (leaves.length === 0) return 0;
   const reader = new StoredHashReader(d.tree);
   const hashes = await hashesToStore(integratedSize, leaves, reader);
-  const to = integratedSize + records.length;
+  const to = integratedSize + leaves.length;
   // Another replica integrated first: nothing written, its hashes are the same ones.
-  return (await d.tree.integrate(integratedSize, to, hashes)) ? records.length : 0;
+  return (await d.tree.integrate(integratedSize, to, hashes)) ? leaves.length : 0;
 }
 
 /** Integrates until no record is left (start-up catch-up). */
