@@ -26,6 +26,8 @@ interface PendingAppend {
 /** A record this process committed, with the canonical JSON its hash covers (the transparency log's leaf is made of it). */
 export interface CommittedAuditRecord {
   seq: number;
+  /** Its chain hash (of `canonical`). */
+  hash: string;
   canonical: string;
 }
 
@@ -44,7 +46,7 @@ function keepingCanonical(): { hasher: AuditHasher; of(records: readonly AuditRe
       byHash.set(hash, canonical);
       return hash;
     },
-    of: (records) => records.map((r) => ({ seq: r.seq, canonical: byHash.get(r.hash) ?? auditRecordCanonical(r) })),
+    of: (records) => records.map((r) => ({ seq: r.seq, hash: r.hash, canonical: byHash.get(r.hash) ?? auditRecordCanonical(r) })),
   };
 }
 

@@ -26,14 +26,28 @@ export interface IntegratorDeps {
  */
 export async function integrateOnce(d: IntegratorDeps): Promise<number> {
   const { integratedSize } = await d.tree.state();
-  const held = d.recent?.leavesAfter(integratedSize, d.batch) ?? [];
-  const leaves = held.length > 0 ? held : leavesContinuing(await d.audit.list(integratedSize, d.batch), integratedSize);
+  const leaves = (await heldLeaves(d, integratedSize)) ?? leavesContinuing(await d.audit.list(integratedSize, d.batch), integratedSize);
   if (leaves.length === 0) return 0;
   const reader = new StoredHashReader(d.tree);
   const hashes = await hashesToStore(integratedSize, leaves, reader);
   const to = integratedSize + leaves.length;
   // Another replica integrated first: nothing written, its hashes are the same ones.
   return (await d.tree.integrate(integratedSize, to, hashes)) ? leaves.length : 0;
+}
+
+/**
+ * The leaves of this process's own records next in line, if it holds them and the store's record
+ * at the last of them has the chain hash it committed (one row read for the batch); else
+ * undefined, and the records are read.
+ */
+async function heldLeaves(d: IntegratorDeps, integratedSize: number): Promise<Buffer[] | undefined> {
+  if (!d.recent) return undefined;
+  const { leaves, lastHash } = d.recent.leavesAfter(integratedSize, d.batch);
+  if (leaves.length === 0) return undefined;
+  const [stored] = await d.audit.list(integratedSize + leaves.length - 1, 1);
+  if (stored?.seq === integratedSize + leaves.length && stored.hash === lastHash) return leaves;
+  d.recent.forget();
+  return undefined;
 }
 
 /** Integrates until no record is left (start-up catch-up). */
