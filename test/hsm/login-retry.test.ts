@@ -1,8 +1,8 @@
 import { expect, it } from "vitest";
 import { HallmarkError } from "../../src/errors.js";
-import { loginRetryingBusyToken } from "../../src/hsm/pkcs11-keystore.js";
+import { retryingBusyToken } from "../../src/hsm/pkcs11-keystore.js";
 
-/** The first login tries again while the token is busy (another process writing it), never after a refused PIN. */
+/** The first touches of a token (its slot, the first login) try again while it is busy (another process writing it), never after a refused PIN or a missing token. */
 it("tries a failed login again, up to its bound, but never a refused PIN", async () => {
   let calls = 0;
   const busyTwice = () => {
@@ -10,7 +10,7 @@ it("tries a failed login again, up to its bound, but never a refused PIN", async
     if (calls <= 2) throw new HallmarkError("hsm_error", "the HSM failed to log in");
     return Buffer.from([1]);
   };
-  expect(await loginRetryingBusyToken(busyTwice)).toEqual(Buffer.from([1]));
+  expect(await retryingBusyToken(busyTwice)).toEqual(Buffer.from([1]));
   expect(calls).toBe(3);
 
   let pinCalls = 0;
@@ -18,7 +18,7 @@ it("tries a failed login again, up to its bound, but never a refused PIN", async
     pinCalls++;
     throw new HallmarkError("hsm_login_failed", "the HSM refused the PIN");
   };
-  await expect(loginRetryingBusyToken(refused)).rejects.toMatchObject({ code: "hsm_login_failed" });
+  await expect(retryingBusyToken(refused)).rejects.toMatchObject({ code: "hsm_login_failed" });
   expect(pinCalls).toBe(1);
 
   let alwaysCalls = 0;
@@ -26,6 +26,16 @@ it("tries a failed login again, up to its bound, but never a refused PIN", async
     alwaysCalls++;
     throw new HallmarkError("hsm_error", "the HSM failed to log in");
   };
-  await expect(loginRetryingBusyToken(alwaysBusy, 3)).rejects.toMatchObject({ code: "hsm_error" });
+  await expect(retryingBusyToken(alwaysBusy, 3)).rejects.toMatchObject({ code: "hsm_error" });
   expect(alwaysCalls).toBe(3);
+});
+
+it("never tries again when the token is not there", async () => {
+  let calls = 0;
+  const missing = () => {
+    calls++;
+    throw new HallmarkError("hsm_token_not_found", "no PKCS#11 token labelled 'x'");
+  };
+  await expect(retryingBusyToken(missing)).rejects.toMatchObject({ code: "hsm_token_not_found" });
+  expect(calls).toBe(1);
 });
