@@ -25,7 +25,6 @@ import { HallmarkError } from "../errors.js";
 import type { SignatureScheme, Signer } from "../hsm/signer.js";
 import { bitString, explicit, oid, positiveIntegerBytes, readTlv, sequence, smallInteger, time, tlv } from "./der.js";
 import { x509Algorithm, x509SignatureValue } from "./signature-formats.js";
-import { timeOrderedSerial } from "../time-ordered-id.js";
 
 /**
  * Certificate assembly. The fixed parts of a TBSCertificate (names, algorithm identifiers, the
@@ -49,11 +48,6 @@ export interface CertificateTemplate {
   spki: Buffer;
   /** Extension DER each */
   extensions: Buffer[];
-}
-
-/** A new certificate serial: positive, 16 octets, unique (src/time-ordered-id.ts says why time-ordered). */
-export function newSerial(): Buffer {
-  return timeOrderedSerial();
 }
 
 const VERSION_3 = explicit(0, smallInteger(Version.v3));

@@ -10,12 +10,12 @@ import {
   issuerFacts,
   keyIdentifier,
   keyUsageExtension,
-  newSerial,
   signCertificate,
   subjectAltNameExtension,
   subjectKeyIdentifierExtension,
 } from "./x509-builder.js";
 import { x509SchemeFor } from "./signature-formats.js";
+import { timeOrderedSerial } from "../time-ordered-id.js";
 
 export interface CaSubject {
   organization?: string;
@@ -57,7 +57,7 @@ export async function createRootCa(o: { signer: Signer; trustDomain: TrustDomain
   const name = caName(o.trustDomain, keyId, o.subject);
   return signCertificate(
     {
-      serial: newSerial(),
+      serial: timeOrderedSerial(),
       issuer: name,
       subject: name,
       notBefore: new Date(o.now.getTime() - BACKDATE_SECONDS * 1000),
@@ -93,7 +93,7 @@ export async function createIntermediateCa(o: {
   if (notAfter <= o.now.getTime()) throw new HallmarkError("config_invalid", "the upstream CA certificate has expired");
   return signCertificate(
     {
-      serial: newSerial(),
+      serial: timeOrderedSerial(),
       issuer: up.subject,
       subject: caName(o.trustDomain, keyId, o.subject),
       notBefore: new Date(o.now.getTime() - BACKDATE_SECONDS * 1000),

@@ -16,12 +16,12 @@ import {
   issuerFacts,
   keyIdentifier,
   keyUsageExtension,
-  newSerial,
   signCertificate,
   subjectAltNameExtension,
   subjectKeyIdentifierExtension,
 } from "./x509-builder.js";
 import { x509SchemeFor } from "./signature-formats.js";
+import { timeOrderedSerial } from "../time-ordered-id.js";
 
 export interface IssuedCertificate {
   der: Buffer;
@@ -87,7 +87,7 @@ export async function issueX509Svid(
   const notBefore = new Date(o.now.getTime() - BACKDATE_SECONDS * 1000);
   const notAfter = new Date(Math.min(o.now.getTime() + o.ttlSeconds * 1000, ca.notAfter.getTime()));
   if (notAfter.getTime() <= o.now.getTime()) throw new HallmarkError("ca_not_ready", "the CA certificate has expired");
-  const serial = newSerial();
+  const serial = timeOrderedSerial();
   const der = await signCertificate(
     {
       serial,

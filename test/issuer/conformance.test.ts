@@ -19,11 +19,11 @@ import {
   extKeyUsageExtension,
   issuerFacts,
   keyUsageExtension,
-  newSerial,
   signCertificate,
   subjectAltNameExtension,
 } from "../../src/issuer/x509-builder.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
+import { timeOrderedSerial } from "../../src/time-ordered-id.js";
 
 const td = TrustDomain.parse("example.org");
 const now = new Date("2030-06-01T00:00:00Z");
@@ -36,7 +36,7 @@ const ca = issuerFacts(caCert);
 async function leaf(o: { extensions: Buffer[]; notAfter?: Date; serial?: Buffer; emptySubject?: boolean }): Promise<Buffer> {
   return signCertificate(
     {
-      serial: o.serial ?? newSerial(),
+      serial: o.serial ?? timeOrderedSerial(),
       issuer: ca.subject,
       subject: o.emptySubject ? distinguishedName([]) : distinguishedName([[DN.organization, "SPIFFE"]]),
       notBefore: now,
@@ -115,7 +115,7 @@ describe("X509-SVID conformance checker", () => {
     expect(ruleOf(() => checkX509SvidConformance(der, { trustDomain: td, caCertificate: otherCa }))).toBe("issuer_name");
     // Same subject and key id claims, but the bytes were signed by someone else.
     const forged = await signCertificate(
-      { serial: newSerial(), issuer: ca.subject, subject: distinguishedName([[DN.organization, "SPIFFE"]]), notBefore: now, notAfter: new Date(now.getTime() + 60_000), spki: leafSpki, extensions: good() },
+      { serial: timeOrderedSerial(), issuer: ca.subject, subject: distinguishedName([[DN.organization, "SPIFFE"]]), notBefore: now, notAfter: new Date(now.getTime() + 60_000), spki: leafSpki, extensions: good() },
       otherSigner,
       "ecdsa-sha256",
     );
@@ -136,7 +136,7 @@ describe("X509-SVID conformance checker", () => {
     const rsaFacts = issuerFacts(rsaCa);
     for (const scheme of ["rsa-pkcs1-sha256", "rsa-pss-sha256", "rsa-pss-sha384"] as const) {
       const der = await signCertificate(
-        { serial: newSerial(), issuer: rsaFacts.subject, subject: distinguishedName([[DN.organization, "SPIFFE"]]), notBefore: now, notAfter: new Date(now.getTime() + 60_000), spki: leafSpki, extensions: good() },
+        { serial: timeOrderedSerial(), issuer: rsaFacts.subject, subject: distinguishedName([[DN.organization, "SPIFFE"]]), notBefore: now, notAfter: new Date(now.getTime() + 60_000), spki: leafSpki, extensions: good() },
         rsaSigner,
         scheme,
       );

@@ -9,9 +9,10 @@ import { checkSigningCertConformance, checkX509SvidConformance } from "../../src
 import { createSoftwareSigner } from "../../src/issuer/file-signer.js";
 import { createIntermediateCa, createRootCa } from "../../src/issuer/x509-ca.js";
 import { issueX509Svid } from "../../src/issuer/x509-svid.js";
-import { issuerFacts, newSerial, signCertificate } from "../../src/issuer/x509-builder.js";
+import { issuerFacts, signCertificate } from "../../src/issuer/x509-builder.js";
 import { TrustDomain } from "../../src/spiffe/id.js";
 import { tempDir } from "../helpers/tmp.js";
+import { timeOrderedSerial } from "../../src/time-ordered-id.js";
 
 const dir = tempDir("x509");
 afterAll(() => dir.remove());
@@ -84,7 +85,7 @@ describe("root CA", () => {
     const root = await createRootCa({ signer, trustDomain: td, ttlSeconds: 86400, now });
     const facts = issuerFacts(root);
     const pss = await signCertificate(
-      { serial: newSerial(), issuer: facts.subject, subject: facts.subject, notBefore: now, notAfter: new Date(now.getTime() + 3600_000), spki: facts.spki, extensions: [] },
+      { serial: timeOrderedSerial(), issuer: facts.subject, subject: facts.subject, notBefore: now, notAfter: new Date(now.getTime() + 3600_000), spki: facts.spki, extensions: [] },
       signer,
       "rsa-pss-sha256",
     );
