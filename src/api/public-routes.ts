@@ -85,6 +85,15 @@ const batchAnswer = (issued: z.ZodObject) =>
     bundle_pem: z.string(),
   });
 
+/**
+ * A batch request's refusal, in its place in the answer. A server-side failure (5xx) is not one
+ * request's refusal: it is thrown, and the whole batch answers it as problem+json.
+ */
+function batchRefusal(spiffeId: string, e: unknown): { spiffe_id: string; error: { code: string; detail: string } } {
+  if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
+  return { spiffe_id: spiffeId, error: { code: e.code, detail: e.message } };
+}
+
 /** Who may be attested, refused for the session or its evidence. */
 const ATTESTATION_ERRORS = [
   "session_not_found",
@@ -459,8 +468,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
             federated_bundles: await federatedPem(svid.federatesWith),
           });
         } catch (e) {
-          if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
-          results.push({ spiffe_id: r.spiffe_id, error: { code: e.code, detail: e.message } });
+          results.push(batchRefusal(r.spiffe_id, e));
         }
       }
       return { results, bundle_pem: await bundlePem() };
@@ -494,9 +502,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
           results.push(await jwtAnswer(s.value));
           continue;
         }
-        const e: unknown = s.reason;
-        if (!isHallmarkError(e) || errorSpec(e.code).status >= 500) throw e;
-        results.push({ spiffe_id: body.requests[i]!.spiffe_id, error: { code: e.code, detail: e.message } });
+        results.push(batchRefusal(body.requests[i]!.spiffe_id, s.reason));
       }
       return { results, bundle_pem: await bundlePem() };
     },
