@@ -1,4 +1,4 @@
-import type { HallmarkError } from "../errors.js";
+import { HallmarkError } from "../errors.js";
 import { type FetchedJwt, JWT_BATCH_SIZE } from "../client/node.js";
 
 export interface JwtRequest {
@@ -45,7 +45,7 @@ export class JwtFetchQueue {
 }
 
 function settle(q: Queued, r: FetchedJwt | HallmarkError | undefined): void {
-  if (r === undefined) q.reject(new Error(`no result for ${q.spiffeId}`));
+  if (r === undefined) q.reject(new HallmarkError("unavailable", `the server gave no result for ${q.spiffeId}`));
   else if (r instanceof Error) q.reject(r);
   else q.resolve(r);
 }

@@ -63,5 +63,6 @@ describe("JwtFetchQueue", () => {
     const queue = new JwtFetchQueue(async (requests) => [token(requests[0]!)]);
     const settled = await Promise.allSettled([0, 1].map((i) => queue.fetch(ask(i))));
     expect(settled.map((s) => s.status)).toEqual(["fulfilled", "rejected"]);
+    expect((settled[1] as PromiseRejectedResult).reason).toMatchObject({ code: "unavailable" });
   });
 });
