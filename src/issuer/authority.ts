@@ -107,8 +107,6 @@ const PUBLISHED: ReadonlySet<CaKeyStatus> = new Set(["prepared", "active", "prev
 const ALL_KINDS: readonly CaKeyKind[] = ["x509", "jwt", "wit", "token"];
 /** The replicas' common lock for key steps (an advisory lock on PostgreSQL). */
 const ROTATION_LOCK = "ca-rotation";
-/** Lookups of a recorded key before it is called missing (100 ms, 200 ms, … between them). */
-const RECORDED_KEY_LOOKUPS = 5;
 const DEFAULT_SCHEDULE: RotationSchedule = { prepareAt: 0.5, activateAt: 0.75, checkIntervalSeconds: 60 };
 
 /** The HSM label of a CA key: found again by it after a restart. */
@@ -153,7 +151,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
       const records = await this.o.caKeys.list();
       for (const record of records) {
         if (!PUBLISHED.has(record.status)) continue;
-        const signer = await this.recordedKey(record);
+        const signer = await this.o.keyStore.find(record.label);
+        if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
         if (record.kind === "x509" && !sameKey(signer, record.certificate)) {
           throw new HallmarkError("hsm_key_not_found", `the key labelled '${record.label}' does not match its CA certificate`);
         }
@@ -575,7 +574,8 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
     const before = [...this.loaded.values()].map((k) => `${k.record.id}:${k.record.status}`).sort().join();
     const next = new Map<string, LoadedKey>();
     for (const record of records) {
-      const signer = this.loaded.get(record.id)?.signer ?? (await this.recordedKey(record));
+      const signer = this.loaded.get(record.id)?.signer ?? (await this.o.keyStore.find(record.label));
+      if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
       next.set(record.id, { record, signer });
     }
     this.loaded.clear();
@@ -583,21 +583,6 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
     this.sequence = Math.max(this.sequence, sequence);
     const after = records.map((r) => `${r.id}:${r.status}`).sort().join();
     if (after !== before) for (const l of this.listeners) l();
-  }
-
-  /**
-   * The signer of a key the records name, looked for a few times before it is called missing: a
-   * file-backed token (SoftHSM2) shared by replicas can miss an object for a moment while another
-   * process holds its file (replicas starting together on one token failed to start this way in
-   * CI). A key really missing is still refused, 1.5 s later.
-   */
-  private async recordedKey(record: CaKeyRecord): Promise<Signer> {
-    for (let attempt = 1; ; attempt++) {
-      const signer = await this.o.keyStore.find(record.label);
-      if (signer) return signer;
-      if (attempt >= RECORDED_KEY_LOOKUPS) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
-      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
-    }
   }
 
   private member(id: SpiffeId): SpiffeId {
