@@ -68,7 +68,7 @@ export interface KeyAttributes {
  * session at a time; a session the token dropped is reopened and the operation retried once.
  */
 export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<Pkcs11KeyStore> {
-  const { pkcs11, slot } = await retryingBusyToken(() => openModule(opts.modulePath, opts.tokenLabel));
+  const { pkcs11, slot } = openModule(opts.modulePath, opts.tokenLabel);
   try {
     assertMechanisms(pkcs11, slot, opts.tokenLabel, mechanismNeeds(opts.requiredKeyUses ?? []));
   } catch (e) {
@@ -78,7 +78,7 @@ export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<P
   const size = Math.max(1, opts.sessions ?? 4);
   const sessions: Handle[] = [];
   try {
-    sessions.push(await retryingBusyToken(() => openUserSession(pkcs11, slot, opts.pin)));
+    sessions.push(await loginRetryingBusyToken(() => openUserSession(pkcs11, slot, opts.pin)));
     for (let i = 1; i < size; i++) sessions.push(openUserSession(pkcs11, slot, opts.pin));
     return new Pkcs11KeyStore(pkcs11, slot, opts.pin, sessions, signingModeFor(opts.signing ?? "auto", pkcs11));
   } catch (e) {
@@ -102,15 +102,14 @@ export function signingModeFor(mode: HsmSigningMode, pkcs11: Pkcs11): "async" | 
 }
 
 /**
- * The first touches of a token (finding its slot, the first login), tried again a few times when
- * the token fails them with hsm_error: SoftHSM2's file-backed token can fail a login, or listing
- * the tokens, while another process is writing the token's files (replicas starting together on
- * one token: both seen in CI and local runs). A refused PIN or a missing token is never retried.
+ * The first login, tried again a few times when the token fails it for a reason other than the
+ * PIN: SoftHSM2's file-backed token can fail a login while another process is writing the token's
+ * files (replicas starting together on one token, seen in CI). A refused PIN is never retried.
  */
-export async function retryingBusyToken<T>(touch: () => T, attempts = 5): Promise<T> {
+export async function loginRetryingBusyToken(login: () => Handle, attempts = 5): Promise<Handle> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return touch();
+      return login();
     } catch (e) {
       if (!(e instanceof HallmarkError) || e.code !== "hsm_error" || attempt >= attempts) throw e;
       await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
