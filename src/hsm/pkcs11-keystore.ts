@@ -7,10 +7,14 @@ import {
   type Pkcs11,
   hsmError,
   isPkcs11Error,
+  findTokenSlotReloading,
   openModule,
   openUserSession,
   pkcs11js,
   releaseModule,
+  reloadModule,
+  TOKEN_RELOAD_DELAYS_MS,
+  tokenNotFound,
 } from "./pkcs11-module.js";
 import {
   type KeyStore,
@@ -68,19 +72,25 @@ export interface KeyAttributes {
  * session at a time; a session the token dropped is reopened and the operation retried once.
  */
 export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<Pkcs11KeyStore> {
-  const { pkcs11, slot } = openModule(opts.modulePath, opts.tokenLabel);
+  const { pkcs11, slot: found } = await openModule(opts.modulePath, opts.tokenLabel);
   try {
-    assertMechanisms(pkcs11, slot, opts.tokenLabel, mechanismNeeds(opts.requiredKeyUses ?? []));
+    assertMechanisms(pkcs11, found, opts.tokenLabel, mechanismNeeds(opts.requiredKeyUses ?? []));
   } catch (e) {
     releaseModule(pkcs11);
     throw e;
   }
   const size = Math.max(1, opts.sessions ?? 4);
   const sessions: Handle[] = [];
+  let slot = found;
+  // Between attempts the module is reloaded: the failed login may have left our view stale (reloadModule).
+  const reload = async () => {
+    reloadModule(pkcs11);
+    slot = (await findTokenSlotReloading(pkcs11, opts.tokenLabel, TOKEN_RELOAD_DELAYS_MS)) ?? slot;
+  };
   try {
-    sessions.push(await loginRetryingBusyToken(() => openUserSession(pkcs11, slot, opts.pin)));
+    sessions.push(await loginRetryingBusyToken(() => openUserSession(pkcs11, slot, opts.pin), 5, reload));
     for (let i = 1; i < size; i++) sessions.push(openUserSession(pkcs11, slot, opts.pin));
-    return new Pkcs11KeyStore(pkcs11, slot, opts.pin, sessions, signingModeFor(opts.signing ?? "auto", pkcs11));
+    return new Pkcs11KeyStore(pkcs11, { label: opts.tokenLabel, slot }, opts.pin, sessions, signingModeFor(opts.signing ?? "auto", pkcs11));
   } catch (e) {
     for (const s of sessions) closeQuietly(pkcs11, s);
     releaseModule(pkcs11);
@@ -104,15 +114,17 @@ export function signingModeFor(mode: HsmSigningMode, pkcs11: Pkcs11): "async" | 
 /**
  * The first login, tried again a few times when the token fails it for a reason other than the
  * PIN: SoftHSM2's file-backed token can fail a login while another process is writing the token's
- * files (replicas starting together on one token, seen in CI). A refused PIN is never retried.
+ * files (replicas starting together on one token, seen in CI), and `beforeRetry` may reload the
+ * module's view of it. A refused PIN is never retried.
  */
-export async function loginRetryingBusyToken(login: () => Handle, attempts = 5): Promise<Handle> {
+export async function loginRetryingBusyToken(login: () => Handle, attempts = 5, beforeRetry: () => void | Promise<void> = () => undefined): Promise<Handle> {
   for (let attempt = 1; ; attempt++) {
     try {
       return login();
     } catch (e) {
       if (!(e instanceof HallmarkError) || e.code !== "hsm_error" || attempt >= attempts) throw e;
       await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      await beforeRetry();
     }
   }
 }
@@ -124,10 +136,14 @@ export class Pkcs11KeyStore implements KeyStore {
   private readonly waiters: Array<{ resolve: (s: Handle) => void; reject: (e: Error) => void }> = [];
   private closed = false;
   private reopened = 0;
+  private reloaded = 0;
+  /** The reload under way (see reloadView): concurrent finds share it instead of each draining the pool. */
+  private reloading: Promise<void> | undefined;
 
   constructor(
     private readonly pkcs11: Pkcs11,
-    private readonly slot: Handle,
+    /** The token: its slot is looked up again by label after a reload. */
+    private readonly token: { label: string; slot: Handle },
     private readonly pin: string,
     sessions: Handle[],
     /** How this store signs: "auto" resolved against the module (signingModeFor). */
@@ -140,12 +156,27 @@ export class Pkcs11KeyStore implements KeyStore {
   async generate(label: string, keyType: KeyType): Promise<Signer> {
     if (!KEY_TYPES.includes(keyType)) throw new HallmarkError("hsm_key_type_unsupported", `unsupported key type ${String(keyType)}`);
     // One generation at a time, so two calls for one label cannot both pass the existence check.
-    const result = this.generating.then(() => this.generateNow(label, keyType));
+    const result = this.generating.then(() => this.generateReloading(label, keyType));
     this.generating = result.catch(() => undefined);
     return result;
   }
 
   private generating: Promise<unknown> = Promise.resolve();
+
+  /**
+   * A stale view of the token (reloadModule) refuses to create objects (SoftHSM2 answers
+   * CKR_GENERAL_ERROR), so after a failure of the module the token is read again and the
+   * generation tried once more; its existence check runs again first.
+   */
+  private async generateReloading(label: string, keyType: KeyType): Promise<Signer> {
+    try {
+      return await this.generateNow(label, keyType);
+    } catch (e) {
+      if (!(e instanceof HallmarkError) || e.code !== "hsm_error") throw e;
+      await this.reloadView();
+      return this.generateNow(label, keyType);
+    }
+  }
 
   private async generateNow(label: string, keyType: KeyType): Promise<Signer> {
     return this.withSession("generate a key pair", async (session) => {
@@ -166,8 +197,42 @@ export class Pkcs11KeyStore implements KeyStore {
     });
   }
 
-  async find(label: string): Promise<Signer | undefined> {
-    return this.withSession("find a key", async (session) => this.signerFor(session, label));
+  async find(label: string, o: { recorded?: boolean } = {}): Promise<Signer | undefined> {
+    const lookUp = () => this.withSession("find a key", async (session) => this.signerFor(session, label));
+    const found = await lookUp();
+    if (found || !o.recorded) return found;
+    // Recorded but not shown: our view of the token may be stale (reloadModule), so read it again once.
+    await this.reloadView();
+    return lookUp();
+  }
+
+  /** How many times the module was reloaded: a recorded key not shown, or a key generation failed. */
+  get viewsReloaded(): number {
+    return this.reloaded;
+  }
+
+  /**
+   * Reloads the module (reloadModule) once every session of this store is idle, then opens a
+   * fresh pool: no operation of ours is inside the module while it is finalised.
+   */
+  private reloadView(): Promise<void> {
+    this.reloading ??= (async () => {
+      const held: Handle[] = [];
+      try {
+        for (let n = this.owned.size; held.length < n; ) held.push(await this.acquire());
+        reloadModule(this.pkcs11);
+        this.reloaded++;
+        this.handles.clear();
+        const slot = await findTokenSlotReloading(this.pkcs11, this.token.label, TOKEN_RELOAD_DELAYS_MS);
+        if (!slot) throw tokenNotFound(this.token.label);
+        this.token.slot = slot;
+        for (const [i, old] of held.entries()) held[i] = this.reopen(old);
+      } finally {
+        for (const s of held) this.release(s);
+        this.reloading = undefined;
+      }
+    })();
+    return this.reloading;
   }
 
   async destroy(label: string): Promise<void> {
@@ -362,7 +427,7 @@ export class Pkcs11KeyStore implements KeyStore {
   /** Replaces a session; when that fails the old handle stays pooled, so the next use tries again. */
   private reopen(old: Handle): Handle {
     if (this.closed) throw closedError();
-    const fresh = openUserSession(this.pkcs11, this.slot, this.pin);
+    const fresh = openUserSession(this.pkcs11, this.token.slot, this.pin);
     this.owned.add(fresh);
     this.owned.delete(old);
     closeQuietly(this.pkcs11, old);

@@ -107,21 +107,82 @@ export function findTokenSlot(pkcs11: Pkcs11, tokenLabel: string): Handle | unde
   }
 }
 
-/** acquireModule, then the token by label. */
-export function openModule(modulePath: string, tokenLabel: string): OpenedModule {
+/**
+ * Makes the module read the tokens again from scratch: C_Finalize, then C_Initialize. Every
+ * session of the module in this process closes and the user is logged out; a keystore sharing
+ * the module finds its sessions lost and reopens them.
+ *
+ * Why: SoftHSM2's file-backed token keeps one view of its directory per process. When that
+ * process reads the token's file while another process rewrites it (every C_Login does), the
+ * view is marked invalid and never read again: the token's info fails ("failed to list tokens")
+ * and objects the other process creates never appear, until the module is initialised again.
+ * Replicas or workers starting together on one token hit it (test/hsm/stale-token-view.test.ts
+ * reproduces it).
+ */
+export function reloadModule(pkcs11: Pkcs11): void {
+  try {
+    pkcs11.C_Finalize();
+  } catch {
+    // not initialised: C_Initialize below is what counts
+  }
+  loggedInPins.delete(pkcs11);
+  try {
+    pkcs11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  } catch (e) {
+    if (!isPkcs11Error(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw hsmError(e, "initialise again");
+  }
+}
+
+/**
+ * Waits before each reload when a token that must exist is missing or unreadable (see
+ * reloadModule): the other process may still be writing the token's files, so reloading at once
+ * can read them torn again (seen: three immediate lookups all missed while replicas started).
+ * 1.55 s in all before a token is called missing.
+ */
+export const TOKEN_RELOAD_DELAYS_MS: readonly number[] = [50, 100, 200, 400, 800];
+
+/**
+ * findTokenSlot, except that a token missing or unreadable makes the module reload and look
+ * again, once after each of `delaysMs` (see reloadModule), so a stale view is not taken for a
+ * missing token. Undefined when the token is still missing; the listing's error when it still fails.
+ */
+export async function findTokenSlotReloading(pkcs11: Pkcs11, tokenLabel: string, delaysMs: readonly number[]): Promise<Handle | undefined> {
+  for (let reloads = 0; ; reloads++) {
+    let failure: unknown;
+    try {
+      const slot = findTokenSlot(pkcs11, tokenLabel);
+      if (slot) return slot;
+    } catch (e) {
+      failure = e;
+    }
+    if (reloads >= delaysMs.length) {
+      if (failure) throw failure;
+      return undefined;
+    }
+    if (delaysMs[reloads]! > 0) await new Promise((resolve) => setTimeout(resolve, delaysMs[reloads]));
+    reloadModule(pkcs11);
+  }
+}
+
+/** acquireModule, then the token by label (a token that must exist: see TOKEN_RELOAD_DELAYS_MS). */
+export async function openModule(modulePath: string, tokenLabel: string): Promise<OpenedModule> {
   const pkcs11 = acquireModule(modulePath);
   let slot: Handle | undefined;
   try {
-    slot = findTokenSlot(pkcs11, tokenLabel);
+    slot = await findTokenSlotReloading(pkcs11, tokenLabel, TOKEN_RELOAD_DELAYS_MS);
   } catch (e) {
     releaseModule(pkcs11);
     throw e;
   }
   if (!slot) {
     releaseModule(pkcs11);
-    throw new HallmarkError("hsm_token_not_found", `no PKCS#11 token labelled '${tokenLabel}'`);
+    throw tokenNotFound(tokenLabel);
   }
   return { pkcs11, slot };
+}
+
+export function tokenNotFound(tokenLabel: string): HallmarkError {
+  return new HallmarkError("hsm_token_not_found", `no PKCS#11 token labelled '${tokenLabel}'`);
 }
 
 /**

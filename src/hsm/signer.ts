@@ -46,8 +46,12 @@ export interface StoredKeyObject {
 export interface KeyStore {
   /** Generates a non-extractable, sensitive key pair in the token under `label`. */
   generate(label: string, keyType: KeyType): Promise<Signer>;
-  /** Finds a key pair by label after a restart; undefined when absent. */
-  find(label: string): Promise<Signer | undefined>;
+  /**
+   * Finds a key pair by label after a restart; undefined when absent. `recorded`: the caller's
+   * records say the key exists (another process may have just made it), so a store whose view of
+   * the token can go stale reads the token again before answering undefined.
+   */
+  find(label: string, o?: { recorded?: boolean }): Promise<Signer | undefined>;
   /** Destroys both halves of the key pair under `label` (retired keys), or the one half there is. */
   destroy(label: string): Promise<void>;
   /** Every public and private key object whose label starts with `prefix`, each half on its own (a half pair shows as one). */

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { HallmarkError } from "../errors.js";
-import { type Handle, type Pkcs11, acquireModule, findTokenSlot, hsmError, pkcs11js, releaseModule } from "./pkcs11-module.js";
+import { type Handle, type Pkcs11, acquireModule, findTokenSlot, findTokenSlotReloading, hsmError, pkcs11js, releaseModule } from "./pkcs11-module.js";
 
 const MODULE_CANDIDATES = [
   "/usr/lib/softhsm/libsofthsm2.so",
@@ -53,7 +53,9 @@ export async function ensureSoftHsmToken(opts: SoftHsmTokenOptions): Promise<{ c
 
   const pkcs11 = acquireModule(modulePath);
   try {
-    const found = findTokenSlot(pkcs11, opts.label);
+    // One process (the development server before its workers): reloaded at once, no waiting, as a
+    // missing token is the usual case on a first start.
+    const found = await findTokenSlotReloading(pkcs11, opts.label, [0, 0]);
     if (opts.requiredBecause !== undefined) {
       if (!found) throw tokenMissing(opts.label, tokens, opts.requiredBecause);
     } else {

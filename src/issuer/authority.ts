@@ -151,7 +151,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
       const records = await this.o.caKeys.list();
       for (const record of records) {
         if (!PUBLISHED.has(record.status)) continue;
-        const signer = await this.o.keyStore.find(record.label);
+        const signer = await this.o.keyStore.find(record.label, { recorded: true });
         if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
         if (record.kind === "x509" && !sameKey(signer, record.certificate)) {
           throw new HallmarkError("hsm_key_not_found", `the key labelled '${record.label}' does not match its CA certificate`);
@@ -574,7 +574,7 @@ export class CertificateAuthority implements SvidIssuer, CaAdministration, Acces
     const before = [...this.loaded.values()].map((k) => `${k.record.id}:${k.record.status}`).sort().join();
     const next = new Map<string, LoadedKey>();
     for (const record of records) {
-      const signer = this.loaded.get(record.id)?.signer ?? (await this.o.keyStore.find(record.label));
+      const signer = this.loaded.get(record.id)?.signer ?? (await this.o.keyStore.find(record.label, { recorded: true }));
       if (!signer) throw new HallmarkError("hsm_key_not_found", `the ${record.kind} key '${record.label}' is recorded but not in the KeyStore`);
       next.set(record.id, { record, signer });
     }

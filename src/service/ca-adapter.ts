@@ -67,7 +67,7 @@ async function loadUpstream(config: ServerConfig, keyStore: KeyStore): Promise<U
   if (chain.length === 0) throw new HallmarkError("config_invalid", "ca.upstream.certificateChainFile: no PEM certificates");
   let signer: Signer | undefined;
   if (up.keyFile) signer = loadFileSigner(up.keyFile);
-  else if (up.hsmLabel) signer = await keyStore.find(up.hsmLabel);
+  else if (up.hsmLabel) signer = await keyStore.find(up.hsmLabel, { recorded: true });
   if (!signer) throw new HallmarkError("hsm_key_not_found", `ca.upstream.hsmLabel: no key labelled '${up.hsmLabel}' in the token`);
   return { chain, signer };
 }

@@ -29,7 +29,7 @@ export function logKeyLabel(origin: string): string {
  */
 export async function openLogKey(keyStore: KeyStore, origin: string, hasSigned: boolean): Promise<LogKey> {
   const label = logKeyLabel(origin);
-  let key = await keyStore.find(label);
+  let key = await keyStore.find(label, { recorded: hasSigned });
   if (!key) {
     if (hasSigned) throw tlogError("tlog_key_missing", `the log key '${label}' that signed this log's checkpoints is not in the HSM`);
     key = await keyStore.generate(label, "ed25519");

@@ -1,9 +1,10 @@
-// A separate process (a "restart"): opens the token with the built keystore, finds a key by
-// label, prints its SPKI and a signature over argv[6] so the parent can check both.
+// A separate process (a "restart", or another replica): opens the token with the built keystore,
+// first generates the key when argv[8] is "generate", finds it by label, and prints its SPKI and
+// a signature over argv[7] so the parent can check both.
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-const [confPath, modulePath, tokenLabel, pin, label, message] = process.argv.slice(2);
+const [confPath, modulePath, tokenLabel, pin, label, message, action] = process.argv.slice(2);
 const built = fileURLToPath(new URL("../../dist/src/hsm/pkcs11-keystore.js", import.meta.url));
 if (!existsSync(built)) {
   console.error(`no build at ${built}`);
@@ -13,6 +14,7 @@ process.env.SOFTHSM2_CONF = confPath;
 const { openPkcs11KeyStore } = await import(built);
 const ks = await openPkcs11KeyStore({ modulePath, tokenLabel, pin, sessions: 1 });
 try {
+  if (action === "generate") await ks.generate(label, "ec-p384");
   const signer = await ks.find(label);
   if (!signer) {
     console.log(JSON.stringify({ found: false }));

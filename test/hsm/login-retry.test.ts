@@ -10,8 +10,13 @@ it("tries a failed login again, up to its bound, but never a refused PIN", async
     if (calls <= 2) throw new HallmarkError("hsm_error", "the HSM failed to log in");
     return Buffer.from([1]);
   };
-  expect(await loginRetryingBusyToken(busyTwice)).toEqual(Buffer.from([1]));
+  let reloads = 0;
+  expect(await loginRetryingBusyToken(busyTwice, 5, () => {
+    reloads++;
+  })).toEqual(Buffer.from([1]));
   expect(calls).toBe(3);
+  // Before each retry, not before the first attempt nor after the success.
+  expect(reloads).toBe(2);
 
   let pinCalls = 0;
   const refused = () => {
