@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import type { KeyStore } from "../hsm/signer.js";
+import { HallmarkError } from "../errors.js";
+import type { KeyStore, Signer } from "../hsm/signer.js";
 import { tlogError } from "./errors.js";
 import { type NoteSigner, type NoteVerifier, ed25519NoteSigner, ed25519NoteVerifier, ed25519VerifierKey } from "./note.js";
 
@@ -32,7 +33,7 @@ export async function openLogKey(keyStore: KeyStore, origin: string, hasSigned: 
   let key = await keyStore.find(label, { recorded: hasSigned });
   if (!key) {
     if (hasSigned) throw tlogError("tlog_key_missing", `the log key '${label}' that signed this log's checkpoints is not in the HSM`);
-    key = await keyStore.generate(label, "ed25519");
+    key = await generateOrFindMadeElsewhere(keyStore, label);
   }
   if (key.keyType !== "ed25519") throw tlogError("tlog_key_invalid", `the HSM key '${label}' is ${key.keyType}, not Ed25519`);
   return {
@@ -41,4 +42,21 @@ export async function openLogKey(keyStore: KeyStore, origin: string, hasSigned: 
     verifierKey: ed25519VerifierKey(origin, key.publicKey),
     label,
   };
+}
+
+/**
+ * Generates the log key, unless another process made it since our lookup: a replica that made
+ * it before signing anything leaves no record saying so, and a stale view of the token (see
+ * reloadModule) may not have shown it. The keystore's existence check, run again on a fresh view,
+ * then says hsm_key_exists, and the key found is the one to use: never a second key of one label.
+ */
+async function generateOrFindMadeElsewhere(keyStore: KeyStore, label: string): Promise<Signer> {
+  try {
+    return await keyStore.generate(label, "ed25519");
+  } catch (e) {
+    if (!(e instanceof HallmarkError) || e.code !== "hsm_key_exists") throw e;
+    const made = await keyStore.find(label, { recorded: true });
+    if (!made) throw e;
+    return made;
+  }
 }

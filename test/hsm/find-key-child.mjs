@@ -1,6 +1,6 @@
 // A separate process (a "restart", or another replica): opens the token with the built keystore,
-// first generates the key when argv[8] is "generate", finds it by label, and prints its SPKI and
-// a signature over argv[7] so the parent can check both.
+// first generates the key when argv[8] is "generate" (P-384) or "generate-ed25519", finds it by
+// label, and prints its SPKI and a signature over argv[7] so the parent can check both.
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
@@ -15,11 +15,12 @@ const { openPkcs11KeyStore } = await import(built);
 const ks = await openPkcs11KeyStore({ modulePath, tokenLabel, pin, sessions: 1 });
 try {
   if (action === "generate") await ks.generate(label, "ec-p384");
+  if (action === "generate-ed25519") await ks.generate(label, "ed25519");
   const signer = await ks.find(label);
   if (!signer) {
     console.log(JSON.stringify({ found: false }));
   } else {
-    const sig = await signer.sign(Buffer.from(message), "ecdsa-sha384");
+    const sig = await signer.sign(Buffer.from(message), signer.keyType === "ed25519" ? "ed25519" : "ecdsa-sha384");
     const spki = signer.publicKey.export({ type: "spki", format: "der" }).toString("base64");
     console.log(JSON.stringify({ found: true, keyType: signer.keyType, spki, sig: Buffer.from(sig).toString("base64") }));
   }

@@ -7,6 +7,7 @@ import { verify } from "node:crypto";
 import { type Pkcs11, acquireModule, findTokenSlot, releaseModule } from "../../src/hsm/pkcs11-module.js";
 import { openPkcs11KeyStore, type Pkcs11KeyStore } from "../../src/hsm/pkcs11-keystore.js";
 import { ensureSoftHsmToken } from "../../src/hsm/softhsm.js";
+import { logKeyLabel, openLogKey } from "../../src/transparency/log-key.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -63,7 +64,7 @@ function tearTheView(): void {
 }
 
 /** Another process generates (or finds) `label` with the built keystore; its SPKI and a signature. */
-function inAnotherProcess(label: string, action: "generate" | "find"): { found: boolean; spki: string; sig: string } {
+function inAnotherProcess(label: string, action: "generate" | "generate-ed25519" | "find"): { found: boolean; spki: string; sig: string } {
   const script = fileURLToPath(new URL("./find-key-child.mjs", import.meta.url));
   const out = execFileSync(process.execPath, [script, confPath, modulePath, LABEL, PIN, label, "from the other process", action], { encoding: "utf8" });
   return JSON.parse(out) as { found: boolean; spki: string; sig: string };
@@ -110,6 +111,19 @@ describe("a stale SoftHSM2 view of the token", () => {
     const elsewhere = inAnotherProcess("made-in-stale-view", "find");
     expect(elsewhere.found).toBe(true);
     expect(elsewhere.spki).toBe(spkiOf(made.publicKey));
+  });
+
+  it("the transparency log key another process made before signing is used, not made a second time", async () => {
+    const origin = "example.org/stale-view-log";
+    tearTheView();
+    const made = inAnotherProcess(logKeyLabel(origin), "generate-ed25519");
+    // Nothing signed yet: no record says the key exists, and the stale view does not show it.
+    const key = await openLogKey(ks!, origin, false);
+    expect(spkiOf((await ks!.find(key.label))!.publicKey)).toBe(made.spki);
+    // Its verifier key (what GET /log/key serves) carries the other process's public key.
+    const raw = Buffer.from(made.spki, "base64").subarray(-32);
+    expect(key.verifierKey.endsWith(Buffer.concat([Buffer.from([1]), raw]).toString("base64"))).toBe(true);
+    expect((await ks!.listKeyObjects(key.label)).map((o) => o.objectClass)).toEqual(["private-key", "public-key"]);
   });
 
   it("a keystore opened while the process's view is stale reloads the module instead of calling the token missing", async () => {
