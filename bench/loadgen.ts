@@ -17,6 +17,8 @@ export interface LoadResult {
   seconds: number;
   /** The named server process's utime+stime over the window. */
   cpuSeconds: number;
+  /** Its stime alone: the kernel's share (system calls; on loopback the receiving side's TCP work too). */
+  sysCpuSeconds: number;
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
@@ -123,6 +125,7 @@ export async function runLoad(bin: string, t: LoadTarget, o: { conns: number; se
     ...(j.first_error ? { firstError: String(j.first_error) } : {}),
     seconds: n("seconds"),
     cpuSeconds: n("cpu_seconds"),
+    sysCpuSeconds: n("sys_cpu_seconds"),
     p50Ms: n("p50_ms"),
     p99Ms: n("p99_ms"),
     maxMs: n("max_ms"),

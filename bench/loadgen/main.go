@@ -36,6 +36,9 @@ type result struct {
 	FirstError string  `json:"first_error,omitempty"`
 	Seconds    float64 `json:"seconds"`
 	CPUSeconds float64 `json:"cpu_seconds"`
+	// The kernel's share of CPUSeconds (stime): system calls, and on loopback the TCP stack's
+	// work for the receiving side too, and the wake-ups of the load generator.
+	SysCPUSeconds float64 `json:"sys_cpu_seconds"`
 	P50Ms      float64 `json:"p50_ms"`
 	P99Ms      float64 `json:"p99_ms"`
 	MaxMs      float64 `json:"max_ms"`
@@ -46,17 +49,20 @@ type result struct {
 	Conns      int   `json:"conns"`
 }
 
-// cpuSeconds is the CPU of the server process and of its children, recursively: a server with
-// `--workers N` is a primary and N worker processes, and all of their CPU is the server's.
-func cpuSeconds(pid int) float64 {
+// cpuSeconds is the CPU (utime+stime, and stime alone) of the server process and of its
+// children, recursively: a server with `--workers N` is a primary and N worker processes, and all
+// of their CPU is the server's.
+func cpuSeconds(pid int) (total, sys float64) {
 	if pid <= 0 {
-		return 0
+		return 0, 0
 	}
-	total := ownCPUSeconds(pid)
+	total, sys = ownCPUSeconds(pid)
 	for _, child := range childrenOf(pid) {
-		total += cpuSeconds(child)
+		t, k := cpuSeconds(child)
+		total += t
+		sys += k
 	}
-	return total
+	return total, sys
 }
 
 // childrenOf lists a process's live children from /proc/PID/task/*/children (Linux 3.5+).
@@ -77,16 +83,16 @@ func childrenOf(pid int) []int {
 	return out
 }
 
-func ownCPUSeconds(pid int) float64 {
+func ownCPUSeconds(pid int) (total, sys float64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndex(s, ")")+2:])
 	u, _ := strconv.ParseFloat(fields[11], 64)
 	k, _ := strconv.ParseFloat(fields[12], 64)
-	return (u + k) / 100 // USER_HZ is 100 on Linux
+	return (u + k) / 100, k / 100 // USER_HZ is 100 on Linux
 }
 
 func readBodies(path string) [][]byte {
@@ -198,7 +204,7 @@ func main() {
 
 	perConn := make([]int64, *conns)
 	lat := make([][]float64, *conns)
-	cpu0 := cpuSeconds(*pid)
+	cpu0, sys0 := cpuSeconds(*pid)
 	start := time.Now()
 	end := start.Add(time.Duration(*seconds * float64(time.Second)))
 	var wg sync.WaitGroup
@@ -237,10 +243,10 @@ func main() {
 	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
-	cpu := cpuSeconds(*pid) - cpu0
+	cpu1, sys1 := cpuSeconds(*pid)
 
 	var all []float64
-	r := result{Seconds: elapsed, CPUSeconds: cpu, Errors: errors, Conns: *conns, MinPerConn: -1}
+	r := result{Seconds: elapsed, CPUSeconds: cpu1 - cpu0, SysCPUSeconds: sys1 - sys0, Errors: errors, Conns: *conns, MinPerConn: -1}
 	for i, l := range lat {
 		all = append(all, l...)
 		if r.MinPerConn < 0 || perConn[i] < r.MinPerConn {
