@@ -150,8 +150,9 @@ export async function run(): Promise<void> {
     }
 
     // The floor under every signature, on the server's own token: pkcs11js C_SignInit + C_Sign in
-    // a tight loop (one thread, so time is CPU) with a session key and with a token-resident key
-    // like the server's, whose every use SoftHSM2 checks against the token's files.
+    // a tight loop (one thread, so time is CPU) with a session key, like the session copies the
+    // server signs with on SoftHSM2, and with a token-resident key, whose every use SoftHSM2
+    // checks against the token's files.
     const softhsm = join(dataDir, "softhsm");
     const hsm = { softhsmConf: join(softhsm, "softhsm2.conf"), tokenLabel: "hallmark", pin: readFileSync(join(softhsm, "user.pin"), "utf8").trim(), seconds: 2 };
     const rawSign = { session: await rawSignRate(hsm), token: await rawSignRate({ ...hsm, tokenResident: true }) };
@@ -303,9 +304,10 @@ function table(
   const base = msPer(sum(by("x509")!.results));
   const signMs = { session: 1000 / signsPerSecond.session, token: 1000 / signsPerSecond.token };
   const healthz = by("healthz");
-  const floor = healthz ? `; floor = TLS+HTTP + one token-key sign = ${fmt(msPer(sum(healthz.results)) + signMs.token)} ms` : "";
+  // The server signs with session copies of its keys on SoftHSM2 (Pkcs11KeyStoreOptions.sessionCopies): a session-key signature.
+  const floor = healthz ? `; floor = TLS+HTTP + one session-key sign = ${fmt(msPer(sum(healthz.results)) + signMs.session)} ms` : "";
   const rows: string[][] = [
-    ["Baseline: raw HSM sign on the server's token (C_SignInit + C_Sign, one thread)", `token-resident key ${fmt(signMs.token)} ms`, `session key ${fmt(signMs.session)} ms`],
+    ["Baseline: raw HSM sign on the server's token (C_SignInit + C_Sign, one thread)", `session key ${fmt(signMs.session)} ms (what the server signs with)`, `token-resident key ${fmt(signMs.token)} ms`],
     ["X.509-SVID issuance, server CPU per request (16 connections)", cpuCell(by("x509")), `cfssl serve, mTLS, with DB: ${cpuCell(by("cfssl-db"))}; without DB: ${cpuCell(by("cfssl"))}`],
     ...(by("x509-workers2")
       ? [[
@@ -339,7 +341,7 @@ function table(
     ...JWT_BATCHES.filter((n) => by(`jwt-batch${n}`)).map((n) => [
       `JWT-SVID issuance, ${n} per request (POST /v1/svids/jwt/batch), server CPU per token`,
       cpuCell(by(`jwt-batch${n}`), n),
-      `goal < 0.15 ms; one token-key sign = ${fmt(signMs.token)} ms`,
+      `goal < 0.15 ms; one session-key sign = ${fmt(signMs.session)} ms`,
     ]),
     ["GET /healthz on the same mTLS connections (TLS + HTTP floor)", cpuCell(by("healthz")), "what every request costs before any work"],
     ...phases

@@ -73,9 +73,11 @@ export const serverConfigSchema = z
          * thread hop, async for other modules, which may wait on a device or a network.
          */
         signing: z.enum(["auto", "sync", "async"]).default("auto"),
+        /** Sign with session copies of the token keys: auto = on for SoftHSM2, off for any other module (Pkcs11KeyStoreOptions.sessionCopies). */
+        sessionCopies: z.enum(["auto", "on", "off"]).default("auto"),
       })
       .strict()
-      .default({ tokenLabel: "hallmark", pinEnv: "HALLMARK_HSM_PIN", softhsmAutoInit: true, sessions: 4, signing: "auto" }),
+      .default({ tokenLabel: "hallmark", pinEnv: "HALLMARK_HSM_PIN", softhsmAutoInit: true, sessions: 4, signing: "auto", sessionCopies: "auto" }),
     /**
      * The datastore. sqlite (default): one file, <dataDir>/hallmark.db. postgres: a shared
      * PostgreSQL database (several replicas may use it); `url` is required then, and a url alone

@@ -41,6 +41,13 @@ export interface Pkcs11KeyStoreOptions {
    * other module. See signingModeFor.
    */
   signing?: HsmSigningMode;
+  /**
+   * Sign with a session copy of each token key (C_CopyObject with CKA_TOKEN false, made once per
+   * key and process; as sensitive and unextractable as the token key, since PKCS#11 lets a copy
+   * only tighten those): SoftHSM2 checks a token object's files on every C_SignInit, a session
+   * object's not. Default: on for SoftHSM2, off for any other module. See sessionCopiesFor.
+   */
+  sessionCopies?: boolean;
   /** The keys the configuration will generate and sign with: the token must offer their mechanisms (hsm_mechanism_missing). */
   requiredKeyUses?: readonly KeyUse[] | undefined;
 }
@@ -90,7 +97,8 @@ export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<P
   try {
     sessions.push(await loginRetryingBusyToken(() => openUserSession(pkcs11, slot, opts.pin), 5, reload));
     for (let i = 1; i < size; i++) sessions.push(openUserSession(pkcs11, slot, opts.pin));
-    return new Pkcs11KeyStore(pkcs11, { label: opts.tokenLabel, slot }, opts.pin, sessions, signingModeFor(opts.signing ?? "auto", pkcs11));
+    const mode = { signing: signingModeFor(opts.signing ?? "auto", pkcs11), sessionCopies: opts.sessionCopies ?? isSoftHsm(pkcs11) };
+    return new Pkcs11KeyStore(pkcs11, { label: opts.tokenLabel, slot }, opts.pin, sessions, mode);
   } catch (e) {
     for (const s of sessions) closeQuietly(pkcs11, s);
     releaseModule(pkcs11);
@@ -108,8 +116,10 @@ export type HsmSigningMode = "auto" | "async" | "sync";
  */
 export function signingModeFor(mode: HsmSigningMode, pkcs11: Pkcs11): "async" | "sync" {
   if (mode !== "auto") return mode;
-  return pkcs11.C_GetInfo().manufacturerID.trim() === "SoftHSM" ? "sync" : "async";
+  return isSoftHsm(pkcs11) ? "sync" : "async";
 }
+
+const isSoftHsm = (pkcs11: Pkcs11) => pkcs11.C_GetInfo().manufacturerID.trim() === "SoftHSM";
 
 /**
  * The first login, tried again a few times when the token fails it for a reason other than the
@@ -146,11 +156,21 @@ export class Pkcs11KeyStore implements KeyStore {
     private readonly token: { label: string; slot: Handle },
     private readonly pin: string,
     sessions: Handle[],
-    /** How this store signs: "auto" resolved against the module (signingModeFor). */
-    readonly signing: "async" | "sync",
+    /** How this store signs: "auto" resolved against the module (signingModeFor), and with what (sessionCopies). */
+    private readonly mode: { signing: "async" | "sync"; sessionCopies: boolean },
   ) {
     this.idle = [...sessions];
     this.owned = new Set(sessions);
+  }
+
+  /** How this store signs: "auto" resolved against the module (signingModeFor). */
+  get signing(): "async" | "sync" {
+    return this.mode.signing;
+  }
+
+  /** Whether it signs with session copies of the token keys (see Pkcs11KeyStoreOptions.sessionCopies). */
+  get sessionCopies(): boolean {
+    return this.mode.sessionCopies;
   }
 
   async generate(label: string, keyType: KeyType): Promise<Signer> {
@@ -236,8 +256,10 @@ export class Pkcs11KeyStore implements KeyStore {
   }
 
   async destroy(label: string): Promise<void> {
+    const copy = this.mode.sessionCopies ? this.handles.get(label) : undefined;
     this.handles.delete(label);
     await this.withSession("destroy a key", async (session) => {
+      if (copy) destroyQuietly(this.pkcs11, session, copy);
       for (const cls of [pkcs11js.CKO_PRIVATE_KEY, pkcs11js.CKO_PUBLIC_KEY]) {
         const h = this.findObject(session, cls, label);
         if (h) this.pkcs11.C_DestroyObject(session, h);
@@ -267,10 +289,14 @@ export class Pkcs11KeyStore implements KeyStore {
     return this.withSession("count unlabelled objects", async (session) => this.findAll(session, [{ type: pkcs11js.CKA_LABEL, value: Buffer.alloc(0) }]).length);
   }
 
-  /** The private key's protection attributes, read back from the token (tests assert them). */
-  async describeKey(label: string): Promise<KeyAttributes> {
+  /**
+   * The private key's protection attributes, read back from the token (tests assert them); with
+   * `signingHandle`, those of the handle signatures are made with (its session copy, see
+   * sessionCopies), made first if need be.
+   */
+  async describeKey(label: string, o: { signingHandle?: boolean } = {}): Promise<KeyAttributes> {
     return this.withSession("read key attributes", async (session) => {
-      const h = this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label);
+      const h = o.signingHandle ? this.cachedPrivateHandle(session, label) : this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label);
       if (!h) throw new HallmarkError("hsm_key_not_found", `no key labelled '${label}'`);
       const attrs = this.pkcs11.C_GetAttributeValue(session, h, [
         { type: pkcs11js.CKA_SENSITIVE },
@@ -359,11 +385,17 @@ export class Pkcs11KeyStore implements KeyStore {
 
   private readonly handles = new Map<string, Handle>();
 
+  /**
+   * The handle signWith signs with: the token key, or its session copy (sessionCopies), made in
+   * `session` and gone with it; signing with a copy whose session closed fails with
+   * CKR_OBJECT_HANDLE_INVALID, a lost-session error, after which the handles are found again.
+   */
   private cachedPrivateHandle(session: Handle, label: string): Handle {
     let h = this.handles.get(label);
     if (!h) {
-      h = this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label);
-      if (!h) throw new HallmarkError("hsm_key_not_found", `no key labelled '${label}' in the token`);
+      const key = this.findObject(session, pkcs11js.CKO_PRIVATE_KEY, label);
+      if (!key) throw new HallmarkError("hsm_key_not_found", `no key labelled '${label}' in the token`);
+      h = this.mode.sessionCopies ? this.pkcs11.C_CopyObject(session, key, [{ type: pkcs11js.CKA_TOKEN, value: false }]) : key;
       this.handles.set(label, h);
     }
     return h;
@@ -373,6 +405,7 @@ export class Pkcs11KeyStore implements KeyStore {
     this.pkcs11.C_FindObjectsInit(session, [
       { type: pkcs11js.CKA_CLASS, value: cls },
       { type: pkcs11js.CKA_LABEL, value: label },
+      { type: pkcs11js.CKA_TOKEN, value: true },
     ]);
     try {
       const found = this.pkcs11.C_FindObjects(session, 2);
@@ -383,8 +416,9 @@ export class Pkcs11KeyStore implements KeyStore {
     }
   }
 
+  /** Token objects only: the session copies of our keys (sessionCopies) are not the token's keys. */
   private findAll(session: Handle, template: pkcs11js.Template): Handle[] {
-    this.pkcs11.C_FindObjectsInit(session, template);
+    this.pkcs11.C_FindObjectsInit(session, [...template, { type: pkcs11js.CKA_TOKEN, value: true }]);
     try {
       const all: Handle[] = [];
       for (let batch = this.pkcs11.C_FindObjects(session, 64); batch.length > 0; batch = this.pkcs11.C_FindObjects(session, 64)) all.push(...batch);
@@ -467,6 +501,14 @@ class Pkcs11Signer implements Signer {
 
 function closedError(): HallmarkError {
   return new HallmarkError("hsm_unavailable", "the HSM connection is closed");
+}
+
+function destroyQuietly(pkcs11: Pkcs11, session: Handle, object: Handle): void {
+  try {
+    pkcs11.C_DestroyObject(session, object);
+  } catch {
+    // a session copy already gone with its session: nothing left to destroy
+  }
 }
 
 function closeQuietly(pkcs11: Pkcs11, session: Handle): void {

@@ -307,5 +307,6 @@ async function openHsm(config: ServerConfig, log: Logger, store: Store): Promise
   if (!pin) {
     throw new HallmarkError("config_invalid", `no HSM PIN: set hsm.pinFile or the ${hsm.pinEnv} environment variable`);
   }
-  return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions, signing: hsm.signing, requiredKeyUses: hsmKeyUses(config) });
+  const sessionCopies = hsm.sessionCopies === "auto" ? undefined : hsm.sessionCopies === "on";
+  return openPkcs11KeyStore({ modulePath, tokenLabel: hsm.tokenLabel, pin, sessions: hsm.sessions, signing: hsm.signing, sessionCopies, requiredKeyUses: hsmKeyUses(config) });
 }

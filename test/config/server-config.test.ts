@@ -60,6 +60,12 @@ describe("server configuration", () => {
     );
   });
 
+  it("signs with session copies of the HSM keys as the module suits (auto) unless told on or off", () => {
+    expect(loadServerConfig({}, {}).hsm.sessionCopies).toBe("auto");
+    expect(loadServerConfig({ config: file("sc.yaml", "hsm:\n  sessionCopies: off\n") }, {}).hsm.sessionCopies).toBe("off");
+    expect(() => loadServerConfig({ config: file("sd.yaml", "hsm:\n  sessionCopies: sometimes\n") }, {})).toThrowError(/hsm\.sessionCopies: /);
+  });
+
   it("groups audit appends by default (window 0, batches of 256), keeps the other default when one is set, and bounds both", () => {
     expect(loadServerConfig({}, {}).audit).toEqual({ tailCheckRecords: 1000, groupCommit: { maxBatch: 256, maxDelayMs: 0 } });
     expect(loadServerConfig({ config: file("g.yaml", "audit:\n  groupCommit: { maxDelayMs: 1.5 }\n") }, {}).audit.groupCommit).toEqual({ maxBatch: 256, maxDelayMs: 1.5 });

@@ -234,7 +234,7 @@ describe("the development-default notice", () => {
   });
 
   it("is not due with a real PKCS#11 module configured", () => {
-    const hsm = { tokenLabel: "t", pinEnv: "P", softhsmAutoInit: true, sessions: 1, signing: "auto" as const };
+    const hsm = { tokenLabel: "t", pinEnv: "P", softhsmAutoInit: true, sessions: 1, signing: "auto" as const, sessionCopies: "auto" as const };
     expect(softHsmAutoInitInUse({ hsm })).toBe(true);
     expect(softHsmAutoInitInUse({ hsm: { ...hsm, modulePath: "/opt/hsm/lib.so" } })).toBe(false);
     expect(softHsmAutoInitInUse({ hsm: { ...hsm, softhsmAutoInit: false } })).toBe(false);

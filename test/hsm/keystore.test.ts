@@ -47,6 +47,33 @@ function verifies(signer: Signer, scheme: SignatureScheme, data: Uint8Array, sig
   return verify(v.hash, data, v.key, sig);
 }
 
+/**
+ * Private-key session objects labelled `label` in this process, looked up on a session of our
+ * own (session objects are visible to every session of the application that made them).
+ */
+function sessionCopiesLabelled(label: string): number {
+  const p11 = new pkcs11js.PKCS11();
+  p11.load(modulePath);
+  try {
+    const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trim() === "test")!;
+    const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+    try {
+      p11.C_FindObjectsInit(session, [
+        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+        { type: pkcs11js.CKA_LABEL, value: label },
+        { type: pkcs11js.CKA_TOKEN, value: false },
+      ]);
+      const found = p11.C_FindObjects(session, 8).length;
+      p11.C_FindObjectsFinal(session);
+      return found;
+    } finally {
+      p11.C_CloseSession(session);
+    }
+  } finally {
+    p11.close();
+  }
+}
+
 const ALL_SCHEMES: SignatureScheme[] = ["ecdsa-sha256", "ecdsa-sha384", "rsa-pkcs1-sha256", "rsa-pkcs1-sha384", "rsa-pss-sha256", "rsa-pss-sha384"];
 const CASES: Array<[KeyType, { size: number; curve?: string; bits?: number }]> = [
   ["ec-p256", { size: 64, curve: "prime256v1" }],
@@ -119,6 +146,50 @@ describe("PKCS#11 keystore on SoftHSM2", () => {
       token: true,
       valueReadable: false,
     });
+  });
+
+  it.each(CASES)("signs with a session copy of the %s key that is as protected as the token key, and not a second token key", async (keyType) => {
+    expect(ks.sessionCopies).toBe(true);
+    expect(await ks.describeKey(`k-${keyType}`, { signingHandle: true })).toEqual({
+      sensitive: true,
+      extractable: false,
+      neverExtractable: true,
+      alwaysSensitive: true,
+      token: false,
+      valueReadable: false,
+    });
+    // The copy is no token object: a lookup by label, the listing and reconciliation see one key.
+    expect((await ks.listKeyObjects(`k-${keyType}`)).map((o) => o.objectClass)).toEqual(["private-key", "public-key"]);
+  });
+
+  it("with session copies off, signs with the token key itself", async () => {
+    const direct = await openPkcs11KeyStore({ modulePath, tokenLabel: "test", pin: PIN, sessions: 1, sessionCopies: false });
+    try {
+      expect(direct.sessionCopies).toBe(false);
+      expect(await direct.describeKey("k-ec-p256", { signingHandle: true })).toMatchObject({ token: true, sensitive: true, extractable: false });
+      const signer = (await direct.find("k-ec-p256"))!;
+      expect(verifies(signer, "ecdsa-sha256", Buffer.from("direct"), await signer.sign(Buffer.from("direct"), "ecdsa-sha256"))).toBe(true);
+    } finally {
+      await direct.close();
+    }
+  });
+
+  it("a session copy gone with its session is made again; a destroyed key's copy no longer signs", async () => {
+    const signer = (await ks.find("k-ec-p256"))!;
+    const sign = () => signer.sign(Buffer.from("copy"), "ecdsa-sha256");
+    expect(verifies(signer, "ecdsa-sha256", Buffer.from("copy"), await sign())).toBe(true);
+    const reopenedBefore = ks.sessionsReopened;
+    // Every idle session closed: the copies made in them are gone with them.
+    expect(ks.dropIdleSessionsForTest()).toBeGreaterThan(0);
+    expect(verifies(signer, "ecdsa-sha256", Buffer.from("copy"), await sign())).toBe(true);
+    expect(ks.sessionsReopened).toBeGreaterThan(reopenedBefore);
+
+    const doomed = await ks.generate("copy-destroyed", "ec-p256");
+    await doomed.sign(Buffer.from("x"), "ecdsa-sha256");
+    expect(sessionCopiesLabelled("copy-destroyed")).toBe(1);
+    await ks.destroy("copy-destroyed");
+    expect(sessionCopiesLabelled("copy-destroyed")).toBe(0);
+    await expect(doomed.sign(Buffer.from("x"), "ecdsa-sha256")).rejects.toMatchObject({ code: "hsm_key_not_found" });
   });
 
   it("describeKey reads the token, not constants: a key made sensitive=false, extractable=true shows it", async () => {
