@@ -9,7 +9,7 @@ import { commandHelp } from "../../src/cli/help.js";
 import { serverCommand } from "../../src/cli/server-command.js";
 import { ENV_OVERRIDES } from "../../src/config/server.js";
 import { softHsmAutoInitInUse } from "../../src/server/dev-notice.js";
-import { type CliResult, cliUnreachableByOthers, run, runCli } from "../helpers/cli.js";
+import { type CliResult, otherUserCliUnavailable, run, runCli } from "../helpers/cli.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -191,9 +191,9 @@ describe("errors an operator makes", () => {
     });
 
     it("says who may administer when the socket is not the caller's", async (ctx) => {
-      const unreachable = process.getuid?.() === 0 ? cliUnreachableByOthers() : undefined;
-      if (unreachable) {
-        console.warn(`skipping: ${unreachable}`);
+      const unavailable = process.getuid?.() === 0 ? otherUserCliUnavailable() : undefined;
+      if (unavailable) {
+        console.warn(`skipping: ${unavailable}`);
         ctx.skip();
       }
       const dir = join(work.path, "not-mine");
@@ -206,9 +206,8 @@ describe("errors an operator makes", () => {
       // root opens any socket: run the CLI as nobody; anyone else is denied a mode-000 socket.
       const asRoot = process.getuid?.() === 0;
       if (!asRoot) chmodSync(socket, 0);
-      const bin = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
       const args = ["entry", "list", "--admin-socket", socket];
-      const r = asRoot ? await run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, bin, ...args]) : await runCli(args);
+      const r = await runCli(args, {}, asRoot ? { uid: 65534, gid: 65534 } : {});
       expect(r.code, r.stderr).toBe(1);
       expect(r.stderr).toMatch(/^hallmark: admin_required: permission denied on the admin socket .*: only the user the server runs as may administer it/);
     });

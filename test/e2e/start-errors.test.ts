@@ -3,7 +3,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { cliUnreachableByOthers, runCli } from "../helpers/cli.js";
+import { otherUserCliUnavailable, runCli } from "../helpers/cli.js";
 import { tempDir } from "../helpers/tmp.js";
 
 /**
@@ -17,7 +17,6 @@ afterAll(() => tmp.remove());
 const BIN = fileURLToPath(new URL("../../bin/hallmark.js", import.meta.url));
 const QUIET = { HALLMARK_LOG_LEVEL: "silent" };
 const NOBODY = 65534;
-const isRoot = process.getuid?.() === 0;
 
 const serve = (dataDir: string, as: { uid?: number; gid?: number } = {}) =>
   runCli(["server", "--data-dir", dataDir, "--listen", "127.0.0.1:0"], QUIET, as);
@@ -80,13 +79,9 @@ describe("start-up errors name the file and the reason", () => {
   });
 
   it("as another user: a database it may not open, one it may only read, and a data directory it may only read", async (ctx) => {
-    if (!isRoot) {
-      console.warn("skipping: needs root to run the server as uid nobody");
-      ctx.skip();
-    }
-    const unreachable = cliUnreachableByOthers();
-    if (unreachable) {
-      console.warn(`skipping: ${unreachable}`);
+    const unavailable = otherUserCliUnavailable();
+    if (unavailable) {
+      console.warn(`skipping: ${unavailable}`);
       ctx.skip();
     }
     const as = { uid: NOBODY, gid: NOBODY };
