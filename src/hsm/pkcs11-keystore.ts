@@ -7,14 +7,11 @@ import {
   type Pkcs11,
   hsmError,
   isPkcs11Error,
-  findTokenSlotReloading,
   openModule,
   openUserSession,
   pkcs11js,
   releaseModule,
-  reloadModule,
-  TOKEN_RELOAD_DELAYS_MS,
-  tokenNotFound,
+  reloadToken,
 } from "./pkcs11-module.js";
 import {
   type KeyStore,
@@ -45,7 +42,7 @@ export interface Pkcs11KeyStoreOptions {
    * Sign with a session copy of each token key (C_CopyObject with CKA_TOKEN false, made once per
    * key and process; as sensitive and unextractable as the token key, since PKCS#11 lets a copy
    * only tighten those): SoftHSM2 checks a token object's files on every C_SignInit, a session
-   * object's not. Default: on for SoftHSM2, off for any other module. See sessionCopiesFor.
+   * object's not. Default: on for SoftHSM2, off for any other module, whose keys may not be copyable.
    */
   sessionCopies?: boolean;
   /** The keys the configuration will generate and sign with: the token must offer their mechanisms (hsm_mechanism_missing). */
@@ -91,8 +88,7 @@ export async function openPkcs11KeyStore(opts: Pkcs11KeyStoreOptions): Promise<P
   let slot = found;
   // Between attempts the module is reloaded: the failed login may have left our view stale (reloadModule).
   const reload = async () => {
-    reloadModule(pkcs11);
-    slot = (await findTokenSlotReloading(pkcs11, opts.tokenLabel, TOKEN_RELOAD_DELAYS_MS)) ?? slot;
+    slot = await reloadToken(pkcs11, opts.tokenLabel);
   };
   try {
     sessions.push(await loginRetryingBusyToken(() => openUserSession(pkcs11, slot, opts.pin), 5, reload));
@@ -240,12 +236,9 @@ export class Pkcs11KeyStore implements KeyStore {
       const held: Handle[] = [];
       try {
         for (let n = this.owned.size; held.length < n; ) held.push(await this.acquire());
-        reloadModule(this.pkcs11);
         this.reloaded++;
         this.handles.clear();
-        const slot = await findTokenSlotReloading(this.pkcs11, this.token.label, TOKEN_RELOAD_DELAYS_MS);
-        if (!slot) throw tokenNotFound(this.token.label);
-        this.token.slot = slot;
+        this.token.slot = await reloadToken(this.pkcs11, this.token.label);
         for (const [i, old] of held.entries()) held[i] = this.reopen(old);
       } finally {
         for (const s of held) this.release(s);

@@ -164,6 +164,14 @@ export async function findTokenSlotReloading(pkcs11: Pkcs11, tokenLabel: string,
   }
 }
 
+/** reloadModule, then the token that must exist looked up again by label (its slot may change). */
+export async function reloadToken(pkcs11: Pkcs11, tokenLabel: string): Promise<Handle> {
+  reloadModule(pkcs11);
+  const slot = await findTokenSlotReloading(pkcs11, tokenLabel, TOKEN_RELOAD_DELAYS_MS);
+  if (!slot) throw tokenNotFound(tokenLabel);
+  return slot;
+}
+
 /** acquireModule, then the token by label (a token that must exist: see TOKEN_RELOAD_DELAYS_MS). */
 export async function openModule(modulePath: string, tokenLabel: string): Promise<OpenedModule> {
   const pkcs11 = acquireModule(modulePath);
@@ -181,7 +189,7 @@ export async function openModule(modulePath: string, tokenLabel: string): Promis
   return { pkcs11, slot };
 }
 
-export function tokenNotFound(tokenLabel: string): HallmarkError {
+function tokenNotFound(tokenLabel: string): HallmarkError {
   return new HallmarkError("hsm_token_not_found", `no PKCS#11 token labelled '${tokenLabel}'`);
 }
 
