@@ -11,9 +11,10 @@ it("tries a failed login again, up to its bound, but never a refused PIN", async
     return Buffer.from([1]);
   };
   let reloads = 0;
-  expect(await loginRetryingBusyToken(busyTwice, 5, () => {
+  const countReload = () => {
     reloads++;
-  })).toEqual(Buffer.from([1]));
+  };
+  expect(await loginRetryingBusyToken(busyTwice, 5, countReload)).toEqual(Buffer.from([1]));
   expect(calls).toBe(3);
   // Before each retry, not before the first attempt nor after the success.
   expect(reloads).toBe(2);
