@@ -5,9 +5,10 @@ import type { ServerLimits } from "../config/server.js";
 import type { Metrics } from "../service/metrics.js";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
 import { raiseAnswerHighWaterMark } from "./answer-high-water-mark.js";
+import { serveInArrivalOrder } from "./arrival-order.js";
 import { applyConnectionLimits } from "./connection-limits.js";
 import { problemServerOptions, registerProblemHandlers } from "./problem.js";
-import { type PublicRouteDeps, publicRoutes } from "./public-routes.js";
+import { PUBLIC_ROUTES, type PublicRouteDeps, publicRoutes } from "./public-routes.js";
 import { TLS_POLICY } from "./tls-policy.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
@@ -54,12 +55,18 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
         }
       : {}),
   });
-  if (opts.limits) applyConnectionLimits(app.server, opts.limits, opts.metrics);
+  if (opts.limits) {
+    applyConnectionLimits(app.server, opts.limits, opts.metrics);
+    serveInArrivalOrder(app, opts.limits.requestsPerTurn, PROBES, opts.metrics);
+  }
   if (opts.tls) raiseAnswerHighWaterMark(app.server as unknown as TlsServer);
   registerProblemHandlers(app, opts.log);
   await app.register(publicRoutes, deps);
   return app;
 }
+
+/** What probes and scrapers ask: answered at once, never queued behind issuance. */
+const PROBES = new Set([PUBLIC_ROUTES.healthz.url, PUBLIC_ROUTES.readyz.url, PUBLIC_ROUTES.metrics.url]);
 
 /** Node's default TLS handshake deadline is 120 s; ours is absolute however slowly the bytes arrive. */
 function handshakeDeadline(limits: ServerLimits | undefined): { handshakeTimeout?: number } {

@@ -35,6 +35,7 @@ const LIMIT_DEFAULTS = {
   maxConnections: 2048,
   maxConnectionsPerAddress: 64,
   maxHeadersCount: 64,
+  requestsPerTurn: 16,
   attestRate: { perSecond: 10, burst: 40, trackedAddresses: 100_000 },
   rateLimitAuditInterval: 60,
   purgeInterval: 60,
@@ -389,6 +390,11 @@ export const serverConfigSchema = z
         /** Open connections from one IPv4 address or one IPv6 /64; raise it for nodes behind one NAT. */
         maxConnectionsPerAddress: z.number().int().min(1).max(1_000_000).default(LIMIT_DEFAULTS.maxConnectionsPerAddress),
         maxHeadersCount: z.number().int().min(8).max(2000).default(LIMIT_DEFAULTS.maxHeadersCount),
+        /**
+         * Requests started per turn of the event loop; the rest wait, in the order they were read
+         * (src/api/arrival-order.ts), so that under many busy connections each is served in turn.
+         */
+        requestsPerTurn: z.number().int().min(1).max(65_536).default(LIMIT_DEFAULTS.requestsPerTurn),
         /**
          * Token bucket per address for POST /v1/attest/sessions, …/evidence and …/answer: `burst`
          * requests at once, refilled at `perSecond`. One attestation takes two or three requests.

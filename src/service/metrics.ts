@@ -40,6 +40,7 @@ export class Metrics {
   private readonly rateLimits = new Map<string, number>();
   private readonly connectionRefusals = new Map<string, number>();
   private openConnectionsNow: () => number = () => 0;
+  private waitingRequestsNow: () => number = () => 0;
 
   /** `outcome` is "success" or the refusal code. */
   attestation(attestor: string, outcome: string): void {
@@ -80,6 +81,11 @@ export class Metrics {
     this.openConnectionsNow = read;
   }
 
+  /** The gauge of requests waiting for their turn (src/api/arrival-order.ts) reads the queue when rendered. */
+  trackWaitingRequests(read: () => number): void {
+    this.waitingRequestsNow = read;
+  }
+
   render(): string {
     const out: string[] = [];
     if (this.auditChain) {
@@ -111,6 +117,9 @@ export class Metrics {
     out.push("# HELP hallmark_open_connections Connections open on the public listener.");
     out.push("# TYPE hallmark_open_connections gauge");
     out.push(`hallmark_open_connections ${this.openConnectionsNow()}`);
+    out.push("# HELP hallmark_requests_waiting Requests read on the public listener and waiting for their turn to start (served in arrival order).");
+    out.push("# TYPE hallmark_requests_waiting gauge");
+    out.push(`hallmark_requests_waiting ${this.waitingRequestsNow()}`);
     return `${out.join("\n")}\n`;
   }
 }

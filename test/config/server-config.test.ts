@@ -60,6 +60,13 @@ describe("server configuration", () => {
     );
   });
 
+  it("starts 16 requests per turn of the event loop by default, and refuses an allowance under 1 or fractional", () => {
+    expect(loadServerConfig({}, {}).limits.requestsPerTurn).toBe(16);
+    expect(loadServerConfig({ config: file("rt.yaml", "limits:\n  requestsPerTurn: 4\n") }, {}).limits.requestsPerTurn).toBe(4);
+    expect(() => loadServerConfig({ config: file("ru.yaml", "limits:\n  requestsPerTurn: 0\n") }, {})).toThrowError(/limits\.requestsPerTurn: /);
+    expect(() => loadServerConfig({ config: file("rv.yaml", "limits:\n  requestsPerTurn: 2.5\n") }, {})).toThrowError(/limits\.requestsPerTurn: /);
+  });
+
   it("signs with session copies of the HSM keys as the module suits (auto) unless told on or off", () => {
     expect(loadServerConfig({}, {}).hsm.sessionCopies).toBe("auto");
     expect(loadServerConfig({ config: file("sc.yaml", "hsm:\n  sessionCopies: off\n") }, {}).hsm.sessionCopies).toBe("off");

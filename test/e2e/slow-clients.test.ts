@@ -134,6 +134,8 @@ describe("slow and excess anonymous connections", () => {
       // The server lets go of every slow connection, whatever its kind: in the end it holds only
       // the connection asking for its metrics.
       await vi.waitFor(async () => expect(await metric("hallmark_open_connections")).toBe(1), { timeout: 15_000, interval: 500 });
+      // No request read from any of them is left waiting for its turn (src/api/arrival-order.ts).
+      expect(await metric("hallmark_requests_waiting")).toBe(0);
       // And the clients see it: every connection that sent anything was closed. (A silent TCP client
       // may not notice: in a burst this size the kernel's accept queue overflows, and a connection
       // the server never accepted stays "open" on the client's side only.)

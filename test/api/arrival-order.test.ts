@@ -1,0 +1,156 @@
+import Fastify, { type FastifyInstance } from "fastify";
+import { Agent, request } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { ArrivalOrder, serveInArrivalOrder } from "../../src/api/arrival-order.js";
+import { Metrics } from "../../src/service/metrics.js";
+
+/** Counts turns of the event loop until stopped: `now()` is the current turn's number. */
+function turnCounter(): { now: () => number; stop: () => void } {
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  return { now: () => turn, stop: () => (ticking = false) };
+}
+
+/** Resolves after `n` turns of the event loop (each setImmediate runs in the next turn's check phase). */
+const turns = (n: number) => new Promise<void>((resolve) => (n <= 0 ? resolve() : setImmediate(() => void turns(n - 1).then(resolve))));
+
+describe("ArrivalOrder", () => {
+  it("starts at once while the turn's allowance lasts and nobody waits, then queues", async () => {
+    const order = new ArrivalOrder(3);
+    expect([order.admit(), order.admit(), order.admit()]).toEqual([undefined, undefined, undefined]);
+    const fourth = order.admit();
+    expect(fourth).toBeInstanceOf(Promise);
+    expect(order.waitingCount).toBe(1);
+    await fourth;
+    expect(order.waitingCount).toBe(0);
+  });
+
+  it("starts the waiting in the order they came, at most perTurn in one turn", async () => {
+    const order = new ArrivalOrder(4);
+    const turns = turnCounter();
+    const started: Array<{ i: number; turn: number }> = [];
+    const all = Array.from({ length: 22 }, (_, i) => {
+      const p = order.admit();
+      if (p === undefined) {
+        started.push({ i, turn: turns.now() });
+        return Promise.resolve();
+      }
+      return p.then(() => started.push({ i, turn: turns.now() }));
+    });
+    await Promise.all(all);
+    turns.stop();
+    expect(started.map((s) => s.i)).toEqual(Array.from({ length: 22 }, (_, i) => i));
+    const perTurn = new Map<number, number>();
+    for (const s of started) perTurn.set(s.turn, (perTurn.get(s.turn) ?? 0) + 1);
+    expect(Math.max(...perTurn.values())).toBe(4);
+    // 22 requests at 4 a turn: the first 4 at once, the other 18 over 5 more turns.
+    expect(perTurn.size).toBe(6);
+  });
+
+  it("a newcomer does not overtake the waiting, even when the turn has allowance left", async () => {
+    const order = new ArrivalOrder(2);
+    const log: string[] = [];
+    order.admit();
+    order.admit();
+    const c = order.admit()!.then(() => log.push("c"));
+    await turns(1); // c started in this turn, which has one start left
+    const d = order.admit();
+    expect(d).toBeUndefined();
+    log.push("d");
+    const e = order.admit()!.then(() => log.push("e"));
+    await Promise.all([c, e]);
+    expect(log).toEqual(["c", "d", "e"]);
+  });
+
+  it("refuses an allowance that is not a positive integer", () => {
+    expect(() => new ArrivalOrder(0)).toThrow(RangeError);
+    expect(() => new ArrivalOrder(1.5)).toThrow(RangeError);
+  });
+});
+
+describe("serveInArrivalOrder on a real listener", () => {
+  let app: FastifyInstance | undefined;
+  let agent: Agent | undefined;
+  afterEach(async () => {
+    agent?.destroy();
+    await app?.close();
+  });
+
+  /**
+   * 40 requests on 40 connections arrive at once, so that one poll reads them all: the situation
+   * of a server with many busy connections. Each handler records the turn
+   * it started in and the order its request was read in (onRequest, before the queue).
+   */
+  async function burst(withOrder: boolean) {
+    const metrics = new Metrics();
+    app = Fastify();
+    if (withOrder) serveInArrivalOrder(app, 4, new Set(["/probe"]), metrics);
+    const read: number[] = [];
+    const started: Array<{ id: number; turn: number }> = [];
+    // Read by the handlers; counting starts with the burst.
+    const clock = { turn: () => 0 };
+    const turn = () => clock.turn();
+    app.addHook("onRequest", async (req) => {
+      read.push(Number((req.query as { id: string }).id));
+    });
+    app.get("/work", async (req) => {
+      started.push({ id: Number((req.query as { id: string }).id), turn: turn() });
+      return { ok: true };
+    });
+    let probeTurn = -1;
+    let waitingAtProbe = -1;
+    app.get("/probe", async () => {
+      probeTurn = turn();
+      waitingAtProbe = Number(/hallmark_requests_waiting (\d+)/.exec(metrics.render())?.[1]);
+      return { ok: true };
+    });
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    agent = new Agent({ keepAlive: true, maxSockets: 64 });
+    const get = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        const r = request({ host: "127.0.0.1", port, path, agent }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        });
+        r.on("error", reject);
+        r.end();
+      });
+    // Connections first, so that the burst's requests all travel on open sockets.
+    await Promise.all(Array.from({ length: 41 }, (_, i) => get(`/work?id=${1000 + i}`)));
+    read.length = 0;
+    started.length = 0;
+    const counter = turnCounter();
+    clock.turn = counter.now;
+    // The client writes all 41 in one tick (on kept-alive sockets), so the server's next poll reads them all.
+    const answers = [...Array.from({ length: 40 }, (_, i) => get(`/work?id=${i}`)), get("/probe")];
+    const statuses = await Promise.all(answers);
+    counter.stop();
+    const perTurn = new Map<number, number>();
+    for (const s of started) perTurn.set(s.turn, (perTurn.get(s.turn) ?? 0) + 1);
+    return { statuses, read, started, perTurn, probeTurn, firstTurn: Math.min(...started.map((s) => s.turn)), waitingAtProbe };
+  }
+
+  it("without it, one poll starts every request it read (the control)", async () => {
+    const r = await burst(false);
+    expect(r.statuses.every((s) => s === 200)).toBe(true);
+    expect(Math.max(...r.perTurn.values())).toBeGreaterThan(4);
+  });
+
+  it("starts at most 4 requests a turn, in the order they were read, and probes at once", async () => {
+    const r = await burst(true);
+    expect(r.statuses.every((s) => s === 200)).toBe(true);
+    expect(r.started).toHaveLength(40);
+    expect(Math.max(...r.perTurn.values())).toBeLessThanOrEqual(4);
+    expect(r.started.map((s) => s.id)).toEqual(r.read.filter((id) => id < 1000));
+    // The probe is not queued behind the 36 requests still waiting when it was read.
+    expect(r.probeTurn).toBeLessThanOrEqual(r.firstTurn + 1);
+    expect(r.waitingAtProbe).toBeGreaterThan(0);
+  });
+});
