@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -73,15 +73,18 @@ export function unpinServer(pid: number): void {
  * The load generator, built from source with Debian's golang-go (standard library only, no module
  * download): a client that shares nothing with the server. A reason instead when Go is absent.
  */
-export async function buildLoadgen(): Promise<{ bin: string } | { skip: string }> {
-  const out = join(mkdtempSync(join(tmpdir(), "hallmark-loadgen-")), "loadgen");
+export async function buildLoadgen(): Promise<{ bin: string; remove: () => void } | { skip: string }> {
+  const dir = mkdtempSync(join(tmpdir(), "hallmark-loadgen-"));
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  const out = join(dir, "loadgen");
   try {
     await promisify(execFile)("go", ["build", "-o", out, "."], {
       cwd: SOURCE,
       env: { ...process.env, GO111MODULE: "off", GOFLAGS: "", GOCACHE: process.env.GOCACHE ?? join(tmpdir(), "hallmark-gocache") },
     });
-    return { bin: out };
+    return { bin: out, remove };
   } catch (e) {
+    remove();
     return { skip: `the Go load generator did not build (apt-get install golang-go): ${(e as Error).message.split("\n")[0]}` };
   }
 }
@@ -106,7 +109,15 @@ export async function runLoad(bin: string, t: LoadTarget, o: { conns: number; se
     writeFileSync(file, t.bodies.map((b) => JSON.stringify(b)).join("\n"));
     args.push(`-bodies=${file}`);
   }
-  const pinned = pinning() && !o.unpinned;
+  try {
+    return await runLoadgen(bin, args, o.unpinned);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function runLoadgen(bin: string, args: string[], unpinned: boolean | undefined): Promise<LoadResult> {
+  const pinned = pinning() && !unpinned;
   const child = spawn(pinned ? "taskset" : bin, pinned ? ["-c", "1", bin, ...args] : args, {
     env: { ...process.env, ...(pinned ? { GOMAXPROCS: "1" } : {}) },
     stdio: ["ignore", "pipe", "pipe"],

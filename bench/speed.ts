@@ -57,7 +57,8 @@ export async function run(): Promise<void> {
   writeFileSync(configFile, JSON.stringify({ ...EXTRA_CONFIG, limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
   const server = await startBenchServer(dataDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean), ["--config", configFile]);
   pinServer(server.pid);
-  const peer = await startCfssl(mkdtempSync(join(tmpdir(), "hallmark-bench-cfssl-")));
+  const cfsslDir = mkdtempSync(join(tmpdir(), "hallmark-bench-cfssl-"));
+  const peer = await startCfssl(cfsslDir);
   let workers: { server: BenchServer; dataDir: string; name: string } | undefined;
   let bigAudit: { server: BenchServer; dataDir: string; name: string } | undefined;
   let twin: { server: BenchServer; dataDir: string; name: string } | undefined;
@@ -234,7 +235,8 @@ export async function run(): Promise<void> {
   } finally {
     if (!("skip" in peer)) await peer.stop();
     await server.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    built.remove();
+    for (const dir of [dataDir, cfsslDir]) rmSync(dir, { recursive: true, force: true });
     for (const extra of [workers, bigAudit, twin]) {
       if (!extra) continue;
       await extra.server.stop();

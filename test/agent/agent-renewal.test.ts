@@ -21,6 +21,9 @@ const SVID_TTLS = { nodeTtl: 8, x509Ttl: 4, jwtTtl: 60, maxTtl: 86400, nodeRenew
 const warnings: string[] = [];
 const log = createLogger("warn", new Writable({ write: (chunk: Buffer, _enc, done) => (warnings.push(String(chunk)), done()) }));
 const agentData = tempDir("agent-renewal");
+// The server's data directory is the test's, not startTestServer's: the test restarts the server
+// on it, and a restarted server leaves its directory in place when destroyed.
+const serverData = tempDir("agent-renewal-server");
 let server: TestServer;
 let listen: string;
 let core: AgentCore | undefined;
@@ -37,12 +40,13 @@ async function freePort(): Promise<number> {
 
 beforeAll(async () => {
   listen = `127.0.0.1:${await freePort()}`;
-  server = await startTestServer({ overrides: { listen, svid: SVID_TTLS } });
+  server = await startTestServer({ dataDir: serverData.path, overrides: { listen, svid: SVID_TTLS } });
 });
 afterAll(async () => {
   await core?.close();
   await server?.destroy();
   agentData.remove();
+  serverData.remove();
 });
 
 it("renews the node SVID and workload SVIDs at half-life, and survives a server restart", async () => {
