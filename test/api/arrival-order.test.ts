@@ -1,6 +1,6 @@
 import Fastify, { type FastifyInstance } from "fastify";
 import { Agent, request } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { ArrivalOrder, serveInArrivalOrder } from "../../src/api/arrival-order.js";
 import { Metrics } from "../../src/service/metrics.js";
@@ -17,26 +17,40 @@ function turnCounter(): { now: () => number; stop: () => void } {
   return { now: () => turn, stop: () => (ticking = false) };
 }
 
+/** GET on kept-alive connections of `agent` to the local `port`; resolves to the status once the body is read. */
+function getOn(port: number, agent: Agent): (path: string) => Promise<number> {
+  return (path) =>
+    new Promise<number>((resolve, reject) => {
+      const r = request({ host: "127.0.0.1", port, path, agent }, (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      });
+      r.on("error", reject);
+      r.end();
+    });
+}
+
 /** Resolves after `n` turns of the event loop (each setImmediate runs in the next turn's check phase). */
 const turns = (n: number) => new Promise<void>((resolve) => (n <= 0 ? resolve() : setImmediate(() => void turns(n - 1).then(resolve))));
 
 describe("ArrivalOrder", () => {
   it("starts at once while the turn's allowance lasts and nobody waits, then queues", async () => {
     const order = new ArrivalOrder(3);
-    expect([order.admit(), order.admit(), order.admit()]).toEqual([undefined, undefined, undefined]);
-    const fourth = order.admit();
+    const c = {};
+    expect([order.admit(c), order.admit(c), order.admit(c)]).toEqual([undefined, undefined, undefined]);
+    const fourth = order.admit(c);
     expect(fourth).toBeInstanceOf(Promise);
     expect(order.waitingCount).toBe(1);
     await fourth;
     expect(order.waitingCount).toBe(0);
   });
 
-  it("starts the waiting in the order they came, at most perTurn in one turn", async () => {
+  it("starts the waiting in the order their connections came, at most perTurn in one turn", async () => {
     const order = new ArrivalOrder(4);
     const turns = turnCounter();
     const started: Array<{ i: number; turn: number }> = [];
     const all = Array.from({ length: 22 }, (_, i) => {
-      const p = order.admit();
+      const p = order.admit({});
       if (p === undefined) {
         started.push({ i, turn: turns.now() });
         return Promise.resolve();
@@ -56,16 +70,32 @@ describe("ArrivalOrder", () => {
   it("a newcomer does not overtake the waiting, even when the turn has allowance left", async () => {
     const order = new ArrivalOrder(2);
     const log: string[] = [];
-    order.admit();
-    order.admit();
-    const c = order.admit()!.then(() => log.push("c"));
+    order.admit({});
+    order.admit({});
+    const c = order.admit({})!.then(() => log.push("c"));
     await turns(1); // c started in this turn, which has one start left
-    const d = order.admit();
+    const d = order.admit({});
     expect(d).toBeUndefined();
     log.push("d");
-    const e = order.admit()!.then(() => log.push("e"));
+    const e = order.admit({})!.then(() => log.push("e"));
     await Promise.all([c, e]);
     expect(log).toEqual(["c", "d", "e"]);
+  });
+
+  it("takes the connections in turn: a pipeline of six does not go before those who came after it", async () => {
+    const order = new ArrivalOrder(2);
+    const [a, b, c] = [{}, {}, {}];
+    const log: string[] = [];
+    const request = (connection: object, name: string) => {
+      const p = order.admit(connection);
+      return p === undefined ? (log.push(name), Promise.resolve()) : p.then(() => void log.push(name));
+    };
+    const all = [...["a1", "a2", "a3", "a4", "a5", "a6"].map((n) => request(a, n)), request(b, "b1"), request(c, "c1"), request(b, "b2")];
+    expect(order.waitingCount).toBe(7);
+    await Promise.all(all);
+    // a1 and a2 at once; then one of each waiting connection per round, two starts a turn.
+    expect(log).toEqual(["a1", "a2", "a3", "b1", "c1", "a4", "b2", "a5", "a6"]);
+    expect(order.waitingCount).toBe(0);
   });
 
   it("refuses an allowance that is not a positive integer", () => {
@@ -113,15 +143,7 @@ describe("serveInArrivalOrder on a real listener", () => {
     await app.listen({ host: "127.0.0.1", port: 0 });
     const port = (app.server.address() as AddressInfo).port;
     agent = new Agent({ keepAlive: true, maxSockets: 64 });
-    const get = (path: string) =>
-      new Promise<number>((resolve, reject) => {
-        const r = request({ host: "127.0.0.1", port, path, agent }, (res) => {
-          res.resume();
-          res.on("end", () => resolve(res.statusCode ?? 0));
-        });
-        r.on("error", reject);
-        r.end();
-      });
+    const get = getOn(port, agent);
     // Connections first, so that the burst's requests all travel on open sockets.
     await Promise.all(Array.from({ length: 41 }, (_, i) => get(`/work?id=${1000 + i}`)));
     read.length = 0;
@@ -152,5 +174,43 @@ describe("serveInArrivalOrder on a real listener", () => {
     // The probe is not queued behind the 36 requests still waiting when it was read.
     expect(r.probeTurn).toBeLessThanOrEqual(r.firstTurn + 1);
     expect(r.waitingAtProbe).toBeGreaterThan(0);
+  });
+
+  it("does not let one connection's pipeline of 20 go before the 5 connections whose requests came after its first", async () => {
+    app = Fastify();
+    serveInArrivalOrder(app, 1, new Set());
+    const started: string[] = [];
+    app.get("/work", async (req) => {
+      started.push((req.query as { id: string }).id);
+      return { ok: true };
+    });
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    agent = new Agent({ keepAlive: true, maxSockets: 8 });
+    const get = getOn(port, agent);
+    await Promise.all(Array.from({ length: 5 }, (_, i) => get(`/work?id=warm${i}`)));
+    const pipeline = connect(port, "127.0.0.1");
+    await new Promise((resolve) => pipeline.once("connect", resolve));
+    let answered = "";
+    const allAnswered = new Promise<void>((resolve) =>
+      pipeline.on("data", (d: Buffer) => {
+        answered += d.toString();
+        if ((answered.match(/HTTP\/1\.1 200/g) ?? []).length === 20) resolve();
+      }),
+    );
+    started.length = 0;
+    pipeline.write(Array.from({ length: 20 }, (_, i) => `GET /work?id=p${i} HTTP/1.1\r\nHost: x\r\n\r\n`).join(""));
+    // The pipeline is read (its first request started) before the five others are sent: one start a turn, the rest wait.
+    while (!started.includes("p0")) await turns(1);
+    const singles = Array.from({ length: 5 }, (_, i) => get(`/work?id=s${i}`));
+    expect(await Promise.all(singles)).toEqual([200, 200, 200, 200, 200]);
+    await allAnswered;
+    pipeline.destroy();
+    expect(started).toHaveLength(25);
+    expect(started.filter((id) => id.startsWith("p"))).toEqual(Array.from({ length: 20 }, (_, i) => `p${i}`));
+    // First come, first served by request would start the five after the whole pipeline.
+    const lastSingle = Math.max(...["s0", "s1", "s2", "s3", "s4"].map((id) => started.indexOf(id)));
+    expect(started.indexOf("p19")).toBeGreaterThan(lastSingle);
+    expect(lastSingle).toBeLessThan(started.indexOf("p12"));
   });
 });
