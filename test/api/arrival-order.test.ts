@@ -47,18 +47,18 @@ describe("ArrivalOrder", () => {
 
   it("starts the waiting in the order their connections came, at most perTurn in one turn", async () => {
     const order = new ArrivalOrder(4);
-    const turns = turnCounter();
+    const counter = turnCounter();
     const started: Array<{ i: number; turn: number }> = [];
     const all = Array.from({ length: 22 }, (_, i) => {
       const p = order.admit({});
       if (p === undefined) {
-        started.push({ i, turn: turns.now() });
+        started.push({ i, turn: counter.now() });
         return Promise.resolve();
       }
-      return p.then(() => started.push({ i, turn: turns.now() }));
+      return p.then(() => started.push({ i, turn: counter.now() }));
     });
     await Promise.all(all);
-    turns.stop();
+    counter.stop();
     expect(started.map((s) => s.i)).toEqual(Array.from({ length: 22 }, (_, i) => i));
     const perTurn = new Map<number, number>();
     for (const s of started) perTurn.set(s.turn, (perTurn.get(s.turn) ?? 0) + 1);
