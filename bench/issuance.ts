@@ -6,7 +6,7 @@ import { attest, joinTokenProducer } from "../src/client/attest.js";
 import { newClientKey } from "../src/client/csr.js";
 import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
 import { rawSignRate } from "./hsm-raw.js";
-import { processCpuSeconds, startBenchServer } from "./server-process.js";
+import { BENCH_NODE_ARGS, processCpuSeconds, startBenchServer } from "./server-process.js";
 import { closedLoop, openLoop, summary } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -21,7 +21,7 @@ const WORKLOAD_ID = "spiffe://example.org/bench/w";
  */
 export async function run(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-"));
-  const server = await startBenchServer(dataDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean));
+  const server = await startBenchServer(dataDir, BENCH_NODE_ARGS);
   try {
     const url = server.url;
     const socket = server.adminSocket;

@@ -10,7 +10,7 @@ import { ApiClient, adminRequest, expectOk } from "../src/client/http.js";
 import { NodeClient } from "../src/client/node.js";
 import { TokenExchangeClient } from "../src/client/token-exchange.js";
 import { rawSignRate } from "./hsm-raw.js";
-import { processCpuSeconds, startBenchServer } from "./server-process.js";
+import { BENCH_NODE_ARGS, processCpuSeconds, startBenchServer } from "./server-process.js";
 import { closedLoop, openLoop, serialLoop, summary } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -37,7 +37,7 @@ export async function run(): Promise<void> {
   writeFileSync(join(dataDir, "idp-jwks.json"), JSON.stringify(jwks));
   const configFile = join(dataDir, "bench-config.json");
   writeFileSync(configFile, JSON.stringify({ delegation: { subjectIssuers: [{ issuer: IDP, audiences: [HALLMARK_AUD], jwksFile: join(dataDir, "idp-jwks.json") }] } }));
-  const server = await startBenchServer(dataDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean), ["--config", configFile]);
+  const server = await startBenchServer(dataDir, BENCH_NODE_ARGS, ["--config", configFile]);
   const closers: Array<() => void> = [];
   try {
     const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));

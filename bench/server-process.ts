@@ -14,10 +14,13 @@ export interface BenchServer {
   stop(): Promise<void>;
 }
 
+/** Arguments for node itself in the servers a bench measures (BENCH_SERVER_NODE_ARGS="--cpu-prof …"). */
+export const BENCH_NODE_ARGS: string[] = process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+
 /**
  * `hallmark server` in a process of its own on a free loopback port (so the load generator and
  * the server do not share an event loop), its URL read from its "listening on" line. `nodeArgs`
- * go to node itself (BENCH_SERVER_NODE_ARGS, e.g. --cpu-prof); `serverArgs` to `hallmark server`
+ * go to node itself (BENCH_NODE_ARGS, e.g. --cpu-prof); `serverArgs` to `hallmark server`
  * (e.g. --config FILE).
  */
 export async function startBenchServer(dataDir: string, nodeArgs: string[] = [], serverArgs: string[] = []): Promise<BenchServer> {

@@ -9,7 +9,7 @@ import { bulkInsertEntries } from "./bulk-entries.js";
 import { rawSignRate } from "./hsm-raw.js";
 import { startCfssl } from "./cfssl-peer.js";
 import { buildLoadgen, pinServer, pinning, runLoad, unpinServer, type LoadResult, type LoadTarget } from "./loadgen.js";
-import { type BenchServer, startBenchServer } from "./server-process.js";
+import { BENCH_NODE_ARGS, type BenchServer, startBenchServer } from "./server-process.js";
 import { appendAuditRecordsInBulk } from "../test/helpers/audit-records.js";
 import { httpsRaw } from "../test/helpers/https.js";
 
@@ -55,7 +55,7 @@ export async function run(): Promise<void> {
   const configFile = join(dataDir, "bench-config.json");
   // One address opens all the connections: the per-address limit (64 by default) would refuse them.
   writeFileSync(configFile, JSON.stringify({ ...EXTRA_CONFIG, limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
-  const server = await startBenchServer(dataDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean), ["--config", configFile]);
+  const server = await startBenchServer(dataDir, BENCH_NODE_ARGS, ["--config", configFile]);
   pinServer(server.pid);
   const cfsslDir = mkdtempSync(join(tmpdir(), "hallmark-bench-cfssl-"));
   const peer = await startCfssl(cfsslDir);
@@ -98,13 +98,13 @@ export async function run(): Promise<void> {
       const dir = mkdtempSync(join(tmpdir(), "hallmark-bench-workers-"));
       const cfg = join(dir, "bench-config.json");
       writeFileSync(cfg, JSON.stringify({ limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
-      const started = await startBenchServer(dir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean), ["--config", cfg, "--workers", "2"]);
+      const started = await startBenchServer(dir, BENCH_NODE_ARGS, ["--config", cfg, "--workers", "2"]);
       pinServer(started.pid);
       workers = { server: started, dataDir: dir, name: "-workers2" };
       // Its control: a second single-process server with a database and token of its own, run
       // at the same time as the first on every CPU (see the cores phases below).
       const twinDir = mkdtempSync(join(tmpdir(), "hallmark-bench-twin-"));
-      const twinStarted = await startBenchServer(twinDir, process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean), ["--config", configFile]);
+      const twinStarted = await startBenchServer(twinDir, BENCH_NODE_ARGS, ["--config", configFile]);
       pinServer(twinStarted.pid);
       twin = { server: twinStarted, dataDir: twinDir, name: "-twin" };
     }
@@ -115,11 +115,10 @@ export async function run(): Promise<void> {
     // transparency log before it serves), chained by the production hash.
     if (AUDIT_RECORDS > 0 && (!ONLY_PHASES || ONLY_PHASES.includes("x509-audit"))) {
       const dir = mkdtempSync(join(tmpdir(), "hallmark-bench-audit-"));
-      const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean);
       await (await startBenchServer(dir, [], ["--config", configFile])).stop();
       const t = performance.now();
       appendAuditRecordsInBulk(join(dir, "hallmark.db"), AUDIT_RECORDS);
-      const started = await startBenchServer(dir, nodeArgs, ["--config", configFile]);
+      const started = await startBenchServer(dir, BENCH_NODE_ARGS, ["--config", configFile]);
       console.log(`(a server with ${AUDIT_RECORDS} audit records, chained and logged, ready in ${((performance.now() - t) / 1000).toFixed(1)} s)`);
       pinServer(started.pid);
       bigAudit = { server: started, dataDir: dir, name: "-audit" };

@@ -115,6 +115,9 @@ export function signingModeFor(mode: HsmSigningMode, pkcs11: Pkcs11): "async" | 
   return isSoftHsm(pkcs11) ? "sync" : "async";
 }
 
+/** A failure of the module itself (hsm_error), as opposed to a refusal with a code of its own (a wrong PIN, a key that exists). */
+const isModuleFailure = (e: unknown) => e instanceof HallmarkError && e.code === "hsm_error";
+
 const isSoftHsm = (pkcs11: Pkcs11) => pkcs11.C_GetInfo().manufacturerID.trim() === "SoftHSM";
 
 /**
@@ -128,7 +131,7 @@ export async function loginRetryingBusyToken(login: () => Handle, attempts = 5, 
     try {
       return login();
     } catch (e) {
-      if (!(e instanceof HallmarkError) || e.code !== "hsm_error" || attempt >= attempts) throw e;
+      if (!isModuleFailure(e) || attempt >= attempts) throw e;
       await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
       await beforeRetry();
     }
@@ -188,7 +191,7 @@ export class Pkcs11KeyStore implements KeyStore {
     try {
       return await this.generateNow(label, keyType);
     } catch (e) {
-      if (!(e instanceof HallmarkError) || e.code !== "hsm_error") throw e;
+      if (!isModuleFailure(e)) throw e;
       await this.reloadView();
       return this.generateNow(label, keyType);
     }

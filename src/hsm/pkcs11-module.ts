@@ -65,12 +65,10 @@ export function acquireModule(modulePath: string): Pkcs11 {
     throw new HallmarkError("hsm_module_not_found", `cannot load the PKCS#11 module at ${modulePath}`, { cause: e });
   }
   try {
-    pkcs11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+    initialise(pkcs11, "initialise");
   } catch (e) {
-    if (!isPkcs11Error(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-      pkcs11.close();
-      throw hsmError(e, "initialise");
-    }
+    pkcs11.close();
+    throw e;
   }
   loaded.set(modulePath, { pkcs11, users: 1 });
   return pkcs11;
@@ -126,10 +124,15 @@ export function reloadModule(pkcs11: Pkcs11): void {
     // not initialised: C_Initialize below is what counts
   }
   loggedInPins.delete(pkcs11);
+  initialise(pkcs11, "initialise again");
+}
+
+/** C_Initialize for this process; a module another part of the process initialised already is fine. */
+function initialise(pkcs11: Pkcs11, what: string): void {
   try {
     pkcs11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
   } catch (e) {
-    if (!isPkcs11Error(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw hsmError(e, "initialise again");
+    if (!isPkcs11Error(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw hsmError(e, what);
   }
 }
 

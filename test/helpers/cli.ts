@@ -72,13 +72,7 @@ exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$node" "$mnt/bin/h
 function runCliFromMountedCheckout(args: string[], env: NodeJS.ProcessEnv, user: { uid: number; gid: number }): Promise<CliResult> {
   const mnt = mkdtempSync(join(tmpdir(), "hallmark-checkout-"));
   const script = ["-m", "sh", "-c", checkoutForOthers, "sh", ROOT, mnt, String(user.uid), String(user.gid), process.execPath, ...args];
-  return new Promise((done) => {
-    execFile("unshare", script, { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      rmSync(mnt, { recursive: true, force: true });
-      const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
-      done({ code, stdout, stderr });
-    });
-  });
+  return run("unshare", script, env).finally(() => rmSync(mnt, { recursive: true, force: true }));
 }
 
 /** Runs any command asynchronously (openssl, tpm2-tools…). */
