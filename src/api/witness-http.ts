@@ -1,7 +1,9 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
+import { LIMIT_DEFAULTS } from "../config/server.js";
 import type { Witness, WitnessAnswer } from "../transparency/witness.js";
+import { applyConnectionLimits } from "./connection-limits.js";
 
 /** A checkpoint with a proof and many cosignatures is a few kB; anything far larger is not one. */
 const MAX_BODY = 64 * 1024;
@@ -15,8 +17,8 @@ export async function startWitnessHttp(witness: Witness, listen: { host: string;
   const server = createServer((req, res) => {
     void handle(witness, req, res, log);
   });
-  server.requestTimeout = 10_000;
-  server.headersTimeout = 5_000;
+  // The public listener's deadlines and caps: a witness faces the same slow and abusive clients.
+  applyConnectionLimits(server, LIMIT_DEFAULTS);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(listen.port, listen.host, () => resolve());

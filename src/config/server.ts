@@ -26,8 +26,11 @@ const trustDomain = z.string().superRefine((v, ctx) => {
   }
 });
 
-/** Safe defaults of `limits` (durations in seconds); the README's configuration section explains them. */
-const LIMIT_DEFAULTS = {
+/**
+ * Safe defaults of `limits` (durations in seconds); the README's configuration section explains
+ * them. Also the witness's listener's limits: it has no configuration file.
+ */
+export const LIMIT_DEFAULTS = {
   handshakeTimeout: 10,
   headersTimeout: 10,
   requestTimeout: 30,
@@ -36,6 +39,7 @@ const LIMIT_DEFAULTS = {
   maxConnectionsPerAddress: 64,
   maxHeadersCount: 64,
   requestsPerTurn: 16,
+  maxOpenRequestsPerConnection: 16,
   attestRate: { perSecond: 10, burst: 40, trackedAddresses: 100_000 },
   rateLimitAuditInterval: 60,
   purgeInterval: 60,
@@ -395,6 +399,11 @@ export const serverConfigSchema = z
          * (src/api/arrival-order.ts), so that under many busy connections each is served in turn.
          */
         requestsPerTurn: z.number().int().min(1).max(65_536).default(LIMIT_DEFAULTS.requestsPerTurn),
+        /**
+         * Requests one connection may hold open (read, not yet answered), pipelined or not; the
+         * connection that brings one more is closed (src/api/connection-limits.ts).
+         */
+        maxOpenRequestsPerConnection: z.number().int().min(1).max(1024).default(LIMIT_DEFAULTS.maxOpenRequestsPerConnection),
         /**
          * Token bucket per address for POST /v1/attest/sessions, …/evidence and …/answer: `burst`
          * requests at once, refilled at `perSecond`. One attestation takes two or three requests.

@@ -71,8 +71,11 @@ export class Metrics {
     bump(this.rateLimits, labels({ route }));
   }
 
-  /** A connection closed on arrival: `address_cap` (too many from one address) or `total_cap`. */
-  connectionRefused(reason: "address_cap" | "total_cap"): void {
+  /**
+   * A connection closed by a cap: on arrival, `address_cap` (too many from one address) or
+   * `total_cap`; or `open_requests_cap`, when it brought more requests than it may hold open.
+   */
+  connectionRefused(reason: "address_cap" | "total_cap" | "open_requests_cap"): void {
     bump(this.connectionRefusals, labels({ reason }));
   }
 
@@ -111,7 +114,7 @@ export class Metrics {
     out.push("# HELP hallmark_rate_limited_total Anonymous requests refused by the per-address rate limit (429).");
     out.push("# TYPE hallmark_rate_limited_total counter");
     for (const [l, v] of this.rateLimits) out.push(`hallmark_rate_limited_total{${l}} ${v}`);
-    out.push("# HELP hallmark_connections_refused_total Connections closed on arrival by a connection cap.");
+    out.push("# HELP hallmark_connections_refused_total Connections closed by a cap: on arrival (address_cap, total_cap) or for too many open requests (open_requests_cap).");
     out.push("# TYPE hallmark_connections_refused_total counter");
     for (const [l, v] of this.connectionRefusals) out.push(`hallmark_connections_refused_total{${l}} ${v}`);
     out.push("# HELP hallmark_open_connections Connections open on the public listener.");

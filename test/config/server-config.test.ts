@@ -67,6 +67,16 @@ describe("server configuration", () => {
     expect(() => loadServerConfig({ config: file("rv.yaml", "limits:\n  requestsPerTurn: 2.5\n") }, {})).toThrowError(/limits\.requestsPerTurn: /);
   });
 
+  it("lets a connection hold 16 requests open by default, and refuses a cap under 1, over 1024 or fractional", () => {
+    expect(loadServerConfig({}, {}).limits.maxOpenRequestsPerConnection).toBe(16);
+    expect(loadServerConfig({ config: file("oa.yaml", "limits:\n  maxOpenRequestsPerConnection: 1\n") }, {}).limits.maxOpenRequestsPerConnection).toBe(1);
+    for (const [name, bad] of [["ob.yaml", "0"], ["oc.yaml", "1025"], ["od.yaml", "1.5"]] as const) {
+      expect(() => loadServerConfig({ config: file(name, `limits:\n  maxOpenRequestsPerConnection: ${bad}\n`) }, {})).toThrowError(
+        /limits\.maxOpenRequestsPerConnection: /,
+      );
+    }
+  });
+
   it("signs with session copies of the HSM keys as the module suits (auto) unless told on or off", () => {
     expect(loadServerConfig({}, {}).hsm.sessionCopies).toBe("auto");
     expect(loadServerConfig({ config: file("sc.yaml", "hsm:\n  sessionCopies: off\n") }, {}).hsm.sessionCopies).toBe("off");

@@ -11,7 +11,8 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
  * Issue 7 item 3, slowloris: a few thousand slow anonymous connections on loopback, from several
  * 127.x addresses (Linux routes all of 127/8 to lo), must neither take the server's health and
  * mTLS issuance down nor stay open: each kind of slowness meets its own deadline, and connections
- * beyond the per-address cap are closed on arrival.
+ * beyond the per-address cap are closed on arrival. A connection pipelining more requests than it
+ * may hold open is closed too.
  */
 const PER_ADDRESS = 250;
 const LIMITS = {
@@ -102,6 +103,25 @@ describe("slow and excess anonymous connections", () => {
     expect((await httpsRaw(`${server.url}/healthz`)).status).toBe(200);
     // Nobody finished a handshake: all of them are closed by the handshake deadline.
     await vi.waitFor(() => expect(attackers.filter((a) => a.closed).length).toBe(attackers.length), { timeout: 15_000, interval: 200 });
+  });
+
+  it("closes a connection that pipelines 100,000 requests once it holds more than 16 open, before they pile up", async () => {
+    const from = { host: "127.0.0.1", port, localAddress: "127.0.0.11" };
+    const socket = tlsConnect({ ...from, rejectUnauthorized: false });
+    let closed = false;
+    let answered = "";
+    socket.on("data", (d: Buffer) => (answered += d.toString("latin1")));
+    socket.on("error", () => undefined);
+    socket.on("close", () => (closed = true));
+    await new Promise((resolve) => socket.once("secureConnect", resolve));
+    // 3.6 MB in one write: without the cap the server parsed and held every one of them.
+    socket.write("GET /v1/bundle HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100_000));
+    await vi.waitFor(() => expect(closed).toBe(true), { timeout: 10_000 });
+    expect(await metric('hallmark_connections_refused_total{reason="open_requests_cap"}')).toBe(1);
+    // At most the 16 it was allowed were started; whatever answers were sent before the close are whole bundles.
+    expect(answered.split("HTTP/1.1 200 ").length - 1).toBeLessThanOrEqual(16);
+    expect(await metric("hallmark_requests_waiting")).toBe(0);
+    expect((await httpsRaw(`${server.url}/healthz`)).status).toBe(200);
   });
 
   it("keeps /healthz and mTLS issuance answering under 2,080 slow connections from 8 addresses, and cuts every slow one off", async () => {

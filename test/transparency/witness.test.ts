@@ -1,7 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, sign as nodeSign } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { adminRequest, expectOk } from "../../src/client/http.js";
@@ -137,6 +138,21 @@ describe("a witness following a log crafted in the test", () => {
     expect((await post(url, unknown)).status).toBe(404);
     expect((await post(url, await body(8, a, 9, otherSigner))).status).toBe(403);
     expect((await post(url, (await body(8, a, 9)).replace("old 8", "old 10"))).status).toBe(400);
+  });
+
+  it("closes a connection that pipelines 1,000 requests once it holds more than 16 open (the public listener's limits)", async () => {
+    const { hostname, port } = new URL(url);
+    const socket = connect({ host: hostname, port: Number(port) });
+    let answered = "";
+    let closed = false;
+    socket.on("data", (d: Buffer) => (answered += d.toString("latin1")));
+    socket.on("error", () => undefined);
+    socket.on("close", () => (closed = true));
+    const path = `/${createHash("sha256").update(ORIGIN).digest("hex")}/checkpoint`;
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(1000));
+    await vi.waitFor(() => expect(closed).toBe(true), { timeout: 10_000 });
+    expect(answered.split("HTTP/1.1 200 ").length - 1).toBeLessThanOrEqual(16);
+    expect((await httpExchange(new URL(`${url}${path}`))).status).toBe(200);
   });
 
   it("keeps its state across a restart", async () => {
