@@ -24,11 +24,16 @@ import type { Metrics } from "../service/metrics.js";
  * An idle server starts a request at once (the turn's allowance is unused); only a request that
  * finds others waiting, or the turn's allowance spent, waits for a later turn. Nothing is refused
  * here: how many requests may be open at all is the connection caps' business.
+ *
+ * A connection that closed while its requests waited (a client that gave up on a busy server)
+ * has them let go when its turn comes, without starting and without taking a start from the
+ * turn: nobody can read their answers, and work done for them would only delay the living.
  */
 export class ArrivalOrder {
   /** Connections with requests waiting, in the order of their turn (a Map keeps insertion order). */
-  private readonly waiting = new Map<object, Array<() => void>>();
+  private readonly waiting = new Map<WaitingConnection, Array<(start: boolean) => void>>();
   private waitingRequests = 0;
+  private abandonedRequests = 0;
   private startedThisTurn = 0;
   private turnScheduled = false;
 
@@ -36,8 +41,11 @@ export class ArrivalOrder {
     if (!Number.isInteger(perTurn) || perTurn < 1) throw new RangeError("perTurn must be a positive integer");
   }
 
-  /** Undefined: start now. Otherwise a promise settled when this request's turn comes. */
-  admit(connection: object): Promise<void> | undefined {
+  /**
+   * Undefined: start now. Otherwise a promise settled when this request's turn comes: true to
+   * start, false when its connection closed meanwhile.
+   */
+  admit(connection: WaitingConnection): Promise<boolean> | undefined {
     this.scheduleTurn();
     if (this.waitingRequests === 0 && this.startedThisTurn < this.perTurn) {
       this.startedThisTurn++;
@@ -56,6 +64,11 @@ export class ArrivalOrder {
     return this.waitingRequests;
   }
 
+  /** Requests let go without starting because their connection closed while they waited. */
+  get abandonedCount(): number {
+    return this.abandonedRequests;
+  }
+
   private scheduleTurn(): void {
     if (this.turnScheduled) return;
     this.turnScheduled = true;
@@ -68,28 +81,46 @@ export class ArrivalOrder {
     this.turnScheduled = false;
     let started = 0;
     while (started < this.perTurn && this.waitingRequests > 0) {
-      const [connection, queue] = this.waiting.entries().next().value as [object, Array<() => void>];
+      const [connection, queue] = this.waiting.entries().next().value as [WaitingConnection, Array<(start: boolean) => void>];
+      this.waiting.delete(connection);
+      if (connection.destroyed) {
+        this.waitingRequests -= queue.length;
+        this.abandonedRequests += queue.length;
+        for (const letGo of queue) letGo(false);
+        continue;
+      }
       const start = queue.shift()!;
       // To the back of the round, or out of it.
-      this.waiting.delete(connection);
       if (queue.length > 0) this.waiting.set(connection, queue);
       this.waitingRequests--;
       started++;
-      start();
+      start(true);
     }
     this.startedThisTurn = started;
     if (started > 0) this.scheduleTurn();
   };
 }
 
-/** Makes every route of `app` (registered after this call) start in arrival order, except those at `unqueued` URLs. */
+/** What the queue knows of a connection: its socket, closed or not. */
+export interface WaitingConnection {
+  readonly destroyed?: boolean;
+}
+
+/**
+ * Makes every route of `app` (registered after this call) start in arrival order, except those
+ * at `unqueued` URLs. A request let go because its connection closed is hijacked: its handler
+ * never runs and nothing is written.
+ */
 export function serveInArrivalOrder(app: FastifyInstance, perTurn: number, unqueued: ReadonlySet<string>, metrics?: Metrics): void {
   const order = new ArrivalOrder(perTurn);
-  metrics?.trackWaitingRequests(() => order.waitingCount);
-  app.addHook("preHandler", (req, _reply, done) => {
+  metrics?.trackWaitingRequests(() => order.waitingCount, () => order.abandonedCount);
+  app.addHook("preHandler", (req, reply, done) => {
     if (unqueued.has(req.routeOptions.url ?? "")) return done();
     const turn = order.admit(req.raw.socket);
     if (turn === undefined) return done();
-    void turn.then(() => done());
+    void turn.then((start) => {
+      if (!start) reply.hijack();
+      done();
+    });
   });
 }

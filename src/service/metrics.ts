@@ -41,6 +41,7 @@ export class Metrics {
   private readonly connectionRefusals = new Map<string, number>();
   private openConnectionsNow: () => number = () => 0;
   private waitingRequestsNow: () => number = () => 0;
+  private abandonedRequestsNow: () => number = () => 0;
 
   /** `outcome` is "success" or the refusal code. */
   attestation(attestor: string, outcome: string): void {
@@ -84,9 +85,13 @@ export class Metrics {
     this.openConnectionsNow = read;
   }
 
-  /** The gauge of requests waiting for their turn (src/api/arrival-order.ts) reads the queue when rendered. */
-  trackWaitingRequests(read: () => number): void {
-    this.waitingRequestsNow = read;
+  /**
+   * The gauge of requests waiting for their turn (src/api/arrival-order.ts), and the counter of
+   * those let go because their connection closed meanwhile, read from the queue when rendered.
+   */
+  trackWaitingRequests(waiting: () => number, abandoned: () => number): void {
+    this.waitingRequestsNow = waiting;
+    this.abandonedRequestsNow = abandoned;
   }
 
   render(): string {
@@ -123,6 +128,9 @@ export class Metrics {
     out.push("# HELP hallmark_requests_waiting Requests read on the public listener and waiting for their turn to start (served in arrival order).");
     out.push("# TYPE hallmark_requests_waiting gauge");
     out.push(`hallmark_requests_waiting ${this.waitingRequestsNow()}`);
+    out.push("# HELP hallmark_requests_abandoned_total Requests let go without starting because their connection closed while they waited their turn.");
+    out.push("# TYPE hallmark_requests_abandoned_total counter");
+    out.push(`hallmark_requests_abandoned_total ${this.abandonedRequestsNow()}`);
     return `${out.join("\n")}\n`;
   }
 }

@@ -98,6 +98,26 @@ describe("ArrivalOrder", () => {
     expect(order.waitingCount).toBe(0);
   });
 
+  it("lets a closed connection's waiting requests go without starting them or spending the turn's allowance", async () => {
+    const order = new ArrivalOrder(1);
+    const gone = { destroyed: false };
+    const alive = { destroyed: false };
+    expect(order.admit(gone)).toBeUndefined();
+    const outcomes: string[] = [];
+    const waits = [
+      order.admit(gone)!.then((start) => outcomes.push(`gone:${start}`)),
+      order.admit(gone)!.then((start) => outcomes.push(`gone:${start}`)),
+      order.admit(alive)!.then((start) => outcomes.push(`alive:${start}`)),
+    ];
+    gone.destroyed = true;
+    await turns(1);
+    // One turn, one start: the living connection's, though the closed one was ahead of it.
+    expect(outcomes).toEqual(["gone:false", "gone:false", "alive:true"]);
+    await Promise.all(waits);
+    expect(order.waitingCount).toBe(0);
+    expect(order.abandonedCount).toBe(2);
+  });
+
   it("refuses an allowance that is not a positive integer", () => {
     expect(() => new ArrivalOrder(0)).toThrow(RangeError);
     expect(() => new ArrivalOrder(1.5)).toThrow(RangeError);
@@ -212,5 +232,41 @@ describe("serveInArrivalOrder on a real listener", () => {
     const lastSingle = Math.max(...["s0", "s1", "s2", "s3", "s4"].map((id) => started.indexOf(id)));
     expect(started.indexOf("p19")).toBeGreaterThan(lastSingle);
     expect(lastSingle).toBeLessThan(started.indexOf("p12"));
+  });
+
+  it("never starts the requests of a connection that closed while they waited, and counts them", async () => {
+    app = Fastify();
+    const metrics = new Metrics();
+    serveInArrivalOrder(app, 1, new Set(), metrics);
+    const read: string[] = [];
+    const started: string[] = [];
+    app.addHook("onRequest", async (req) => {
+      read.push((req.query as { id: string }).id);
+    });
+    app.get("/work", async (req) => {
+      const id = (req.query as { id: string }).id;
+      started.push(id);
+      // The client is gone while a2..a6 wait their turn (one start a turn).
+      if (id === "a1") req.raw.socket.destroy();
+      return { ok: true };
+    });
+    await app.listen({ host: "127.0.0.1", port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    const pipeline = connect(port, "127.0.0.1");
+    pipeline.on("error", () => undefined);
+    await new Promise((resolve) => pipeline.once("connect", resolve));
+    const ids = ["a1", "a2", "a3", "a4", "a5", "a6"];
+    pipeline.write(ids.map((id) => `GET /work?id=${id} HTTP/1.1\r\nHost: x\r\n\r\n`).join(""));
+    await new Promise((resolve) => pipeline.once("close", resolve));
+    // All six were read, so five waited: the situation the test is about.
+    await turns(3);
+    expect(read).toEqual(ids);
+    expect(started).toEqual(["a1"]);
+    expect(metrics.render()).toMatch(/^hallmark_requests_abandoned_total 5$/m);
+    expect(metrics.render()).toMatch(/^hallmark_requests_waiting 0$/m);
+    // Others are served as before.
+    agent = new Agent({ keepAlive: true });
+    expect(await getOn(port, agent)("/work?id=b1")).toBe(200);
+    expect(started).toEqual(["a1", "b1"]);
   });
 });
