@@ -183,8 +183,10 @@ describe("two trust domains federating", () => {
     const before = pemBlocks(String((await adminA("GET", "/admin/federations/partner.net/bundle")).body.bundle_pem));
     ok(await onB(["ca", "rotate", "--kind", "x509", "--step", "prepare"]));
     const r = JSON.parse(ok(await onA(["federation", "refresh", "partner.net", "--json"]))) as { outcome: string; sequence: number; previous_sequence: number };
-    expect(r.outcome).toBe("updated");
-    expect(r.sequence).toBeGreaterThan(r.previous_sequence);
+    // The server's own refresh loop may have fetched the new bundle first (then this refresh is
+    // "unchanged", as seen in CI for the same race elsewhere); what matters is what A holds.
+    expect(r.outcome).toMatch(/^(updated|unchanged)$/);
+    if (r.outcome === "updated") expect(r.sequence).toBeGreaterThan(r.previous_sequence);
     const held = pemBlocks(ok(await onA(["bundle", "show", "--trust-domain", "partner.net"])));
     expect(held.length).toBe(before.length + 1);
     ok(await onB(["ca", "rotate", "--kind", "x509", "--step", "activate"]));

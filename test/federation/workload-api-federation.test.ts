@@ -139,7 +139,9 @@ describe.skipIf(!hasPythonGrpc)("the Workload API hands out federated bundles by
       expect(((await stream.line(1)).bundles as Record<string, string>)["spiffe://partner.net"]).toBe(derOf(before));
       const rotated = await runCli(["ca", "rotate", "--kind", "x509", "--step", "prepare", "--data-dir", dirB]);
       expect(rotated.code, rotated.stderr).toBe(0);
-      expect((await adminA("POST", "/admin/federations/partner.net/refresh")).body.outcome).toBe("updated");
+      // The server's own refresh loop may fetch partner.net's new bundle first (then this one is
+      // "unchanged", seen once in CI); either way the stream must carry the new bundle below.
+      expect((await adminA("POST", "/admin/federations/partner.net/refresh")).body.outcome).toMatch(/^(updated|unchanged)$/);
       const after = await ownBundlePem(dirB);
       expect(pemBlocks(after).length).toBe(pemBlocks(before).length + 1);
       // Each message is the full state; the stream may carry others (an SVID renewed) before this one.
