@@ -35,9 +35,8 @@ export async function run(): Promise<void> {
   const idp = await generateKeyPair("ES256", { extractable: true });
   const jwks: JSONWebKeySet = { keys: [{ ...(await exportJWK(idp.publicKey)), kid: "idp-1", alg: "ES256", use: "sig" }] };
   writeFileSync(join(dataDir, "idp-jwks.json"), JSON.stringify(jwks));
-  const configFile = join(dataDir, "bench-config.json");
-  writeFileSync(configFile, JSON.stringify({ delegation: { subjectIssuers: [{ issuer: IDP, audiences: [HALLMARK_AUD], jwksFile: join(dataDir, "idp-jwks.json") }] } }));
-  const server = await startBenchServer(dataDir, BENCH_NODE_ARGS, ["--config", configFile]);
+  const config = { delegation: { subjectIssuers: [{ issuer: IDP, audiences: [HALLMARK_AUD], jwksFile: join(dataDir, "idp-jwks.json") }] } };
+  const server = await startBenchServer(dataDir, BENCH_NODE_ARGS, { config });
   const closers: Array<() => void> = [];
   try {
     const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));

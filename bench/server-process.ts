@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -18,12 +18,27 @@ export interface BenchServer {
 export const BENCH_NODE_ARGS: string[] = process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
 
 /**
+ * Limits every benchmarked server gets: one bench node asks for thousands of SVIDs a second, far
+ * past the per-node issuance limit a production node gets (limits.issuanceRate).
+ */
+const BENCH_LIMITS = { issuanceRate: { perSecond: 1_000_000, burst: 1_000_000 } };
+
+/**
  * `hallmark server` in a process of its own on a free loopback port (so the load generator and
  * the server do not share an event loop), its URL read from its "listening on" line. `nodeArgs`
- * go to node itself (BENCH_NODE_ARGS, e.g. --cpu-prof); `serverArgs` to `hallmark server`
- * (e.g. --config FILE).
+ * go to node itself (BENCH_NODE_ARGS, e.g. --cpu-prof); `o.config` is written to
+ * `<dataDir>/bench-config.json` with BENCH_LIMITS under its own `limits`; `o.args` go to
+ * `hallmark server` (e.g. --workers 2).
  */
-export async function startBenchServer(dataDir: string, nodeArgs: string[] = [], serverArgs: string[] = []): Promise<BenchServer> {
+export async function startBenchServer(
+  dataDir: string,
+  nodeArgs: string[] = [],
+  o: { config?: { limits?: Record<string, unknown> } & Record<string, unknown>; args?: string[] } = {},
+): Promise<BenchServer> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const configFile = join(dataDir, "bench-config.json");
+  writeFileSync(configFile, JSON.stringify({ ...o.config, limits: { ...BENCH_LIMITS, ...o.config?.limits } }));
+  const serverArgs = ["--config", configFile, ...(o.args ?? [])];
   const server = spawn(process.execPath, [...nodeArgs, BIN, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...serverArgs], {
     env: { ...process.env, HALLMARK_LOG_LEVEL: "warn" },
     stdio: ["ignore", "ignore", "pipe"],

@@ -52,10 +52,9 @@ export async function run(): Promise<void> {
     return;
   }
   const dataDir = mkdtempSync(join(tmpdir(), "hallmark-bench-speed-"));
-  const configFile = join(dataDir, "bench-config.json");
   // One address opens all the connections: the per-address limit (64 by default) would refuse them.
-  writeFileSync(configFile, JSON.stringify({ ...EXTRA_CONFIG, limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
-  const server = await startBenchServer(dataDir, BENCH_NODE_ARGS, ["--config", configFile]);
+  const config = { ...EXTRA_CONFIG, limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } };
+  const server = await startBenchServer(dataDir, BENCH_NODE_ARGS, { config });
   pinServer(server.pid);
   const cfsslDir = mkdtempSync(join(tmpdir(), "hallmark-bench-cfssl-"));
   const peer = await startCfssl(cfsslDir);
@@ -96,15 +95,13 @@ export async function run(): Promise<void> {
     // the first server; CPU summed over all three): CPU per issuance should not change.
     if (!ONLY_PHASES || ONLY_PHASES.includes("x509-workers2")) {
       const dir = mkdtempSync(join(tmpdir(), "hallmark-bench-workers-"));
-      const cfg = join(dir, "bench-config.json");
-      writeFileSync(cfg, JSON.stringify({ limits: { maxConnections: FAIR_CONNS + 256, maxConnectionsPerAddress: FAIR_CONNS + 128 } }));
-      const started = await startBenchServer(dir, BENCH_NODE_ARGS, ["--config", cfg, "--workers", "2"]);
+      const started = await startBenchServer(dir, BENCH_NODE_ARGS, { config: { limits: config.limits }, args: ["--workers", "2"] });
       pinServer(started.pid);
       workers = { server: started, dataDir: dir, name: "-workers2" };
       // Its control: a second single-process server with a database and token of its own, run
       // at the same time as the first on every CPU (see the cores phases below).
       const twinDir = mkdtempSync(join(tmpdir(), "hallmark-bench-twin-"));
-      const twinStarted = await startBenchServer(twinDir, BENCH_NODE_ARGS, ["--config", configFile]);
+      const twinStarted = await startBenchServer(twinDir, BENCH_NODE_ARGS, { config });
       pinServer(twinStarted.pid);
       twin = { server: twinStarted, dataDir: twinDir, name: "-twin" };
     }
@@ -115,10 +112,10 @@ export async function run(): Promise<void> {
     // transparency log before it serves), chained by the production hash.
     if (AUDIT_RECORDS > 0 && (!ONLY_PHASES || ONLY_PHASES.includes("x509-audit"))) {
       const dir = mkdtempSync(join(tmpdir(), "hallmark-bench-audit-"));
-      await (await startBenchServer(dir, [], ["--config", configFile])).stop();
+      await (await startBenchServer(dir, [], { config })).stop();
       const t = performance.now();
       appendAuditRecordsInBulk(join(dir, "hallmark.db"), AUDIT_RECORDS);
-      const started = await startBenchServer(dir, BENCH_NODE_ARGS, ["--config", configFile]);
+      const started = await startBenchServer(dir, BENCH_NODE_ARGS, { config });
       console.log(`(a server with ${AUDIT_RECORDS} audit records, chained and logged, ready in ${((performance.now() - t) / 1000).toFixed(1)} s)`);
       pinServer(started.pid);
       bigAudit = { server: started, dataDir: dir, name: "-audit" };

@@ -133,8 +133,10 @@ export class AgentIdentities implements WorkloadIdentities {
     return out;
   }
 
-  async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string): Promise<WorkloadJwtSvid[]> {
+  async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string, admitFetches?: (n: number) => void): Promise<WorkloadJwtSvid[]> {
     const entries = unique(this.matching(selectors)).filter((e) => spiffeId === undefined || e.spiffe_id === spiffeId);
+    const toFetch = entries.filter((entry) => !this.cache.holdsJwt(entry.spiffe_id, audience)).length;
+    if (toFetch > 0) admitFetches?.(toFetch);
     // Asked for together, so that the ones not cached go to the server in one batch request.
     const svids = await Promise.all(entries.map((entry) => this.cache.jwtFor(entry.spiffe_id, audience)));
     if (this.identity.removed) return [];

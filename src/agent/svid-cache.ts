@@ -52,6 +52,9 @@ export interface SvidCacheOptions {
   clock?: (() => Date) | undefined;
 }
 
+/** A JWT-SVID's cache key: the SPIFFE ID and the audience as a set (order and repeats do not matter). */
+const jwtKey = (spiffeId: string, audience: readonly string[]): string => `${spiffeId}\n${[...new Set(audience)].sort().join("\n")}`;
+
 /** Insertion order is recency: a hit moves the key to the end, the first key is evicted at the cap. */
 class Lru<V> {
   private readonly map = new Map<string, V>();
@@ -145,10 +148,22 @@ export class SvidCache {
     }
   }
 
+  /** Whether jwtFor would answer without a new request to the server: cached before half its life, or being fetched. */
+  holdsJwt(spiffeId: string, audience: readonly string[]): boolean {
+    const key = jwtKey(spiffeId, audience);
+    return this.freshJwt(key, { touch: false }) !== undefined || this.jwtInflight.has(key);
+  }
+
+  /** The cached JWT-SVID before half its life; `touch` marks it used (the LRU keeps it longer). */
+  private freshJwt(key: string, o: { touch: boolean }): CachedJwtSvid | undefined {
+    const cached = o.touch ? this.jwt.get(key) : this.jwt.peek(key);
+    return cached && !this.pastHalfLife(cached.fetchedAt, cached.expiresAt) ? cached : undefined;
+  }
+
   async jwtFor(spiffeId: string, audience: readonly string[]): Promise<CachedJwtSvid> {
-    const key = `${spiffeId}\n${[...new Set(audience)].sort().join("\n")}`;
-    const cached = this.jwt.get(key);
-    if (cached && !this.pastHalfLife(cached.fetchedAt, cached.expiresAt)) return cached;
+    const key = jwtKey(spiffeId, audience);
+    const cached = this.freshJwt(key, { touch: true });
+    if (cached) return cached;
     let p = this.jwtInflight.get(key);
     if (!p) {
       p = this.jwtQueue

@@ -17,6 +17,9 @@ const CORE_OAUTH_ERROR: Readonly<Record<string, string>> = {
   invalid_request: "invalid_request",
   body_too_large: "invalid_request",
   unsupported_media_type: "invalid_request",
+  // RFC 6749 names no error for 429; this one says what it is (the server will not serve this
+  // caller for now: see Retry-After), and `code` says rate_limited.
+  rate_limited: "temporarily_unavailable",
 };
 
 export function oauthErrorFor(error: unknown): { status: number; body: OAuthErrorBody } {

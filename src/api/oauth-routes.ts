@@ -8,9 +8,11 @@ import { DPOP_MAX_HEADER_BYTES } from "../oauth/dpop.js";
 import { OAUTH_PATHS, authorizationServerMetadata, metadataPath } from "../oauth/metadata.js";
 import type { TokenExchangeService } from "../oauth/token-exchange.js";
 import type { AccessTokenSigner } from "../service/ports.js";
+import type { RateLimit } from "../service/rate-limit.js";
 import { MAX_FORM_BYTES, acceptFormBodies } from "./form-body.js";
 import { registerOAuthErrorHandler } from "./oauth-errors.js";
 import { presentedSvid } from "./peer.js";
+import { admitAnonymous } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { jsonObject } from "./wire-schemas.js";
 
@@ -28,6 +30,11 @@ export interface OAuthRouteDeps {
   /** Read at request time only: registering the routes touches no service. */
   oauth: OAuthServices;
   log: Logger;
+  /**
+   * The anonymous per-address allowance (limits.attestRate), spent by refused client
+   * authentications only: within it each refusal is audited; past it, 429 and a summary.
+   */
+  refusalRateLimit?: RateLimit | undefined;
 }
 
 /** RFC 8693 `audience` and RFC 8707 `resource` may repeat; no other parameter may (RFC 6749 §3.1). */
@@ -144,6 +151,7 @@ export const OAUTH_ROUTES = {
       "oauth_unsupported_token_type",
       "oauth_invalid_resource",
       "oauth_client_unauthenticated",
+      "rate_limited",
       "subject_token_invalid",
       "subject_token_expired",
       "subject_token_issuer_untrusted",
@@ -184,7 +192,7 @@ export const OAUTH_ROUTES = {
         body: z.object({ active: z.boolean() }).catchall(z.unknown()),
       },
     },
-    errors: ["oauth_invalid_request", "oauth_client_unauthenticated"],
+    errors: ["oauth_invalid_request", "oauth_client_unauthenticated", "rate_limited"],
   }),
   oauthRevoke: defineRoute({
     operationId: "oauthRevoke",
@@ -197,7 +205,7 @@ export const OAUTH_ROUTES = {
     errorFormat: "oauth",
     body: tokenForm,
     responses: { 200: { description: "Revoked, or nothing to revoke (an unknown or invalid token)" } },
-    errors: ["oauth_invalid_request", "oauth_client_unauthenticated", "token_not_issued_to_client"],
+    errors: ["oauth_invalid_request", "oauth_client_unauthenticated", "rate_limited", "token_not_issued_to_client"],
   }),
 };
 
@@ -225,15 +233,15 @@ export async function oauthRoutes(app: FastifyInstance, deps: OAuthRouteDeps): P
     // (headers set here survive into the error handler's answer).
     const nonce = exchange.nonce();
     if (nonce !== undefined) void reply.header("dpop-nonce", nonce);
-    return exchange.exchange({ form: body, credentials: credentialsOf(req, body), dpop: req.headers.dpop });
+    return exchange.exchange({ form: body, credentials: credentialsOf(req, reply, body, deps.refusalRateLimit), dpop: req.headers.dpop });
   });
   registerRoute(app, R.oauthIntrospect, async ({ body }, _c, req, reply) => {
-    const answer = await deps.oauth.tokens.introspect(credentialsOf(req, body), body.token, { proof: body.dpop_proof, method: body.dpop_method, url: body.dpop_url });
+    const answer = await deps.oauth.tokens.introspect(credentialsOf(req, reply, body, deps.refusalRateLimit), body.token, { proof: body.dpop_proof, method: body.dpop_method, url: body.dpop_url });
     noStore(reply);
     return answer;
   });
   registerRoute(app, R.oauthRevoke, async ({ body }, _c, req, reply) => {
-    await deps.oauth.tokens.revoke(credentialsOf(req, body), body.token);
+    await deps.oauth.tokens.revoke(credentialsOf(req, reply, body, deps.refusalRateLimit), body.token);
     return noStore(reply).code(200).send();
   });
 }
@@ -244,7 +252,21 @@ function metadataOf(issuer: string, path: string): z.input<typeof metadataBody> 
   return authorizationServerMetadata(issuer) as z.input<typeof metadataBody>;
 }
 
-/** The client's credentials: the TLS client certificate (read only when needed) and the form's assertion. */
-function credentialsOf(req: FastifyRequest, body: { client_id?: string | undefined; client_assertion_type?: string | undefined; client_assertion?: string | undefined }): ClientCredentials {
-  return { presented: () => presentedSvid(req), clientId: body.client_id, assertionType: body.client_assertion_type, assertion: body.client_assertion };
+/**
+ * The client's credentials: the TLS client certificate (read only when needed), the form's
+ * assertion, and, should they be refused, the check of the caller's address allowance.
+ */
+function credentialsOf(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  body: { client_id?: string | undefined; client_assertion_type?: string | undefined; client_assertion?: string | undefined },
+  refusals: RateLimit | undefined,
+): ClientCredentials {
+  return {
+    presented: () => presentedSvid(req),
+    clientId: body.client_id,
+    assertionType: body.client_assertion_type,
+    assertion: body.client_assertion,
+    admitRefusal: () => admitAnonymous(refusals, req, reply),
+  };
 }

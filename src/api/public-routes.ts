@@ -4,7 +4,7 @@ import { z } from "zod";
 import type { AttestationOutcome, AttestationService } from "../service/attestation.js";
 import type { Metrics } from "../service/metrics.js";
 import { type NodeIssuanceService, PAGE_TOKEN, type WorkloadJwt } from "../service/node-issuance.js";
-import type { AnonymousRateLimit } from "../service/rate-limit.js";
+import type { RateLimit } from "../service/rate-limit.js";
 import type { CaAdministration, IssuedX509 } from "../service/ports.js";
 import type { EntryRecord } from "../store/types.js";
 import type { FederationService } from "../federation/service.js";
@@ -17,7 +17,7 @@ import { carriesNodeProof, provenSvid } from "./node-proof.js";
 import { OAUTH_ROUTES, type OAuthServices, oauthRoutes } from "./oauth-routes.js";
 import { LOG_ROUTES, type LogRouteDeps, logRoutes } from "./log-routes.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
-import { rateLimitHook } from "./rate-limit.js";
+import { admitIssuance, rateLimitHook } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, wellKnownRoutes } from "./well-known-routes.js";
 import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
@@ -31,7 +31,9 @@ export interface PublicRouteDeps extends WellKnownRouteDeps, LogRouteDeps {
   /** The token service (src/api/oauth-routes.ts): read at request time only. */
   oauth: OAuthServices;
   /** The per-address limit of the anonymous attestation endpoints; none in in-process tests. */
-  attestRateLimit?: AnonymousRateLimit | undefined;
+  attestRateLimit?: RateLimit | undefined;
+  /** Per node: the SVIDs its workloads may be issued (limits.issuanceRate); renewal is not counted. */
+  issuanceRateLimit?: RateLimit | undefined;
   /** Foreign bundles for entries that federate (issue 14); none: no federated_bundles are sent. */
   federation?: Pick<FederationService, "bundles"> | undefined;
 }
@@ -126,6 +128,8 @@ const NODE_AUTH_ERRORS = [
   "node_evicted",
 ] as const;
 const WORKLOAD_ERRORS = ["not_entitled", "no_entries", "ambiguous_spiffe_id", "spiffe_id_outside_trust_domain"] as const;
+/** A node's workload issuance past its allowance (limits.issuanceRate): 429 with Retry-After, the whole request. */
+const ISSUANCE_LIMIT_ERRORS = ["rate_limited"] as const;
 const ATTESTOR_CODES_NOTE = "Each attestor also refuses with its own codes (src/attestors/<type>/errors.ts).";
 
 export const PUBLIC_ROUTES = {
@@ -210,7 +214,7 @@ export const PUBLIC_ROUTES = {
     caller: "node",
     body: z.object({ csr, spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") }).strict(),
     responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer.extend({ federated_bundles: federatedBundles }) } },
-    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
+    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
   }),
   nodeFederatedBundles: defineRoute({
     operationId: "nodeFederatedBundles",
@@ -242,7 +246,7 @@ export const PUBLIC_ROUTES = {
         body: batchAnswer(z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex, federated_bundles: federatedBundles })),
       },
     },
-    errors: NODE_AUTH_ERRORS,
+    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS],
   }),
   fetchJwtSvid: defineRoute({
     operationId: "fetchJwtSvid",
@@ -266,7 +270,7 @@ export const PUBLIC_ROUTES = {
         }),
       },
     },
-    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
+    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
   }),
   fetchJwtSvidBatch: defineRoute({
     operationId: "fetchJwtSvidBatch",
@@ -284,7 +288,7 @@ export const PUBLIC_ROUTES = {
         body: batchAnswer(z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, federated_jwt_bundles: federatedJwtBundles })),
       },
     },
-    errors: NODE_AUTH_ERRORS,
+    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS],
   }),
   fetchWitSvid: defineRoute({
     operationId: "fetchWitSvid",
@@ -308,7 +312,7 @@ export const PUBLIC_ROUTES = {
         body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, bundle_pem: z.string() }),
       },
     },
-    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "wit_key_malformed", "wit_key_private", "wit_key_unsupported"],
+    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS, ...WORKLOAD_ERRORS, "wit_key_malformed", "wit_key_private", "wit_key_unsupported"],
   }),
   nodeEntries: defineRoute({
     operationId: "nodeEntries",
@@ -436,7 +440,8 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(
     app,
     R.fetchX509Svid,
-    async ({ body }, node) => {
+    async ({ body }, node, req, reply) => {
+      admitIssuance(deps.issuanceRateLimit, node.spiffeId, 1, req, reply);
       const svid = await deps.nodes.workloadX509(node, body.csr, body.spiffe_id);
       return { ...(await svidBody(svid.spiffeId, svid, svid.logIndex)), federated_bundles: await federatedPem(svid.federatesWith) };
     },
@@ -455,7 +460,8 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(
     app,
     R.fetchX509SvidBatch,
-    async ({ body }, node) => {
+    async ({ body }, node, req, reply) => {
+      admitIssuance(deps.issuanceRateLimit, node.spiffeId, body.requests.length, req, reply);
       const results = [];
       // One at a time: each issuance is one HSM signature and one audit record, as for single requests.
       for (const r of body.requests) {
@@ -488,13 +494,17 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(
     app,
     R.fetchJwtSvid,
-    async ({ body }, node) => ({ ...(await jwtAnswer(await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id))), bundle_pem: await bundlePem() }),
+    async ({ body }, node, req, reply) => {
+      admitIssuance(deps.issuanceRateLimit, node.spiffeId, 1, req, reply);
+      return { ...(await jwtAnswer(await deps.nodes.workloadJwt(node, body.audience, body.spiffe_id))), bundle_pem: await bundlePem() };
+    },
     nodeOf,
   );
   registerRoute(
     app,
     R.fetchJwtSvidBatch,
-    async ({ body }, node) => {
+    async ({ body }, node, req, reply) => {
+      admitIssuance(deps.issuanceRateLimit, node.spiffeId, body.requests.length, req, reply);
       const settled = await deps.nodes.workloadJwts(node, body.requests.map((r) => ({ audience: r.audience, spiffeId: r.spiffe_id })));
       const results = [];
       for (const [i, s] of settled.entries()) {
@@ -511,7 +521,8 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(
     app,
     R.fetchWitSvid,
-    async ({ body }, node) => {
+    async ({ body }, node, req, reply) => {
+      admitIssuance(deps.issuanceRateLimit, node.spiffeId, 1, req, reply);
       const wit = await deps.nodes.workloadWit(node, body.public_key_jwk, body.spiffe_id);
       return { spiffe_id: wit.spiffeId, token: wit.token, expires_at: wit.expiresAt.toISOString(), log_index: wit.logIndex, bundle_pem: await bundlePem() };
     },
@@ -539,7 +550,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(app, R.bundle, async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
   await wellKnownRoutes(app, deps);
   await logRoutes(app, deps);
-  await app.register(oauthRoutes, { oauth: deps.oauth, log: app.log as unknown as Logger });
+  await app.register(oauthRoutes, { oauth: deps.oauth, log: app.log as unknown as Logger, refusalRateLimit: deps.attestRateLimit });
   serveOpenApi(app, R.openApi, {
     title: "Hallmark public API",
     description:

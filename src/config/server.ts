@@ -41,10 +41,19 @@ export const LIMIT_DEFAULTS = {
   requestsPerTurn: 16,
   maxOpenRequestsPerConnection: 16,
   attestRate: { perSecond: 10, burst: 40, trackedAddresses: 100_000 },
+  // SPIRE's server allows an agent 500 X509-SVID and 500 JWT-SVID signatures a second; the burst
+  // covers an agent that fills its cache of 1,000 SVIDs at start.
+  issuanceRate: { perSecond: 500, burst: 1000, trackedNodes: 100_000 },
   rateLimitAuditInterval: 60,
   purgeInterval: 60,
   entryChangeRetention: 7 * 86400,
 };
+
+/**
+ * The smallest `limits.issuanceRate.burst`: a batch request takes one token per SVID, all or none,
+ * so a bucket must hold the largest batch (MAX_X509_BATCH, MAX_JWT_BATCH in src/api/public-routes.ts).
+ */
+export const MIN_ISSUANCE_BURST = 64;
 
 /** Safe defaults of `store.pool` (durations in seconds). */
 const STORE_POOL_DEFAULTS = { max: 10, connectionTimeout: 5, idleTimeout: 30, statementTimeout: 30 };
@@ -407,6 +416,7 @@ export const serverConfigSchema = z
         /**
          * Token bucket per address for POST /v1/attest/sessions, …/evidence and …/answer: `burst`
          * requests at once, refilled at `perSecond`. One attestation takes two or three requests.
+         * Refused client authentications at /oauth2/token, /introspect and /revoke spend it too.
          * Refusals are 429 rate_limited with Retry-After.
          */
         attestRate: z
@@ -418,7 +428,22 @@ export const serverConfigSchema = z
           })
           .strict()
           .default(LIMIT_DEFAULTS.attestRate),
-        /** Rate-limited requests are audited as one `rate_limited_summary` record per address this often. */
+        /**
+         * Token bucket per node for the SVIDs its workloads are issued (POST /v1/svids/x509, /jwt,
+         * /wit and the batches, one token per SVID; a node's own renewal is not counted), so that a
+         * workload asking its agent for JWT-SVIDs with ever new audiences cannot make the server
+         * sign, and the audit log grow, at its pace. Refusals are 429 rate_limited with Retry-After.
+         */
+        issuanceRate: z
+          .object({
+            perSecond: z.number().positive().max(1_000_000).default(LIMIT_DEFAULTS.issuanceRate.perSecond),
+            burst: z.number().int().min(MIN_ISSUANCE_BURST).max(1_000_000).default(LIMIT_DEFAULTS.issuanceRate.burst),
+            /** Nodes whose buckets are remembered; the least recently seen is forgotten first. */
+            trackedNodes: z.number().int().min(16).max(10_000_000).default(LIMIT_DEFAULTS.issuanceRate.trackedNodes),
+          })
+          .strict()
+          .default(LIMIT_DEFAULTS.issuanceRate),
+        /** Rate-limited requests are audited as one `rate_limited_summary` record per address or node this often. */
         rateLimitAuditInterval: durationSeconds.default(LIMIT_DEFAULTS.rateLimitAuditInterval),
         /** Expired attestation sessions (nonces), join tokens and DPoP proof records are deleted this often. */
         purgeInterval: durationSeconds.default(LIMIT_DEFAULTS.purgeInterval),

@@ -11,6 +11,7 @@ import type { AccessTokenRecord, Store } from "../store/types.js";
 import { ATTESTATION_CLAIM, type ActClaim, mintAccessToken } from "./access-token.js";
 import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials } from "./client-auth.js";
 import { type DpopVerifier, normalizeHtu } from "./dpop.js";
+import { isRateLimited } from "../service/rate-limit.js";
 import { oauthError } from "./errors.js";
 
 /**
@@ -267,6 +268,8 @@ export class AccessTokenService {
     try {
       return await this.d.clients.authenticate(credentials, now);
     } catch (e) {
+      // A caller past its allowance of unauthenticated refusals is counted in a summary instead.
+      if (isRateLimited(e)) throw e;
       const code = isHallmarkError(e) ? e.code : "internal";
       await this.auditRefusal(event, now, "unauthenticated", code, isHallmarkError(e) ? e.message : "internal error", token);
       throw e;

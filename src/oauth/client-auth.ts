@@ -41,6 +41,13 @@ export interface ClientCredentials {
   clientId?: string | undefined;
   assertionType?: string | undefined;
   assertion?: string | undefined;
+  /**
+   * Called when these credentials are refused, before the refusal is audited: throws rate_limited
+   * once the caller (its address) has spent its allowance of refusals, so that callers who
+   * authenticate as nobody cannot grow the audit log at their own pace. A refusal it stops is
+   * counted in the limiter's summary record instead (src/service/rate-limit.ts).
+   */
+  admitRefusal?: (() => void) | undefined;
 }
 
 export interface ClientAuthenticatorDeps {
@@ -63,6 +70,15 @@ export class ClientAuthenticator {
    * client certificate. Every failure is oauth_client_unauthenticated, saying which check failed.
    */
   async authenticate(c: ClientCredentials, now: Date): Promise<AuthenticatedClient> {
+    try {
+      return await this.authenticateOnce(c, now);
+    } catch (e) {
+      if (isHallmarkError(e) && e.code === "oauth_client_unauthenticated") c.admitRefusal?.();
+      throw e;
+    }
+  }
+
+  private async authenticateOnce(c: ClientCredentials, now: Date): Promise<AuthenticatedClient> {
     try {
       if (c.assertionType !== undefined || c.assertion !== undefined) return await this.byAssertion(c, now);
       if (c.presented) return await this.byCertificate(c.presented(), c.clientId, now);

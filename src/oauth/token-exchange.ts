@@ -9,6 +9,7 @@ import { type AccessTokenService, tokenDigest } from "./access-tokens.js";
 import type { AuthenticatedClient, ClientAuthenticator, ClientCredentials } from "./client-auth.js";
 import { decideDelegation } from "./delegation-policy.js";
 import type { DpopNonceSource, DpopVerifier, VerifiedDpopProof } from "./dpop.js";
+import { isRateLimited } from "../service/rate-limit.js";
 import { oauthError } from "./errors.js";
 import { OAUTH_PATHS, endpointUrl } from "./metadata.js";
 import { type SubjectTokenVerifier, TOKEN_TYPE, type VerifiedSubjectToken } from "./subject-tokens.js";
@@ -98,7 +99,8 @@ export class TokenExchangeService {
     try {
       return await this.run(call, now, rec);
     } catch (e) {
-      await this.auditRefusal(e, now, rec);
+      // A caller past its allowance of unauthenticated refusals is counted in a summary instead.
+      if (!isRateLimited(e)) await this.auditRefusal(e, now, rec);
       throw e;
     }
   }

@@ -5,7 +5,7 @@ import { closeConnectionsAtCertificateExpiry } from "../api/peer.js";
 import { AuditLog } from "../audit/log.js";
 import { WorkerAuditVerifier } from "../audit/worker-verifier.js";
 import { ATTESTOR_TYPES, buildAttestors } from "../attestors/registry.js";
-import { type ServerConfig, adminSocketPath } from "../config/server.js";
+import { MIN_ISSUANCE_BURST, type ServerConfig, adminSocketPath } from "../config/server.js";
 import { HallmarkError } from "../errors.js";
 import { DelegationService } from "../oauth/delegation-service.js";
 import { FederationService } from "../federation/service.js";
@@ -27,7 +27,7 @@ import { type Clock, systemClock } from "../service/clock.js";
 import { Metrics } from "../service/metrics.js";
 import { NodeIssuanceService } from "../service/node-issuance.js";
 import { purgeExpired } from "../service/purge.js";
-import { AnonymousRateLimit } from "../service/rate-limit.js";
+import { BY_ADDRESS, BY_NODE, RateLimit } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
 import type { ProcessCoordination } from "../store/change-feed.js";
 import { openStore } from "../store/open.js";
@@ -178,24 +178,40 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     let ready = false;
     const limits = config.limits;
     // Buckets are per process and connections are spread over the workers: each worker gets its
-    // share, so the group as a whole admits about the configured rate from one address.
+    // share, so the group as a whole admits about the configured rate from one address or node.
     const share = worker?.count ?? 1;
-    const attestRateLimit = new AnonymousRateLimit({
+    const attestRateLimit = new RateLimit({
       perSecond: limits.attestRate.perSecond / share,
       burst: Math.max(1, Math.ceil(limits.attestRate.burst / share)),
       maxKeys: limits.attestRate.trackedAddresses,
       audit,
       metrics,
       clock,
+      subject: BY_ADDRESS,
+    });
+    const issuanceRateLimit = new RateLimit({
+      perSecond: limits.issuanceRate.perSecond / share,
+      burst: Math.max(MIN_ISSUANCE_BURST, Math.ceil(limits.issuanceRate.burst / share)),
+      maxKeys: limits.issuanceRate.trackedNodes,
+      audit,
+      metrics,
+      clock,
+      subject: BY_NODE,
     });
     // Registered before the app's closer, so they stop after it: the last refusals are summarised.
-    const summaries = startIntervalTask("rate-limit audit summary", limits.rateLimitAuditInterval, () => attestRateLimit.flush(), log, { finalRun: true });
+    const summaries = startIntervalTask(
+      "rate-limit audit summary",
+      limits.rateLimitAuditInterval,
+      () => Promise.all([attestRateLimit.flush(), issuanceRateLimit.flush()]),
+      log,
+      { finalRun: true },
+    );
     closers.push(() => summaries.stop());
     const purge = startIntervalTask("purge expired sessions, join tokens and DPoP proofs", limits.purgeInterval, () => purgeExpired(store, clock(), limits.entryChangeRetention), log);
     closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },
-      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, oauth, federation, transparency: tlog.reader },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, issuanceRateLimit, oauth, federation, transparency: tlog.reader },
     );
     closers.push(() => publicApp.close());
     // Closers run in reverse: long polls of the entries answer at once, so closing does not wait for them.

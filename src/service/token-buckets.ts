@@ -1,5 +1,5 @@
 /**
- * One token bucket per key (a client address): `burst` tokens at most, refilled at `perSecond`.
+ * One token bucket per key (a client address, a node): `burst` tokens at most, refilled at `perSecond`.
  * The map is bounded: past `maxKeys`, the least recently seen key is forgotten (a Map iterates in
  * insertion order, and every take re-inserts its key), so the limiter itself cannot be grown
  * without bound by callers from many addresses. A forgotten key starts again with a full bucket,
@@ -20,7 +20,8 @@ export class TokenBuckets {
     private readonly o: { perSecond: number; burst: number; maxKeys: number; now?: () => number },
   ) {}
 
-  take(key: string): TakeResult {
+  /** Takes `cost` tokens (a batch of SVIDs costs one each), or none if the bucket holds fewer. */
+  take(key: string, cost = 1): TakeResult {
     const now = this.o.now?.() ?? Date.now();
     const b = this.buckets.get(key);
     // A clock stepped back (NTP) refills nothing and must not drain the bucket either.
@@ -33,11 +34,11 @@ export class TokenBuckets {
       const oldest = this.buckets.keys().next().value;
       if (oldest !== undefined) this.buckets.delete(oldest);
     }
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
+    if (bucket.tokens >= cost) {
+      bucket.tokens -= cost;
       return { ok: true };
     }
-    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / this.o.perSecond)) };
+    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((cost - bucket.tokens) / this.o.perSecond)) };
   }
 
   /** Keys currently remembered (never more than maxKeys). */

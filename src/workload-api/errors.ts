@@ -12,6 +12,7 @@ export const WORKLOAD_API_ERRORS = {
   workload_peer_changed: { status: 401, title: "The calling process is no longer the one that connected" },
   workload_peer_unknown: { status: 401, title: "The kernel did not say who is calling" },
   workload_too_many_streams: { status: 429, title: "This workload holds too many open streams" },
+  workload_too_many_fetches: { status: 429, title: "This workload asked for more new JWT-SVIDs than its allowance" },
   workload_jwt_invalid: { status: 400, title: "The JWT-SVID does not validate" },
   workload_socket_in_use: { status: 409, title: "The Workload API socket is held by another running process" },
   // client side (`hallmark workload`): the agent answered with a gRPC error status

@@ -15,6 +15,7 @@ const BY_CODE: Readonly<Record<string, status>> = {
   workload_peer_changed: status.UNAUTHENTICATED,
   workload_peer_unknown: status.UNAUTHENTICATED,
   workload_too_many_streams: status.RESOURCE_EXHAUSTED,
+  workload_too_many_fetches: status.RESOURCE_EXHAUSTED,
 };
 
 /** Others by their HTTP analogue. */

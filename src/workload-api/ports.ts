@@ -70,8 +70,12 @@ export interface WorkloadWitSvid {
  */
 export interface WorkloadIdentities {
   x509Svids(selectors: readonly string[]): Promise<WorkloadX509Svid[]>;
-  /** `spiffeId` narrows to one identity; refused when the caller is not entitled to it. */
-  jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string): Promise<WorkloadJwtSvid[]>;
+  /**
+   * `spiffeId` narrows to one identity; refused when the caller is not entitled to it.
+   * `admitFetches(n)` is called, before anything is asked of the server, with the number of them
+   * that are not held (or being fetched) already and must be fetched; it throws to refuse the call.
+   */
+  jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string, admitFetches?: (n: number) => void): Promise<WorkloadJwtSvid[]>;
   /**
    * Trust domain ID (spiffe://td) → DER certificates: this trust domain and every federated one
    * held. The service narrows the federated ones to those the caller's entries federate with.

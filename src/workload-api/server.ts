@@ -24,6 +24,8 @@ export const DEFAULT_WORKLOAD_API_LIMITS: WorkloadApiLimits = {
   maxConnectionsPerUid: 256,
   maxRequestBytes: 64 * 1024,
   updateJitterMs: 500,
+  // A tenth of the server's default allowance for the whole node (limits.issuanceRate, 500/s).
+  jwtFetchRate: { perSecond: 50, burst: 100 },
 };
 
 /** The port's options plus what the agent may tune (both optional). */

@@ -6,6 +6,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { TokenBuckets } from "../service/token-buckets.js";
 import { SpiffeId } from "../spiffe/id.js";
 import { workloadApiError } from "./errors.js";
 import { toGrpcError } from "./grpc-status.js";
@@ -25,7 +26,16 @@ export interface WorkloadServiceLimits {
   maxStreamsPerUid: number;
   /** Updates after a change are spread over this many milliseconds, so thousands of streams do not all refetch at once. */
   updateJitterMs: number;
+  /**
+   * JWT-SVIDs the agent may fetch from the server for one uid (those its cache does not hold):
+   * `burst` at once, `perSecond` after. The server limits each node (limits.issuanceRate); this
+   * keeps one workload asking for ever new audiences from spending its neighbours' share.
+   */
+  jwtFetchRate: { perSecond: number; burst: number };
 }
+
+/** Uids whose JWT fetch allowance is remembered; the least recently seen is forgotten first. */
+const TRACKED_UIDS = 10_000;
 
 export interface WorkloadServiceDeps {
   identities: WorkloadIdentities;
@@ -168,6 +178,16 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
     return { bundles: Object.fromEntries([...bundles].map(([td, jwks]) => [td, JSON.stringify(withKids(jwks))])) };
   }
 
+  const jwtFetches = new TokenBuckets({ ...limits.jwtFetchRate, maxKeys: TRACKED_UIDS });
+  function admitJwtFetches(uid: number, n: number): void {
+    // A workload with more identities than the burst asks for all of them at the price of a full
+    // bucket, or it could never be served; its identities are entries, not its choice.
+    const r = jwtFetches.take(String(uid), Math.min(n, limits.jwtFetchRate.burst));
+    if (!r.ok) {
+      throw workloadApiError("workload_too_many_fetches", `this user asked for more new JWT-SVIDs than its allowance; retry in ${r.retryAfterSeconds} s`);
+    }
+  }
+
   function takeStreamSlot(uid: number): () => void {
     const open = streamsPerUid.get(uid) ?? 0;
     if (open >= limits.maxStreamsPerUid) {
@@ -268,7 +288,7 @@ export function workloadApiHandlers(deps: WorkloadServiceDeps): UntypedServiceIm
         throw workloadApiError("workload_request_invalid", "audience is required");
       }
       if (req.spiffe_id !== "") SpiffeId.parse(req.spiffe_id);
-      const svids = await identities.jwtSvids(caller.selectors, req.audience, req.spiffe_id || undefined);
+      const svids = await identities.jwtSvids(caller.selectors, req.audience, req.spiffe_id || undefined, (n) => admitJwtFetches(caller.uid, n));
       if (svids.length === 0) notEntitled();
       return { svids: withUniqueHints(svids, log).map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) };
     }),

@@ -7,6 +7,7 @@ import { type AgentCore, startAgentCore } from "../../src/agent/run-agent.js";
 import { SvidCache } from "../../src/agent/svid-cache.js";
 import { joinTokenProducer } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
+import { HallmarkError } from "../../src/errors.js";
 import { createLogger } from "../../src/log.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { tempDir } from "../helpers/tmp.js";
@@ -136,10 +137,19 @@ describe("agent core", () => {
     for (const id of ids) created.push((await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: id, selectors: ["unix:uid:1004"] })) as { id: string });
     await waitFor(() => created.every((e) => core.entries.entries.has(e.id)), "the entries to reach the agent", 10_000);
     const jwks = (await core.identities.jwtBundles()).get("spiffe://example.org") as { keys: Array<JWK & { use?: string }> };
+    // What the Workload API's per-uid allowance is asked for: the fetches a call needs, nothing for
+    // what the cache holds or is fetching already (the second caller shares the first's fetches).
+    const admitted: number[][] = [[], [], []];
     const [first, second] = await Promise.all([
-      core.identities.jwtSvids(["unix:uid:1004"], ["https://multi.example.org"]),
-      core.identities.jwtSvids(["unix:uid:1004"], ["https://multi.example.org"]),
+      core.identities.jwtSvids(["unix:uid:1004"], ["https://multi.example.org"], undefined, (n) => admitted[0]!.push(n)),
+      core.identities.jwtSvids(["unix:uid:1004"], ["https://multi.example.org"], undefined, (n) => admitted[1]!.push(n)),
     ]);
+    await core.identities.jwtSvids(["unix:uid:1004"], ["https://multi.example.org"], undefined, (n) => admitted[2]!.push(n));
+    expect(admitted).toEqual([[3], [], []]);
+    const refuse = () => {
+      throw new HallmarkError("workload_too_many_fetches", "no");
+    };
+    await expect(core.identities.jwtSvids(["unix:uid:1004"], ["https://new.example.org"], ids[0], refuse)).rejects.toMatchObject({ code: "workload_too_many_fetches" });
     expect(first!.map((s) => s.spiffeId).sort()).toEqual(ids);
     // The second caller shared the first one's fetches: the same tokens, not three more.
     expect(second!.map((s) => s.token)).toEqual(first!.map((s) => s.token));

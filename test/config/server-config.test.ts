@@ -1,7 +1,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { loadServerConfig } from "../../src/config/server.js";
+import { MAX_JWT_BATCH, MAX_X509_BATCH } from "../../src/api/public-routes.js";
+import { MIN_ISSUANCE_BURST, loadServerConfig } from "../../src/config/server.js";
 import { parseDurationSeconds } from "../../src/config/duration.js";
 import { tempDir } from "../helpers/tmp.js";
 
@@ -74,6 +75,18 @@ describe("server configuration", () => {
       expect(() => loadServerConfig({ config: file(name, `limits:\n  maxOpenRequestsPerConnection: ${bad}\n`) }, {})).toThrowError(
         /limits\.maxOpenRequestsPerConnection: /,
       );
+    }
+  });
+
+  it("allows a node 500 workload SVIDs a second (burst 1000) by default, and refuses a burst smaller than the largest batch", () => {
+    expect(loadServerConfig({}, {}).limits.issuanceRate).toEqual({ perSecond: 500, burst: 1000, trackedNodes: 100_000 });
+    // A batch takes one token per SVID, all or none: a bucket smaller than a batch could never pass one.
+    expect(MIN_ISSUANCE_BURST).toBe(MAX_X509_BATCH);
+    expect(MIN_ISSUANCE_BURST).toBe(MAX_JWT_BATCH);
+    const ok = loadServerConfig({ config: file("ia.yaml", `limits:\n  issuanceRate: { perSecond: 0.5, burst: ${MIN_ISSUANCE_BURST} }\n`) }, {}).limits.issuanceRate;
+    expect(ok).toEqual({ perSecond: 0.5, burst: MIN_ISSUANCE_BURST, trackedNodes: 100_000 });
+    for (const [name, bad] of [["ib.yaml", `burst: ${MIN_ISSUANCE_BURST - 1}`], ["ic.yaml", "perSecond: 0"], ["id.yaml", "burst: 100.5"], ["ie.yaml", "perNode: 3"]] as const) {
+      expect(() => loadServerConfig({ config: file(name, `limits:\n  issuanceRate: { ${bad} }\n`) }, {})).toThrowError(/limits\.issuanceRate/);
     }
   });
 

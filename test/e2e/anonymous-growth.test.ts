@@ -87,6 +87,44 @@ describe("anonymous callers and the database", () => {
     expect(records.filter((r) => r.code === "rate_limited").length).toBeLessThanOrEqual(3);
   });
 
+  it("spends the same allowance on refused OAuth client authentications: past it, 429 in the OAuth error format and a summary instead of a record each", async () => {
+    // Nobody authenticates: no client certificate, no assertion. Each refusal used to be one audit
+    // record (and one transparency log leaf), as fast as the caller could send them.
+    const from = "127.0.0.5";
+    const routes = ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"];
+    const body = `grant_type=${encodeURIComponent("urn:ietf:params:oauth:grant-type:token-exchange")}&subject_token=x&subject_token_type=${encodeURIComponent("urn:ietf:params:oauth:token-type:jwt")}&token=x`;
+    const unauthenticated = async () => (await auditOf("unauthenticated")).length;
+    const before = await unauthenticated();
+    const answers = [];
+    for (let i = 0; i < 30; i++) {
+      const path = routes[i % routes.length]!;
+      const r = await httpsRaw(`${server.url}${path}`, { method: "POST", body, headers: { "content-type": "application/x-www-form-urlencoded" }, localAddress: from });
+      answers.push({ path, ...r });
+    }
+    const refused = answers.filter((r) => r.status === 401);
+    const limited = answers.filter((r) => r.status === 429);
+    expect(refused.map((r) => (r.body as { error: string }).error)).toEqual(Array(BURST).fill("invalid_client"));
+    expect(limited).toHaveLength(30 - BURST);
+    for (const r of limited) {
+      expect(r.contentType).toContain("application/json");
+      expect(r.body).toMatchObject({ error: "temporarily_unavailable", code: "rate_limited" });
+      expect(Number(r.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+    }
+    // Audited one by one within the allowance; past it, only counted, into the address's summary.
+    expect(await unauthenticated()).toBe(before + BURST);
+    const routeCounts: Record<string, number> = {};
+    for (const r of limited) routeCounts[r.path] = (routeCounts[r.path] ?? 0) + 1;
+    await vi.waitFor(
+      async () => {
+        const summaries = (await auditOf(`peer:${from}`)).filter((r) => r.event === AUDIT_EVENTS.rateLimitedSummary);
+        const summed: Record<string, number> = {};
+        for (const r of summaries) for (const [route, n] of Object.entries((r.details as { routes: Record<string, number> }).routes)) summed[route] = (summed[route] ?? 0) + n;
+        expect(summed).toEqual(routeCounts);
+      },
+      { timeout: 10_000, interval: 250 },
+    );
+  });
+
   it("purges expired sessions and join tokens on its schedule, and keeps unexpired ones", async () => {
     const open = async (from: string) => {
       const r = await postJson(`${server.url}/v1/attest/sessions`, { attestor: "join_token" }, { localAddress: from });

@@ -1,5 +1,6 @@
 import { connect, type TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { attest, joinTokenProducer, type SvidFiles } from "../../src/client/attest.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
@@ -25,7 +26,10 @@ let node: SvidFiles;
 
 // A server process of its own, as deployed: sharing this test's event loop, it never lagged enough for the race.
 beforeAll(async () => {
-  server = startServerProcess(work.path);
+  // 25,600 JWT-SVIDs for one node within seconds: far past a node's default allowance (limits.issuanceRate).
+  const config = join(work.path, "config.json");
+  writeFileSync(config, JSON.stringify({ limits: { issuanceRate: { perSecond: 1_000_000, burst: 1_000_000 } } }));
+  server = startServerProcess(work.path, { args: ["--config", config] });
   await server.ready;
   url = new URL(/listening on (https:\/\/\S+) /.exec(server.stderr())![1]!);
   const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(join(work.path, "admin.sock"), method, path, body));

@@ -46,6 +46,9 @@ try:
         for m in stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=md, timeout=20):
             out({"bundles": {k: json.loads(v) for k, v in m.bundles.items()}})
             break
+    elif op == "jwtsvid":
+        r = stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=args), metadata=md, timeout=20)
+        out({"svids": [s.spiffe_id for s in r.svids]})
     elif op == "validate":
         r = stub.ValidateJWTSVID(workload_pb2.ValidateJWTSVIDRequest(audience=args[0], svid=args[1]), metadata=md, timeout=20)
         out({"spiffe_id": r.spiffe_id})
@@ -75,7 +78,8 @@ export interface PythonWorkloadCall {
 /**
  * A Workload API call through python3-grpcio, run as `user` (setpriv): `x509svid` (the first
  * message: SPIFFE IDs and federated_bundles, base64 DER), `x509bundles <n>` (the first n messages:
- * bundles, base64 DER), `jwtbundles` (the first message: JWKS by trust domain), `validate <audience> <token>`.
+ * bundles, base64 DER), `jwtbundles` (the first message: JWKS by trust domain), `jwtsvid <audience>…`
+ * (FetchJWTSVID: the SPIFFE IDs answered), `validate <audience> <token>`.
  */
 export function pythonWorkloadCallAs(user: UnixUser, socketPath: string, workDir: string, op: string, args: string[] = []): PythonWorkloadCall {
   const child = spawnAs(user, "/usr/bin/python3", ["-c", PYTHON_CALLS, compiledProto(workDir), socketPath, op, ...args]);

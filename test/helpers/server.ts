@@ -25,12 +25,14 @@ export async function startTestServer(
   const dir = opts.dataDir ? undefined : tempDir("server");
   const dataDir = opts.dataDir ?? dir!.path;
   const config = loadServerConfig({ dataDir, listen: "127.0.0.1:0", config: opts.configFile }, {});
-  // Every test client connects from 127.0.0.1: per-address limits would make unrelated tests
-  // depend on how many requests they send. Tests of the limits set `limits` in their overrides.
+  // Every test client connects from 127.0.0.1, and most from one node: per-address and per-node
+  // limits would make unrelated tests depend on how many requests they send. Tests of the limits
+  // set `limits` in their overrides.
   config.limits = {
     ...config.limits,
     maxConnectionsPerAddress: 100_000,
     attestRate: { ...config.limits.attestRate, perSecond: 1_000_000, burst: 1_000_000 },
+    issuanceRate: { ...config.limits.issuanceRate, perSecond: 1_000_000, burst: 1_000_000 },
   };
   // One level deep: `{ svid: { x509Ttl: 8 } }` keeps the section's other defaults (witTtl, maxTtl…).
   const sections = config as unknown as Record<string, unknown>;

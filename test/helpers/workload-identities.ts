@@ -38,8 +38,10 @@ export class TestIdentities implements WorkloadIdentities {
   async x509Svids(selectors: readonly string[]) {
     return this.matching(selectors).map((e) => e.svid);
   }
-  async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string) {
+  async jwtSvids(selectors: readonly string[], audience: readonly string[], spiffeId?: string, admitFetches?: (n: number) => void) {
     const mine = this.matching(selectors).filter((e) => !spiffeId || e.svid.spiffeId === spiffeId);
+    // No cache here: every one is fetched from the server.
+    if (mine.length > 0) admitFetches?.(mine.length);
     return Promise.all(
       mine.map(async (e) => ({ spiffeId: e.svid.spiffeId, token: (await this.node.fetchJwt([...audience], e.svid.spiffeId)).token, hint: e.svid.hint })),
     );

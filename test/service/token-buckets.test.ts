@@ -14,6 +14,17 @@ describe("TokenBuckets", () => {
     expect([1, 2, 3, 4].map(() => b.take("a").ok)).toEqual([true, true, true, false]);
   });
 
+  it("takes a cost of several tokens at once, or none of them", () => {
+    let ms = 0;
+    const b = new TokenBuckets({ perSecond: 10, burst: 100, maxKeys: 10, now: () => ms });
+    expect(b.take("node", 64).ok).toBe(true);
+    // 36 left: a second batch of 64 is refused whole and takes nothing, so 36 singles still pass.
+    expect(b.take("node", 64)).toEqual({ ok: false, retryAfterSeconds: 3 });
+    expect(Array.from({ length: 37 }, () => b.take("node").ok).filter(Boolean)).toHaveLength(36);
+    ms += 6_400;
+    expect(b.take("node", 64).ok).toBe(true);
+  });
+
   it("neither drains nor refills when the clock steps back", () => {
     let ms = 10_000_000;
     const b = new TokenBuckets({ perSecond: 1000, burst: 2, maxKeys: 10, now: () => ms });

@@ -8,10 +8,12 @@ import { credentials, loadPackageDefinition, Metadata, status, type Client, type
 import { loadSync } from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isHallmarkError } from "../../src/errors.js";
+import { AUDIT_EVENTS } from "../../src/service/audit-events.js";
+import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import { DEFAULT_WORKLOAD_API_LIMITS, startWorkloadApi, WORKLOAD_PROTO_OPTIONS, workloadProtoPath } from "../../src/workload-api/server.js";
 import { unixWorkloadAttestor } from "../../src/workload-api/unix-attestor.js";
 import { NOBODY } from "../helpers/as-user.js";
-import { hasPythonGrpc, NO_PYTHON_GRPC, pythonFetchX509As } from "../helpers/python-workload-client.js";
+import { hasPythonGrpc, NO_PYTHON_GRPC, pythonFetchX509As, pythonWorkloadCallAs } from "../helpers/python-workload-client.js";
 import { tempDir } from "../helpers/tmp.js";
 import { startWorkloadBackend, TD, type WorkloadBackend } from "../helpers/workload-identities.js";
 
@@ -112,6 +114,16 @@ function rawStreamThenVanish(when: "at-once" | "after-first-message"): Promise<v
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** JWT-SVIDs the backend's server has issued: the issue_jwt records of its audit log (committed before each answer). */
+async function jwtIssuances(): Promise<number> {
+  const store = await openSqliteStore(join(backend.server.dataDir, "hallmark.db"));
+  try {
+    return (await store.audit.list(0, 1_000_000)).filter((r) => r.event === AUDIT_EVENTS.issueJwt && r.outcome === "success").length;
+  } finally {
+    await store.close();
+  }
+}
+
 describe("Workload API under abuse (default limits)", () => {
   it(`more than ${LIMITS.maxStreamsPerUid} streams from one uid: the extra ones get RESOURCE_EXHAUSTED, another uid is still served`, async () => {
     // Over two connections: grpc-js also caps streams per connection at the same number, which a
@@ -134,6 +146,37 @@ describe("Workload API under abuse (default limits)", () => {
       expect(nobody.stdout.trim(), nobody.stderr).toBe(NOBODY_ID);
     }
     for (const s of streams) s.call.cancel();
+  });
+
+  it("a uid that asks for more new JWT-SVIDs than jwtFetchRate allows gets RESOURCE_EXHAUSTED before the server is asked; another uid is served", async () => {
+    // A second Workload API over the same backend, whose identities hold no JWT-SVID (each call is
+    // a fetch from the server), with an allowance of 3 that does not refill within the test.
+    const limitedPath = join(dir.path, "run", "limited.sock");
+    const limited = await startWorkloadApi({ socketPath: limitedPath, identities: backend.identities, attestor: unixWorkloadAttestor(), limits: { jwtFetchRate: { perSecond: 0.001, burst: 3 } } });
+    try {
+      const c = newClient(limitedPath);
+      const before = await jwtIssuances();
+      for (let i = 0; i < 3; i++) {
+        const r = await unary<{ svids: { spiffe_id: string }[] }>(c, "FetchJWTSVID", { audience: [`fresh-${i}`] });
+        expect(r.svids.map((s) => s.spiffe_id)).toEqual([ROOT_ID]);
+      }
+      const refused = await unary(c, "FetchJWTSVID", { audience: ["one-too-many"] }).catch((e: { code: number; details: string }) => e);
+      expect(refused).toMatchObject({ code: status.RESOURCE_EXHAUSTED });
+      expect((refused as { details: string }).details).toMatch(/^workload_too_many_fetches: /);
+      expect(await jwtIssuances()).toBe(before + 3);
+
+      if (!hasPythonGrpc) {
+        console.warn(`skipping the other-uid half: ${NO_PYTHON_GRPC}`);
+      } else {
+        const py = join(dir.path, "python");
+        mkdirSync(py, { mode: 0o755, recursive: true });
+        const call = pythonWorkloadCallAs(NOBODY, limitedPath, py, "jwtsvid", ["nobody-aud"]);
+        expect(await call.line(1)).toEqual({ svids: [NOBODY_ID] });
+        await call.done;
+      }
+    } finally {
+      await limited.close();
+    }
   });
 
   it("200 streams abandoned by vanishing clients leak no slot: afterwards the uid holds its full quota again", async () => {
