@@ -17,7 +17,7 @@ import { carriesNodeProof, provenSvid } from "./node-proof.js";
 import { OAUTH_ROUTES, type OAuthServices, oauthRoutes } from "./oauth-routes.js";
 import { LOG_ROUTES, type LogRouteDeps, logRoutes } from "./log-routes.js";
 import { authenticatedNode, presentedSvid } from "./peer.js";
-import { admitIssuance, rateLimitHook } from "./rate-limit.js";
+import { admitAnonymous, admitIssuance, rateLimitHook } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { type WellKnownRouteDeps, WELL_KNOWN_ROUTES, wellKnownRoutes } from "./well-known-routes.js";
 import { bundleAnswer, jsonObject, spiffeIdField, timestamp } from "./wire-schemas.js";
@@ -126,10 +126,11 @@ const NODE_AUTH_ERRORS = [
   "node_svid_expired",
   "node_svid_superseded",
   "node_evicted",
+  // Refused credentials past the address's allowance (limits.attestRate), and a node's workload
+  // SVIDs past its allowance (limits.issuanceRate): 429 with Retry-After.
+  "rate_limited",
 ] as const;
 const WORKLOAD_ERRORS = ["not_entitled", "no_entries", "ambiguous_spiffe_id", "spiffe_id_outside_trust_domain"] as const;
-/** A node's workload issuance past its allowance (limits.issuanceRate): 429 with Retry-After, the whole request. */
-const ISSUANCE_LIMIT_ERRORS = ["rate_limited"] as const;
 const ATTESTOR_CODES_NOTE = "Each attestor also refuses with its own codes (src/attestors/<type>/errors.ts).";
 
 export const PUBLIC_ROUTES = {
@@ -214,7 +215,7 @@ export const PUBLIC_ROUTES = {
     caller: "node",
     body: z.object({ csr, spiffe_id: spiffeIdField.optional().describe("needed when several entries apply") }).strict(),
     responses: { 200: { description: "The workload's X509-SVID", body: svidAnswer.extend({ federated_bundles: federatedBundles }) } },
-    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
+    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "csr_malformed", "csr_signature_invalid", "csr_key_unsupported", "csr_requests_ca"],
   }),
   nodeFederatedBundles: defineRoute({
     operationId: "nodeFederatedBundles",
@@ -246,7 +247,7 @@ export const PUBLIC_ROUTES = {
         body: batchAnswer(z.object({ spiffe_id: spiffeIdField, svid: svidAnswer.shape.svid, log_index: logIndex, federated_bundles: federatedBundles })),
       },
     },
-    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS],
+    errors: [...NODE_AUTH_ERRORS],
   }),
   fetchJwtSvid: defineRoute({
     operationId: "fetchJwtSvid",
@@ -270,7 +271,7 @@ export const PUBLIC_ROUTES = {
         }),
       },
     },
-    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
+    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "invalid_audience"],
   }),
   fetchJwtSvidBatch: defineRoute({
     operationId: "fetchJwtSvidBatch",
@@ -288,7 +289,7 @@ export const PUBLIC_ROUTES = {
         body: batchAnswer(z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, federated_jwt_bundles: federatedJwtBundles })),
       },
     },
-    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS],
+    errors: [...NODE_AUTH_ERRORS],
   }),
   fetchWitSvid: defineRoute({
     operationId: "fetchWitSvid",
@@ -312,7 +313,7 @@ export const PUBLIC_ROUTES = {
         body: z.object({ spiffe_id: spiffeIdField, token: z.string(), expires_at: timestamp, log_index: logIndex, bundle_pem: z.string() }),
       },
     },
-    errors: [...NODE_AUTH_ERRORS, ...ISSUANCE_LIMIT_ERRORS, ...WORKLOAD_ERRORS, "wit_key_malformed", "wit_key_private", "wit_key_unsupported"],
+    errors: [...NODE_AUTH_ERRORS, ...WORKLOAD_ERRORS, "wit_key_malformed", "wit_key_private", "wit_key_unsupported"],
   }),
   nodeEntries: defineRoute({
     operationId: "nodeEntries",
@@ -427,12 +428,16 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   // client keeps its trust bundle current through CA rotations without a separate call.
   // A node whose key stays in its TPM authenticates with a channel-bound proof instead (src/api/node-proof.ts).
   const anchors = async () => pemBlocks(await bundlePem());
-  const nodeOf = (req: FastifyRequest, reply: FastifyReply) =>
-    authenticatedNode(reply, () =>
+  // A refused node credential spends the caller's anonymous allowance (limits.attestRate): past
+  // it, 429 and the limiter's summary instead of an audit record each.
+  const nodeOf = (req: FastifyRequest, reply: FastifyReply) => {
+    const admitRefusal = () => admitAnonymous(deps.attestRateLimit, req, reply);
+    return authenticatedNode(reply, () =>
       carriesNodeProof(req)
-        ? deps.nodes.authenticateProof(actorOf(req.ip), (now) => provenSvid(req, now, anchors))
-        : deps.nodes.authenticate(presentedSvid(req)),
+        ? deps.nodes.authenticateProof(actorOf(req.ip), (now) => provenSvid(req, now, anchors), admitRefusal)
+        : deps.nodes.authenticate(presentedSvid(req), admitRefusal),
     );
+  };
   registerRoute(app, R.renewNode, async ({ body }, node) => {
     const svid = await deps.nodes.renew(node, body.csr);
     return svidBody(node.spiffeId, svid, svid.logIndex);

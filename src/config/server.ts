@@ -416,7 +416,8 @@ export const serverConfigSchema = z
         /**
          * Token bucket per address for POST /v1/attest/sessions, …/evidence and …/answer: `burst`
          * requests at once, refilled at `perSecond`. One attestation takes two or three requests.
-         * Refused client authentications at /oauth2/token, /introspect and /revoke spend it too.
+         * Refused node credentials and refused client authentications at /oauth2/token,
+         * /introspect and /revoke spend it too (each refusal is audited only within it).
          * Refusals are 429 rate_limited with Retry-After.
          */
         attestRate: z

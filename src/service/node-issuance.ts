@@ -63,12 +63,17 @@ export class NodeIssuanceService {
    * be unexpired now, and be the node's current SVID (or the one it just replaced, within the
    * renewal overlap); the node must be neither evicted nor unknown. Any other SVID with the node's
    * ID (an older one, one from before an eviction, a workload SVID for the same ID) is refused.
+   *
+   * Each refusal is audited, after `admitRefusal`, which throws rate_limited once the caller has
+   * spent its allowance of refusals (the API's per-address one): any workload SVID chains to the
+   * bundle, so without it any workload could write refusal records as fast as it asked.
    */
-  async authenticate(presented: PresentedSvid): Promise<NodeRecord> {
+  async authenticate(presented: PresentedSvid, admitRefusal?: () => void): Promise<NodeRecord> {
     const now = this.deps.clock();
     try {
       return await this.checkNodeSvid(presented, now);
     } catch (e) {
+      admitRefusal?.();
       await this.auditRefusal(e, now, presented.spiffeId, presented.serial);
       throw e;
     }
@@ -77,18 +82,19 @@ export class NodeIssuanceService {
   /**
    * As authenticate, for a credential that is still to be verified (a channel-bound node proof,
    * src/api/node-proof.ts): `verify` checks it at the service's time, and its refusal is audited
-   * too, under `actor` (the peer address: an unverified SPIFFE ID names nobody).
+   * too, under `actor` (the peer address: an unverified SPIFFE ID names nobody), after `admitRefusal`.
    */
-  async authenticateProof(actor: string, verify: (now: Date) => Promise<PresentedSvid>): Promise<NodeRecord> {
+  async authenticateProof(actor: string, verify: (now: Date) => Promise<PresentedSvid>, admitRefusal?: () => void): Promise<NodeRecord> {
     const now = this.deps.clock();
     let presented: PresentedSvid;
     try {
       presented = await verify(now);
     } catch (e) {
+      admitRefusal?.();
       await this.auditRefusal(e, now, actor, undefined);
       throw e;
     }
-    return this.authenticate(presented);
+    return this.authenticate(presented, admitRefusal);
   }
 
   private async auditRefusal(e: unknown, now: Date, actor: string, serial: string | undefined): Promise<void> {

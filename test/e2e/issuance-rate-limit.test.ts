@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { SvidFiles } from "../../src/client/attest.js";
 import { newClientKey } from "../../src/client/csr.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
+import { NODE_PROOF_HEADER, NODE_SVID_HEADER } from "../../src/pki/channel-proof.js";
 import { AUDIT_EVENTS } from "../../src/service/audit-events.js";
 import { openSqliteStore } from "../../src/store/sqlite/index.js";
 import type { AuditRecord } from "../../src/store/types.js";
@@ -19,6 +20,8 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
  * The server's clock is frozen and moved by hand, so the bucket refills only when the test says.
  */
 const BURST = 66;
+/** The per-address allowance (limits.attestRate) refused node credentials spend; the nodes' attestations from 127.0.0.1 take 4 of it. */
+const ADDRESS_BURST = 10;
 const NODE_ID = "spiffe://example.org/node/limited";
 const OTHER_NODE_ID = "spiffe://example.org/node/neighbour";
 const WORKLOAD_ID = "spiffe://example.org/workload/limited";
@@ -27,13 +30,19 @@ let now = new Date();
 let server: TestServer;
 let node: SvidFiles;
 let neighbour: SvidFiles;
+/** A workload's X509-SVID: it chains to the bundle, but names no node. */
+let workloadSvid: SvidFiles;
 
 beforeAll(async () => {
   server = await startTestServer({
     clock: () => now,
     overrides: {
-      // The helper's other limits stay (per-address ones lifted for tests); these two are under test.
-      limits: { issuanceRate: { perSecond: 1, burst: BURST, trackedNodes: 1000 }, rateLimitAuditInterval: 1 },
+      // The helper's other limits stay; these are under test.
+      limits: {
+        issuanceRate: { perSecond: 1, burst: BURST, trackedNodes: 1000 },
+        attestRate: { perSecond: 0.001, burst: ADDRESS_BURST, trackedAddresses: 1000 },
+        rateLimitAuditInterval: 1,
+      },
     },
   });
   const admin = async (method: string, path: string, body?: unknown) => expectOk(await adminRequest(server.adminSocket, method, path, body));
@@ -41,6 +50,10 @@ beforeAll(async () => {
   neighbour = await admitJoinTokenNode(server, OTHER_NODE_ID);
   await admin("POST", "/admin/entries", { spiffe_id: WORKLOAD_ID, parent_id: NODE_ID, selectors: [] });
   await admin("POST", "/admin/entries", { spiffe_id: OTHER_WORKLOAD_ID, parent_id: OTHER_NODE_ID, selectors: [] });
+  const key = await newClientKey();
+  const issued = await post("/v1/svids/x509", { csr: key.csrPem, spiffe_id: OTHER_WORKLOAD_ID }, neighbour);
+  expect(issued.status, issued.text).toBe(200);
+  workloadSvid = { ...neighbour, certChainPem: (issued.body as { svid: { cert_chain_pem: string } }).svid.cert_chain_pem, privateKeyPem: key.privateKeyPem };
 }, 60_000);
 
 afterAll(async () => {
@@ -142,5 +155,47 @@ describe("the per-node issuance limit", () => {
     now = new Date(now.getTime() + 64_000);
     expect((await jwtBatch(64)).status).toBe(200);
     expect(issuedTo(await auditRecords(), NODE_ID)).toBe(before + 10 + 64);
+  });
+});
+
+describe("refused node credentials", () => {
+  it("a workload's SVID on a node endpoint: refused and audited within the address's allowance, past it 429 and one summary", async () => {
+    const from = "127.0.0.9";
+    const refusalsOf = async () => (await auditRecords()).filter((r) => r.event === AUDIT_EVENTS.authenticateNode && r.actor === OTHER_WORKLOAD_ID);
+    const before = (await refusalsOf()).length;
+    const answers: HttpsResult[] = [];
+    for (let i = 0; i < 30; i++) {
+      answers.push(await postJson(`${server.url}/v1/svids/jwt`, { audience: ["x"] }, { ...as(workloadSvid), localAddress: from }));
+    }
+    const refused = answers.filter((r) => r.status === 401);
+    expect(refused).toHaveLength(ADDRESS_BURST);
+    answers.filter((r) => r.status !== 401).forEach(expectRateLimited);
+    expect((await refusalsOf()).length).toBe(before + ADDRESS_BURST);
+    await vi.waitFor(
+      async () => {
+        const summaries = (await auditRecords()).filter((r) => r.event === AUDIT_EVENTS.rateLimitedSummary && r.actor === `peer:${from}`);
+        expect(summaries.reduce((n, r) => n + (r.details as { count: number }).count, 0)).toBe(30 - ADDRESS_BURST);
+      },
+      { timeout: 10_000, interval: 200 },
+    );
+  });
+
+  it("an anonymous caller sending node proof headers that do not verify: the same allowance, then 429", async () => {
+    const from = "127.0.0.10";
+    const proofRefusals = async () => (await auditRecords()).filter((r) => r.event === AUDIT_EVENTS.authenticateNode && r.actor === `peer:${from}`);
+    const answers: HttpsResult[] = [];
+    for (let i = 0; i < 20; i++) {
+      answers.push(
+        await httpsRaw(`${server.url}/v1/svids/jwt`, {
+          method: "POST",
+          body: JSON.stringify({ audience: ["x"] }),
+          headers: { "content-type": "application/json", [NODE_SVID_HEADER]: "garbage", [NODE_PROOF_HEADER]: "garbage" },
+          localAddress: from,
+        }),
+      );
+    }
+    expect(answers.filter((r) => r.status === 401).map((r) => (r.body as { code: string }).code)).toEqual(Array(ADDRESS_BURST).fill("node_proof_svid_invalid"));
+    answers.filter((r) => r.status !== 401).forEach(expectRateLimited);
+    expect(await proofRefusals()).toHaveLength(ADDRESS_BURST);
   });
 });
