@@ -18,10 +18,11 @@ export interface BenchServer {
 export const BENCH_NODE_ARGS: string[] = process.env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
 
 /**
- * Limits every benchmarked server gets: one bench node asks for thousands of SVIDs a second, far
- * past the per-node issuance limit a production node gets (limits.issuanceRate).
+ * Limits every benchmarked server gets: one bench node asks for thousands of SVIDs a second, and
+ * one bench client for thousands of token exchanges, far past the per-node and per-client limits
+ * of production (limits.issuanceRate, limits.clientRate).
  */
-const BENCH_LIMITS = { issuanceRate: { perSecond: 1_000_000, burst: 1_000_000 } };
+const BENCH_LIMITS = { issuanceRate: { perSecond: 1_000_000, burst: 1_000_000 }, clientRate: { perSecond: 1_000_000, burst: 1_000_000 } };
 
 /**
  * `hallmark server` in a process of its own on a free loopback port (so the load generator and

@@ -12,7 +12,7 @@ import type { RateLimit } from "../service/rate-limit.js";
 import { MAX_FORM_BYTES, acceptFormBodies } from "./form-body.js";
 import { registerOAuthErrorHandler } from "./oauth-errors.js";
 import { presentedSvid } from "./peer.js";
-import { admitAnonymous } from "./rate-limit.js";
+import { admitAnonymous, admitClient } from "./rate-limit.js";
 import { defineRoute, registerRoute } from "./route-spec.js";
 import { jsonObject } from "./wire-schemas.js";
 
@@ -35,6 +35,8 @@ export interface OAuthRouteDeps {
    * authentications only: within it each refusal is audited; past it, 429 and a summary.
    */
   refusalRateLimit?: RateLimit | undefined;
+  /** Per authenticated client (limits.clientRate): every request it makes takes one. */
+  clientRateLimit?: RateLimit | undefined;
 }
 
 /** RFC 8693 `audience` and RFC 8707 `resource` may repeat; no other parameter may (RFC 6749 §3.1). */
@@ -233,15 +235,15 @@ export async function oauthRoutes(app: FastifyInstance, deps: OAuthRouteDeps): P
     // (headers set here survive into the error handler's answer).
     const nonce = exchange.nonce();
     if (nonce !== undefined) void reply.header("dpop-nonce", nonce);
-    return exchange.exchange({ form: body, credentials: credentialsOf(req, reply, body, deps.refusalRateLimit), dpop: req.headers.dpop });
+    return exchange.exchange({ form: body, credentials: credentialsOf(req, reply, body, deps), dpop: req.headers.dpop });
   });
   registerRoute(app, R.oauthIntrospect, async ({ body }, _c, req, reply) => {
-    const answer = await deps.oauth.tokens.introspect(credentialsOf(req, reply, body, deps.refusalRateLimit), body.token, { proof: body.dpop_proof, method: body.dpop_method, url: body.dpop_url });
+    const answer = await deps.oauth.tokens.introspect(credentialsOf(req, reply, body, deps), body.token, { proof: body.dpop_proof, method: body.dpop_method, url: body.dpop_url });
     noStore(reply);
     return answer;
   });
   registerRoute(app, R.oauthRevoke, async ({ body }, _c, req, reply) => {
-    await deps.oauth.tokens.revoke(credentialsOf(req, reply, body, deps.refusalRateLimit), body.token);
+    await deps.oauth.tokens.revoke(credentialsOf(req, reply, body, deps), body.token);
     return noStore(reply).code(200).send();
   });
 }
@@ -254,19 +256,21 @@ function metadataOf(issuer: string, path: string): z.input<typeof metadataBody> 
 
 /**
  * The client's credentials: the TLS client certificate (read only when needed), the form's
- * assertion, and, should they be refused, the check of the caller's address allowance.
+ * assertion, and the checks of the allowances: the caller's address's, should they be refused,
+ * and the client's own once they are accepted.
  */
 function credentialsOf(
   req: FastifyRequest,
   reply: FastifyReply,
   body: { client_id?: string | undefined; client_assertion_type?: string | undefined; client_assertion?: string | undefined },
-  refusals: RateLimit | undefined,
+  limits: Pick<OAuthRouteDeps, "refusalRateLimit" | "clientRateLimit">,
 ): ClientCredentials {
   return {
     presented: () => presentedSvid(req),
     clientId: body.client_id,
     assertionType: body.client_assertion_type,
     assertion: body.client_assertion,
-    admitRefusal: () => admitAnonymous(refusals, req, reply),
+    admitRefusal: () => admitAnonymous(limits.refusalRateLimit, req, reply),
+    admitClient: (clientId) => admitClient(limits.clientRateLimit, clientId, req, reply),
   };
 }

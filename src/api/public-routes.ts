@@ -34,6 +34,8 @@ export interface PublicRouteDeps extends WellKnownRouteDeps, LogRouteDeps {
   attestRateLimit?: RateLimit | undefined;
   /** Per node: the SVIDs its workloads may be issued (limits.issuanceRate); renewal is not counted. */
   issuanceRateLimit?: RateLimit | undefined;
+  /** Per OAuth client: its token exchanges, introspections and revocations (limits.clientRate). */
+  clientRateLimit?: RateLimit | undefined;
   /** Foreign bundles for entries that federate (issue 14); none: no federated_bundles are sent. */
   federation?: Pick<FederationService, "bundles"> | undefined;
 }
@@ -555,7 +557,7 @@ export async function publicRoutes(app: FastifyInstance, deps: PublicRouteDeps):
   registerRoute(app, R.bundle, async () => ({ bundle_pem: await bundlePem(), spiffe_bundle: await deps.ca.spiffeBundle() }));
   await wellKnownRoutes(app, deps);
   await logRoutes(app, deps);
-  await app.register(oauthRoutes, { oauth: deps.oauth, log: app.log as unknown as Logger, refusalRateLimit: deps.attestRateLimit });
+  await app.register(oauthRoutes, { oauth: deps.oauth, log: app.log as unknown as Logger, refusalRateLimit: deps.attestRateLimit, clientRateLimit: deps.clientRateLimit });
   serveOpenApi(app, R.openApi, {
     title: "Hallmark public API",
     description:

@@ -49,3 +49,14 @@ export function admitIssuance(limit: RateLimit | undefined, nodeId: string, svid
   const r = limit?.admit(nodeId, routeOf(request), svids);
   if (r && !r.ok) throw refusal(r, reply, "this node asked for more SVIDs than its allowance (limits.issuanceRate)");
 }
+
+/**
+ * The per-client limit of the token service (limits.clientRate), for an OAuth client that has
+ * just authenticated: every token exchange, introspection and revocation takes one, refused or
+ * not, since each writes an audit record. Past it, 429 `rate_limited` with Retry-After, before
+ * anything else is checked or written, counted into the client's summary.
+ */
+export function admitClient(limit: RateLimit | undefined, clientId: string, request: FastifyRequest, reply: FastifyReply): void {
+  const r = limit?.admit(clientId, routeOf(request));
+  if (r && !r.ok) throw refusal(r, reply, "this client sent more requests than its allowance (limits.clientRate)");
+}

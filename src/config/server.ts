@@ -44,6 +44,8 @@ export const LIMIT_DEFAULTS = {
   // SPIRE's server allows an agent 500 X509-SVID and 500 JWT-SVID signatures a second; the burst
   // covers an agent that fills its cache of 1,000 SVIDs at start.
   issuanceRate: { perSecond: 500, burst: 1000, trackedNodes: 100_000 },
+  // As much for each OAuth client: token exchanges, introspections and revocations.
+  clientRate: { perSecond: 500, burst: 1000, trackedClients: 100_000 },
   rateLimitAuditInterval: 60,
   purgeInterval: 60,
   entryChangeRetention: 7 * 86400,
@@ -444,6 +446,20 @@ export const serverConfigSchema = z
           })
           .strict()
           .default(LIMIT_DEFAULTS.issuanceRate),
+        /**
+         * Token bucket per OAuth client (a workload's SPIFFE ID) for POST /oauth2/token,
+         * /introspect and /revoke, one token per request once the client has authenticated,
+         * refused or not: each writes an audit record. Refusals are 429 rate_limited with Retry-After.
+         */
+        clientRate: z
+          .object({
+            perSecond: z.number().positive().max(1_000_000).default(LIMIT_DEFAULTS.clientRate.perSecond),
+            burst: z.number().int().min(1).max(1_000_000).default(LIMIT_DEFAULTS.clientRate.burst),
+            /** Clients whose buckets are remembered; the least recently seen is forgotten first. */
+            trackedClients: z.number().int().min(16).max(10_000_000).default(LIMIT_DEFAULTS.clientRate.trackedClients),
+          })
+          .strict()
+          .default(LIMIT_DEFAULTS.clientRate),
         /** Rate-limited requests are audited as one `rate_limited_summary` record per address or node this often. */
         rateLimitAuditInterval: durationSeconds.default(LIMIT_DEFAULTS.rateLimitAuditInterval),
         /** Expired attestation sessions (nonces), join tokens and DPoP proof records are deleted this often. */

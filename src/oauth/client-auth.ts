@@ -48,6 +48,11 @@ export interface ClientCredentials {
    * counted in the limiter's summary record instead (src/service/rate-limit.ts).
    */
   admitRefusal?: (() => void) | undefined;
+  /**
+   * Called once the client has authenticated, with its client_id: throws rate_limited once that
+   * client has spent its allowance of requests (limits.clientRate), before anything else is done.
+   */
+  admitClient?: ((clientId: string) => void) | undefined;
 }
 
 export interface ClientAuthenticatorDeps {
@@ -70,12 +75,15 @@ export class ClientAuthenticator {
    * client certificate. Every failure is oauth_client_unauthenticated, saying which check failed.
    */
   async authenticate(c: ClientCredentials, now: Date): Promise<AuthenticatedClient> {
+    let client: AuthenticatedClient;
     try {
-      return await this.authenticateOnce(c, now);
+      client = await this.authenticateOnce(c, now);
     } catch (e) {
       if (isHallmarkError(e) && e.code === "oauth_client_unauthenticated") c.admitRefusal?.();
       throw e;
     }
+    c.admitClient?.(client.clientId);
+    return client;
   }
 
   private async authenticateOnce(c: ClientCredentials, now: Date): Promise<AuthenticatedClient> {

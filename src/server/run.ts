@@ -27,7 +27,7 @@ import { type Clock, systemClock } from "../service/clock.js";
 import { Metrics } from "../service/metrics.js";
 import { NodeIssuanceService } from "../service/node-issuance.js";
 import { purgeExpired } from "../service/purge.js";
-import { BY_ADDRESS, BY_NODE, RateLimit } from "../service/rate-limit.js";
+import { BY_ADDRESS, BY_CLIENT, BY_NODE, RateLimit, type RateLimitSubject } from "../service/rate-limit.js";
 import { TrustDomain } from "../spiffe/id.js";
 import type { ProcessCoordination } from "../store/change-feed.js";
 import { openStore } from "../store/open.js";
@@ -180,29 +180,17 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     // Buckets are per process and connections are spread over the workers: each worker gets its
     // share, so the group as a whole admits about the configured rate from one address or node.
     const share = worker?.count ?? 1;
-    const attestRateLimit = new RateLimit({
-      perSecond: limits.attestRate.perSecond / share,
-      burst: Math.max(1, Math.ceil(limits.attestRate.burst / share)),
-      maxKeys: limits.attestRate.trackedAddresses,
-      audit,
-      metrics,
-      clock,
-      subject: BY_ADDRESS,
-    });
-    const issuanceRateLimit = new RateLimit({
-      perSecond: limits.issuanceRate.perSecond / share,
-      burst: Math.max(MIN_ISSUANCE_BURST, Math.ceil(limits.issuanceRate.burst / share)),
-      maxKeys: limits.issuanceRate.trackedNodes,
-      audit,
-      metrics,
-      clock,
-      subject: BY_NODE,
-    });
+    const perProcess = (rate: { perSecond: number; burst: number }, maxKeys: number, subject: RateLimitSubject, minBurst = 1) =>
+      new RateLimit({ perSecond: rate.perSecond / share, burst: Math.max(minBurst, Math.ceil(rate.burst / share)), maxKeys, audit, metrics, clock, subject });
+    const attestRateLimit = perProcess(limits.attestRate, limits.attestRate.trackedAddresses, BY_ADDRESS);
+    // An issuance bucket must hold the largest batch, or a batch could never pass.
+    const issuanceRateLimit = perProcess(limits.issuanceRate, limits.issuanceRate.trackedNodes, BY_NODE, MIN_ISSUANCE_BURST);
+    const clientRateLimit = perProcess(limits.clientRate, limits.clientRate.trackedClients, BY_CLIENT);
     // Registered before the app's closer, so they stop after it: the last refusals are summarised.
     const summaries = startIntervalTask(
       "rate-limit audit summary",
       limits.rateLimitAuditInterval,
-      () => Promise.all([attestRateLimit.flush(), issuanceRateLimit.flush()]),
+      () => Promise.all([attestRateLimit.flush(), issuanceRateLimit.flush(), clientRateLimit.flush()]),
       log,
       { finalRun: true },
     );
@@ -211,7 +199,7 @@ export async function startServer(config: ServerConfig, log: Logger, clock: Cloc
     closers.push(() => purge.stop());
     const publicApp = await buildPublicApp(
       { log, bodyLimit: config.attestation.maxEvidenceBytes, tls: material, limits, metrics },
-      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, issuanceRateLimit, oauth, federation, transparency: tlog.reader },
+      { attestation, nodes, ca, metrics, ready: () => ready && store.healthy(), issuerUrl, attestRateLimit, issuanceRateLimit, clientRateLimit, oauth, federation, transparency: tlog.reader },
     );
     closers.push(() => publicApp.close());
     // Closers run in reverse: long polls of the entries answer at once, so closing does not wait for them.

@@ -7,8 +7,9 @@ import { type TakeResult, TokenBuckets } from "./token-buckets.js";
 
 /** Where refusals from addresses beyond the tally's bound are counted: every refusal is still accounted for. */
 export const OTHER_ADDRESSES = "other-addresses";
-/** The same for nodes beyond the bound of the per-node issuance limit. */
+/** The same for nodes beyond the bound of the per-node issuance limit, and for OAuth clients. */
 export const OTHER_NODES = "other-nodes";
+export const OTHER_CLIENTS = "other-clients";
 
 interface Tally {
   count: number;
@@ -30,6 +31,8 @@ export interface RateLimitSubject {
 export const BY_ADDRESS: RateLimitSubject = { actorOf: (address) => `peer:${address}`, others: OTHER_ADDRESSES };
 /** Authenticated nodes, by SPIFFE ID: the actor of their issuance records too. */
 export const BY_NODE: RateLimitSubject = { actorOf: (spiffeId) => spiffeId, others: OTHER_NODES };
+/** Authenticated OAuth clients, by client_id (a workload's SPIFFE ID): the actor of their records too. */
+export const BY_CLIENT: RateLimitSubject = { actorOf: (clientId) => clientId, others: OTHER_CLIENTS };
 
 /**
  * A token bucket per key (the anonymous attestation endpoints' per-address limit, the per-node

@@ -90,6 +90,14 @@ describe("server configuration", () => {
     }
   });
 
+  it("allows an OAuth client 500 requests a second (burst 1000) by default, and refuses a bucket that could admit nothing", () => {
+    expect(loadServerConfig({}, {}).limits.clientRate).toEqual({ perSecond: 500, burst: 1000, trackedClients: 100_000 });
+    expect(loadServerConfig({ config: file("ca.yaml", "limits:\n  clientRate: { perSecond: 2, burst: 1 }\n") }, {}).limits.clientRate).toMatchObject({ perSecond: 2, burst: 1 });
+    for (const [name, bad] of [["cb.yaml", "burst: 0"], ["cc.yaml", "perSecond: -1"], ["cd.yaml", "trackedClients: 3"]] as const) {
+      expect(() => loadServerConfig({ config: file(name, `limits:\n  clientRate: { ${bad} }\n`) }, {})).toThrowError(/limits\.clientRate/);
+    }
+  });
+
   it("signs with session copies of the HSM keys as the module suits (auto) unless told on or off", () => {
     expect(loadServerConfig({}, {}).hsm.sessionCopies).toBe("auto");
     expect(loadServerConfig({ config: file("sc.yaml", "hsm:\n  sessionCopies: off\n") }, {}).hsm.sessionCopies).toBe("off");

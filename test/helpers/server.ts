@@ -33,6 +33,7 @@ export async function startTestServer(
     maxConnectionsPerAddress: 100_000,
     attestRate: { ...config.limits.attestRate, perSecond: 1_000_000, burst: 1_000_000 },
     issuanceRate: { ...config.limits.issuanceRate, perSecond: 1_000_000, burst: 1_000_000 },
+    clientRate: { ...config.limits.clientRate, perSecond: 1_000_000, burst: 1_000_000 },
   };
   // One level deep: `{ svid: { x509Ttl: 8 } }` keeps the section's other defaults (witTtl, maxTtl…).
   const sections = config as unknown as Record<string, unknown>;

@@ -13,15 +13,20 @@ import { admitJoinTokenNode } from "../helpers/nodes.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /**
- * The per-node issuance limit (limits.issuanceRate) on the real server: a node's workloads may be
+ * The limits of authenticated callers and of refused credentials, on the real server.
+ *
+ * The per-node issuance limit (limits.issuanceRate): a node's workloads may be
  * issued `burst` SVIDs at once and `perSecond` after, one token per SVID, a batch all or none;
  * past it, 429 rate_limited with Retry-After before anything is judged, signed or written, and the
  * refusals are summarised in the audit log per node and window rather than written one by one.
- * The server's clock is frozen and moved by hand, so the bucket refills only when the test says.
+ * Refused node credentials spend the caller's per-address allowance (limits.attestRate), and an
+ * OAuth client each of its requests from its own (limits.clientRate), with the same summaries.
+ * The server's clock is frozen and moved by hand, so the buckets refill only when the test says.
  */
 const BURST = 66;
 /** The per-address allowance (limits.attestRate) refused node credentials spend; the nodes' attestations from 127.0.0.1 take 4 of it. */
 const ADDRESS_BURST = 10;
+const CLIENT_BURST = 5;
 const NODE_ID = "spiffe://example.org/node/limited";
 const OTHER_NODE_ID = "spiffe://example.org/node/neighbour";
 const WORKLOAD_ID = "spiffe://example.org/workload/limited";
@@ -41,6 +46,7 @@ beforeAll(async () => {
       limits: {
         issuanceRate: { perSecond: 1, burst: BURST, trackedNodes: 1000 },
         attestRate: { perSecond: 0.001, burst: ADDRESS_BURST, trackedAddresses: 1000 },
+        clientRate: { perSecond: 0.001, burst: CLIENT_BURST, trackedClients: 1000 },
         rateLimitAuditInterval: 1,
       },
     },
@@ -197,5 +203,32 @@ describe("refused node credentials", () => {
     expect(answers.filter((r) => r.status === 401).map((r) => (r.body as { code: string }).code)).toEqual(Array(ADDRESS_BURST).fill("node_proof_svid_invalid"));
     answers.filter((r) => r.status !== 401).forEach(expectRateLimited);
     expect(await proofRefusals()).toHaveLength(ADDRESS_BURST);
+  });
+});
+
+describe("the per-client limit of the token service", () => {
+  it("answers an authenticated client's introspections within its allowance (each audited), then 429 in the OAuth format and one summary", async () => {
+    const introspectionsBy = async () => (await auditRecords()).filter((r) => r.event === AUDIT_EVENTS.oauthIntrospect && r.actor === OTHER_WORKLOAD_ID).length;
+    const before = await introspectionsBy();
+    const answers: HttpsResult[] = [];
+    for (let i = 0; i < CLIENT_BURST + 3; i++) {
+      answers.push(
+        await httpsRaw(`${server.url}/oauth2/introspect`, { method: "POST", body: "token=not-a-token", headers: { "content-type": "application/x-www-form-urlencoded" }, ...as(workloadSvid) }),
+      );
+    }
+    expect(answers.slice(0, CLIENT_BURST).map((r) => [r.status, r.body])).toEqual(Array(CLIENT_BURST).fill([200, { active: false }]));
+    for (const r of answers.slice(CLIENT_BURST)) {
+      expect(r.status, r.text).toBe(429);
+      expect(r.body).toMatchObject({ error: "temporarily_unavailable", code: "rate_limited" });
+      expect(Number(r.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+    }
+    expect(await introspectionsBy()).toBe(before + CLIENT_BURST);
+    await vi.waitFor(
+      async () => {
+        const summaries = (await auditRecords()).filter((r) => r.event === AUDIT_EVENTS.rateLimitedSummary && r.actor === OTHER_WORKLOAD_ID);
+        expect(summaries.map((r) => r.details)).toMatchObject([{ count: 3, routes: { "/oauth2/introspect": 3 } }]);
+      },
+      { timeout: 10_000, interval: 200 },
+    );
   });
 });
