@@ -15,10 +15,10 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 /**
  * The limits of authenticated callers and of refused credentials, on the real server.
  *
- * The per-node issuance limit (limits.issuanceRate): a node's workloads may be
- * issued `burst` SVIDs at once and `perSecond` after, one token per SVID, a batch all or none;
- * past it, 429 rate_limited with Retry-After before anything is judged, signed or written, and the
- * refusals are summarised in the audit log per node and window rather than written one by one.
+ * The per-node issuance limit (limits.issuanceRate): a node's workloads may be issued `burst`
+ * SVIDs at once and `perSecond` after, one token per SVID, a batch all or none; past it, 429
+ * rate_limited with Retry-After before anything is judged, signed or written, and the refusals are
+ * summarised in the audit log per node and window rather than written one by one.
  * Refused node credentials spend the caller's per-address allowance (limits.attestRate), and an
  * OAuth client each of its requests from its own (limits.clientRate), with the same summaries.
  * The server's clock is frozen and moved by hand, so the buckets refill only when the test says.
