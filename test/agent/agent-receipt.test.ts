@@ -1,11 +1,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AgentCore, startAgentCore } from "../../src/agent/run-agent.js";
-import { joinTokenProducer } from "../../src/client/attest.js";
+import type { AgentCore } from "../../src/agent/run-agent.js";
 import { adminRequest, expectOk } from "../../src/client/http.js";
 import { LogClient } from "../../src/client/log-client.js";
-import { createLogger } from "../../src/log.js";
+import { startJoinTokenAgentCore } from "../helpers/agent-core.js";
 import { runCli } from "../helpers/cli.js";
 import { waitFor } from "../helpers/kept-alive.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -32,18 +31,8 @@ afterAll(async () => {
 
 describe("the agent's node SVID receipt", () => {
   it("is written beside the node SVID once a checkpoint covers it, and verifies for that SVID", async () => {
+    core = await startJoinTokenAgentCore(server, NODE, data.path);
     const bundle = ((await admin("GET", "/admin/bundle")) as { bundle_pem: string }).bundle_pem;
-    const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: NODE, ttl_seconds: 600 })) as { token: string };
-    core = await startAgentCore({
-      server: server.url,
-      trustBundlePem: bundle,
-      dataDir: data.path,
-      attestor: "join_token",
-      producer: async () => joinTokenProducer(token),
-      pollIntervalSeconds: 0.2,
-      retry: { minMs: 100, maxMs: 500 },
-      log: createLogger(process.env.HALLMARK_TEST_LOG ?? "silent"),
-    });
     const receipt = join(data.path, "receipt.json");
     await waitFor(() => existsSync(receipt), "the node SVID's receipt", 20_000);
     const logKey = await new LogClient(server.url, { trustBundlePem: bundle }).verifierKey();
