@@ -57,6 +57,14 @@ export const LIMIT_DEFAULTS = {
  */
 export const MIN_ISSUANCE_BURST = 64;
 
+/** The rate of a token bucket section of `limits`: `burst` at once (at least `minBurst`), refilled at `perSecond`. */
+const bucketRate = (d: { perSecond: number; burst: number }, minBurst = 1) => ({
+  perSecond: z.number().positive().max(1_000_000).default(d.perSecond),
+  burst: z.number().int().min(minBurst).max(1_000_000).default(d.burst),
+});
+/** How many keys (addresses, nodes, clients) have buckets remembered; the least recently seen is forgotten first. */
+const trackedKeys = (n: number) => z.number().int().min(16).max(10_000_000).default(n);
+
 /** Safe defaults of `store.pool` (durations in seconds). */
 const STORE_POOL_DEFAULTS = { max: 10, connectionTimeout: 5, idleTimeout: 30, statementTimeout: 30 };
 
@@ -423,12 +431,7 @@ export const serverConfigSchema = z
          * Refusals are 429 rate_limited with Retry-After.
          */
         attestRate: z
-          .object({
-            perSecond: z.number().positive().max(1_000_000).default(LIMIT_DEFAULTS.attestRate.perSecond),
-            burst: z.number().int().min(1).max(1_000_000).default(LIMIT_DEFAULTS.attestRate.burst),
-            /** Addresses whose buckets are remembered; the least recently seen is forgotten first. */
-            trackedAddresses: z.number().int().min(16).max(10_000_000).default(LIMIT_DEFAULTS.attestRate.trackedAddresses),
-          })
+          .object({ ...bucketRate(LIMIT_DEFAULTS.attestRate), trackedAddresses: trackedKeys(LIMIT_DEFAULTS.attestRate.trackedAddresses) })
           .strict()
           .default(LIMIT_DEFAULTS.attestRate),
         /**
@@ -438,12 +441,7 @@ export const serverConfigSchema = z
          * sign, and the audit log grow, at its pace. Refusals are 429 rate_limited with Retry-After.
          */
         issuanceRate: z
-          .object({
-            perSecond: z.number().positive().max(1_000_000).default(LIMIT_DEFAULTS.issuanceRate.perSecond),
-            burst: z.number().int().min(MIN_ISSUANCE_BURST).max(1_000_000).default(LIMIT_DEFAULTS.issuanceRate.burst),
-            /** Nodes whose buckets are remembered; the least recently seen is forgotten first. */
-            trackedNodes: z.number().int().min(16).max(10_000_000).default(LIMIT_DEFAULTS.issuanceRate.trackedNodes),
-          })
+          .object({ ...bucketRate(LIMIT_DEFAULTS.issuanceRate, MIN_ISSUANCE_BURST), trackedNodes: trackedKeys(LIMIT_DEFAULTS.issuanceRate.trackedNodes) })
           .strict()
           .default(LIMIT_DEFAULTS.issuanceRate),
         /**
@@ -452,15 +450,10 @@ export const serverConfigSchema = z
          * refused or not: each writes an audit record. Refusals are 429 rate_limited with Retry-After.
          */
         clientRate: z
-          .object({
-            perSecond: z.number().positive().max(1_000_000).default(LIMIT_DEFAULTS.clientRate.perSecond),
-            burst: z.number().int().min(1).max(1_000_000).default(LIMIT_DEFAULTS.clientRate.burst),
-            /** Clients whose buckets are remembered; the least recently seen is forgotten first. */
-            trackedClients: z.number().int().min(16).max(10_000_000).default(LIMIT_DEFAULTS.clientRate.trackedClients),
-          })
+          .object({ ...bucketRate(LIMIT_DEFAULTS.clientRate), trackedClients: trackedKeys(LIMIT_DEFAULTS.clientRate.trackedClients) })
           .strict()
           .default(LIMIT_DEFAULTS.clientRate),
-        /** Rate-limited requests are audited as one `rate_limited_summary` record per address or node this often. */
+        /** Rate-limited requests are audited as one `rate_limited_summary` record per address, node or client this often. */
         rateLimitAuditInterval: durationSeconds.default(LIMIT_DEFAULTS.rateLimitAuditInterval),
         /** Expired attestation sessions (nonces), join tokens and DPoP proof records are deleted this often. */
         purgeInterval: durationSeconds.default(LIMIT_DEFAULTS.purgeInterval),

@@ -67,7 +67,7 @@ export class Metrics {
     this.auditChain = { ok, records };
   }
 
-  /** A request refused by a rate limit (per address, or per node); `route` is the route pattern. */
+  /** A request refused by a rate limit (per address, node or client); `route` is the route pattern. */
   rateLimited(route: string): void {
     bump(this.rateLimits, labels({ route }));
   }
@@ -116,7 +116,7 @@ export class Metrics {
     out.push("# HELP hallmark_audit_commit_batch_size Audit records per committed transaction (group commit): _count is transactions, _sum records.");
     out.push("# TYPE hallmark_audit_commit_batch_size histogram");
     renderHistogram(out, "hallmark_audit_commit_batch_size", "", BATCH_BUCKETS, this.auditBatches);
-    out.push("# HELP hallmark_rate_limited_total Requests refused by a rate limit (429): per address on the attestation routes, per node on the issuance routes.");
+    out.push("# HELP hallmark_rate_limited_total Requests refused by a rate limit (429): per address (attestation, refused credentials), per node (issuance), per OAuth client.");
     out.push("# TYPE hallmark_rate_limited_total counter");
     for (const [l, v] of this.rateLimits) out.push(`hallmark_rate_limited_total{${l}} ${v}`);
     out.push("# HELP hallmark_connections_refused_total Connections closed by a cap: on arrival (address_cap, total_cap) or for too many open requests (open_requests_cap).");
