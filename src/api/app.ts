@@ -5,6 +5,7 @@ import type { ServerLimits } from "../config/server.js";
 import type { Metrics } from "../service/metrics.js";
 import { type AdminRouteDeps, adminRoutes } from "./admin-routes.js";
 import { raiseAnswerHighWaterMark } from "./answer-high-water-mark.js";
+import { installBindWithoutDeprecatedAccessor } from "./async-resource-bind.js";
 import { serveInArrivalOrder } from "./arrival-order.js";
 import { applyConnectionLimits } from "./connection-limits.js";
 import { problemServerOptions, registerProblemHandlers } from "./problem.js";
@@ -35,6 +36,8 @@ export interface PublicAppOptions {
  * demand a verified one (src/api/peer.ts).
  */
 export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDeps): Promise<FastifyInstance> {
+  // Every issuance request has a body, which fastify's parser binds to the request's async context.
+  installBindWithoutDeprecatedAccessor();
   const app = Fastify({
     loggerInstance: opts.log as FastifyBaseLogger,
     disableRequestLogging: true,
