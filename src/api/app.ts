@@ -10,6 +10,7 @@ import { serveInArrivalOrder } from "./arrival-order.js";
 import { applyConnectionLimits } from "./connection-limits.js";
 import { problemServerOptions, registerProblemHandlers } from "./problem.js";
 import { PUBLIC_ROUTES, type PublicRouteDeps, publicRoutes } from "./public-routes.js";
+import { loggingOptions } from "./request-logger.js";
 import { TLS_POLICY } from "./tls-policy.js";
 import { type WellKnownRouteDeps, wellKnownRoutes } from "./well-known-routes.js";
 
@@ -39,8 +40,7 @@ export async function buildPublicApp(opts: PublicAppOptions, deps: PublicRouteDe
   // Every issuance request has a body, which fastify's parser binds to the request's async context.
   installBindWithoutDeprecatedAccessor();
   const app = Fastify({
-    loggerInstance: opts.log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    ...loggingOptions(opts.log as FastifyBaseLogger),
     bodyLimit: opts.bodyLimit,
     return503OnClosing: true,
     ...problemServerOptions(opts.log),
@@ -78,8 +78,7 @@ function handshakeDeadline(limits: ServerLimits | undefined): { handshakeTimeout
 
 export async function buildAdminApp(opts: { log: Logger }, deps: AdminRouteDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    loggerInstance: opts.log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    ...loggingOptions(opts.log as FastifyBaseLogger),
     bodyLimit: 64 * 1024,
     ...problemServerOptions(opts.log),
   });
@@ -97,8 +96,7 @@ export async function buildWebBundleApp(
   deps: WellKnownRouteDeps,
 ): Promise<FastifyInstance> {
   const app = Fastify({
-    loggerInstance: opts.log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    ...loggingOptions(opts.log as FastifyBaseLogger),
     bodyLimit: 1024,
     return503OnClosing: true,
     ...problemServerOptions(opts.log),

@@ -26,7 +26,9 @@ describe("AsyncResource#bind without the deprecated asyncResource accessor", () 
   it("binds thisArg when given, and the static form binds to a new resource in the current context", () => {
     const self = { name: "bound" };
     const resource = als.run("request-2", () => new AsyncResource("test"));
-    const bound = resource.bind(function (this: unknown) {
+    // Node's bind takes thisArg too (its typings here do not say so).
+    const bindTo = resource.bind.bind(resource) as (fn: (this: unknown) => unknown, thisArg: unknown) => (this: unknown) => unknown;
+    const bound = bindTo(function (this: unknown) {
       return { store: als.getStore(), self: this };
     }, self);
     expect(bound.call({ other: true })).toEqual({ store: "request-2", self });
