@@ -25,8 +25,11 @@ import { tempDir } from "../helpers/tmp.js";
  */
 const NODE = "spiffe://example.org/node/workers";
 const WORKLOAD = "spiffe://example.org/w/issued";
-// CA keys live 16 s: prepare at 8 s, activate at 12 s, checked every second by each worker.
-const ROTATING = { ca: { ttl: 16, rotation: { prepareAt: 0.5, activateAt: 0.75, checkInterval: 1 } } };
+// CA keys live 16 s: prepare at 8 s, activate at 9.6 s, checked every second by each worker. The
+// 6.4 s left before the old key's certificates expire are room for late timers on a loaded
+// machine: with activation at 12 s (4 s of room), a loaded run once met a server certificate
+// that had expired before its worker renewed it.
+const ROTATING = { ca: { ttl: 16, rotation: { prepareAt: 0.5, activateAt: 0.6, checkInterval: 1 } } };
 
 const work = tempDir("workers");
 const hsmDir = join(work.path, "softhsm");
