@@ -18,23 +18,61 @@ export function loggingOptions(log: FastifyBaseLogger): Pick<FastifyServerOption
  * is made on first use and every call goes to it; until then the level is the parent's.
  */
 function lazyChild(parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
-  let made: FastifyBaseLogger | undefined;
-  const child = () => (made ??= parent.child(bindings, options));
-  return {
-    get level() {
-      // fastify passes level "" when the route sets none: the parent's.
-      return made ? made.level : options.level || parent.level;
-    },
-    set level(level: string) {
-      child().level = level;
-    },
-    fatal: (...args: Parameters<FastifyBaseLogger["fatal"]>) => child().fatal(...args),
-    error: (...args: Parameters<FastifyBaseLogger["error"]>) => child().error(...args),
-    warn: (...args: Parameters<FastifyBaseLogger["warn"]>) => child().warn(...args),
-    info: (...args: Parameters<FastifyBaseLogger["info"]>) => child().info(...args),
-    debug: (...args: Parameters<FastifyBaseLogger["debug"]>) => child().debug(...args),
-    trace: (...args: Parameters<FastifyBaseLogger["trace"]>) => child().trace(...args),
-    silent: (...args: Parameters<FastifyBaseLogger["silent"]>) => child().silent(...args),
-    child: (more: Bindings, moreOptions?: ChildLoggerOptions) => child().child(more, moreOptions),
-  };
+  return new LazyChildLogger(parent, bindings, options);
+}
+
+/** Methods on the prototype: a request allocates one small object, not a closure per method. */
+class LazyChildLogger implements FastifyBaseLogger {
+  private made: FastifyBaseLogger | undefined;
+
+  constructor(
+    private readonly parent: FastifyBaseLogger,
+    private readonly bindings: Bindings,
+    private readonly options: ChildLoggerOptions,
+  ) {}
+
+  private get real(): FastifyBaseLogger {
+    return (this.made ??= this.parent.child(this.bindings, this.options));
+  }
+
+  get level(): string {
+    // fastify passes level "" when the route sets none: the parent's.
+    return this.made ? this.made.level : this.options.level || this.parent.level;
+  }
+
+  set level(level: string) {
+    this.real.level = level;
+  }
+
+  fatal(...args: Parameters<FastifyBaseLogger["fatal"]>): void {
+    this.real.fatal(...args);
+  }
+
+  error(...args: Parameters<FastifyBaseLogger["error"]>): void {
+    this.real.error(...args);
+  }
+
+  warn(...args: Parameters<FastifyBaseLogger["warn"]>): void {
+    this.real.warn(...args);
+  }
+
+  info(...args: Parameters<FastifyBaseLogger["info"]>): void {
+    this.real.info(...args);
+  }
+
+  debug(...args: Parameters<FastifyBaseLogger["debug"]>): void {
+    this.real.debug(...args);
+  }
+
+  trace(...args: Parameters<FastifyBaseLogger["trace"]>): void {
+    this.real.trace(...args);
+  }
+
+  silent(...args: Parameters<FastifyBaseLogger["silent"]>): void {
+    this.real.silent(...args);
+  }
+
+  child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.real.child(bindings, options);
+  }
 }
