@@ -25,11 +25,9 @@ import { tempDir } from "../helpers/tmp.js";
  */
 const NODE = "spiffe://example.org/node/workers";
 const WORKLOAD = "spiffe://example.org/w/issued";
-// CA keys live 16 s: prepare at 8 s, activate at 9.6 s, checked every second by each worker. The
-// 6.4 s left before the old key's certificates expire are room for late timers on a loaded
-// machine: with activation at 12 s (4 s of room), a loaded run once met a server certificate
-// that had expired before its worker renewed it.
-const ROTATING = { ca: { ttl: 16, rotation: { prepareAt: 0.5, activateAt: 0.6, checkInterval: 1 } } };
+// CA keys live 16 s: prepare at 8 s, activate at 12 s, checked every second by each worker. So
+// the node's first SVID and trust bundle serve only the first 16 s (see freshNode).
+const ROTATING = { ca: { ttl: 16, rotation: { prepareAt: 0.5, activateAt: 0.75, checkInterval: 1 } } };
 
 const work = tempDir("workers");
 const hsmDir = join(work.path, "softhsm");
@@ -86,6 +84,18 @@ async function issueX509(): Promise<Served & { serial: string; leafPem: string }
   return { ...r, serial: svid.serial, leafPem: svid.cert_chain_pem };
 }
 
+/**
+ * The node attested again with a new join token: an SVID from the CA key active now, and the
+ * bundle as it is now. The first key's life bounds the first SVID, and a client trusting only
+ * that key cannot verify a server certificate from a later key once the first key's
+ * certificates (the cross-signed one included) have expired.
+ */
+async function freshNode(): Promise<SvidFiles> {
+  const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: NODE, ttl_seconds: 600 })) as { token: string };
+  const { bundle_pem: trustBundlePem } = (await admin("GET", "/admin/bundle")) as { bundle_pem: string };
+  return attest({ server: url, tls: { trustBundlePem }, producer: joinTokenProducer(token) });
+}
+
 function writeConfig(name: string, config: Record<string, unknown>): string {
   const file = join(work.path, `${name}.json`);
   writeFileSync(
@@ -131,9 +141,7 @@ beforeAll(async () => {
   server = startWorkers();
   await server.ready;
   url = /listening on (https:\/\/\S+) \(admin socket \S+\)/.exec(server.stderr())![1]!;
-  const { token } = (await admin("POST", "/admin/tokens", { spiffe_id: NODE, ttl_seconds: 600 })) as { token: string };
-  const { bundle_pem: trustBundlePem } = (await admin("GET", "/admin/bundle")) as { bundle_pem: string };
-  node = await attest({ server: url, tls: { trustBundlePem }, producer: joinTokenProducer(token) });
+  node = await freshNode();
   await admin("POST", "/admin/entries", { parent_id: NODE, spiffe_id: WORKLOAD, selectors: [] });
 }, 30_000);
 
@@ -210,6 +218,8 @@ describe("hallmark server --workers 2 (SQLite)", () => {
   }, 30_000);
 
   it("replaces a worker killed with SIGKILL; the other serves meanwhile, and nothing is half-written", async () => {
+    // The rotation above took most of the first CA key's 16 s: an SVID and a bundle of the key active now.
+    node = await freshNode();
     const before = workerPids(server.pid);
     const victim = before[1]!;
     process.kill(victim, "SIGKILL");
